@@ -1,0 +1,116 @@
+// Command gantry-controlplane runs Gantry's cloud control plane: identity
+// and authorization, the JSON/gRPC API and the portal, with SQLite (default)
+// or PostgreSQL as its store.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/gantry-iot/gantry/controlplane/server"
+)
+
+const usage = `gantry-controlplane — Gantry's cloud control plane.
+
+Usage:
+  gantry-controlplane serve [flags]   run the control plane
+  gantry-controlplane help            show this help
+
+serve runs the portal, the JSON API and gRPC on one listener, with the store
+(SQLite in --data-dir by default, or PostgreSQL via --store).
+
+Quick start on a fresh machine (plain HTTP on loopback, demo tenants and users):
+  gantry-controlplane serve --dev --data-dir .gantry-dev
+
+Flags of serve:
+`
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "gantry-controlplane:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stdout, usage)
+		fs := newServeFlags(&server.Config{}, new(string))
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		return nil
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], stdout, stderr)
+	default:
+		return fmt.Errorf("unknown command %q; run 'gantry-controlplane help'", args[0])
+	}
+}
+
+func newServeFlags(cfg *server.Config, logLevel *string) *flag.FlagSet {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.BoolVar(&cfg.Dev, "dev", false, "development mode: plain HTTP on 127.0.0.1:8080, demo data in an empty store")
+	fs.StringVar(&cfg.Listen, "listen", "", "listen address host:port (default 127.0.0.1:8080 with --dev, :8443 otherwise)")
+	fs.StringVar(&cfg.DataDir, "data-dir", "/var/lib/gantry", "directory for the SQLite store and state")
+	fs.StringVar(&cfg.StoreDSN, "store", "", "store DSN: empty = SQLite in --data-dir; postgres://user@host/db for PostgreSQL")
+	fs.StringVar(&cfg.PortalURL, "portal-url", "", "external base URL used in invitation links (default: the listen URL)")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate for HTTPS (required without --dev)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key for HTTPS (required without --dev)")
+	fs.StringVar(&cfg.ConferenceURL, "conference-url", "https://meet.example.com", "base URL of the conferencing provider; each case gets <url>/gantry-case-<id>")
+	fs.StringVar(logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return fs
+}
+
+func serve(args []string, stdout, stderr io.Writer) error {
+	var cfg server.Config
+	var level string
+	fs := newServeFlags(&cfg, &level)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+	}
+	cfg.Demo = cfg.Dev
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	s, err := server.New(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	fmt.Fprintf(stdout, "Gantry control plane listening on %s\n", s.URL)
+	fmt.Fprintf(stdout, "  JSON API: POST %s/gantry.v1.<Service>/<Method>   OpenAPI: %s/api/openapi.json\n", s.URL, s.URL)
+	if cfg.Dev {
+		logins, err := server.DemoLogins(ctx, s.Store)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "Demo logins (password %q):\n", server.DemoPassword)
+		for _, l := range logins {
+			fmt.Fprintf(stdout, "  %-28s %s\n", l.Email, l.Role)
+		}
+		fmt.Fprintf(stdout, "Try: gantryctl --server %s login --email admin@nordwerk.example\n", s.URL)
+	}
+	logger.Info("control plane started", "url", s.URL, "dev", cfg.Dev)
+	if err := s.Serve(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	logger.Info("control plane stopped")
+	return nil
+}

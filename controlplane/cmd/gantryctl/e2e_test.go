@@ -1,0 +1,129 @@
+package main_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// build compiles the binaries once per test binary into dir.
+func build(t *testing.T, dir string) (controlplane, ctl string) {
+	t.Helper()
+	controlplane = filepath.Join(dir, "gantry-controlplane")
+	ctl = filepath.Join(dir, "gantryctl")
+	for _, b := range []struct{ out, pkg string }{{controlplane, "../gantry-controlplane"}, {ctl, "."}} {
+		cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", b.pkg, err, out)
+		}
+	}
+	return controlplane, ctl
+}
+
+// TestDevServerLoginAndListUsers runs what the README promises: the
+// control plane in dev mode prints its URL and demo logins, and gantryctl
+// logs in as a demo admin and lists users.
+func TestDevServerLoginAndListUsers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binaries")
+	}
+	dir := t.TempDir()
+	cpBin, ctlBin := build(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cp := exec.CommandContext(ctx, cpBin, "serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"))
+	stdout, err := cp.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cp.Stderr = &stderr
+	if err := cp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cp.Process.Signal(os.Interrupt)
+		_ = cp.Wait()
+	})
+	sc := bufio.NewScanner(stdout)
+	var url string
+	var printed []string
+	re := regexp.MustCompile(`listening on (http://\S+)`)
+	for sc.Scan() {
+		line := sc.Text()
+		printed = append(printed, line)
+		if m := re.FindStringSubmatch(line); m != nil {
+			url = m[1]
+		}
+		if strings.HasPrefix(line, "Try:") {
+			break
+		}
+	}
+	if url == "" {
+		t.Fatalf("control plane printed no URL:\n%s\nstderr:\n%s", strings.Join(printed, "\n"), stderr.String())
+	}
+	out := strings.Join(printed, "\n")
+	for _, want := range []string{"admin@nordwerk.example", "me@nordwerk.example", "st@acme.example", "admin@appforge.example"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo logins do not list %s:\n%s", want, out)
+		}
+	}
+	go func() { // keep draining stdout
+		for sc.Scan() {
+		}
+	}()
+
+	env := append(os.Environ(), "GANTRY_SESSION_FILE="+filepath.Join(dir, "session.json"), "GANTRY_SERVER="+url)
+	ctl := func(stdin string, args ...string) (string, error) {
+		cmd := exec.CommandContext(ctx, ctlBin, args...)
+		cmd.Env = env
+		cmd.Stdin = strings.NewReader(stdin)
+		b, err := cmd.CombinedOutput()
+		return string(b), err
+	}
+	if out, err := ctl("wrong-password\n", "login", "--email", "admin@nordwerk.example"); err == nil || !strings.Contains(out, "wrong e-mail address or password") {
+		t.Fatalf("login with a wrong password: err=%v out=%s", err, out)
+	}
+	if out, err := ctl("gantry-demo-1\n", "login", "--email", "admin@nordwerk.example"); err != nil {
+		t.Fatalf("login: %v\n%s", err, out)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "session.json")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("session file: %v mode %v, want 0600", err, fi.Mode().Perm())
+	}
+	out, err = ctl("", "users", "list")
+	if err != nil {
+		t.Fatalf("users list: %v\n%s", err, out)
+	}
+	for _, want := range []string{"me@nordwerk.example", "Maintenance Engineer", "oisc@nordwerk.example"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("users list lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "acme.example") {
+		t.Errorf("users list shows another tenant's users:\n%s", out)
+	}
+	out, err = ctl("", "users", "invite", "--email", "new.engineer@nordwerk.example", "--role", "maintenance_engineer")
+	if err != nil || !strings.Contains(out, "/invite?token=") {
+		t.Fatalf("invite: %v\n%s", err, out)
+	}
+	out, err = ctl("", "roles", "assign", "--user", "nobody", "--role", "machine_operator")
+	if err == nil || !strings.Contains(out, "NotFound") {
+		t.Errorf("assign to unknown user: err=%v\n%s", err, out)
+	}
+	if out, err := ctl("", "help"); err != nil || !strings.Contains(out, "users invite") {
+		t.Errorf("help: %v\n%s", err, out)
+	}
+	if out, err := ctl("", "logout"); err != nil {
+		t.Errorf("logout: %v\n%s", err, out)
+	}
+	if out, err := ctl("", "users", "list"); err == nil {
+		t.Errorf("users list after logout succeeded:\n%s", out)
+	}
+}

@@ -1,0 +1,199 @@
+// Package server assembles the control plane: store, identity and API
+// services, HTTP listener (portal, JSON API and gRPC on one port),
+// Prometheus metrics and, in dev mode, demo data.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/gantry-iot/gantry/controlplane/api"
+	"github.com/gantry-iot/gantry/controlplane/authz"
+	"github.com/gantry-iot/gantry/controlplane/cases"
+	"github.com/gantry-iot/gantry/controlplane/fleet"
+	"github.com/gantry-iot/gantry/controlplane/identity"
+	"github.com/gantry-iot/gantry/controlplane/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Config is the validated configuration of a control-plane process.
+type Config struct {
+	Dev       bool   // plain HTTP on loopback, demo data
+	Listen    string // host:port; ":0" picks a free port
+	DataDir   string // SQLite file and other state
+	StoreDSN  string // empty: SQLite in DataDir; postgres://… for PostgreSQL
+	PortalURL string // external base URL; empty: derived from the listener
+	TLSCert   string // PEM files for HTTPS (required outside dev mode)
+	TLSKey    string
+	Demo      bool // seed demo data into an empty store
+	// ConferenceURL is the conferencing provider's base URL for case rooms.
+	ConferenceURL string
+
+	// Store, when set, is used instead of opening StoreDSN (tests). The
+	// server closes it on Close.
+	Store store.Store
+}
+
+// Validate checks the configuration and fills defaults.
+func (c *Config) Validate() error {
+	if c.Listen == "" {
+		if c.Dev {
+			c.Listen = "127.0.0.1:8080"
+		} else {
+			c.Listen = ":8443"
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("--listen %q: want host:port, e.g. 127.0.0.1:8080", c.Listen)
+	}
+	if c.DataDir == "" {
+		return errors.New("--data-dir is required (where the SQLite store and state live)")
+	}
+	if !c.Dev && (c.TLSCert == "" || c.TLSKey == "") {
+		return errors.New("outside --dev the portal and API are served over HTTPS: give --tls-cert and --tls-key (PEM files)")
+	}
+	return nil
+}
+
+// Server is a running control plane.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	Store    store.Store
+	Identity *identity.Service
+	Fleet    *fleet.Service
+	Cases    *cases.Service
+	ln       net.Listener
+	http     *http.Server
+	URL      string
+}
+
+// New opens the store and builds the services; it listens but does not serve yet.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	st := cfg.Store
+	if st == nil {
+		dsn := cfg.StoreDSN
+		if dsn == "" {
+			dsn = filepath.Join(cfg.DataDir, "gantry.db")
+		}
+		var err error
+		if st, err = store.Open(ctx, dsn, logger); err != nil {
+			return nil, err
+		}
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("listen on %s: %w (is another process using the port? pick one with --listen)", cfg.Listen, err)
+	}
+	scheme := "https"
+	if cfg.Dev {
+		scheme = "http"
+	}
+	url := fmt.Sprintf("%s://%s", scheme, ln.Addr().String())
+	portal := cfg.PortalURL
+	if portal == "" {
+		portal = url
+	}
+	// fleet locates scope nodes for identity, and identity invites the
+	// first admin of customer tenants for fleet: build fleet with a nil
+	// identity first, then wire both ways.
+	locator := &lazyLocator{}
+	id, err := identity.New(st, locator, identity.Config{PortalURL: portal}, logger)
+	if err != nil {
+		ln.Close()
+		st.Close()
+		return nil, err
+	}
+	fl := fleet.New(st, id, logger)
+	locator.fleet = fl
+	cs := cases.New(st, fl, cases.Config{ConferenceBaseURL: cfg.ConferenceURL}, logger)
+	s := &Server{cfg: cfg, log: logger, Store: st, Identity: id, Fleet: fl, Cases: cs, ln: ln, URL: url}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	api.New(id, fl, cs, logger).Mount(mux)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	if cfg.Dev {
+		protocols.SetUnencryptedHTTP2(true) // gRPC clients over h2c on loopback
+	}
+	s.http = &http.Server{
+		Handler:           mux,
+		Protocols:         &protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	if cfg.Demo {
+		if err := SeedDemo(ctx, id, st); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("demo data: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// Serve serves until ctx ends, then shuts down gracefully: long-lived
+// streams (chat, tunnels) end when it starts shutting down.
+func (s *Server) Serve(ctx context.Context) error {
+	base, stopStreams := context.WithCancel(context.Background())
+	defer stopStreams()
+	s.http.BaseContext = func(net.Listener) context.Context { return base }
+	errc := make(chan error, 1)
+	go func() {
+		var err error
+		if s.cfg.Dev {
+			err = s.http.Serve(s.ln)
+		} else {
+			err = s.http.ServeTLS(s.ln, s.cfg.TLSCert, s.cfg.TLSKey)
+		}
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	stopStreams()
+	shctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := s.http.Shutdown(shctx)
+	<-errc
+	return err
+}
+
+// Close releases the store and listener.
+func (s *Server) Close() error {
+	s.ln.Close()
+	return s.Store.Close()
+}
+
+// lazyLocator breaks the construction cycle between identity and fleet.
+type lazyLocator struct{ fleet *fleet.Service }
+
+func (l *lazyLocator) Locate(ctx context.Context, tenantID string, s authz.Scope) (authz.Location, error) {
+	return l.fleet.Locate(ctx, tenantID, s)
+}

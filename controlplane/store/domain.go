@@ -1,0 +1,223 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// Facility is a site or hall of an operator tenant.
+type Facility struct {
+	ID        string
+	TenantID  string
+	Name      string
+	CreatedAt time.Time
+}
+
+// Asset is a machine on an operator's shop floor. When linked to a
+// Service Provider, ProviderTenantID and CustomerMachineID name the
+// provider-side machine it corresponds to.
+type Asset struct {
+	ID                string
+	TenantID          string
+	FacilityID        string
+	Name              string
+	SerialNumber      string
+	MachineModelID    string
+	ProviderTenantID  string
+	CustomerMachineID string
+	CreatedAt         time.Time
+}
+
+// Proposal states.
+const (
+	ProposalPending  = "pending"
+	ProposalAccepted = "accepted"
+	ProposalRejected = "rejected"
+)
+
+// AssetProposal is a provider's proposal of a customer machine to the
+// customer's operator tenant.
+type AssetProposal struct {
+	ID                string
+	ProviderTenantID  string
+	OperatorTenantID  string
+	CustomerMachineID string
+	Name              string
+	SerialNumber      string
+	MachineModelID    string
+	State             string
+	AssetID           string
+	CreatedAt         time.Time
+}
+
+// ServiceOrg is a provider's service organisation.
+type ServiceOrg struct {
+	ID        string
+	TenantID  string
+	Name      string
+	CreatedAt time.Time
+}
+
+// Customer is a provider's customer; OperatorTenantID is the customer's
+// operator tenant once it is on the platform.
+type Customer struct {
+	ID               string
+	TenantID         string
+	ServiceOrgID     string
+	Name             string
+	OperatorTenantID string
+	CreatedAt        time.Time
+}
+
+// CustomerMachine is a machine of a customer as the provider sees it,
+// linked to one operator asset once the proposal is accepted.
+type CustomerMachine struct {
+	ID             string
+	TenantID       string
+	CustomerID     string
+	Name           string
+	SerialNumber   string
+	MachineModelID string
+	AssetID        string
+	CreatedAt      time.Time
+}
+
+// MachineModel is a provider's machine model with its templates, stored
+// as validated JSON documents.
+type MachineModel struct {
+	ID               string
+	TenantID         string
+	Name             string
+	RemoteAccessJSON []byte
+	OPCUAJSON        []byte
+	CompatibleApps   []string
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+}
+
+// Case kinds and states.
+const (
+	CaseInternal = "internal"
+	CaseShared   = "shared"
+
+	StateNew        = "new"
+	StateInProgress = "in_progress"
+	StateClosed     = "closed"
+)
+
+// Case is a service case of an operator tenant on one asset.
+type Case struct {
+	ID               string
+	TenantID         string
+	AssetID          string
+	Kind             string
+	Title            string
+	Description      string
+	State            string
+	AssigneeID       string
+	CreatedBy        string
+	ProviderTenantID string // shared cases: the asset's provider when opened
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+}
+
+// ChatMessage is one message in a case's chat room.
+type ChatMessage struct {
+	ID             string
+	CaseID         string
+	AuthorID       string
+	AuthorName     string
+	AuthorTenantID string
+	Body           string
+	At             time.Time
+}
+
+// ScopeSet is a set of hierarchy nodes a query is limited to; All means
+// the whole tenant.
+type ScopeSet struct {
+	All              bool
+	Facilities       []string
+	Assets           []string
+	ServiceOrgs      []string
+	Customers        []string
+	CustomerMachines []string
+}
+
+// Empty reports whether the set admits nothing.
+func (s ScopeSet) Empty() bool {
+	return !s.All && len(s.Facilities)+len(s.Assets)+len(s.ServiceOrgs)+len(s.Customers)+len(s.CustomerMachines) == 0
+}
+
+// CaseCursor pages through cases newest first.
+type CaseCursor struct {
+	CreatedAt time.Time
+	ID        string
+}
+
+// CaseQuery selects the cases one user may see. Exactly one of
+// OperatorTenant (operator view: SharedScope limits shared cases,
+// InternalScope internal ones, by facility/asset) and ProviderTenant
+// (provider view: shared cases of assets linked to that provider, limited
+// by ProviderScope over service org/customer/customer machine) is set.
+type CaseQuery struct {
+	OperatorTenant string
+	SharedScope    ScopeSet
+	InternalScope  ScopeSet
+
+	ProviderTenant string
+	ProviderScope  ScopeSet
+
+	Kind       string
+	State      string
+	AssetID    string
+	AssigneeID string
+	Limit      int
+	Before     *CaseCursor
+}
+
+// Domain is the part of Store that holds the shop floor, customers,
+// machine models and service cases.
+type Domain interface {
+	CreateTenant(ctx context.Context, t Tenant) (Tenant, error)
+
+	CreateFacility(ctx context.Context, f Facility) (Facility, error)
+	GetFacility(ctx context.Context, id string) (Facility, error)
+	ListFacilities(ctx context.Context, tenantID string) ([]Facility, error)
+	CreateAsset(ctx context.Context, a Asset) (Asset, error)
+	GetAsset(ctx context.Context, id string) (Asset, error)
+	ListAssets(ctx context.Context, tenantID string) ([]Asset, error)
+	CreateProposal(ctx context.Context, p AssetProposal) (AssetProposal, error)
+	GetProposal(ctx context.Context, id string) (AssetProposal, error)
+	ListProposals(ctx context.Context, operatorTenantID string) ([]AssetProposal, error)
+	// AcceptProposal atomically creates the asset, links the customer
+	// machine to it and marks the proposal accepted; ErrUsed when the
+	// proposal is no longer pending.
+	AcceptProposal(ctx context.Context, proposalID string, a Asset) (Asset, error)
+	// RejectProposal marks a pending proposal rejected; ErrUsed otherwise.
+	RejectProposal(ctx context.Context, proposalID string) error
+
+	CreateServiceOrg(ctx context.Context, o ServiceOrg) (ServiceOrg, error)
+	GetServiceOrg(ctx context.Context, id string) (ServiceOrg, error)
+	ListServiceOrgs(ctx context.Context, tenantID string) ([]ServiceOrg, error)
+	CreateCustomer(ctx context.Context, c Customer) (Customer, error)
+	GetCustomer(ctx context.Context, id string) (Customer, error)
+	ListCustomers(ctx context.Context, tenantID string) ([]Customer, error)
+	SetCustomerOperator(ctx context.Context, customerID, operatorTenantID string) error
+	CreateCustomerMachine(ctx context.Context, m CustomerMachine) (CustomerMachine, error)
+	GetCustomerMachine(ctx context.Context, id string) (CustomerMachine, error)
+	ListCustomerMachines(ctx context.Context, tenantID string) ([]CustomerMachine, error)
+
+	CreateMachineModel(ctx context.Context, m MachineModel) (MachineModel, error)
+	GetMachineModel(ctx context.Context, id string) (MachineModel, error)
+	ListMachineModels(ctx context.Context, tenantID string) ([]MachineModel, error)
+	UpdateMachineModel(ctx context.Context, m MachineModel) error
+
+	CreateCase(ctx context.Context, c Case) (Case, error)
+	GetCase(ctx context.Context, id string) (Case, error)
+	UpdateCase(ctx context.Context, c Case) error
+	// ListCases returns the cases matching q, newest first, filtered in SQL.
+	ListCases(ctx context.Context, q CaseQuery) ([]Case, error)
+	AddChatMessage(ctx context.Context, m ChatMessage) (ChatMessage, error)
+	// ListChatMessages returns the newest limit messages, oldest first.
+	ListChatMessages(ctx context.Context, caseID string, limit int) ([]ChatMessage, error)
+}

@@ -1,0 +1,305 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib" // "pgx" database/sql driver
+	_ "modernc.org/sqlite"             // "sqlite" database/sql driver
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+type dialect int
+
+const (
+	sqlite dialect = iota
+	postgres
+)
+
+// db is the Store implementation shared by both backends: the same SQL
+// (written with ? placeholders, rebound to $n for PostgreSQL) over
+// database/sql, with the modernc SQLite driver or pgx's driver.
+type db struct {
+	sql     *sql.DB
+	dialect dialect
+	log     *slog.Logger
+}
+
+// Open opens the store named by dsn and applies pending migrations.
+// "postgres://…" or "postgresql://…" selects PostgreSQL (pgx; a
+// search_path parameter selects the schema); "sqlite://PATH" or a plain
+// file path selects SQLite.
+func Open(ctx context.Context, dsn string, logger *slog.Logger) (Store, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	var (
+		d   = &db{log: logger}
+		err error
+	)
+	switch {
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		d.dialect = postgres
+		d.sql, err = sql.Open("pgx", dsn)
+		if err != nil {
+			return nil, fmt.Errorf("open postgres: %w", err)
+		}
+		d.sql.SetMaxOpenConns(20)
+	default:
+		p := strings.TrimPrefix(dsn, "sqlite://")
+		if p == "" {
+			return nil, errors.New("open sqlite: empty path; give a file path such as /var/lib/gantry/gantry.db")
+		}
+		d.dialect = sqlite
+		q := url.Values{}
+		q.Add("_pragma", "busy_timeout(10000)")
+		q.Add("_pragma", "journal_mode(WAL)")
+		q.Add("_pragma", "foreign_keys(1)")
+		q.Add("_pragma", "synchronous(NORMAL)")
+		q.Set("_txlock", "immediate")
+		d.sql, err = sql.Open("sqlite", "file:"+p+"?"+q.Encode())
+		if err != nil {
+			return nil, fmt.Errorf("open sqlite %s: %w", p, err)
+		}
+		d.sql.SetMaxOpenConns(8)
+	}
+	if err := d.sql.PingContext(ctx); err != nil {
+		d.sql.Close()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if err := d.migrate(ctx); err != nil {
+		d.sql.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *db) Close() error { return d.sql.Close() }
+
+// rebind turns ? placeholders into $n for PostgreSQL, and drops row locks
+// for SQLite (whose write transactions lock the database up front).
+func (d *db) rebind(q string) string {
+	if d.dialect == sqlite {
+		return strings.ReplaceAll(q, " FOR UPDATE", "")
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range q {
+		if r == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// querier is *sql.DB or *sql.Tx.
+type querier interface {
+	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+}
+
+func (d *db) exec(ctx context.Context, q querier, query string, args ...any) (sql.Result, error) {
+	res, err := q.ExecContext(ctx, d.rebind(query), args...)
+	return res, d.mapErr(err)
+}
+
+func (d *db) query(ctx context.Context, q querier, query string, args ...any) (*sql.Rows, error) {
+	rows, err := q.QueryContext(ctx, d.rebind(query), args...)
+	return rows, d.mapErr(err)
+}
+
+func (d *db) row(ctx context.Context, q querier, query string, args ...any) *sql.Row {
+	return q.QueryRowContext(ctx, d.rebind(query), args...)
+}
+
+// mapErr maps unique violations to ErrConflict.
+func (d *db) mapErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) && pg.Code == "23505" {
+		return fmt.Errorf("%w (%s)", ErrConflict, pg.ConstraintName)
+	}
+	if strings.Contains(err.Error(), "UNIQUE constraint failed") {
+		return fmt.Errorf("%w: %v", ErrConflict, err)
+	}
+	return err
+}
+
+// tx runs fn in a transaction, committing when it returns nil.
+func (d *db) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := d.sql.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", d.mapErr(err))
+	}
+	return nil
+}
+
+// lockTenant serializes transactions that check tenant-wide invariants.
+func (d *db) lockTenant(ctx context.Context, tx *sql.Tx, tenantID string) error {
+	var id string
+	err := d.row(ctx, tx, `SELECT id FROM tenants WHERE id = ? FOR UPDATE`, tenantID).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("tenant %s: %w", tenantID, ErrNotFound)
+	}
+	return err
+}
+
+// ---- migrations ----
+
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+func (d *db) migrationFiles() ([]migration, error) {
+	dir := "migrations/sqlite"
+	if d.dialect == postgres {
+		dir = "migrations/postgres"
+	}
+	entries, err := fs.ReadDir(migrations, dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []migration
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".sql") {
+			continue
+		}
+		v, err := strconv.Atoi(strings.SplitN(name, "_", 2)[0])
+		if err != nil {
+			return nil, fmt.Errorf("migration %s: file names start with a version number", name)
+		}
+		b, err := migrations.ReadFile(path.Join(dir, name))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, migration{v, name, string(b)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
+	return out, nil
+}
+
+// migrate applies pending migrations, each in its own transaction.
+func (d *db) migrate(ctx context.Context) error {
+	if _, err := d.sql.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	ms, err := d.migrationFiles()
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	var current int
+	if err := d.sql.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if latest := ms[len(ms)-1].version; current > latest {
+		return fmt.Errorf("migrate: the database is at schema version %d but this binary knows only up to %d; run a newer gantry-controlplane", current, latest)
+	}
+	for _, m := range ms {
+		if m.version <= current {
+			continue
+		}
+		err := d.tx(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+				return err
+			}
+			_, err := d.exec(ctx, tx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`, m.version, m.name, toMicros(time.Now()))
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("migrate %s: %w", m.name, err)
+		}
+		d.log.Info("store migrated", "version", m.version, "name", m.name)
+	}
+	return nil
+}
+
+// ---- helpers ----
+
+func toMicros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+func fromMicros(us int64) time.Time {
+	if us == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(us).UTC()
+}
+
+func nowIfZero(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Now().UTC()
+	}
+	return t.UTC().Truncate(time.Microsecond)
+}
+
+func newID(id string) string {
+	if id == "" {
+		return uuid.NewString()
+	}
+	return id
+}
+
+func hexHash(b []byte) string { return hex.EncodeToString(b) }
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("store: marshal %T: %v", v, err))
+	}
+	return string(b)
+}
+
+func notFound(op, id string, err error) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%s %s: %w", op, id, ErrNotFound)
+	}
+	return fmt.Errorf("%s %s: %w", op, id, err)
+}
+
+// requireRow turns "no row changed" into ErrNotFound.
+func requireRow(op, id string, res sql.Result, err error) error {
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", op, id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("%s %s: %w", op, id, ErrNotFound)
+	}
+	return nil
+}
