@@ -37,8 +37,9 @@ proto: ## regenerate Go code from proto/ (protoc from Debian's protobuf-compiler
 proto-check: proto ## fail if the committed generated code is stale
 	@git diff --exit-code -- proto controlplane/api/openapi || (echo "generated code is stale: run 'make proto' and commit" && exit 1)
 
-bench: ## run benchmarks (not part of make test); figures go to docs/benchmarks.md
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: ## run benchmarks and latency/load reports (not part of make test); figures go to docs/benchmarks.md
+	GANTRY_BENCH=1 $(GO) test -count=1 -run 'Latency|Load' -bench . -benchmem -v ./... | grep -E '^(Benchmark|ok|FAIL|---|\s+\S+_test.go)'
+
 
 fmt: ## gofmt all Go files
 	gofmt -w $$(git ls-files '*.go')
