@@ -262,9 +262,11 @@ func fromMicros(us int64) time.Time {
 	return time.UnixMicro(us).UTC()
 }
 
+// nowIfZero returns t (or now, when zero) in UTC at the microsecond
+// precision the store keeps, so values round-trip exactly.
 func nowIfZero(t time.Time) time.Time {
 	if t.IsZero() {
-		return time.Now().UTC()
+		t = time.Now()
 	}
 	return t.UTC().Truncate(time.Microsecond)
 }
