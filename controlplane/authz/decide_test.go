@@ -52,7 +52,11 @@ func TestDecide(t *testing.T) {
 		{"provider org scope inside", prov(Assignment{ServiceTechnician, Scope{ScopeServiceOrg, "SO1"}}), RemoteAccess, Manage, a1, true, ""},
 		{"provider customer scope outside", prov(Assignment{ServiceTechnician, Scope{ScopeCustomer, "C2"}}), RemoteAccess, Manage, a1, false, "give none"},
 		{"provider on private", prov(Assignment{ServiceTechnician, tenantScope("P1")}), ServiceCaseManagement, Read, private, false, "never leaves"},
-		{"unlinked provider", func() Principal { p := prov(Assignment{ServiceTechnician, tenantScope("P2")}); p.Tenant = "P2"; return p }(), ServiceCaseManagement, Read, a1, false, "not shared"},
+		{"unlinked provider", func() Principal {
+			p := prov(Assignment{ServiceTechnician, tenantScope("P2")})
+			p.Tenant = "P2"
+			return p
+		}(), ServiceCaseManagement, Read, a1, false, "not shared"},
 		{"MDM no SCM", prov(Assignment{MasterDataManager, tenantScope("P1")}), ServiceCaseManagement, Read, a1, false, "give none"},
 		{"operator feature via provider", prov(Assignment{ServiceTechnician, tenantScope("P1")}), DigitalShopfloor, Read, a1, false, ""},
 		{"custom role", func() Principal {
