@@ -24,6 +24,15 @@ var commands = map[string]command{
 	"audit":        cmdAudit,
 }
 
+// lookup finds a top-level command.
+func lookup(name string) (command, bool) {
+	if c, ok := commands[name]; ok {
+		return c, true
+	}
+	c, ok := domainCommands[name]
+	return c, ok
+}
+
 func sub(m map[string]command) command {
 	return func(ctx context.Context, e *env, args []string) error {
 		if len(args) == 0 {

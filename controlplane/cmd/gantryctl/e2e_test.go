@@ -120,6 +120,26 @@ func TestDevServerLoginAndListUsers(t *testing.T) {
 	if out, err := ctl("", "help"); err != nil || !strings.Contains(out, "users invite") {
 		t.Errorf("help: %v\n%s", err, out)
 	}
+	// Service cases with the demo data: My Internal Service Cases of the
+	// Maintenance Engineer, and the provider never sees internal cases.
+	if out, err := ctl("gantry-demo-1\n", "login", "--email", "me@nordwerk.example"); err != nil {
+		t.Fatalf("login me: %v\n%s", err, out)
+	}
+	out, err = ctl("", "cases", "list", "--kind", "internal", "--mine")
+	if err != nil || !strings.Contains(out, "Coolant pump noisy") || strings.Contains(out, "Spindle vibration") {
+		t.Errorf("my internal cases: %v\n%s", err, out)
+	}
+	if out, err := ctl("gantry-demo-1\n", "login", "--email", "st@acme.example"); err != nil {
+		t.Fatalf("login st: %v\n%s", err, out)
+	}
+	out, err = ctl("", "cases", "list")
+	if err != nil || !strings.Contains(out, "Spindle vibration") || strings.Contains(out, "INTERNAL") || strings.Contains(out, "Coolant") {
+		t.Errorf("provider case list: %v\n%s", err, out)
+	}
+	out, err = ctl("", "models", "list")
+	if err != nil || !strings.Contains(out, "CNC-5X") {
+		t.Errorf("models list: %v\n%s", err, out)
+	}
 	if out, err := ctl("", "logout"); err != nil {
 		t.Errorf("logout: %v\n%s", err, out)
 	}

@@ -52,6 +52,26 @@ Roles:
 Audit:
   audit [--limit N]          your tenant's audit log, newest first (Tenant Admin)
 
+Shop floor (operators):
+  facilities list | create --name N
+  assets list [--facility ID] | create --facility ID --name N [--serial S]
+  proposals list | accept PROPOSAL_ID --facility ID | reject PROPOSAL_ID
+
+Customers and machine models (providers):
+  customers orgs | create-org --name N | list [--org ID] | create --org ID --name N
+  customers invite CUSTOMER_ID --admin-email E [--tenant-name N]
+  customers machines [--customer ID] | add-machine --customer ID --name N [--serial S] [--model ID]
+  customers propose CUSTOMER_MACHINE_ID
+  models list | show MODEL_ID | apply -f model.json   (templates are validated on save)
+
+Service cases:
+  cases list [--kind internal|shared] [--mine] [--state S] [--asset ID]
+  cases create --asset ID --kind internal|shared --title T [--description D]
+  cases show CASE_ID
+  cases update CASE_ID [--state in_progress|closed] [--assignee USER_ID] [--unassign]
+  cases chat CASE_ID [--follow]      read (and follow) the case's chat
+  cases say CASE_ID MESSAGE…         post to the case's chat
+
 Global flags:
   --server URL   control plane URL (default $GANTRY_SERVER or http://127.0.0.1:8080)
   --json         print responses as JSON
@@ -111,7 +131,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	cmd, ok := commands[rest[0]]
+	cmd, ok := lookup(rest[0])
 	if !ok {
 		return fmt.Errorf("unknown command %q; run 'gantryctl help'", rest[0])
 	}

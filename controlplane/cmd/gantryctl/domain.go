@@ -1,0 +1,536 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+var domainCommands = map[string]command{
+	"facilities": sub(map[string]command{"list": cmdFacilitiesList, "create": cmdFacilityCreate}),
+	"assets":     sub(map[string]command{"list": cmdAssetsList, "create": cmdAssetCreate}),
+	"proposals":  sub(map[string]command{"list": cmdProposalsList, "accept": cmdProposalAccept, "reject": cmdProposalReject}),
+	"customers":  sub(map[string]command{"orgs": cmdOrgsList, "create-org": cmdOrgCreate, "list": cmdCustomersList, "create": cmdCustomerCreate, "invite": cmdCustomerInvite, "machines": cmdMachinesList, "add-machine": cmdMachineCreate, "propose": cmdPropose}),
+	"models":     sub(map[string]command{"list": cmdModelsList, "show": cmdModelShow, "apply": cmdModelApply}),
+	"cases":      sub(map[string]command{"list": cmdCasesList, "create": cmdCaseCreate, "show": cmdCaseShow, "update": cmdCaseUpdate, "chat": cmdChat, "say": cmdSay}),
+}
+
+func cmdFacilitiesList(ctx context.Context, e *env, _ []string) error {
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewShopfloorServiceClient(e.conn).ListFacilities(actx, &gantryv1.ListFacilitiesRequest{})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) {
+		fmt.Fprintln(w, "ID\tNAME")
+		for _, f := range r.Facilities {
+			fmt.Fprintf(w, "%s\t%s\n", f.Id, f.Name)
+		}
+	})
+}
+
+func cmdFacilityCreate(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "facilities create")
+	name := fs.String("name", "", "facility name")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewShopfloorServiceClient(e.conn).CreateFacility(actx, &gantryv1.CreateFacilityRequest{Name: *name})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) {
+		fmt.Fprintf(w, "created facility %s (%s)\n", r.Facility.Name, r.Facility.Id)
+	})
+}
+
+func cmdAssetsList(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "assets list")
+	facility := fs.String("facility", "", "only assets of this facility ID")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewShopfloorServiceClient(e.conn).ListAssets(actx, &gantryv1.ListAssetsRequest{FacilityId: *facility})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) {
+		fmt.Fprintln(w, "ID\tNAME\tFACILITY\tSERIAL\tPROVIDER")
+		for _, a := range r.Assets {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", a.Id, a.Name, a.FacilityId, a.SerialNumber, a.ProviderTenantId)
+		}
+	})
+}
+
+func cmdAssetCreate(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "assets create")
+	req := &gantryv1.CreateAssetRequest{}
+	fs.StringVar(&req.FacilityId, "facility", "", "facility ID")
+	fs.StringVar(&req.Name, "name", "", "asset name")
+	fs.StringVar(&req.SerialNumber, "serial", "", "serial number")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewShopfloorServiceClient(e.conn).CreateAsset(actx, req)
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) { fmt.Fprintf(w, "created asset %s (%s)\n", r.Asset.Name, r.Asset.Id) })
+}
+
+func cmdProposalsList(ctx context.Context, e *env, _ []string) error {
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewShopfloorServiceClient(e.conn).ListAssetProposals(actx, &gantryv1.ListAssetProposalsRequest{})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) {
+		fmt.Fprintln(w, "ID\tMACHINE\tSERIAL\tSTATE\tPROVIDER")
+		for _, p := range r.Proposals {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", p.Id, p.Name, p.SerialNumber, p.State, p.ProviderTenantId)
+		}
+	})
+}
+
+func cmdProposalAccept(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "proposals accept")
+	facility := fs.String("facility", "", "facility ID to place the asset in")
+	id, err := oneArg(fs, args, "PROPOSAL_ID")
+	if err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewShopfloorServiceClient(e.conn).AcceptAssetProposal(actx, &gantryv1.AcceptAssetProposalRequest{Id: id, FacilityId: *facility})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) { fmt.Fprintf(w, "accepted: asset %s (%s)\n", r.Asset.Name, r.Asset.Id) })
+}
+
+func cmdProposalReject(ctx context.Context, e *env, args []string) error {
+	id, err := oneArg(flags(e, "proposals reject"), args, "PROPOSAL_ID")
+	if err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewShopfloorServiceClient(e.conn).RejectAssetProposal(actx, &gantryv1.RejectAssetProposalRequest{Id: id})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) { fmt.Fprintf(w, "rejected %s\n", id) })
+}
+
+func cmdOrgsList(ctx context.Context, e *env, _ []string) error {
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewCustomerServiceClient(e.conn).ListServiceOrgs(actx, &gantryv1.ListServiceOrgsRequest{})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) {
+		fmt.Fprintln(w, "ID\tNAME")
+		for _, o := range r.ServiceOrgs {
+			fmt.Fprintf(w, "%s\t%s\n", o.Id, o.Name)
+		}
+	})
+}
+
+func cmdOrgCreate(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "customers create-org")
+	name := fs.String("name", "", "service organisation name")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewCustomerServiceClient(e.conn).CreateServiceOrg(actx, &gantryv1.CreateServiceOrgRequest{Name: *name})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) { fmt.Fprintf(w, "created %s (%s)\n", r.ServiceOrg.Name, r.ServiceOrg.Id) })
+}
+
+func cmdCustomersList(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "customers list")
+	org := fs.String("org", "", "only customers of this service organisation ID")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewCustomerServiceClient(e.conn).ListCustomers(actx, &gantryv1.ListCustomersRequest{ServiceOrgId: *org})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) {
+		fmt.Fprintln(w, "ID\tNAME\tORG\tOPERATOR TENANT")
+		for _, c := range r.Customers {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", c.Id, c.Name, c.ServiceOrgId, c.OperatorTenantId)
+		}
+	})
+}
+
+func cmdCustomerCreate(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "customers create")
+	req := &gantryv1.CreateCustomerRequest{}
+	fs.StringVar(&req.ServiceOrgId, "org", "", "service organisation ID")
+	fs.StringVar(&req.Name, "name", "", "customer name")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewCustomerServiceClient(e.conn).CreateCustomer(actx, req)
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) {
+		fmt.Fprintf(w, "created customer %s (%s)\n", r.Customer.Name, r.Customer.Id)
+	})
+}
+
+func cmdCustomerInvite(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "customers invite")
+	req := &gantryv1.InviteCustomerRequest{}
+	fs.StringVar(&req.AdminEmail, "admin-email", "", "e-mail of the customer's first user (becomes Tenant Admin)")
+	fs.StringVar(&req.TenantName, "tenant-name", "", "name of the new operator tenant (default: the customer's name)")
+	id, err := oneArg(fs, args, "CUSTOMER_ID")
+	if err != nil {
+		return err
+	}
+	req.CustomerId = id
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewCustomerServiceClient(e.conn).InviteCustomer(actx, req)
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) {
+		fmt.Fprintf(w, "tenant\t%s (%s)\ninvitation link\t%s\n", r.Tenant.Name, r.Tenant.Id, r.InvitationLink)
+	})
+}
+
+func cmdMachinesList(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "customers machines")
+	customer := fs.String("customer", "", "only machines of this customer ID")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewCustomerServiceClient(e.conn).ListCustomerMachines(actx, &gantryv1.ListCustomerMachinesRequest{CustomerId: *customer})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) {
+		fmt.Fprintln(w, "ID\tNAME\tCUSTOMER\tMODEL\tASSET")
+		for _, m := range r.Machines {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", m.Id, m.Name, m.CustomerId, m.MachineModelId, m.AssetId)
+		}
+	})
+}
+
+func cmdMachineCreate(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "customers add-machine")
+	req := &gantryv1.CreateCustomerMachineRequest{}
+	fs.StringVar(&req.CustomerId, "customer", "", "customer ID")
+	fs.StringVar(&req.Name, "name", "", "machine name")
+	fs.StringVar(&req.SerialNumber, "serial", "", "serial number")
+	fs.StringVar(&req.MachineModelId, "model", "", "machine model ID")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewCustomerServiceClient(e.conn).CreateCustomerMachine(actx, req)
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) { fmt.Fprintf(w, "created machine %s (%s)\n", r.Machine.Name, r.Machine.Id) })
+}
+
+func cmdPropose(ctx context.Context, e *env, args []string) error {
+	id, err := oneArg(flags(e, "customers propose"), args, "CUSTOMER_MACHINE_ID")
+	if err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewCustomerServiceClient(e.conn).ProposeAsset(actx, &gantryv1.ProposeAssetRequest{CustomerMachineId: id})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) {
+		fmt.Fprintf(w, "proposed (%s); the customer's Workshop Manager accepts it\n", r.Proposal.Id)
+	})
+}
+
+func cmdModelsList(ctx context.Context, e *env, _ []string) error {
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewMachineModelServiceClient(e.conn).ListMachineModels(actx, &gantryv1.ListMachineModelsRequest{})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) {
+		fmt.Fprintln(w, "ID\tNAME\tCONNECTIONS\tDATA POINTS")
+		for _, m := range r.Models {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%d\n", m.Id, m.Name, strings.Join(m.RemoteAccess.GetConnectionTypes(), ","), len(m.Opcua.GetDataPoints()))
+		}
+	})
+}
+
+func cmdModelShow(ctx context.Context, e *env, args []string) error {
+	id, err := oneArg(flags(e, "models show"), args, "MODEL_ID")
+	if err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewMachineModelServiceClient(e.conn).GetMachineModel(actx, &gantryv1.GetMachineModelRequest{Id: id})
+	if err != nil {
+		return err
+	}
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true}.Marshal(r.Model)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(e.stdout, string(b))
+	return err
+}
+
+// cmdModelApply creates or updates a machine model from a JSON file in the
+// format 'models show' prints (with "id" to update).
+func cmdModelApply(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "models apply")
+	file := fs.String("f", "", "JSON file with the model (as printed by 'models show')")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	b, err := os.ReadFile(*file)
+	if err != nil {
+		return fmt.Errorf("models apply: %w", err)
+	}
+	var m gantryv1.MachineModel
+	if err := protojson.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("models apply %s: %w", *file, err)
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	c := gantryv1.NewMachineModelServiceClient(e.conn)
+	if m.Id == "" {
+		r, err := c.CreateMachineModel(actx, &gantryv1.CreateMachineModelRequest{Model: &m})
+		if err != nil {
+			return err
+		}
+		return e.print(r, func(w *tabwriter.Writer) { fmt.Fprintf(w, "created model %s (%s)\n", r.Model.Name, r.Model.Id) })
+	}
+	r, err := c.UpdateMachineModel(actx, &gantryv1.UpdateMachineModelRequest{Model: &m})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) { fmt.Fprintf(w, "updated model %s\n", r.Model.Name) })
+}
+
+func cmdCasesList(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "cases list")
+	req := &gantryv1.ListCasesRequest{}
+	fs.StringVar(&req.Kind, "kind", "", "internal or shared")
+	fs.BoolVar(&req.AssignedToMe, "mine", false, "only cases assigned to me (with --kind internal: My Internal Service Cases)")
+	fs.StringVar(&req.State, "state", "", "new, in_progress or closed")
+	fs.StringVar(&req.AssetId, "asset", "", "only cases of this asset ID")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewCaseServiceClient(e.conn).ListCases(actx, req)
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) {
+		fmt.Fprintln(w, "ID\tKIND\tSTATE\tTITLE\tASSET\tASSIGNEE")
+		for _, c := range r.Cases {
+			kind := c.Kind
+			if kind == "internal" {
+				kind = "INTERNAL"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Id, kind, c.State, c.Title, c.AssetId, c.AssigneeId)
+		}
+	})
+}
+
+func cmdCaseCreate(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "cases create")
+	req := &gantryv1.CreateCaseRequest{}
+	fs.StringVar(&req.AssetId, "asset", "", "asset ID")
+	fs.StringVar(&req.Kind, "kind", "", "internal or shared")
+	fs.StringVar(&req.Title, "title", "", "title")
+	fs.StringVar(&req.Description, "description", "", "description")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewCaseServiceClient(e.conn).CreateCase(actx, req)
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) { fmt.Fprintf(w, "opened %s case %s\n", r.Case.Kind, r.Case.Id) })
+}
+
+func cmdCaseShow(ctx context.Context, e *env, args []string) error {
+	id, err := oneArg(flags(e, "cases show"), args, "CASE_ID")
+	if err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewCaseServiceClient(e.conn).GetCase(actx, &gantryv1.GetCaseRequest{Id: id})
+	if err != nil {
+		return err
+	}
+	c := r.Case
+	return e.print(r, func(w *tabwriter.Writer) {
+		fmt.Fprintf(w, "id\t%s\ntitle\t%s\nkind\t%s\nstate\t%s\nasset\t%s\nassignee\t%s\nconference\t%s\ndescription\t%s\n",
+			c.Id, c.Title, c.Kind, c.State, c.AssetId, c.AssigneeId, c.ConferenceUrl, c.Description)
+	})
+}
+
+func cmdCaseUpdate(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "cases update")
+	req := &gantryv1.UpdateCaseRequest{}
+	fs.StringVar(&req.State, "state", "", "new state: in_progress or closed (closed → in_progress reopens)")
+	fs.StringVar(&req.AssigneeId, "assignee", "", "user ID of a Maintenance Engineer")
+	fs.BoolVar(&req.ClearAssignee, "unassign", false, "remove the assignee")
+	id, err := oneArg(fs, args, "CASE_ID")
+	if err != nil {
+		return err
+	}
+	req.Id = id
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewCaseServiceClient(e.conn).UpdateCase(actx, req)
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) {
+		fmt.Fprintf(w, "case %s: %s, assignee %q\n", r.Case.Id, r.Case.State, r.Case.AssigneeId)
+	})
+}
+
+func cmdChat(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "cases chat")
+	follow := fs.Bool("follow", false, "keep streaming new messages")
+	id, err := oneArg(fs, args, "CASE_ID")
+	if err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	c := gantryv1.NewCaseServiceClient(e.conn)
+	r, err := c.ListMessages(actx, &gantryv1.ListMessagesRequest{CaseId: id})
+	if err != nil {
+		return err
+	}
+	for _, m := range r.Messages {
+		fmt.Fprintf(e.stdout, "%s  %s: %s\n", m.At.AsTime().Local().Format("15:04"), m.AuthorName, m.Body)
+	}
+	if !*follow {
+		return nil
+	}
+	st, err := c.StreamMessages(actx, &gantryv1.StreamMessagesRequest{CaseId: id})
+	if err != nil {
+		return err
+	}
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		fmt.Fprintf(e.stdout, "%s  %s: %s\n", m.At.AsTime().Local().Format("15:04"), m.AuthorName, m.Body)
+	}
+}
+
+func cmdSay(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "cases say")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() < 2 {
+		return fmt.Errorf("cases say: give CASE_ID and the message")
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewCaseServiceClient(e.conn).PostMessage(actx, &gantryv1.PostMessageRequest{CaseId: fs.Arg(0), Body: strings.Join(fs.Args()[1:], " ")})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) { fmt.Fprintf(w, "posted %s\n", r.Message.Id) })
+}
