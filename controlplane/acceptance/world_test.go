@@ -180,6 +180,14 @@ func (w *world) buildDomain(ctx context.Context, st store.Store, hash string) {
 			MachineModelID: m1.ID, ProviderTenantID: p1, CustomerMachineID: cm.ID}))
 		w.ids[a.name] = as.ID
 	}
+	// Edge devices D1 (A1, enrolled and online), D3 (A3), DB1 (B1).
+	for _, d := range []struct{ name, machine string }{{"D1", "CM-A1"}, {"D3", "CM-A3"}, {"DB1", "CM-B1"}} {
+		dev := store.EdgeDevice{TenantID: p1, Name: d.name, SerialNumber: "SN-" + d.name, Model: "GW-100", CustomerMachineID: w.ids[d.machine]}
+		if d.name == "D1" {
+			dev.CertSerial, dev.Online = "world-cert", true
+		}
+		w.ids[d.name] = must[store.EdgeDevice](t, d.name)(st.CreateDevice(ctx, dev)).ID
+	}
 	// A pending proposal from P1 to O1 for rows 53/54.
 	cm := must[store.CustomerMachine](t, "machine PX")(st.CreateCustomerMachine(ctx, store.CustomerMachine{TenantID: p1, CustomerID: w.ids["C1"], Name: "CM-PX", MachineModelID: m1.ID}))
 	w.ids["PX"] = must[store.AssetProposal](t, "proposal PX")(st.CreateProposal(ctx, store.AssetProposal{ProviderTenantID: p1, OperatorTenantID: o1,

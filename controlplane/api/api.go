@@ -29,14 +29,17 @@ type Server struct {
 	fleet *fleet.Service
 	cases *cases.Service
 	log   *slog.Logger
+	// publicURL is the control plane's external URL, used in the commands
+	// it hands out (e.g. gantry-agent enroll).
+	publicURL string
 }
 
 // New returns a Server. logger may be nil.
-func New(id *identity.Service, fl *fleet.Service, cs *cases.Service, logger *slog.Logger) *Server {
+func New(id *identity.Service, fl *fleet.Service, cs *cases.Service, publicURL string, logger *slog.Logger) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{id: id, fleet: fl, cases: cs, log: logger}
+	return &Server{id: id, fleet: fl, cases: cs, publicURL: publicURL, log: logger}
 }
 
 // public procedures need no session.
@@ -59,6 +62,7 @@ func (s *Server) Mount(mux *http.ServeMux) {
 	mux.Handle(gantryv1connect.NewCustomerServiceHandler(&customerService{s}, opts))
 	mux.Handle(gantryv1connect.NewMachineModelServiceHandler(&modelService{s}, opts))
 	mux.Handle(gantryv1connect.NewCaseServiceHandler(&caseService{s}, opts))
+	mux.Handle(gantryv1connect.NewDeviceServiceHandler(&deviceService{s}, opts))
 	mux.HandleFunc("GET /api/cases/{id}/chat/events", s.chatEvents)
 	mux.HandleFunc("GET /api/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -55,6 +55,8 @@ type Repo interface {
 
 	GetTenant(ctx context.Context, id string) (store.Tenant, error)
 	CreateTenant(ctx context.Context, t store.Tenant) (store.Tenant, error)
+
+	DeviceRepo
 }
 
 // Service implements fleet use cases. Safe for concurrent use.

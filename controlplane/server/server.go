@@ -131,7 +131,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
-	api.New(id, fl, cs, logger).Mount(mux)
+	api.New(id, fl, cs, portal, logger).Mount(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 

@@ -221,3 +221,44 @@ type Domain interface {
 	// ListChatMessages returns the newest limit messages, oldest first.
 	ListChatMessages(ctx context.Context, caseID string, limit int) ([]ChatMessage, error)
 }
+
+// EdgeDevice is a gateway running gantry-agent, owned by a provider.
+type EdgeDevice struct {
+	ID                string
+	TenantID          string
+	Name              string
+	SerialNumber      string
+	Model             string
+	AgentVersion      string
+	FirmwareVersion   string
+	CustomerMachineID string
+	CertSerial        string // current client certificate; empty until enrolled
+	Online            bool
+	LastSeen          time.Time
+	CreatedAt         time.Time
+}
+
+// EnrollmentToken is a one-time token for enrolling one device. Only the
+// SHA-256 of the token is stored.
+type EnrollmentToken struct {
+	TokenHash []byte
+	DeviceID  string
+	TenantID  string
+	CreatedBy string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// Devices is the part of Store that holds edge devices.
+type Devices interface {
+	CreateDevice(ctx context.Context, d EdgeDevice) (EdgeDevice, error)
+	GetDevice(ctx context.Context, id string) (EdgeDevice, error)
+	ListDevices(ctx context.Context, tenantID string) ([]EdgeDevice, error)
+	// ListDevicesOfAssets returns devices linked to machines of the given assets.
+	ListDevicesOfAssets(ctx context.Context, assetIDs []string) ([]EdgeDevice, error)
+	LinkDevice(ctx context.Context, id, customerMachineID string) error
+	CreateEnrollmentToken(ctx context.Context, t EnrollmentToken) error
+	// UseEnrollmentToken marks a token used and returns it: ErrNotFound,
+	// ErrExpired or ErrUsed otherwise.
+	UseEnrollmentToken(ctx context.Context, tokenHash []byte, now time.Time) (EnrollmentToken, error)
+}

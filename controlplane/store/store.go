@@ -179,6 +179,7 @@ type Store interface {
 	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
 
 	Domain
+	Devices
 
 	Close() error
 }

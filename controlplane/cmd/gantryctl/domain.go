@@ -17,6 +17,7 @@ var domainCommands = map[string]command{
 	"proposals":  sub(map[string]command{"list": cmdProposalsList, "accept": cmdProposalAccept, "reject": cmdProposalReject}),
 	"customers":  sub(map[string]command{"orgs": cmdOrgsList, "create-org": cmdOrgCreate, "list": cmdCustomersList, "create": cmdCustomerCreate, "invite": cmdCustomerInvite, "machines": cmdMachinesList, "add-machine": cmdMachineCreate, "propose": cmdPropose}),
 	"models":     sub(map[string]command{"list": cmdModelsList, "show": cmdModelShow, "apply": cmdModelApply}),
+	"devices":    sub(map[string]command{"list": cmdDevicesList, "create": cmdDeviceCreate, "link": cmdDeviceLink, "enroll-token": cmdEnrollToken}),
 	"cases":      sub(map[string]command{"list": cmdCasesList, "create": cmdCaseCreate, "show": cmdCaseShow, "update": cmdCaseUpdate, "chat": cmdChat, "say": cmdSay}),
 }
 
@@ -533,4 +534,81 @@ func cmdSay(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	return e.print(r, func(w *tabwriter.Writer) { fmt.Fprintf(w, "posted %s\n", r.Message.Id) })
+}
+
+func cmdDevicesList(ctx context.Context, e *env, _ []string) error {
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewDeviceServiceClient(e.conn).ListDevices(actx, &gantryv1.ListDevicesRequest{})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) {
+		fmt.Fprintln(w, "ID\tNAME\tSERIAL\tONLINE\tENROLLED\tMACHINE\tASSET")
+		for _, d := range r.Devices {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%v\t%v\t%s\t%s\n", d.Id, d.Name, d.SerialNumber, d.Online, d.Enrolled, d.CustomerMachineId, d.AssetId)
+		}
+	})
+}
+
+func cmdDeviceCreate(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "devices create")
+	req := &gantryv1.CreateDeviceRequest{}
+	fs.StringVar(&req.Name, "name", "", "device name")
+	fs.StringVar(&req.SerialNumber, "serial", "", "serial number (unique per provider)")
+	fs.StringVar(&req.Model, "model", "", "hardware model")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewDeviceServiceClient(e.conn).CreateDevice(actx, req)
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) { fmt.Fprintf(w, "registered device %s (%s)\n", r.Device.Name, r.Device.Id) })
+}
+
+func cmdDeviceLink(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "devices link")
+	machine := fs.String("machine", "", "customer machine ID (empty: unlink)")
+	id, err := oneArg(fs, args, "DEVICE_ID")
+	if err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewDeviceServiceClient(e.conn).LinkDevice(actx, &gantryv1.LinkDeviceRequest{Id: id, CustomerMachineId: *machine})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) {
+		fmt.Fprintf(w, "device %s linked to machine %q\n", r.Device.Id, r.Device.CustomerMachineId)
+	})
+}
+
+func cmdEnrollToken(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "devices enroll-token")
+	ttl := fs.Duration("ttl", 0, "validity (default 1h, at most 168h)")
+	id, err := oneArg(fs, args, "DEVICE_ID")
+	if err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewDeviceServiceClient(e.conn).CreateEnrollmentToken(actx, &gantryv1.CreateEnrollmentTokenRequest{DeviceId: id, TtlSeconds: uint32(ttl.Seconds())})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) {
+		fmt.Fprintf(w, "expires\t%s\nrun on the device\t%s\n", r.ExpiresAt.AsTime().Local().Format("2006-01-02 15:04"), r.Command)
+	})
 }

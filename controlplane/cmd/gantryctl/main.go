@@ -64,6 +64,10 @@ Customers and machine models (providers):
   customers propose CUSTOMER_MACHINE_ID
   models list | show MODEL_ID | apply -f model.json   (templates are validated on save)
 
+Edge devices:
+  devices list | create --name N --serial S [--model M] | link DEVICE_ID --machine MACHINE_ID
+  devices enroll-token DEVICE_ID [--ttl 1h]   one-time token and the gantry-agent enroll command
+
 Service cases:
   cases list [--kind internal|shared] [--mine] [--state S] [--asset ID]
   cases create --asset ID --kind internal|shared --title T [--description D]

@@ -1,0 +1,68 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/gantry-iot/gantry/controlplane/fleet"
+	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
+)
+
+type deviceService struct{ *Server }
+
+func devicePB(d fleet.DeviceView) *gantryv1.EdgeDevice {
+	out := &gantryv1.EdgeDevice{Id: d.ID, TenantId: d.TenantID, Name: d.Name, SerialNumber: d.SerialNumber, Model: d.Model,
+		AgentVersion: d.AgentVersion, FirmwareVersion: d.FirmwareVersion, CustomerMachineId: d.CustomerMachineID, AssetId: d.AssetID,
+		Online: d.Online, Enrolled: d.CertSerial != "", CreatedAt: ts(d.CreatedAt)}
+	if !d.LastSeen.IsZero() {
+		out.LastSeen = ts(d.LastSeen)
+	}
+	return out
+}
+
+func (s *deviceService) ListDevices(ctx context.Context, _ *connect.Request[gantryv1.ListDevicesRequest]) (*connect.Response[gantryv1.ListDevicesResponse], error) {
+	ds, err := s.fleet.ListDevices(ctx, CallerFrom(ctx))
+	if err != nil {
+		return nil, err
+	}
+	out := &gantryv1.ListDevicesResponse{}
+	for _, d := range ds {
+		out.Devices = append(out.Devices, devicePB(d))
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (s *deviceService) GetDevice(ctx context.Context, req *connect.Request[gantryv1.GetDeviceRequest]) (*connect.Response[gantryv1.GetDeviceResponse], error) {
+	d, err := s.fleet.GetDevice(ctx, CallerFrom(ctx), req.Msg.Id)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&gantryv1.GetDeviceResponse{Device: devicePB(d)}), nil
+}
+
+func (s *deviceService) CreateDevice(ctx context.Context, req *connect.Request[gantryv1.CreateDeviceRequest]) (*connect.Response[gantryv1.CreateDeviceResponse], error) {
+	d, err := s.fleet.CreateDevice(ctx, CallerFrom(ctx), req.Msg.Name, req.Msg.SerialNumber, req.Msg.Model)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&gantryv1.CreateDeviceResponse{Device: devicePB(fleet.DeviceView{EdgeDevice: d})}), nil
+}
+
+func (s *deviceService) LinkDevice(ctx context.Context, req *connect.Request[gantryv1.LinkDeviceRequest]) (*connect.Response[gantryv1.LinkDeviceResponse], error) {
+	d, err := s.fleet.LinkDevice(ctx, CallerFrom(ctx), req.Msg.Id, req.Msg.CustomerMachineId)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&gantryv1.LinkDeviceResponse{Device: devicePB(d)}), nil
+}
+
+func (s *deviceService) CreateEnrollmentToken(ctx context.Context, req *connect.Request[gantryv1.CreateEnrollmentTokenRequest]) (*connect.Response[gantryv1.CreateEnrollmentTokenResponse], error) {
+	t, err := s.fleet.CreateEnrollmentToken(ctx, CallerFrom(ctx), req.Msg.DeviceId, time.Duration(req.Msg.TtlSeconds)*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&gantryv1.CreateEnrollmentTokenResponse{Token: t.Token, ExpiresAt: ts(t.ExpiresAt),
+		Command: fmt.Sprintf("gantry-agent enroll --server %s --token %s", s.publicURL, t.Token)}), nil
+}
