@@ -305,3 +305,9 @@ func requireRow(op, id string, res sql.Result, err error) error {
 	}
 	return nil
 }
+
+// Analyze refreshes the query planner's statistics (used after bulk loads).
+func (d *db) Analyze(ctx context.Context) error {
+	_, err := d.sql.ExecContext(ctx, "ANALYZE")
+	return err
+}

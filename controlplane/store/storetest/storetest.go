@@ -82,3 +82,13 @@ func Postgres(t testing.TB) store.Store {
 	})
 	return s
 }
+
+// Analyze refreshes planner statistics (PostgreSQL: ANALYZE; SQLite:
+// ANALYZE too) after a bulk load in a test.
+func Analyze(s store.Store) error {
+	a, ok := s.(interface{ Analyze(context.Context) error })
+	if !ok {
+		return nil
+	}
+	return a.Analyze(context.Background())
+}
