@@ -16,9 +16,11 @@ import (
 
 	"github.com/gantry-iot/gantry/controlplane/api"
 	"github.com/gantry-iot/gantry/controlplane/authz"
+	"github.com/gantry-iot/gantry/controlplane/broker"
 	"github.com/gantry-iot/gantry/controlplane/cases"
 	"github.com/gantry-iot/gantry/controlplane/fleet"
 	"github.com/gantry-iot/gantry/controlplane/identity"
+	"github.com/gantry-iot/gantry/controlplane/pki"
 	"github.com/gantry-iot/gantry/controlplane/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -37,6 +39,8 @@ type Config struct {
 	Demo      bool // seed demo data into an empty store
 	// ConferenceURL is the conferencing provider's base URL for case rooms.
 	ConferenceURL string
+	// MQTTListen is the embedded broker's TLS address; "off" disables it.
+	MQTTListen string
 
 	// Store, when set, is used instead of opening StoreDSN (tests). The
 	// server closes it on Close.
@@ -58,6 +62,18 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("--data-dir is required (where the SQLite store and state live)")
 	}
+	if c.MQTTListen == "" {
+		if c.Dev {
+			c.MQTTListen = "127.0.0.1:8883"
+		} else {
+			c.MQTTListen = ":8883"
+		}
+	}
+	if c.MQTTListen != "off" {
+		if _, _, err := net.SplitHostPort(c.MQTTListen); err != nil {
+			return fmt.Errorf("--mqtt-listen %q: want host:port or off", c.MQTTListen)
+		}
+	}
 	if !c.Dev && (c.TLSCert == "" || c.TLSKey == "") {
 		return errors.New("outside --dev the portal and API are served over HTTPS: give --tls-cert and --tls-key (PEM files)")
 	}
@@ -72,6 +88,8 @@ type Server struct {
 	Identity *identity.Service
 	Fleet    *fleet.Service
 	Cases    *cases.Service
+	CA       *pki.CA
+	Broker   *broker.Broker // nil when disabled
 	ln       net.Listener
 	http     *http.Server
 	URL      string
@@ -147,6 +165,16 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	if s.CA, err = pki.LoadOrCreateCA(filepath.Join(cfg.DataDir, "pki"), "Gantry control plane CA"); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if cfg.MQTTListen != "off" {
+		if err := s.startBroker(ctx, cfg, logger); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	if cfg.Demo {
 		if err := SeedDemo(ctx, id, st); err != nil {
 			s.Close()
@@ -185,10 +213,53 @@ func (s *Server) Serve(ctx context.Context) error {
 	return err
 }
 
-// Close releases the store and listener.
+// Close releases the broker, store and listener.
 func (s *Server) Close() error {
+	if s.Broker != nil {
+		s.Broker.Close()
+	}
 	s.ln.Close()
 	return s.Store.Close()
+}
+
+// startBroker runs the embedded MQTT broker: TLS with a server certificate
+// from the control plane's CA, device certificates required; a device's
+// certificate is valid only while it is the device's current one (so
+// re-enrollment revokes the previous certificate).
+func (s *Server) startBroker(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	host, _, _ := net.SplitHostPort(cfg.MQTTListen)
+	hosts := []string{"localhost", "127.0.0.1"}
+	if host != "" && host != "0.0.0.0" && host != "::" {
+		hosts = append([]string{host}, hosts...)
+	}
+	cert, err := s.CA.IssueServer(hosts, 365*24*time.Hour)
+	if err != nil {
+		return err
+	}
+	setOnline := func(id string, online bool) {
+		if err := s.Store.SetDeviceOnline(context.WithoutCancel(ctx), id, online, time.Now()); err != nil {
+			logger.Warn("device state not recorded", "device", id, "online", online, "err", err)
+		}
+	}
+	b, err := broker.New(broker.Config{
+		Listen:      cfg.MQTTListen,
+		Certificate: cert,
+		ClientCAs:   s.CA.Pool(),
+		IsRevoked: func(deviceID, serial string) bool {
+			d, err := s.Store.GetDevice(context.Background(), deviceID)
+			return err != nil || d.CertSerial == "" || d.CertSerial != serial
+		},
+		OnConnect:    func(id string) { setOnline(id, true) },
+		OnDisconnect: func(id string) { setOnline(id, false) },
+	}, logger)
+	if err != nil {
+		return err
+	}
+	if err := b.Start(); err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	s.Broker = b
+	return nil
 }
 
 // lazyLocator breaks the construction cycle between identity and fleet.

@@ -111,3 +111,12 @@ func (d *db) UseEnrollmentToken(ctx context.Context, tokenHash []byte, now time.
 	}
 	return t, nil
 }
+
+func (d *db) SetDeviceOnline(ctx context.Context, id string, online bool, at time.Time) error {
+	o := 0
+	if online {
+		o = 1
+	}
+	res, err := d.exec(ctx, d.sql, `UPDATE edge_devices SET online = ?, last_seen = ? WHERE id = ?`, o, toMicros(nowIfZero(at)), id)
+	return requireRow("store.SetDeviceOnline", id, res, err)
+}

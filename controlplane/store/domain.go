@@ -257,6 +257,8 @@ type Devices interface {
 	// ListDevicesOfAssets returns devices linked to machines of the given assets.
 	ListDevicesOfAssets(ctx context.Context, assetIDs []string) ([]EdgeDevice, error)
 	LinkDevice(ctx context.Context, id, customerMachineID string) error
+	// SetDeviceOnline records a device's connection state.
+	SetDeviceOnline(ctx context.Context, id string, online bool, at time.Time) error
 	CreateEnrollmentToken(ctx context.Context, t EnrollmentToken) error
 	// UseEnrollmentToken marks a token used and returns it: ErrNotFound,
 	// ErrExpired or ErrUsed otherwise.

@@ -68,6 +68,7 @@ func newServeFlags(cfg *server.Config, logLevel *string) *flag.FlagSet {
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate for HTTPS (required without --dev)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key for HTTPS (required without --dev)")
 	fs.StringVar(&cfg.ConferenceURL, "conference-url", "https://meet.example.com", "base URL of the conferencing provider; each case gets <url>/gantry-case-<id>")
+	fs.StringVar(&cfg.MQTTListen, "mqtt-listen", "", "embedded MQTT broker TLS address (default 127.0.0.1:8883 with --dev, :8883 otherwise; \"off\" to use an external broker)")
 	fs.StringVar(logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return fs
 }
@@ -96,6 +97,9 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	defer s.Close()
 	fmt.Fprintf(stdout, "Gantry control plane listening on %s\n", s.URL)
 	fmt.Fprintf(stdout, "  JSON API: POST %s/gantry.v1.<Service>/<Method>   OpenAPI: %s/api/openapi.json\n", s.URL, s.URL)
+	if s.Broker != nil {
+		fmt.Fprintf(stdout, "  MQTT broker (TLS, device certificates from the control plane CA): tls://%s\n", s.Broker.Addr())
+	}
 	if cfg.Dev {
 		logins, err := server.DemoLogins(ctx, s.Store)
 		if err != nil {

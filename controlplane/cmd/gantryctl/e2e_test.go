@@ -38,7 +38,7 @@ func TestDevServerLoginAndListUsers(t *testing.T) {
 	cpBin, ctlBin := build(t, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cp := exec.CommandContext(ctx, cpBin, "serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"))
+	cp := exec.CommandContext(ctx, cpBin, "serve", "--dev", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"))
 	stdout, err := cp.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -70,6 +70,9 @@ func TestDevServerLoginAndListUsers(t *testing.T) {
 		t.Fatalf("control plane printed no URL:\n%s\nstderr:\n%s", strings.Join(printed, "\n"), stderr.String())
 	}
 	out := strings.Join(printed, "\n")
+	if !strings.Contains(out, "MQTT broker") || !strings.Contains(out, "tls://127.0.0.1:") {
+		t.Errorf("the embedded MQTT broker is not announced:\n%s", out)
+	}
 	for _, want := range []string{"admin@nordwerk.example", "me@nordwerk.example", "st@acme.example", "admin@appforge.example"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo logins do not list %s:\n%s", want, out)

@@ -50,7 +50,7 @@ type Server struct {
 func Start(t testing.TB, st store.Store) *Server {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s, err := server.New(ctx, server.Config{Dev: true, Listen: "127.0.0.1:0", DataDir: t.TempDir(), Store: st}, nil)
+	s, err := server.New(ctx, server.Config{Dev: true, Listen: "127.0.0.1:0", MQTTListen: "127.0.0.1:0", DataDir: t.TempDir(), Store: st}, nil)
 	if err != nil {
 		cancel()
 		t.Fatalf("servertest: start control plane: %v", err)
