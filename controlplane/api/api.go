@@ -32,6 +32,13 @@ type Server struct {
 	// publicURL is the control plane's external URL, used in the commands
 	// it hands out (e.g. gantry-agent enroll).
 	publicURL string
+	enroll    *Enrollment
+}
+
+// WithEnrollment enables the device enrollment endpoint.
+func (s *Server) WithEnrollment(e Enrollment) *Server {
+	s.enroll = &e
+	return s
 }
 
 // New returns a Server. logger may be nil.
@@ -47,6 +54,7 @@ var public = map[string]bool{
 	gantryv1connect.SessionServiceLoginProcedure:         true,
 	gantryv1connect.UserServiceAcceptInvitationProcedure: true,
 	gantryv1connect.UserServiceRegisterProcedure:         true,
+	gantryv1connect.EnrollmentServiceEnrollProcedure:     true,
 }
 
 // Mount registers every service, and the OpenAPI document at
@@ -63,6 +71,9 @@ func (s *Server) Mount(mux *http.ServeMux) {
 	mux.Handle(gantryv1connect.NewMachineModelServiceHandler(&modelService{s}, opts))
 	mux.Handle(gantryv1connect.NewCaseServiceHandler(&caseService{s}, opts))
 	mux.Handle(gantryv1connect.NewDeviceServiceHandler(&deviceService{s}, opts))
+	if s.enroll != nil {
+		mux.Handle(gantryv1connect.NewEnrollmentServiceHandler(&enrollmentService{Server: s, e: *s.enroll}, opts))
+	}
 	mux.HandleFunc("GET /api/cases/{id}/chat/events", s.chatEvents)
 	mux.HandleFunc("GET /api/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

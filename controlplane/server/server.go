@@ -22,6 +22,9 @@ import (
 	"github.com/gantry-iot/gantry/controlplane/identity"
 	"github.com/gantry-iot/gantry/controlplane/pki"
 	"github.com/gantry-iot/gantry/controlplane/store"
+	"github.com/gantry-iot/gantry/pkg/topics"
+	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
+	"google.golang.org/protobuf/proto"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -41,6 +44,9 @@ type Config struct {
 	ConferenceURL string
 	// MQTTListen is the embedded broker's TLS address; "off" disables it.
 	MQTTListen string
+	// MQTTPublicURL is the broker URL handed to devices (default: the
+	// embedded broker's address).
+	MQTTPublicURL string
 
 	// Store, when set, is used instead of opening StoreDSN (tests). The
 	// server closes it on Close.
@@ -149,7 +155,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
-	api.New(id, fl, cs, portal, logger).Mount(mux)
+	apiSrv := api.New(id, fl, cs, portal, logger)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 
@@ -169,12 +175,23 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		s.Close()
 		return nil, err
 	}
+	cmdKey, err := pki.LoadOrCreateSigningKey(filepath.Join(cfg.DataDir, "pki"))
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	mqttURL := ""
 	if cfg.MQTTListen != "off" {
 		if err := s.startBroker(ctx, cfg, logger); err != nil {
 			s.Close()
 			return nil, err
 		}
+		mqttURL = "tls://" + s.Broker.Addr().String()
+		if cfg.MQTTPublicURL != "" {
+			mqttURL = cfg.MQTTPublicURL
+		}
 	}
+	apiSrv.WithEnrollment(api.Enrollment{Repo: st, CA: s.CA, CommandKey: cmdKey, MQTTURL: mqttURL}).Mount(mux)
 	if cfg.Demo {
 		if err := SeedDemo(ctx, id, st); err != nil {
 			s.Close()
@@ -259,7 +276,19 @@ func (s *Server) startBroker(ctx context.Context, cfg Config, logger *slog.Logge
 		return fmt.Errorf("broker: %w", err)
 	}
 	s.Broker = b
-	return nil
+	// Retained state and the agents' wills drive online status.
+	return b.Subscribe(topics.Wildcard(topics.State), func(topic string, payload []byte) {
+		id, _, err := topics.Parse(topic)
+		if err != nil {
+			return
+		}
+		var st gantryv1.DeviceState
+		if err := proto.Unmarshal(payload, &st); err != nil {
+			logger.Warn("bad device state payload", "device", id, "err", err)
+			return
+		}
+		setOnline(id, st.Online)
+	})
 }
 
 // lazyLocator breaks the construction cycle between identity and fleet.

@@ -120,3 +120,8 @@ func (d *db) SetDeviceOnline(ctx context.Context, id string, online bool, at tim
 	res, err := d.exec(ctx, d.sql, `UPDATE edge_devices SET online = ?, last_seen = ? WHERE id = ?`, o, toMicros(nowIfZero(at)), id)
 	return requireRow("store.SetDeviceOnline", id, res, err)
 }
+
+func (d *db) SetDeviceCert(ctx context.Context, id, certSerial, agentVersion string) error {
+	res, err := d.exec(ctx, d.sql, `UPDATE edge_devices SET cert_serial = ?, agent_version = ? WHERE id = ?`, certSerial, agentVersion, id)
+	return requireRow("store.SetDeviceCert", id, res, err)
+}

@@ -257,6 +257,9 @@ type Devices interface {
 	// ListDevicesOfAssets returns devices linked to machines of the given assets.
 	ListDevicesOfAssets(ctx context.Context, assetIDs []string) ([]EdgeDevice, error)
 	LinkDevice(ctx context.Context, id, customerMachineID string) error
+	// SetDeviceCert records a device's new certificate serial (revoking the
+	// previous one) and agent version.
+	SetDeviceCert(ctx context.Context, id, certSerial, agentVersion string) error
 	// SetDeviceOnline records a device's connection state.
 	SetDeviceOnline(ctx context.Context, id string, online bool, at time.Time) error
 	CreateEnrollmentToken(ctx context.Context, t EnrollmentToken) error

@@ -650,6 +650,209 @@ func (x *CreateEnrollmentTokenResponse) GetCommand() string {
 	return ""
 }
 
+type EnrollRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Token string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// PKCS#10 certificate request, DER.
+	CsrDer        []byte `protobuf:"bytes,2,opt,name=csr_der,json=csrDer,proto3" json:"csr_der,omitempty"`
+	AgentVersion  string `protobuf:"bytes,3,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollRequest) Reset() {
+	*x = EnrollRequest{}
+	mi := &file_gantry_v1_devices_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollRequest) ProtoMessage() {}
+
+func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_devices_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
+func (*EnrollRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *EnrollRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *EnrollRequest) GetCsrDer() []byte {
+	if x != nil {
+		return x.CsrDer
+	}
+	return nil
+}
+
+func (x *EnrollRequest) GetAgentVersion() string {
+	if x != nil {
+		return x.AgentVersion
+	}
+	return ""
+}
+
+type EnrollResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// Client certificate, PEM.
+	CertificatePem []byte `protobuf:"bytes,2,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"`
+	// Control plane CA certificate, PEM (trust anchor for the broker).
+	CaPem []byte `protobuf:"bytes,3,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	// MQTT broker URL, e.g. tls://gantry.example.com:8883.
+	MqttUrl string `protobuf:"bytes,4,opt,name=mqtt_url,json=mqttUrl,proto3" json:"mqtt_url,omitempty"`
+	// Ed25519 public key that signs commands to the device.
+	CommandPublicKey []byte `protobuf:"bytes,5,opt,name=command_public_key,json=commandPublicKey,proto3" json:"command_public_key,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *EnrollResponse) Reset() {
+	*x = EnrollResponse{}
+	mi := &file_gantry_v1_devices_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollResponse) ProtoMessage() {}
+
+func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_devices_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
+func (*EnrollResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *EnrollResponse) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *EnrollResponse) GetCertificatePem() []byte {
+	if x != nil {
+		return x.CertificatePem
+	}
+	return nil
+}
+
+func (x *EnrollResponse) GetCaPem() []byte {
+	if x != nil {
+		return x.CaPem
+	}
+	return nil
+}
+
+func (x *EnrollResponse) GetMqttUrl() string {
+	if x != nil {
+		return x.MqttUrl
+	}
+	return ""
+}
+
+func (x *EnrollResponse) GetCommandPublicKey() []byte {
+	if x != nil {
+		return x.CommandPublicKey
+	}
+	return nil
+}
+
+// DeviceState is the retained payload on gantry/v1/dev/{id}/state; the
+// agent's MQTT will carries online=false.
+type DeviceState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Online        bool                   `protobuf:"varint,1,opt,name=online,proto3" json:"online,omitempty"`
+	AgentVersion  string                 `protobuf:"bytes,2,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceState) Reset() {
+	*x = DeviceState{}
+	mi := &file_gantry_v1_devices_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceState) ProtoMessage() {}
+
+func (x *DeviceState) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_devices_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceState.ProtoReflect.Descriptor instead.
+func (*DeviceState) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DeviceState) GetOnline() bool {
+	if x != nil {
+		return x.Online
+	}
+	return false
+}
+
+func (x *DeviceState) GetAgentVersion() string {
+	if x != nil {
+		return x.AgentVersion
+	}
+	return ""
+}
+
+func (x *DeviceState) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
 var File_gantry_v1_devices_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_devices_proto_rawDesc = "" +
@@ -698,14 +901,30 @@ const file_gantry_v1_devices_proto_rawDesc = "" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
 	"\n" +
 	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x18\n" +
-	"\acommand\x18\x03 \x01(\tR\acommand2\xad\x03\n" +
+	"\acommand\x18\x03 \x01(\tR\acommand\"c\n" +
+	"\rEnrollRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x17\n" +
+	"\acsr_der\x18\x02 \x01(\fR\x06csrDer\x12#\n" +
+	"\ragent_version\x18\x03 \x01(\tR\fagentVersion\"\xb6\x01\n" +
+	"\x0eEnrollResponse\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12'\n" +
+	"\x0fcertificate_pem\x18\x02 \x01(\fR\x0ecertificatePem\x12\x15\n" +
+	"\x06ca_pem\x18\x03 \x01(\fR\x05caPem\x12\x19\n" +
+	"\bmqtt_url\x18\x04 \x01(\tR\amqttUrl\x12,\n" +
+	"\x12command_public_key\x18\x05 \x01(\fR\x10commandPublicKey\"v\n" +
+	"\vDeviceState\x12\x16\n" +
+	"\x06online\x18\x01 \x01(\bR\x06online\x12#\n" +
+	"\ragent_version\x18\x02 \x01(\tR\fagentVersion\x12*\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at2\xad\x03\n" +
 	"\rDeviceService\x12L\n" +
 	"\vListDevices\x12\x1d.gantry.v1.ListDevicesRequest\x1a\x1e.gantry.v1.ListDevicesResponse\x12F\n" +
 	"\tGetDevice\x12\x1b.gantry.v1.GetDeviceRequest\x1a\x1c.gantry.v1.GetDeviceResponse\x12O\n" +
 	"\fCreateDevice\x12\x1e.gantry.v1.CreateDeviceRequest\x1a\x1f.gantry.v1.CreateDeviceResponse\x12I\n" +
 	"\n" +
 	"LinkDevice\x12\x1c.gantry.v1.LinkDeviceRequest\x1a\x1d.gantry.v1.LinkDeviceResponse\x12j\n" +
-	"\x15CreateEnrollmentToken\x12'.gantry.v1.CreateEnrollmentTokenRequest\x1a(.gantry.v1.CreateEnrollmentTokenResponseB7Z5github.com/gantry-iot/gantry/proto/gantry/v1;gantryv1b\x06proto3"
+	"\x15CreateEnrollmentToken\x12'.gantry.v1.CreateEnrollmentTokenRequest\x1a(.gantry.v1.CreateEnrollmentTokenResponse2R\n" +
+	"\x11EnrollmentService\x12=\n" +
+	"\x06Enroll\x12\x18.gantry.v1.EnrollRequest\x1a\x19.gantry.v1.EnrollResponseB7Z5github.com/gantry-iot/gantry/proto/gantry/v1;gantryv1b\x06proto3"
 
 var (
 	file_gantry_v1_devices_proto_rawDescOnce sync.Once
@@ -719,7 +938,7 @@ func file_gantry_v1_devices_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_devices_proto_rawDescData
 }
 
-var file_gantry_v1_devices_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_gantry_v1_devices_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_gantry_v1_devices_proto_goTypes = []any{
 	(*EdgeDevice)(nil),                    // 0: gantry.v1.EdgeDevice
 	(*ListDevicesRequest)(nil),            // 1: gantry.v1.ListDevicesRequest
@@ -732,31 +951,37 @@ var file_gantry_v1_devices_proto_goTypes = []any{
 	(*LinkDeviceResponse)(nil),            // 8: gantry.v1.LinkDeviceResponse
 	(*CreateEnrollmentTokenRequest)(nil),  // 9: gantry.v1.CreateEnrollmentTokenRequest
 	(*CreateEnrollmentTokenResponse)(nil), // 10: gantry.v1.CreateEnrollmentTokenResponse
-	(*timestamppb.Timestamp)(nil),         // 11: google.protobuf.Timestamp
+	(*EnrollRequest)(nil),                 // 11: gantry.v1.EnrollRequest
+	(*EnrollResponse)(nil),                // 12: gantry.v1.EnrollResponse
+	(*DeviceState)(nil),                   // 13: gantry.v1.DeviceState
+	(*timestamppb.Timestamp)(nil),         // 14: google.protobuf.Timestamp
 }
 var file_gantry_v1_devices_proto_depIdxs = []int32{
-	11, // 0: gantry.v1.EdgeDevice.last_seen:type_name -> google.protobuf.Timestamp
-	11, // 1: gantry.v1.EdgeDevice.created_at:type_name -> google.protobuf.Timestamp
+	14, // 0: gantry.v1.EdgeDevice.last_seen:type_name -> google.protobuf.Timestamp
+	14, // 1: gantry.v1.EdgeDevice.created_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: gantry.v1.ListDevicesResponse.devices:type_name -> gantry.v1.EdgeDevice
 	0,  // 3: gantry.v1.GetDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
 	0,  // 4: gantry.v1.CreateDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
 	0,  // 5: gantry.v1.LinkDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
-	11, // 6: gantry.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	1,  // 7: gantry.v1.DeviceService.ListDevices:input_type -> gantry.v1.ListDevicesRequest
-	3,  // 8: gantry.v1.DeviceService.GetDevice:input_type -> gantry.v1.GetDeviceRequest
-	5,  // 9: gantry.v1.DeviceService.CreateDevice:input_type -> gantry.v1.CreateDeviceRequest
-	7,  // 10: gantry.v1.DeviceService.LinkDevice:input_type -> gantry.v1.LinkDeviceRequest
-	9,  // 11: gantry.v1.DeviceService.CreateEnrollmentToken:input_type -> gantry.v1.CreateEnrollmentTokenRequest
-	2,  // 12: gantry.v1.DeviceService.ListDevices:output_type -> gantry.v1.ListDevicesResponse
-	4,  // 13: gantry.v1.DeviceService.GetDevice:output_type -> gantry.v1.GetDeviceResponse
-	6,  // 14: gantry.v1.DeviceService.CreateDevice:output_type -> gantry.v1.CreateDeviceResponse
-	8,  // 15: gantry.v1.DeviceService.LinkDevice:output_type -> gantry.v1.LinkDeviceResponse
-	10, // 16: gantry.v1.DeviceService.CreateEnrollmentToken:output_type -> gantry.v1.CreateEnrollmentTokenResponse
-	12, // [12:17] is the sub-list for method output_type
-	7,  // [7:12] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	14, // 6: gantry.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	14, // 7: gantry.v1.DeviceState.at:type_name -> google.protobuf.Timestamp
+	1,  // 8: gantry.v1.DeviceService.ListDevices:input_type -> gantry.v1.ListDevicesRequest
+	3,  // 9: gantry.v1.DeviceService.GetDevice:input_type -> gantry.v1.GetDeviceRequest
+	5,  // 10: gantry.v1.DeviceService.CreateDevice:input_type -> gantry.v1.CreateDeviceRequest
+	7,  // 11: gantry.v1.DeviceService.LinkDevice:input_type -> gantry.v1.LinkDeviceRequest
+	9,  // 12: gantry.v1.DeviceService.CreateEnrollmentToken:input_type -> gantry.v1.CreateEnrollmentTokenRequest
+	11, // 13: gantry.v1.EnrollmentService.Enroll:input_type -> gantry.v1.EnrollRequest
+	2,  // 14: gantry.v1.DeviceService.ListDevices:output_type -> gantry.v1.ListDevicesResponse
+	4,  // 15: gantry.v1.DeviceService.GetDevice:output_type -> gantry.v1.GetDeviceResponse
+	6,  // 16: gantry.v1.DeviceService.CreateDevice:output_type -> gantry.v1.CreateDeviceResponse
+	8,  // 17: gantry.v1.DeviceService.LinkDevice:output_type -> gantry.v1.LinkDeviceResponse
+	10, // 18: gantry.v1.DeviceService.CreateEnrollmentToken:output_type -> gantry.v1.CreateEnrollmentTokenResponse
+	12, // 19: gantry.v1.EnrollmentService.Enroll:output_type -> gantry.v1.EnrollResponse
+	14, // [14:20] is the sub-list for method output_type
+	8,  // [8:14] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_devices_proto_init() }
@@ -770,9 +995,9 @@ func file_gantry_v1_devices_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_devices_proto_rawDesc), len(file_gantry_v1_devices_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   14,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_gantry_v1_devices_proto_goTypes,
 		DependencyIndexes: file_gantry_v1_devices_proto_depIdxs,

@@ -25,6 +25,8 @@ const _ = connect.IsAtLeastVersion1_13_0
 const (
 	// DeviceServiceName is the fully-qualified name of the DeviceService service.
 	DeviceServiceName = "gantry.v1.DeviceService"
+	// EnrollmentServiceName is the fully-qualified name of the EnrollmentService service.
+	EnrollmentServiceName = "gantry.v1.EnrollmentService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -49,6 +51,9 @@ const (
 	// DeviceServiceCreateEnrollmentTokenProcedure is the fully-qualified name of the DeviceService's
 	// CreateEnrollmentToken RPC.
 	DeviceServiceCreateEnrollmentTokenProcedure = "/gantry.v1.DeviceService/CreateEnrollmentToken"
+	// EnrollmentServiceEnrollProcedure is the fully-qualified name of the EnrollmentService's Enroll
+	// RPC.
+	EnrollmentServiceEnrollProcedure = "/gantry.v1.EnrollmentService/Enroll"
 )
 
 // DeviceServiceClient is a client for the gantry.v1.DeviceService service.
@@ -239,4 +244,80 @@ func (UnimplementedDeviceServiceHandler) LinkDevice(context.Context, *connect.Re
 
 func (UnimplementedDeviceServiceHandler) CreateEnrollmentToken(context.Context, *connect.Request[v1.CreateEnrollmentTokenRequest]) (*connect.Response[v1.CreateEnrollmentTokenResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.DeviceService.CreateEnrollmentToken is not implemented"))
+}
+
+// EnrollmentServiceClient is a client for the gantry.v1.EnrollmentService service.
+type EnrollmentServiceClient interface {
+	// Enroll exchanges a one-time token and a certificate request (the key
+	// stays on the device) for the device's client certificate. Enrolling
+	// again with a new token revokes the previous certificate.
+	Enroll(context.Context, *connect.Request[v1.EnrollRequest]) (*connect.Response[v1.EnrollResponse], error)
+}
+
+// NewEnrollmentServiceClient constructs a client for the gantry.v1.EnrollmentService service. By
+// default, it uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses,
+// and sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the
+// connect.WithGRPC() or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewEnrollmentServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) EnrollmentServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	enrollmentServiceMethods := v1.File_gantry_v1_devices_proto.Services().ByName("EnrollmentService").Methods()
+	return &enrollmentServiceClient{
+		enroll: connect.NewClient[v1.EnrollRequest, v1.EnrollResponse](
+			httpClient,
+			baseURL+EnrollmentServiceEnrollProcedure,
+			connect.WithSchema(enrollmentServiceMethods.ByName("Enroll")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// enrollmentServiceClient implements EnrollmentServiceClient.
+type enrollmentServiceClient struct {
+	enroll *connect.Client[v1.EnrollRequest, v1.EnrollResponse]
+}
+
+// Enroll calls gantry.v1.EnrollmentService.Enroll.
+func (c *enrollmentServiceClient) Enroll(ctx context.Context, req *connect.Request[v1.EnrollRequest]) (*connect.Response[v1.EnrollResponse], error) {
+	return c.enroll.CallUnary(ctx, req)
+}
+
+// EnrollmentServiceHandler is an implementation of the gantry.v1.EnrollmentService service.
+type EnrollmentServiceHandler interface {
+	// Enroll exchanges a one-time token and a certificate request (the key
+	// stays on the device) for the device's client certificate. Enrolling
+	// again with a new token revokes the previous certificate.
+	Enroll(context.Context, *connect.Request[v1.EnrollRequest]) (*connect.Response[v1.EnrollResponse], error)
+}
+
+// NewEnrollmentServiceHandler builds an HTTP handler from the service implementation. It returns
+// the path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewEnrollmentServiceHandler(svc EnrollmentServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	enrollmentServiceMethods := v1.File_gantry_v1_devices_proto.Services().ByName("EnrollmentService").Methods()
+	enrollmentServiceEnrollHandler := connect.NewUnaryHandler(
+		EnrollmentServiceEnrollProcedure,
+		svc.Enroll,
+		connect.WithSchema(enrollmentServiceMethods.ByName("Enroll")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/gantry.v1.EnrollmentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case EnrollmentServiceEnrollProcedure:
+			enrollmentServiceEnrollHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedEnrollmentServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedEnrollmentServiceHandler struct{}
+
+func (UnimplementedEnrollmentServiceHandler) Enroll(context.Context, *connect.Request[v1.EnrollRequest]) (*connect.Response[v1.EnrollResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.EnrollmentService.Enroll is not implemented"))
 }

@@ -1,0 +1,38 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestDependencyGuard keeps the agent small and separate: it must not
+// import control-plane packages or database drivers.
+func TestDependencyGuard(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		for _, banned := range []string{"github.com/gantry-iot/gantry/controlplane", "modernc.org/sqlite", "github.com/jackc/pgx", "github.com/mochi-mqtt", "github.com/lib/pq"} {
+			if strings.HasPrefix(dep, banned) {
+				t.Errorf("gantry-agent imports %s", dep)
+			}
+		}
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	var out strings.Builder
+	if err := run(t.Context(), []string{"help"}, &out, &out); err != nil || !strings.Contains(out.String(), "gantry-agent enroll") {
+		t.Errorf("help: %v\n%s", err, out.String())
+	}
+	out.Reset()
+	if err := run(t.Context(), []string{"frobnicate"}, &out, &out); err == nil || !strings.Contains(err.Error(), "unknown command") {
+		t.Errorf("unknown command: %v", err)
+	}
+	out.Reset()
+	if err := run(t.Context(), []string{"run", "--state-dir", t.TempDir(), "--metrics-listen", "off"}, &out, &out); err == nil || !strings.Contains(err.Error(), "not enrolled") {
+		t.Errorf("run without enrollment: %v", err)
+	}
+}

@@ -1,0 +1,145 @@
+// Command gantry-agent is Gantry's edge agent: it runs on a shop-floor
+// gateway beside a machine, enrolls with the control plane, and keeps an
+// mTLS MQTT session through which it reports and receives commands.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/gantry-iot/gantry/agent/enroll"
+	"github.com/gantry-iot/gantry/agent/link"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+const usage = `gantry-agent — Gantry's edge agent for shop-floor gateways.
+
+Usage:
+  gantry-agent enroll --server URL --token TOKEN [--state-dir DIR] [--server-ca FILE]
+      Generate the device key, have the control plane certify it with a
+      one-time token (from 'gantryctl devices enroll-token'), and write the
+      state directory (files 0600). Enrolling again revokes the old certificate.
+  gantry-agent run [--state-dir DIR] [--metrics-listen ADDR]
+      Connect to the control plane's MQTT broker with the device certificate,
+      report online/offline state (retained, with a will), and serve
+      Prometheus metrics on ADDR (default 127.0.0.1:9101, "off" to disable).
+  gantry-agent version
+  gantry-agent help
+
+The state directory defaults to /var/lib/gantry-agent (systemd's
+StateDirectory); the agent runs as an unprivileged user.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(os.Stderr, "gantry-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	logger := slog.New(slog.NewJSONHandler(stderr, nil)).With("version", version)
+	switch args[0] {
+	case "version":
+		fmt.Fprintln(stdout, version)
+		return nil
+	case "enroll":
+		fs := flag.NewFlagSet("enroll", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		o := enroll.Options{AgentVersion: version}
+		fs.StringVar(&o.Server, "server", "", "control plane URL, e.g. https://gantry.example.com")
+		fs.StringVar(&o.Token, "token", "", "one-time enrollment token")
+		fs.StringVar(&o.StateDir, "state-dir", "/var/lib/gantry-agent", "state directory")
+		fs.StringVar(&o.ServerCAFile, "server-ca", "", "PEM file to trust for the control plane's HTTPS certificate (private CA)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		st, err := enroll.Enroll(ctx, o)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "enrolled as device %s; broker %s; state in %s\n", st.DeviceID, st.MQTTURL, o.StateDir)
+		return nil
+	case "run":
+		fs := flag.NewFlagSet("run", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		dir := fs.String("state-dir", "/var/lib/gantry-agent", "state directory written by enroll")
+		metrics := fs.String("metrics-listen", "127.0.0.1:9101", "Prometheus metrics address, or off")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		return serve(ctx, *dir, *metrics, logger)
+	}
+	return fmt.Errorf("unknown command %q; run 'gantry-agent help'", args[0])
+}
+
+func serve(ctx context.Context, dir, metricsAddr string, logger *slog.Logger) error {
+	st, cert, pool, err := enroll.Load(dir)
+	if err != nil {
+		return err
+	}
+	logger = logger.With("device", st.DeviceID)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	connected := prometheus.NewGauge(prometheus.GaugeOpts{Name: "gantry_agent_connected", Help: "1 while the MQTT session to the control plane is up."})
+	commands := prometheus.NewCounter(prometheus.CounterOpts{Name: "gantry_agent_commands_received_total", Help: "Command messages received."})
+	reg.MustRegister(connected, commands)
+	if metricsAddr != "off" {
+		ln, err := net.Listen("tcp", metricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics: listen on %s: %w (choose another with --metrics-listen)", metricsAddr, err)
+		}
+		srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+		logger.Info("metrics listening", "addr", ln.Addr().String())
+	}
+	l, err := link.Dial(ctx, link.Config{DeviceID: st.DeviceID, BrokerURL: st.MQTTURL, Certificate: cert, RootCAs: pool, AgentVersion: version,
+		OnCommand: func(p []byte) {
+			commands.Inc()
+			logger.Info("command received; command handling arrives with signed commands", "bytes", len(p))
+		}}, logger)
+	if err != nil {
+		return err
+	}
+	connected.Set(1)
+	logger.Info("agent running")
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			logger.Info("agent stopping")
+			return l.Close()
+		case <-tick.C:
+			if l.Connected() {
+				connected.Set(1)
+			} else {
+				connected.Set(0)
+			}
+		}
+	}
+}

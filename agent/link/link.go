@@ -1,0 +1,141 @@
+// Package link keeps the agent's MQTT session with the control plane: it
+// connects with the device certificate (mTLS), leaves a will that marks
+// the device offline, publishes its retained online state after every
+// (re)connect, reconnects with backoff and jitter, and hands incoming
+// commands to a handler.
+package link
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/gantry-iot/gantry/pkg/topics"
+	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
+)
+
+// Config configures a Link.
+type Config struct {
+	DeviceID     string
+	BrokerURL    string // tls://host:port
+	Certificate  tls.Certificate
+	RootCAs      *x509.CertPool
+	AgentVersion string
+	KeepAlive    time.Duration // default 30s
+	MaxBackoff   time.Duration // default 60s
+	// OnCommand receives raw command payloads (verification happens in the
+	// command handler, not here). May be nil.
+	OnCommand func(payload []byte)
+}
+
+// Link is a live MQTT session. Safe for concurrent use.
+type Link struct {
+	cfg    Config
+	client paho.Client
+	log    *slog.Logger
+}
+
+func statePayload(online bool, version string) []byte {
+	b, _ := proto.Marshal(&gantryv1.DeviceState{Online: online, AgentVersion: version, At: timestamppb.Now()})
+	return b
+}
+
+// Dial connects (retrying until ctx ends) and returns the Link.
+func Dial(ctx context.Context, cfg Config, logger *slog.Logger) (*Link, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if !topics.ValidDeviceID(cfg.DeviceID) {
+		return nil, fmt.Errorf("link: invalid device ID %q", cfg.DeviceID)
+	}
+	u, err := url.Parse(cfg.BrokerURL)
+	if err != nil || u.Scheme != "tls" || u.Host == "" {
+		return nil, fmt.Errorf("link: broker URL %q: want tls://host:port", cfg.BrokerURL)
+	}
+	if cfg.KeepAlive == 0 {
+		cfg.KeepAlive = 30 * time.Second
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 60 * time.Second
+	}
+	host := u.Hostname()
+	l := &Link{cfg: cfg, log: logger}
+	stateTopic := topics.Device(cfg.DeviceID, topics.State)
+	opts := paho.NewClientOptions().
+		AddBroker("tls://"+u.Host).
+		SetClientID(cfg.DeviceID).
+		SetTLSConfig(&tls.Config{Certificates: []tls.Certificate{cfg.Certificate}, RootCAs: cfg.RootCAs, ServerName: host, MinVersion: tls.VersionTLS12}).
+		SetKeepAlive(cfg.KeepAlive).
+		SetCleanSession(false).
+		SetOrderMatters(false).
+		SetAutoReconnect(true).
+		SetMaxReconnectInterval(cfg.MaxBackoff).
+		SetConnectRetry(true).
+		SetConnectRetryInterval(2*time.Second).
+		SetBinaryWill(stateTopic, statePayload(false, cfg.AgentVersion), 1, true).
+		SetOnConnectHandler(func(c paho.Client) {
+			logger.Info("connected to broker", "broker", u.Host)
+			c.Publish(stateTopic, 1, true, statePayload(true, cfg.AgentVersion))
+			c.Subscribe(topics.Device(cfg.DeviceID, topics.Cmd), 1, func(_ paho.Client, m paho.Message) {
+				if cfg.OnCommand != nil {
+					cfg.OnCommand(m.Payload())
+				}
+			})
+		}).
+		SetConnectionLostHandler(func(_ paho.Client, err error) {
+			logger.Warn("broker connection lost; reconnecting with backoff", "err", err)
+		})
+	l.client = paho.NewClient(opts)
+	tok := l.client.Connect()
+	select {
+	case <-tok.Done():
+		if err := tok.Error(); err != nil {
+			return nil, fmt.Errorf("link: connect: %w", err)
+		}
+	case <-ctx.Done():
+		l.client.Disconnect(0)
+		return nil, ctx.Err()
+	}
+	// With connect retry, Done fires on the first attempt's outcome only
+	// when it succeeds; wait for the session.
+	for !l.client.IsConnected() {
+		select {
+		case <-ctx.Done():
+			l.client.Disconnect(0)
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return l, nil
+}
+
+// Publish sends payload on the device's topic of kind k with QoS 1 and
+// waits for the broker's acknowledgement.
+func (l *Link) Publish(ctx context.Context, k topics.Kind, payload []byte) error {
+	tok := l.client.Publish(topics.Device(l.cfg.DeviceID, k), 1, false, payload)
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Connected reports whether the session is up.
+func (l *Link) Connected() bool { return l.client.IsConnectionOpen() }
+
+// Close publishes the offline state and disconnects cleanly.
+func (l *Link) Close() error {
+	tok := l.client.Publish(topics.Device(l.cfg.DeviceID, topics.State), 1, true, statePayload(false, l.cfg.AgentVersion))
+	tok.WaitTimeout(2 * time.Second)
+	l.client.Disconnect(500)
+	return nil
+}
