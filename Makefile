@@ -11,8 +11,8 @@ help: ## list targets
 build: ## build gantry-controlplane, gantry-agent and gantryctl into bin/
 	$(GO) build -o $(BIN)/ ./controlplane/cmd/... ./agent/cmd/...
 
-run: build ## run the control plane in dev mode (SQLite in .gantry-dev/, demo tenants and users)
-	$(BIN)/gantry-controlplane serve --dev --data-dir .gantry-dev
+run: build ## run the control plane in dev mode (SQLite, embedded MQTT broker, demo data in .gantry-dev/) plus a simulated agent
+	bash deploy/dev/run.sh
 
 # The machine's PostgreSQL and Mosquitto, unless the caller points elsewhere.
 GANTRY_TEST_POSTGRES ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable

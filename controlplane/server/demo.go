@@ -2,7 +2,12 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
+	"os"
+	"time"
 
 	"github.com/gantry-iot/gantry/controlplane/authz"
 	"github.com/gantry-iot/gantry/controlplane/identity"
@@ -39,9 +44,10 @@ var demoLocal = map[authz.RoleID]string{
 }
 
 // SeedDemo fills an empty store with demo tenants of each kind and one
-// user per built-in role (password DemoPassword). It does nothing if any
-// tenant exists.
-func SeedDemo(ctx context.Context, id *identity.Service, st store.Store) error {
+// user per built-in role (password DemoPassword), the demo domain, and a
+// demo gateway whose enrollment token goes to tokenFile (if not empty). It
+// does nothing if any tenant exists.
+func SeedDemo(ctx context.Context, id *identity.Service, st store.Store, tokenFile string) error {
 	ts, err := st.ListTenants(ctx)
 	if err != nil {
 		return err
@@ -68,12 +74,36 @@ func SeedDemo(ctx context.Context, id *identity.Service, st store.Store) error {
 			}
 		}
 	}
-	return seedDomain(ctx, st, tenants)
+	dev, err := seedDomain(ctx, st, tenants)
+	if err != nil {
+		return err
+	}
+	return writeDemoAgentToken(ctx, st, dev, tokenFile)
 }
 
-// seedDomain adds the demo shop floor, customers, machine model, cases and
-// chat: Acme's CNC-5X model on Nordwerk's and Sudhaus' assets.
-func seedDomain(ctx context.Context, st store.Store, tenants map[string]store.Tenant) error {
+// writeDemoAgentToken issues a 30-day enrollment token for the demo
+// gateway and writes it to tokenFile (0600) for the dev run script.
+func writeDemoAgentToken(ctx context.Context, st store.Store, deviceID, tokenFile string) error {
+	if tokenFile == "" {
+		return nil
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return err
+	}
+	token := "gantry-enroll-" + base64.RawURLEncoding.EncodeToString(b)
+	h := sha256.Sum256([]byte(token))
+	now := time.Now().UTC()
+	if err := st.CreateEnrollmentToken(ctx, store.EnrollmentToken{TokenHash: h[:], DeviceID: deviceID, TenantID: "", CreatedBy: "demo", CreatedAt: now, ExpiresAt: now.Add(30 * 24 * time.Hour)}); err != nil {
+		return err
+	}
+	return os.WriteFile(tokenFile, []byte(token+"\n"), 0o600)
+}
+
+// seedDomain adds the demo shop floor, customers, machine model, cases,
+// chat and a demo edge device: Acme's CNC-5X model on Nordwerk's and
+// Sudhaus' assets. It returns the demo device's ID.
+func seedDomain(ctx context.Context, st store.Store, tenants map[string]store.Tenant) (demoDevice string, err error) {
 	acme, nord, sud := tenants["acme.example"], tenants["nordwerk.example"], tenants["sudhaus.example"]
 	user := func(email string) (store.User, error) { return st.GetUserByEmail(ctx, email) }
 	model, err := st.CreateMachineModel(ctx, store.MachineModel{TenantID: acme.ID, Name: "CNC-5X",
@@ -83,11 +113,11 @@ func seedDomain(ctx context.Context, st store.Store, tenants map[string]store.Te
 			`{"node_id":"ns=2;s=cnc1.Temperature","name":"Temperature","unit":"°C","sampling_interval_ms":1000,"warn_above":70,"alarm_above":85},` +
 			`{"node_id":"ns=2;s=cnc1.Running","name":"Running"},{"node_id":"ns=2;s=cnc1.EnergyCounter","name":"Energy","unit":"kWh"}]}`)})
 	if err != nil {
-		return err
+		return "", err
 	}
 	org, err := st.CreateServiceOrg(ctx, store.ServiceOrg{TenantID: acme.ID, Name: "Acme Service Europe"})
 	if err != nil {
-		return err
+		return "", err
 	}
 	type site struct {
 		tenant     store.Tenant
@@ -102,77 +132,86 @@ func seedDomain(ctx context.Context, st store.Store, tenants map[string]store.Te
 	} {
 		cu, err := st.CreateCustomer(ctx, store.Customer{TenantID: acme.ID, ServiceOrgID: org.ID, Name: s.tenant.Name, OperatorTenantID: s.tenant.ID})
 		if err != nil {
-			return err
+			return "", err
 		}
 		var facilities []store.Facility
 		for _, name := range s.facilities {
 			f, err := st.CreateFacility(ctx, store.Facility{TenantID: s.tenant.ID, Name: name})
 			if err != nil {
-				return err
+				return "", err
 			}
 			facilities = append(facilities, f)
 		}
 		var assets []store.Asset
+		var firstMachine string
 		for i, name := range s.machines {
 			cm, err := st.CreateCustomerMachine(ctx, store.CustomerMachine{TenantID: acme.ID, CustomerID: cu.ID, Name: name, SerialNumber: name[len(name)-4:], MachineModelID: model.ID})
 			if err != nil {
-				return err
+				return "", err
 			}
 			p, err := st.CreateProposal(ctx, store.AssetProposal{ProviderTenantID: acme.ID, OperatorTenantID: s.tenant.ID, CustomerMachineID: cm.ID,
 				Name: name, SerialNumber: cm.SerialNumber, MachineModelID: model.ID, State: store.ProposalPending})
 			if err != nil {
-				return err
+				return "", err
+			}
+			if firstMachine == "" {
+				firstMachine = cm.ID
 			}
 			a, err := st.AcceptProposal(ctx, p.ID, store.Asset{TenantID: s.tenant.ID, FacilityID: facilities[i%len(facilities)].ID, Name: name,
 				SerialNumber: cm.SerialNumber, MachineModelID: model.ID, ProviderTenantID: acme.ID, CustomerMachineID: cm.ID})
 			if err != nil {
-				return err
+				return "", err
 			}
 			assets = append(assets, a)
 		}
 		if s.local != "" {
 			if _, err := st.CreateAsset(ctx, store.Asset{TenantID: s.tenant.ID, FacilityID: facilities[0].ID, Name: s.local}); err != nil {
-				return err
+				return "", err
 			}
 		}
 		mo, err := user("mo@" + s.domain)
 		if err != nil {
-			return err
+			return "", err
 		}
 		shared, err := st.CreateCase(ctx, store.Case{TenantID: s.tenant.ID, AssetID: assets[0].ID, Kind: store.CaseShared, Title: "Spindle vibration above limit",
 			Description: "Vibration alarm since the night shift; please check remotely.", State: store.StateNew, CreatedBy: mo.ID, ProviderTenantID: acme.ID})
 		if err != nil {
-			return err
+			return "", err
 		}
 		st1, err := user("st@acme.example")
 		if err != nil {
-			return err
+			return "", err
 		}
 		for _, m := range []store.ChatMessage{
 			{CaseID: shared.ID, AuthorID: mo.ID, AuthorName: mo.DisplayName, AuthorTenantID: s.tenant.ID, Body: "The alarm came back after a restart."},
 			{CaseID: shared.ID, AuthorID: st1.ID, AuthorName: st1.DisplayName, AuthorTenantID: acme.ID, Body: "Thanks — please activate remote access, I will check the drive parameters."},
 		} {
 			if _, err := st.AddChatMessage(ctx, m); err != nil {
-				return err
+				return "", err
 			}
 		}
 		if s.tenant.ID == nord.ID {
+			gw, err := st.CreateDevice(ctx, store.EdgeDevice{TenantID: acme.ID, Name: "Demo gateway (Nordwerk Hall 1)", SerialNumber: "GW-DEMO-1", Model: "GW-100", CustomerMachineID: firstMachine})
+			if err != nil {
+				return "", err
+			}
+			demoDevice = gw.ID
 			me, err := user("me@nordwerk.example")
 			if err != nil {
-				return err
+				return "", err
 			}
 			in, err := st.CreateCase(ctx, store.Case{TenantID: nord.ID, AssetID: assets[1].ID, Kind: store.CaseInternal, Title: "Coolant pump noisy",
 				Description: "Check before calling the machine builder.", State: store.StateInProgress, CreatedBy: me.ID, AssigneeID: me.ID})
 			if err != nil {
-				return err
+				return "", err
 			}
 			if _, err := st.AddChatMessage(ctx, store.ChatMessage{CaseID: in.ID, AuthorID: me.ID, AuthorName: me.DisplayName, AuthorTenantID: nord.ID,
 				Body: "Internal note: bearing likely; spare part in stock."}); err != nil {
-				return err
+				return "", err
 			}
 		}
 	}
-	return nil
+	return demoDevice, nil
 }
 
 // DemoLogins lists the demo users for printing.

@@ -193,7 +193,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	}
 	apiSrv.WithEnrollment(api.Enrollment{Repo: st, CA: s.CA, CommandKey: cmdKey, MQTTURL: mqttURL}).Mount(mux)
 	if cfg.Demo {
-		if err := SeedDemo(ctx, id, st); err != nil {
+		if err := SeedDemo(ctx, id, st, filepath.Join(cfg.DataDir, "demo-agent.token")); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("demo data: %w", err)
 		}
