@@ -15,6 +15,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/gantry-iot/gantry/controlplane/cases"
+	"github.com/gantry-iot/gantry/controlplane/commands"
 	"github.com/gantry-iot/gantry/controlplane/fleet"
 	"github.com/gantry-iot/gantry/controlplane/identity"
 	"github.com/gantry-iot/gantry/proto/gantry/v1/gantryv1connect"
@@ -33,6 +34,13 @@ type Server struct {
 	// it hands out (e.g. gantry-agent enroll).
 	publicURL string
 	enroll    *Enrollment
+	commands  *commands.Dispatcher
+}
+
+// WithCommands enables sending commands to devices.
+func (s *Server) WithCommands(d *commands.Dispatcher) *Server {
+	s.commands = d
+	return s
 }
 
 // WithEnrollment enables the device enrollment endpoint.

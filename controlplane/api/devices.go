@@ -2,10 +2,13 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/gantry-iot/gantry/controlplane/commands"
+	"github.com/gantry-iot/gantry/controlplane/errkind"
 	"github.com/gantry-iot/gantry/controlplane/fleet"
 	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
 )
@@ -65,4 +68,42 @@ func (s *deviceService) CreateEnrollmentToken(ctx context.Context, req *connect.
 	}
 	return connect.NewResponse(&gantryv1.CreateEnrollmentTokenResponse{Token: t.Token, ExpiresAt: ts(t.ExpiresAt),
 		Command: fmt.Sprintf("gantry-agent enroll --server %s --token %s", s.publicURL, t.Token)}), nil
+}
+
+func (s *deviceService) SendCommand(ctx context.Context, req *connect.Request[gantryv1.SendCommandRequest]) (*connect.Response[gantryv1.SendCommandResponse], error) {
+	m := req.Msg
+	var cmd gantryv1.Command
+	switch m.Command {
+	case "ping":
+		cmd.Body = &gantryv1.Command_Ping{Ping: &gantryv1.Ping{}}
+	case "reload_config":
+		cmd.Body = &gantryv1.Command_ReloadConfig{ReloadConfig: &gantryv1.ReloadConfig{}}
+	case "restart_collector":
+		cmd.Body = &gantryv1.Command_RestartCollector{RestartCollector: &gantryv1.RestartCollector{}}
+	default:
+		return nil, errkind.Invalidf("command", "%q: use ping, reload_config or restart_collector", m.Command)
+	}
+	timeout := time.Duration(m.TimeoutSeconds) * time.Second
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	if timeout > time.Minute {
+		return nil, errkind.Invalidf("timeout_seconds", "at most 60")
+	}
+	d, err := s.fleet.DeviceToCommand(ctx, CallerFrom(ctx), m.DeviceId)
+	if err != nil {
+		return nil, err
+	}
+	if s.commands == nil {
+		return nil, errkind.New(errkind.Precondition, "", "commands need the embedded MQTT broker, which is switched off")
+	}
+	start := time.Now()
+	ack, err := s.commands.Send(ctx, d.ID, &cmd, timeout)
+	if errors.Is(err, commands.ErrNoAck) {
+		return nil, errkind.New(errkind.Precondition, "", "%v", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&gantryv1.SendCommandResponse{Nonce: ack.Nonce, Ok: ack.Ok, Error: ack.Error, RoundTripMs: uint32(time.Since(start).Milliseconds())}), nil
 }

@@ -226,3 +226,13 @@ func (s *Service) CreateEnrollmentToken(ctx context.Context, c *identity.Caller,
 	}
 	return EnrollmentToken{Token: token, ExpiresAt: t.ExpiresAt}, nil
 }
+
+// DeviceToCommand returns a device the caller may send commands to (Edge
+// Devices = manage on it).
+func (s *Service) DeviceToCommand(ctx context.Context, c *identity.Caller, id string) (store.EdgeDevice, error) {
+	if err := requireKind(c, authz.KindServiceProvider, "device commands"); err != nil {
+		return store.EdgeDevice{}, err
+	}
+	d, _, err := s.device(ctx, c, id, authz.Manage, "send commands to this device")
+	return d, err
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/gantry-iot/gantry/controlplane/authz"
 	"github.com/gantry-iot/gantry/controlplane/broker"
 	"github.com/gantry-iot/gantry/controlplane/cases"
+	"github.com/gantry-iot/gantry/controlplane/commands"
 	"github.com/gantry-iot/gantry/controlplane/fleet"
 	"github.com/gantry-iot/gantry/controlplane/identity"
 	"github.com/gantry-iot/gantry/controlplane/pki"
@@ -190,6 +191,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		if cfg.MQTTPublicURL != "" {
 			mqttURL = cfg.MQTTPublicURL
 		}
+		d, err := commands.New(s.Broker, cmdKey, logger)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		apiSrv.WithCommands(d)
 	}
 	apiSrv.WithEnrollment(api.Enrollment{Repo: st, CA: s.CA, CommandKey: cmdKey, MQTTURL: mqttURL}).Mount(mux)
 	if cfg.Demo {

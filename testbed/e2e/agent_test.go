@@ -199,6 +199,19 @@ func TestEnrollAndPresence(t *testing.T) {
 	}
 	a := run()
 	waitOnline(t, dc, id, true, 15*time.Second)
+	// Signed commands reach the agent and are acknowledged.
+	ping, err := dc.SendCommand(ctx, connect.NewRequest(&gantryv1.SendCommandRequest{DeviceId: id, Command: "ping", TimeoutSeconds: 20}))
+	if err != nil || !ping.Msg.Ok {
+		t.Fatalf("ping: %v %v", ping, err)
+	}
+	t.Logf("ping round trip %d ms", ping.Msg.RoundTripMs)
+	rc, err := dc.SendCommand(ctx, connect.NewRequest(&gantryv1.SendCommandRequest{DeviceId: id, Command: "restart_collector"}))
+	if err != nil || rc.Msg.Ok || !strings.Contains(rc.Msg.Error, "not available") {
+		t.Errorf("restart_collector without a collector: %v %v", rc, err)
+	}
+	if _, err := dc.SendCommand(ctx, connect.NewRequest(&gantryv1.SendCommandRequest{DeviceId: id, Command: "self_destruct"})); connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Errorf("unknown command: %v", err)
+	}
 	_ = a.Process.Signal(syscall.SIGTERM)
 	_, _ = a.Process.Wait()
 	waitOnline(t, dc, id, false, 10*time.Second)

@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,8 +23,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/gantry-iot/gantry/agent/control"
 	"github.com/gantry-iot/gantry/agent/enroll"
 	"github.com/gantry-iot/gantry/agent/link"
+	"github.com/gantry-iot/gantry/pkg/command"
+	"github.com/gantry-iot/gantry/pkg/topics"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -117,14 +122,34 @@ func serve(ctx context.Context, dir, metricsAddr string, logger *slog.Logger) er
 		defer srv.Close()
 		logger.Info("metrics listening", "addr", ln.Addr().String())
 	}
+	verifier, err := command.NewVerifier(st.CommandPublicKey, st.DeviceID, filepath.Join(dir, "nonces.json"), nil)
+	if err != nil {
+		return err
+	}
+	handler := control.New(verifier, control.Actions{
+		ReloadConfig: func() error {
+			_, _, _, err := enroll.Load(dir) // re-read and check the state directory
+			return err
+		},
+		// RestartCollector stays nil until the OPC-UA collector exists.
+	}, logger)
+	var lnk atomic.Pointer[link.Link]
 	l, err := link.Dial(ctx, link.Config{DeviceID: st.DeviceID, BrokerURL: st.MQTTURL, Certificate: cert, RootCAs: pool, AgentVersion: version,
 		OnCommand: func(p []byte) {
 			commands.Inc()
-			logger.Info("command received; command handling arrives with signed commands", "bytes", len(p))
+			ack := handler.Handle(p)
+			if l := lnk.Load(); l != nil {
+				pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				if err := l.Publish(pctx, topics.CmdAck, ack); err != nil {
+					logger.Warn("command ack not sent", "err", err)
+				}
+			}
 		}}, logger)
 	if err != nil {
 		return err
 	}
+	lnk.Store(l)
 	connected.Set(1)
 	logger.Info("agent running")
 	tick := time.NewTicker(time.Second)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -17,7 +18,7 @@ var domainCommands = map[string]command{
 	"proposals":  sub(map[string]command{"list": cmdProposalsList, "accept": cmdProposalAccept, "reject": cmdProposalReject}),
 	"customers":  sub(map[string]command{"orgs": cmdOrgsList, "create-org": cmdOrgCreate, "list": cmdCustomersList, "create": cmdCustomerCreate, "invite": cmdCustomerInvite, "machines": cmdMachinesList, "add-machine": cmdMachineCreate, "propose": cmdPropose}),
 	"models":     sub(map[string]command{"list": cmdModelsList, "show": cmdModelShow, "apply": cmdModelApply}),
-	"devices":    sub(map[string]command{"list": cmdDevicesList, "create": cmdDeviceCreate, "link": cmdDeviceLink, "enroll-token": cmdEnrollToken}),
+	"devices":    sub(map[string]command{"list": cmdDevicesList, "create": cmdDeviceCreate, "link": cmdDeviceLink, "enroll-token": cmdEnrollToken, "command": cmdDeviceCommand}),
 	"cases":      sub(map[string]command{"list": cmdCasesList, "create": cmdCaseCreate, "show": cmdCaseShow, "update": cmdCaseUpdate, "chat": cmdChat, "say": cmdSay}),
 }
 
@@ -610,5 +611,31 @@ func cmdEnrollToken(ctx context.Context, e *env, args []string) error {
 	}
 	return e.print(r, func(w *tabwriter.Writer) {
 		fmt.Fprintf(w, "expires\t%s\nrun on the device\t%s\n", r.ExpiresAt.AsTime().Local().Format("2006-01-02 15:04"), r.Command)
+	})
+}
+
+func cmdDeviceCommand(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "devices command")
+	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the acknowledgement (at most 60s)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 2 {
+		return fmt.Errorf("devices command: give DEVICE_ID and one of ping, reload_config, restart_collector")
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewDeviceServiceClient(e.conn).SendCommand(actx, &gantryv1.SendCommandRequest{DeviceId: fs.Arg(0), Command: fs.Arg(1), TimeoutSeconds: uint32(timeout.Seconds())})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) {
+		if r.Ok {
+			fmt.Fprintf(w, "%s: ok (%d ms)\n", fs.Arg(1), r.RoundTripMs)
+		} else {
+			fmt.Fprintf(w, "%s: failed on the device: %s\n", fs.Arg(1), r.Error)
+		}
 	})
 }

@@ -853,6 +853,137 @@ func (x *DeviceState) GetAt() *timestamppb.Timestamp {
 	return nil
 }
 
+type SendCommandRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// ping, reload_config or restart_collector.
+	Command string `protobuf:"bytes,2,opt,name=command,proto3" json:"command,omitempty"`
+	// How long to wait for the device's acknowledgement; default 10, at most 60.
+	TimeoutSeconds uint32 `protobuf:"varint,3,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SendCommandRequest) Reset() {
+	*x = SendCommandRequest{}
+	mi := &file_gantry_v1_devices_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendCommandRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendCommandRequest) ProtoMessage() {}
+
+func (x *SendCommandRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_devices_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendCommandRequest.ProtoReflect.Descriptor instead.
+func (*SendCommandRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SendCommandRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *SendCommandRequest) GetCommand() string {
+	if x != nil {
+		return x.Command
+	}
+	return ""
+}
+
+func (x *SendCommandRequest) GetTimeoutSeconds() uint32 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
+type SendCommandResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Nonce string                 `protobuf:"bytes,1,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	Ok    bool                   `protobuf:"varint,2,opt,name=ok,proto3" json:"ok,omitempty"`
+	Error string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// Round trip from sending to the acknowledgement, milliseconds.
+	RoundTripMs   uint32 `protobuf:"varint,4,opt,name=round_trip_ms,json=roundTripMs,proto3" json:"round_trip_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendCommandResponse) Reset() {
+	*x = SendCommandResponse{}
+	mi := &file_gantry_v1_devices_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendCommandResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendCommandResponse) ProtoMessage() {}
+
+func (x *SendCommandResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_devices_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendCommandResponse.ProtoReflect.Descriptor instead.
+func (*SendCommandResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SendCommandResponse) GetNonce() string {
+	if x != nil {
+		return x.Nonce
+	}
+	return ""
+}
+
+func (x *SendCommandResponse) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *SendCommandResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *SendCommandResponse) GetRoundTripMs() uint32 {
+	if x != nil {
+		return x.RoundTripMs
+	}
+	return 0
+}
+
 var File_gantry_v1_devices_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_devices_proto_rawDesc = "" +
@@ -915,14 +1046,24 @@ const file_gantry_v1_devices_proto_rawDesc = "" +
 	"\vDeviceState\x12\x16\n" +
 	"\x06online\x18\x01 \x01(\bR\x06online\x12#\n" +
 	"\ragent_version\x18\x02 \x01(\tR\fagentVersion\x12*\n" +
-	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at2\xad\x03\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"t\n" +
+	"\x12SendCommandRequest\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x18\n" +
+	"\acommand\x18\x02 \x01(\tR\acommand\x12'\n" +
+	"\x0ftimeout_seconds\x18\x03 \x01(\rR\x0etimeoutSeconds\"u\n" +
+	"\x13SendCommandResponse\x12\x14\n" +
+	"\x05nonce\x18\x01 \x01(\tR\x05nonce\x12\x0e\n" +
+	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12\"\n" +
+	"\rround_trip_ms\x18\x04 \x01(\rR\vroundTripMs2\xfb\x03\n" +
 	"\rDeviceService\x12L\n" +
 	"\vListDevices\x12\x1d.gantry.v1.ListDevicesRequest\x1a\x1e.gantry.v1.ListDevicesResponse\x12F\n" +
 	"\tGetDevice\x12\x1b.gantry.v1.GetDeviceRequest\x1a\x1c.gantry.v1.GetDeviceResponse\x12O\n" +
 	"\fCreateDevice\x12\x1e.gantry.v1.CreateDeviceRequest\x1a\x1f.gantry.v1.CreateDeviceResponse\x12I\n" +
 	"\n" +
 	"LinkDevice\x12\x1c.gantry.v1.LinkDeviceRequest\x1a\x1d.gantry.v1.LinkDeviceResponse\x12j\n" +
-	"\x15CreateEnrollmentToken\x12'.gantry.v1.CreateEnrollmentTokenRequest\x1a(.gantry.v1.CreateEnrollmentTokenResponse2R\n" +
+	"\x15CreateEnrollmentToken\x12'.gantry.v1.CreateEnrollmentTokenRequest\x1a(.gantry.v1.CreateEnrollmentTokenResponse\x12L\n" +
+	"\vSendCommand\x12\x1d.gantry.v1.SendCommandRequest\x1a\x1e.gantry.v1.SendCommandResponse2R\n" +
 	"\x11EnrollmentService\x12=\n" +
 	"\x06Enroll\x12\x18.gantry.v1.EnrollRequest\x1a\x19.gantry.v1.EnrollResponseB7Z5github.com/gantry-iot/gantry/proto/gantry/v1;gantryv1b\x06proto3"
 
@@ -938,7 +1079,7 @@ func file_gantry_v1_devices_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_devices_proto_rawDescData
 }
 
-var file_gantry_v1_devices_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_gantry_v1_devices_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_gantry_v1_devices_proto_goTypes = []any{
 	(*EdgeDevice)(nil),                    // 0: gantry.v1.EdgeDevice
 	(*ListDevicesRequest)(nil),            // 1: gantry.v1.ListDevicesRequest
@@ -954,31 +1095,35 @@ var file_gantry_v1_devices_proto_goTypes = []any{
 	(*EnrollRequest)(nil),                 // 11: gantry.v1.EnrollRequest
 	(*EnrollResponse)(nil),                // 12: gantry.v1.EnrollResponse
 	(*DeviceState)(nil),                   // 13: gantry.v1.DeviceState
-	(*timestamppb.Timestamp)(nil),         // 14: google.protobuf.Timestamp
+	(*SendCommandRequest)(nil),            // 14: gantry.v1.SendCommandRequest
+	(*SendCommandResponse)(nil),           // 15: gantry.v1.SendCommandResponse
+	(*timestamppb.Timestamp)(nil),         // 16: google.protobuf.Timestamp
 }
 var file_gantry_v1_devices_proto_depIdxs = []int32{
-	14, // 0: gantry.v1.EdgeDevice.last_seen:type_name -> google.protobuf.Timestamp
-	14, // 1: gantry.v1.EdgeDevice.created_at:type_name -> google.protobuf.Timestamp
+	16, // 0: gantry.v1.EdgeDevice.last_seen:type_name -> google.protobuf.Timestamp
+	16, // 1: gantry.v1.EdgeDevice.created_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: gantry.v1.ListDevicesResponse.devices:type_name -> gantry.v1.EdgeDevice
 	0,  // 3: gantry.v1.GetDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
 	0,  // 4: gantry.v1.CreateDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
 	0,  // 5: gantry.v1.LinkDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
-	14, // 6: gantry.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	14, // 7: gantry.v1.DeviceState.at:type_name -> google.protobuf.Timestamp
+	16, // 6: gantry.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	16, // 7: gantry.v1.DeviceState.at:type_name -> google.protobuf.Timestamp
 	1,  // 8: gantry.v1.DeviceService.ListDevices:input_type -> gantry.v1.ListDevicesRequest
 	3,  // 9: gantry.v1.DeviceService.GetDevice:input_type -> gantry.v1.GetDeviceRequest
 	5,  // 10: gantry.v1.DeviceService.CreateDevice:input_type -> gantry.v1.CreateDeviceRequest
 	7,  // 11: gantry.v1.DeviceService.LinkDevice:input_type -> gantry.v1.LinkDeviceRequest
 	9,  // 12: gantry.v1.DeviceService.CreateEnrollmentToken:input_type -> gantry.v1.CreateEnrollmentTokenRequest
-	11, // 13: gantry.v1.EnrollmentService.Enroll:input_type -> gantry.v1.EnrollRequest
-	2,  // 14: gantry.v1.DeviceService.ListDevices:output_type -> gantry.v1.ListDevicesResponse
-	4,  // 15: gantry.v1.DeviceService.GetDevice:output_type -> gantry.v1.GetDeviceResponse
-	6,  // 16: gantry.v1.DeviceService.CreateDevice:output_type -> gantry.v1.CreateDeviceResponse
-	8,  // 17: gantry.v1.DeviceService.LinkDevice:output_type -> gantry.v1.LinkDeviceResponse
-	10, // 18: gantry.v1.DeviceService.CreateEnrollmentToken:output_type -> gantry.v1.CreateEnrollmentTokenResponse
-	12, // 19: gantry.v1.EnrollmentService.Enroll:output_type -> gantry.v1.EnrollResponse
-	14, // [14:20] is the sub-list for method output_type
-	8,  // [8:14] is the sub-list for method input_type
+	14, // 13: gantry.v1.DeviceService.SendCommand:input_type -> gantry.v1.SendCommandRequest
+	11, // 14: gantry.v1.EnrollmentService.Enroll:input_type -> gantry.v1.EnrollRequest
+	2,  // 15: gantry.v1.DeviceService.ListDevices:output_type -> gantry.v1.ListDevicesResponse
+	4,  // 16: gantry.v1.DeviceService.GetDevice:output_type -> gantry.v1.GetDeviceResponse
+	6,  // 17: gantry.v1.DeviceService.CreateDevice:output_type -> gantry.v1.CreateDeviceResponse
+	8,  // 18: gantry.v1.DeviceService.LinkDevice:output_type -> gantry.v1.LinkDeviceResponse
+	10, // 19: gantry.v1.DeviceService.CreateEnrollmentToken:output_type -> gantry.v1.CreateEnrollmentTokenResponse
+	15, // 20: gantry.v1.DeviceService.SendCommand:output_type -> gantry.v1.SendCommandResponse
+	12, // 21: gantry.v1.EnrollmentService.Enroll:output_type -> gantry.v1.EnrollResponse
+	15, // [15:22] is the sub-list for method output_type
+	8,  // [8:15] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name
@@ -995,7 +1140,7 @@ func file_gantry_v1_devices_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_devices_proto_rawDesc), len(file_gantry_v1_devices_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

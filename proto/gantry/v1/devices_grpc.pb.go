@@ -26,6 +26,7 @@ const (
 	DeviceService_CreateDevice_FullMethodName          = "/gantry.v1.DeviceService/CreateDevice"
 	DeviceService_LinkDevice_FullMethodName            = "/gantry.v1.DeviceService/LinkDevice"
 	DeviceService_CreateEnrollmentToken_FullMethodName = "/gantry.v1.DeviceService/CreateEnrollmentToken"
+	DeviceService_SendCommand_FullMethodName           = "/gantry.v1.DeviceService/SendCommand"
 )
 
 // DeviceServiceClient is the client API for DeviceService service.
@@ -45,6 +46,9 @@ type DeviceServiceClient interface {
 	// CreateEnrollmentToken issues a one-time, expiring token for
 	// `gantry-agent enroll` (Edge Devices = manage).
 	CreateEnrollmentToken(ctx context.Context, in *CreateEnrollmentTokenRequest, opts ...grpc.CallOption) (*CreateEnrollmentTokenResponse, error)
+	// SendCommand sends a signed command to an online device and waits for
+	// its acknowledgement (Edge Devices = manage).
+	SendCommand(ctx context.Context, in *SendCommandRequest, opts ...grpc.CallOption) (*SendCommandResponse, error)
 }
 
 type deviceServiceClient struct {
@@ -105,6 +109,16 @@ func (c *deviceServiceClient) CreateEnrollmentToken(ctx context.Context, in *Cre
 	return out, nil
 }
 
+func (c *deviceServiceClient) SendCommand(ctx context.Context, in *SendCommandRequest, opts ...grpc.CallOption) (*SendCommandResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SendCommandResponse)
+	err := c.cc.Invoke(ctx, DeviceService_SendCommand_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DeviceServiceServer is the server API for DeviceService service.
 // All implementations must embed UnimplementedDeviceServiceServer
 // for forward compatibility.
@@ -122,6 +136,9 @@ type DeviceServiceServer interface {
 	// CreateEnrollmentToken issues a one-time, expiring token for
 	// `gantry-agent enroll` (Edge Devices = manage).
 	CreateEnrollmentToken(context.Context, *CreateEnrollmentTokenRequest) (*CreateEnrollmentTokenResponse, error)
+	// SendCommand sends a signed command to an online device and waits for
+	// its acknowledgement (Edge Devices = manage).
+	SendCommand(context.Context, *SendCommandRequest) (*SendCommandResponse, error)
 	mustEmbedUnimplementedDeviceServiceServer()
 }
 
@@ -146,6 +163,9 @@ func (UnimplementedDeviceServiceServer) LinkDevice(context.Context, *LinkDeviceR
 }
 func (UnimplementedDeviceServiceServer) CreateEnrollmentToken(context.Context, *CreateEnrollmentTokenRequest) (*CreateEnrollmentTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateEnrollmentToken not implemented")
+}
+func (UnimplementedDeviceServiceServer) SendCommand(context.Context, *SendCommandRequest) (*SendCommandResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SendCommand not implemented")
 }
 func (UnimplementedDeviceServiceServer) mustEmbedUnimplementedDeviceServiceServer() {}
 func (UnimplementedDeviceServiceServer) testEmbeddedByValue()                       {}
@@ -258,6 +278,24 @@ func _DeviceService_CreateEnrollmentToken_Handler(srv interface{}, ctx context.C
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DeviceService_SendCommand_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SendCommandRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeviceServiceServer).SendCommand(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeviceService_SendCommand_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeviceServiceServer).SendCommand(ctx, req.(*SendCommandRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DeviceService_ServiceDesc is the grpc.ServiceDesc for DeviceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -284,6 +322,10 @@ var DeviceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreateEnrollmentToken",
 			Handler:    _DeviceService_CreateEnrollmentToken_Handler,
+		},
+		{
+			MethodName: "SendCommand",
+			Handler:    _DeviceService_SendCommand_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -51,6 +51,9 @@ const (
 	// DeviceServiceCreateEnrollmentTokenProcedure is the fully-qualified name of the DeviceService's
 	// CreateEnrollmentToken RPC.
 	DeviceServiceCreateEnrollmentTokenProcedure = "/gantry.v1.DeviceService/CreateEnrollmentToken"
+	// DeviceServiceSendCommandProcedure is the fully-qualified name of the DeviceService's SendCommand
+	// RPC.
+	DeviceServiceSendCommandProcedure = "/gantry.v1.DeviceService/SendCommand"
 	// EnrollmentServiceEnrollProcedure is the fully-qualified name of the EnrollmentService's Enroll
 	// RPC.
 	EnrollmentServiceEnrollProcedure = "/gantry.v1.EnrollmentService/Enroll"
@@ -71,6 +74,9 @@ type DeviceServiceClient interface {
 	// CreateEnrollmentToken issues a one-time, expiring token for
 	// `gantry-agent enroll` (Edge Devices = manage).
 	CreateEnrollmentToken(context.Context, *connect.Request[v1.CreateEnrollmentTokenRequest]) (*connect.Response[v1.CreateEnrollmentTokenResponse], error)
+	// SendCommand sends a signed command to an online device and waits for
+	// its acknowledgement (Edge Devices = manage).
+	SendCommand(context.Context, *connect.Request[v1.SendCommandRequest]) (*connect.Response[v1.SendCommandResponse], error)
 }
 
 // NewDeviceServiceClient constructs a client for the gantry.v1.DeviceService service. By default,
@@ -114,6 +120,12 @@ func NewDeviceServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(deviceServiceMethods.ByName("CreateEnrollmentToken")),
 			connect.WithClientOptions(opts...),
 		),
+		sendCommand: connect.NewClient[v1.SendCommandRequest, v1.SendCommandResponse](
+			httpClient,
+			baseURL+DeviceServiceSendCommandProcedure,
+			connect.WithSchema(deviceServiceMethods.ByName("SendCommand")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -124,6 +136,7 @@ type deviceServiceClient struct {
 	createDevice          *connect.Client[v1.CreateDeviceRequest, v1.CreateDeviceResponse]
 	linkDevice            *connect.Client[v1.LinkDeviceRequest, v1.LinkDeviceResponse]
 	createEnrollmentToken *connect.Client[v1.CreateEnrollmentTokenRequest, v1.CreateEnrollmentTokenResponse]
+	sendCommand           *connect.Client[v1.SendCommandRequest, v1.SendCommandResponse]
 }
 
 // ListDevices calls gantry.v1.DeviceService.ListDevices.
@@ -151,6 +164,11 @@ func (c *deviceServiceClient) CreateEnrollmentToken(ctx context.Context, req *co
 	return c.createEnrollmentToken.CallUnary(ctx, req)
 }
 
+// SendCommand calls gantry.v1.DeviceService.SendCommand.
+func (c *deviceServiceClient) SendCommand(ctx context.Context, req *connect.Request[v1.SendCommandRequest]) (*connect.Response[v1.SendCommandResponse], error) {
+	return c.sendCommand.CallUnary(ctx, req)
+}
+
 // DeviceServiceHandler is an implementation of the gantry.v1.DeviceService service.
 type DeviceServiceHandler interface {
 	// ListDevices: providers see their devices (Edge Devices ≥ read, in
@@ -166,6 +184,9 @@ type DeviceServiceHandler interface {
 	// CreateEnrollmentToken issues a one-time, expiring token for
 	// `gantry-agent enroll` (Edge Devices = manage).
 	CreateEnrollmentToken(context.Context, *connect.Request[v1.CreateEnrollmentTokenRequest]) (*connect.Response[v1.CreateEnrollmentTokenResponse], error)
+	// SendCommand sends a signed command to an online device and waits for
+	// its acknowledgement (Edge Devices = manage).
+	SendCommand(context.Context, *connect.Request[v1.SendCommandRequest]) (*connect.Response[v1.SendCommandResponse], error)
 }
 
 // NewDeviceServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -205,6 +226,12 @@ func NewDeviceServiceHandler(svc DeviceServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(deviceServiceMethods.ByName("CreateEnrollmentToken")),
 		connect.WithHandlerOptions(opts...),
 	)
+	deviceServiceSendCommandHandler := connect.NewUnaryHandler(
+		DeviceServiceSendCommandProcedure,
+		svc.SendCommand,
+		connect.WithSchema(deviceServiceMethods.ByName("SendCommand")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/gantry.v1.DeviceService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case DeviceServiceListDevicesProcedure:
@@ -217,6 +244,8 @@ func NewDeviceServiceHandler(svc DeviceServiceHandler, opts ...connect.HandlerOp
 			deviceServiceLinkDeviceHandler.ServeHTTP(w, r)
 		case DeviceServiceCreateEnrollmentTokenProcedure:
 			deviceServiceCreateEnrollmentTokenHandler.ServeHTTP(w, r)
+		case DeviceServiceSendCommandProcedure:
+			deviceServiceSendCommandHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -244,6 +273,10 @@ func (UnimplementedDeviceServiceHandler) LinkDevice(context.Context, *connect.Re
 
 func (UnimplementedDeviceServiceHandler) CreateEnrollmentToken(context.Context, *connect.Request[v1.CreateEnrollmentTokenRequest]) (*connect.Response[v1.CreateEnrollmentTokenResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.DeviceService.CreateEnrollmentToken is not implemented"))
+}
+
+func (UnimplementedDeviceServiceHandler) SendCommand(context.Context, *connect.Request[v1.SendCommandRequest]) (*connect.Response[v1.SendCommandResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.DeviceService.SendCommand is not implemented"))
 }
 
 // EnrollmentServiceClient is a client for the gantry.v1.EnrollmentService service.
