@@ -68,7 +68,8 @@ var public = map[string]bool{
 // Mount registers every service, and the OpenAPI document at
 // /api/openapi.json, on mux.
 func (s *Server) Mount(mux *http.ServeMux) {
-	opts := connect.WithHandlerOptions(connect.WithInterceptors(&authInterceptor{s: s}), connect.WithCodec(strictJSON{}))
+	// Requests are small except document uploads (their own, larger limit).
+	opts := connect.WithHandlerOptions(connect.WithInterceptors(&authInterceptor{s: s}), connect.WithCodec(strictJSON{}), connect.WithReadMaxBytes(1<<20))
 	mux.Handle(gantryv1connect.NewSessionServiceHandler(&sessionService{s}, opts))
 	mux.Handle(gantryv1connect.NewTenantServiceHandler(&tenantService{s}, opts))
 	mux.Handle(gantryv1connect.NewUserServiceHandler(&userService{s}, opts))
@@ -79,6 +80,8 @@ func (s *Server) Mount(mux *http.ServeMux) {
 	mux.Handle(gantryv1connect.NewMachineModelServiceHandler(&modelService{s}, opts))
 	mux.Handle(gantryv1connect.NewCaseServiceHandler(&caseService{s}, opts))
 	mux.Handle(gantryv1connect.NewDeviceServiceHandler(&deviceService{s}, opts))
+	mux.Handle(gantryv1connect.NewDocumentServiceHandler(&documentService{s}, opts, connect.WithReadMaxBytes(16<<20)))
+	mux.HandleFunc("GET /api/documents/{id}", s.downloadDocument)
 	if s.enroll != nil {
 		mux.Handle(gantryv1connect.NewEnrollmentServiceHandler(&enrollmentService{Server: s, e: *s.enroll}, opts))
 	}

@@ -57,6 +57,7 @@ type Repo interface {
 	CreateTenant(ctx context.Context, t store.Tenant) (store.Tenant, error)
 
 	DeviceRepo
+	DocRepo
 }
 
 // Service implements fleet use cases. Safe for concurrent use.

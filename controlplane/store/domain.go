@@ -267,3 +267,33 @@ type Devices interface {
 	// ErrExpired or ErrUsed otherwise.
 	UseEnrollmentToken(ctx context.Context, tokenHash []byte, now time.Time) (EnrollmentToken, error)
 }
+
+// Document owner kinds.
+const (
+	DocAsset        = "asset"
+	DocMachineModel = "machine_model"
+)
+
+// Document is a file attached to an asset or a machine model. Content is
+// loaded only by GetDocumentContent.
+type Document struct {
+	ID          string
+	TenantID    string
+	OwnerKind   string
+	OwnerID     string
+	Name        string
+	ContentType string
+	Size        int64
+	SHA256      string
+	UploadedBy  string
+	CreatedAt   time.Time
+}
+
+// Documents is the part of Store that holds documents.
+type Documents interface {
+	CreateDocument(ctx context.Context, d Document, content []byte) (Document, error)
+	GetDocument(ctx context.Context, id string) (Document, error)
+	GetDocumentContent(ctx context.Context, id string) ([]byte, error)
+	ListDocuments(ctx context.Context, ownerKind, ownerID string) ([]Document, error)
+	DeleteDocument(ctx context.Context, id string) error
+}

@@ -180,6 +180,7 @@ type Store interface {
 
 	Domain
 	Devices
+	Documents
 
 	Close() error
 }
