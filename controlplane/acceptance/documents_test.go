@@ -52,7 +52,10 @@ func TestDocuments(t *testing.T) {
 			code connect.Code
 		}{
 			{"MO (read) cannot upload", func() error { _, err := up("O1/MO", "asset", w.id("A1"), "x.pdf", "application/pdf", pdf); return err }(), connect.CodePermissionDenied},
-			{"admin cannot upload", func() error { _, err := up("O1/admin", "asset", w.id("A1"), "x.pdf", "application/pdf", pdf); return err }(), connect.CodePermissionDenied},
+			{"admin cannot upload", func() error {
+				_, err := up("O1/admin", "asset", w.id("A1"), "x.pdf", "application/pdf", pdf)
+				return err
+			}(), connect.CodePermissionDenied},
 			{"other tenant's asset", func() error { _, err := up("O2/MO", "asset", w.id("A1"), "x.pdf", "application/pdf", pdf); return err }(), connect.CodeNotFound},
 			{"provider on asset docs", func() error { _, err := list("P1/ST", "asset", w.id("A1")); return err }(), connect.CodeNotFound},
 			{"content not a PDF", func() error {
@@ -67,8 +70,14 @@ func TestDocuments(t *testing.T) {
 				_, err := up("O1/WM", "asset", w.id("A1"), "big.txt", "text/plain", bytes.Repeat([]byte("a"), 10<<20+1))
 				return err
 			}(), connect.CodeInvalidArgument},
-			{"path in name", func() error { _, err := up("O1/WM", "asset", w.id("A1"), "../etc/passwd", "text/plain", []byte("x")); return err }(), connect.CodeInvalidArgument},
-			{"bad owner kind", func() error { _, err := up("O1/WM", "case", w.id("I1"), "x.txt", "text/plain", []byte("x")); return err }(), connect.CodeInvalidArgument},
+			{"path in name", func() error {
+				_, err := up("O1/WM", "asset", w.id("A1"), "../etc/passwd", "text/plain", []byte("x"))
+				return err
+			}(), connect.CodeInvalidArgument},
+			{"bad owner kind", func() error {
+				_, err := up("O1/WM", "case", w.id("I1"), "x.txt", "text/plain", []byte("x"))
+				return err
+			}(), connect.CodeInvalidArgument},
 			{"operator on model docs", func() error { _, err := list("O1/WM", "machine_model", w.id("M1")); return err }(), connect.CodeNotFound},
 			{"MO cannot delete", func() error {
 				_, err := w.docClient("O1/MO").DeleteDocument(ctx, connect.NewRequest(&gantryv1.DeleteDocumentRequest{Id: doc.Id}))
