@@ -274,7 +274,7 @@ type caseService struct{ *Server }
 func casePB(v cases.View) *gantryv1.ServiceCase {
 	return &gantryv1.ServiceCase{Id: v.ID, TenantId: v.TenantID, AssetId: v.AssetID, Kind: v.Kind, Title: v.Title, Description: v.Description,
 		State: v.State, AssigneeId: v.AssigneeID, CreatedBy: v.CreatedBy, CreatedAt: ts(v.CreatedAt), UpdatedAt: ts(v.UpdatedAt),
-		ProviderTenantId: v.ProviderTenantID, ConferenceUrl: v.ConferenceURL}
+		ProviderTenantId: v.ProviderTenantID, ConferenceUrl: v.ConferenceURL, TicketType: v.TicketType, Responsible: v.Responsible}
 }
 
 func chatPB(m store.ChatMessage) *gantryv1.ChatMessage {
@@ -283,7 +283,8 @@ func chatPB(m store.ChatMessage) *gantryv1.ChatMessage {
 
 func (s *caseService) CreateCase(ctx context.Context, req *connect.Request[gantryv1.CreateCaseRequest]) (*connect.Response[gantryv1.CreateCaseResponse], error) {
 	m := req.Msg
-	v, err := s.cases.Create(ctx, CallerFrom(ctx), m.AssetId, m.Kind, m.Title, m.Description)
+	v, err := s.cases.Create(ctx, CallerFrom(ctx), cases.CreateInput{AssetID: m.AssetId, Kind: m.Kind, Title: m.Title, Description: m.Description,
+		TicketType: m.TicketType, Responsible: m.Responsible})
 	if err != nil {
 		return nil, err
 	}
@@ -392,4 +393,34 @@ func (s *caseService) StreamMessages(ctx context.Context, req *connect.Request[g
 		}
 	}
 	return nil
+}
+
+func externalPB(e store.ExternalUser) *gantryv1.ExternalUser {
+	p := e.Profile
+	return &gantryv1.ExternalUser{UserId: e.UserID, CustomerId: e.CustomerID, AddressFacilityId: p.AddressFacility, ReadFacilityIds: p.ReadFacilities,
+		WriteFacilityIds: p.WriteFacilities, Contact: &gantryv1.ContactPerson{Name: p.ContactName, Email: p.ContactEmail, Phone: p.ContactPhone},
+		ResponsibleUserIds: p.ResponsibleUsers, ResponsibleGroups: p.ResponsibleGroups, TicketTypes: p.TicketTypes, RestrictStatuses: p.RestrictStatuses, Statuses: p.Statuses}
+}
+
+func (s *customerService) SetExternalUser(ctx context.Context, req *connect.Request[gantryv1.SetExternalUserRequest]) (*connect.Response[gantryv1.SetExternalUserResponse], error) {
+	e := req.Msg.ExternalUser
+	if e == nil {
+		return nil, errkind.Invalidf("external_user", "an external_user is required")
+	}
+	p := store.ExternalProfile{AddressFacility: e.AddressFacilityId, ReadFacilities: e.ReadFacilityIds, WriteFacilities: e.WriteFacilityIds,
+		ContactName: e.Contact.GetName(), ContactEmail: e.Contact.GetEmail(), ContactPhone: e.Contact.GetPhone(),
+		ResponsibleUsers: e.ResponsibleUserIds, ResponsibleGroups: e.ResponsibleGroups, TicketTypes: e.TicketTypes, RestrictStatuses: e.RestrictStatuses, Statuses: e.Statuses}
+	out, err := s.fleet.SetExternalUser(ctx, CallerFrom(ctx), e.CustomerId, e.UserId, p)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&gantryv1.SetExternalUserResponse{ExternalUser: externalPB(out)}), nil
+}
+
+func (s *customerService) GetExternalUser(ctx context.Context, req *connect.Request[gantryv1.GetExternalUserRequest]) (*connect.Response[gantryv1.GetExternalUserResponse], error) {
+	e, err := s.fleet.GetExternalUser(ctx, CallerFrom(ctx), req.Msg.UserId)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&gantryv1.GetExternalUserResponse{ExternalUser: externalPB(e)}), nil
 }

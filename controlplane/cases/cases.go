@@ -33,6 +33,7 @@ type Repo interface {
 	ListCases(ctx context.Context, q store.CaseQuery) ([]store.Case, error)
 	AddChatMessage(ctx context.Context, m store.ChatMessage) (store.ChatMessage, error)
 	ListChatMessages(ctx context.Context, caseID string, limit int) ([]store.ChatMessage, error)
+	GetExternalUser(ctx context.Context, userID string) (store.ExternalUser, error)
 }
 
 // Locator resolves where an asset sits for authorization.
@@ -110,8 +111,46 @@ func (s *Service) asset(ctx context.Context, c *identity.Caller, id string) (sto
 	return a, res, err
 }
 
+// CreateInput describes a new case.
+type CreateInput struct {
+	AssetID, Kind, Title, Description string
+	TicketType                        string // optional; external users: one of their allowed types
+	Responsible                       string // optional provider user ID or "group:<name>"; external users: one of theirs
+}
+
+// external returns the caller's external-user profile, or nil.
+func (s *Service) external(ctx context.Context, c *identity.Caller) (*store.ExternalProfile, error) {
+	if c.Tenant.Kind != authz.KindOperator {
+		return nil, nil
+	}
+	e, err := s.repo.GetExternalUser(ctx, c.User.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil || e.TenantID != c.Tenant.ID {
+		return nil, err
+	}
+	return &e.Profile, nil
+}
+
+// readable is the set of facilities an external user may read.
+func readable(p *store.ExternalProfile) []string {
+	out := append([]string{p.AddressFacility}, p.ReadFacilities...)
+	return append(out, p.WriteFacilities...)
+}
+
+func contains(list []string, v string) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
 // Create opens a case on an asset of the caller's (operator) tenant.
-func (s *Service) Create(ctx context.Context, c *identity.Caller, assetID, kind, title, description string) (View, error) {
+func (s *Service) Create(ctx context.Context, c *identity.Caller, in CreateInput) (View, error) {
+	assetID, kind, title, description := in.AssetID, in.Kind, in.Title, in.Description
 	if c.Tenant.Kind != authz.KindOperator {
 		return View{}, errkind.Deniedf("service cases are opened by the machine operator's tenant; a %s may request remote access on a shared case instead", c.Tenant.Kind)
 	}
@@ -122,11 +161,37 @@ func (s *Service) Create(ctx context.Context, c *identity.Caller, assetID, kind,
 	if utf8.RuneCountInString(description) > MaxDescriptionLen {
 		return View{}, errkind.Invalidf("description", "at most %d characters", MaxDescriptionLen)
 	}
+	if len(in.TicketType) > 50 {
+		return View{}, errkind.Invalidf("ticket_type", "at most 50 characters")
+	}
+	if len(in.Responsible) > 80 {
+		return View{}, errkind.Invalidf("responsible", "at most 80 characters")
+	}
 	a, res, err := s.asset(ctx, c, assetID)
 	if err != nil {
 		return View{}, err
 	}
-	cs := store.Case{TenantID: c.Tenant.ID, AssetID: a.ID, Kind: kind, Title: title, Description: description, State: store.StateNew, CreatedBy: c.User.ID}
+	ext, err := s.external(ctx, c)
+	if err != nil {
+		return View{}, err
+	}
+	if ext != nil {
+		if kind != store.CaseShared {
+			return View{}, errkind.Deniedf("external users open shared cases with their service provider only")
+		}
+		if !contains(ext.WriteFacilities, a.FacilityID) {
+			return View{}, errkind.Deniedf("you may not open cases for this site; your write addresses do not include it")
+		}
+		if !contains(ext.TicketTypes, in.TicketType) {
+			return View{}, errkind.Invalidf("ticket_type", "%q is not one of your ticket types (%s)", in.TicketType, strings.Join(ext.TicketTypes, ", "))
+		}
+		group, isGroup := strings.CutPrefix(in.Responsible, "group:")
+		if !(isGroup && contains(ext.ResponsibleGroups, group)) && !(!isGroup && contains(ext.ResponsibleUsers, in.Responsible)) {
+			return View{}, errkind.Invalidf("responsible", "cases can only be sent to your responsible persons or groups")
+		}
+	}
+	cs := store.Case{TenantID: c.Tenant.ID, AssetID: a.ID, Kind: kind, Title: title, Description: description, State: store.StateNew, CreatedBy: c.User.ID,
+		TicketType: in.TicketType, Responsible: in.Responsible}
 	switch kind {
 	case store.CaseInternal:
 		if !hasTenantRole(c.Tenant, authz.OperatorInternalService) {
@@ -206,6 +271,13 @@ func (s *Service) load(ctx context.Context, c *identity.Caller, id string) (stor
 		}
 		return store.Case{}, authz.Resource{}, errkind.Deniedf("cannot read this case: %s", d.Reason)
 	}
+	ext, err := s.external(ctx, c)
+	if err != nil {
+		return store.Case{}, authz.Resource{}, err
+	}
+	if ext != nil && (len(res.Owner.Chain) == 0 || !contains(readable(ext), res.Owner.Chain[0].ID)) {
+		return store.Case{}, authz.Resource{}, errkind.NotFoundf("service case %q not found", id)
+	}
 	return cs, res, nil
 }
 
@@ -230,6 +302,18 @@ func (s *Service) Update(ctx context.Context, c *identity.Caller, id, state, ass
 	}
 	if d := authz.Decide(c.Principal, need, authz.Manage, res); !d.Allowed {
 		return View{}, errkind.Deniedf("cannot edit this case: %s", d.Reason)
+	}
+	ext, err := s.external(ctx, c)
+	if err != nil {
+		return View{}, err
+	}
+	if ext != nil {
+		if assigneeID != "" || clearAssignee {
+			return View{}, errkind.Deniedf("external users cannot change the assignee")
+		}
+		if ext.RestrictStatuses && state != "" && !contains(ext.Statuses, state) {
+			return View{}, errkind.Deniedf("you may only set the statuses %s", strings.Join(ext.Statuses, ", "))
+		}
 	}
 	if state == "" && assigneeID == "" && !clearAssignee {
 		return View{}, errkind.Invalidf("state", "nothing to change: give a state, an assignee or clear_assignee")
@@ -348,6 +432,11 @@ func (s *Service) List(ctx context.Context, c *identity.Caller, f ListFilter) ([
 		q.Kind = store.CaseShared
 	default:
 		return nil, nil
+	}
+	if ext, err := s.external(ctx, c); err != nil {
+		return nil, err
+	} else if ext != nil {
+		q.OnlyFacilities = readable(ext)
 	}
 	if q.SharedScope.Empty() && q.InternalScope.Empty() && q.ProviderScope.Empty() {
 		return nil, errkind.Deniedf("your roles give no Service Case Management or Internal Service Cases permission")

@@ -58,6 +58,9 @@ type Repo interface {
 
 	DeviceRepo
 	DocRepo
+	SetExternalUser(ctx context.Context, e store.ExternalUser) error
+	GetExternalUser(ctx context.Context, userID string) (store.ExternalUser, error)
+	GetUser(ctx context.Context, id string) (store.User, error)
 }
 
 // Service implements fleet use cases. Safe for concurrent use.

@@ -117,8 +117,43 @@ type Case struct {
 	AssigneeID       string
 	CreatedBy        string
 	ProviderTenantID string // shared cases: the asset's provider when opened
+	TicketType       string // optional ticket type (e.g. repair)
+	Responsible      string // optional provider user ID or "group:<name>"
 	CreatedAt        time.Time
 	UpdatedAt        time.Time
+}
+
+// ExternalUser holds the customer-portal restrictions a provider set for a
+// user of its customer's operator tenant (seed 002).
+type ExternalUser struct {
+	UserID           string
+	TenantID         string // the customer's operator tenant
+	ProviderTenantID string
+	CustomerID       string
+	Profile          ExternalProfile
+	UpdatedAt        time.Time
+}
+
+// ExternalProfile is the restriction set of an external user.
+type ExternalProfile struct {
+	AddressFacility   string   `json:"address_facility"`
+	ReadFacilities    []string `json:"read_facilities"`
+	WriteFacilities   []string `json:"write_facilities"`
+	ContactName       string   `json:"contact_name,omitempty"`
+	ContactEmail      string   `json:"contact_email,omitempty"`
+	ContactPhone      string   `json:"contact_phone,omitempty"`
+	ResponsibleUsers  []string `json:"responsible_users"`
+	ResponsibleGroups []string `json:"responsible_groups"`
+	TicketTypes       []string `json:"ticket_types"`
+	RestrictStatuses  bool     `json:"restrict_statuses"`
+	Statuses          []string `json:"statuses"`
+}
+
+// ExternalUsers is the part of Store that holds external-user profiles.
+type ExternalUsers interface {
+	SetExternalUser(ctx context.Context, e ExternalUser) error
+	// GetExternalUser returns ErrNotFound for users without a profile.
+	GetExternalUser(ctx context.Context, userID string) (ExternalUser, error)
 }
 
 // ChatMessage is one message in a case's chat room.
@@ -171,8 +206,11 @@ type CaseQuery struct {
 	State      string
 	AssetID    string
 	AssigneeID string
-	Limit      int
-	Before     *CaseCursor
+	// OnlyFacilities, when non-nil, further limits cases to assets in these
+	// facilities (external users' read addresses).
+	OnlyFacilities []string
+	Limit          int
+	Before         *CaseCursor
 }
 
 // Domain is the part of Store that holds the shop floor, customers,

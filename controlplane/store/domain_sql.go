@@ -345,12 +345,12 @@ func (d *db) UpdateMachineModel(ctx context.Context, m MachineModel) error {
 
 // ---- cases ----
 
-const caseCols = `c.id, c.tenant_id, c.asset_id, c.kind, c.title, c.description, c.state, c.assignee_id, c.created_by, c.provider_tenant_id, c.created_at, c.updated_at`
+const caseCols = `c.id, c.tenant_id, c.asset_id, c.kind, c.title, c.description, c.state, c.assignee_id, c.created_by, c.provider_tenant_id, c.ticket_type, c.responsible, c.created_at, c.updated_at`
 
 func scanCase(s scanner) (Case, error) {
 	var c Case
 	var created, updated int64
-	err := s.Scan(&c.ID, &c.TenantID, &c.AssetID, &c.Kind, &c.Title, &c.Description, &c.State, &c.AssigneeID, &c.CreatedBy, &c.ProviderTenantID, &created, &updated)
+	err := s.Scan(&c.ID, &c.TenantID, &c.AssetID, &c.Kind, &c.Title, &c.Description, &c.State, &c.AssigneeID, &c.CreatedBy, &c.ProviderTenantID, &c.TicketType, &c.Responsible, &created, &updated)
 	c.CreatedAt, c.UpdatedAt = fromMicros(created), fromMicros(updated)
 	return c, err
 }
@@ -360,9 +360,9 @@ func (d *db) CreateCase(ctx context.Context, c Case) (Case, error) {
 	if c.UpdatedAt.IsZero() {
 		c.UpdatedAt = c.CreatedAt
 	}
-	_, err := d.exec(ctx, d.sql, `INSERT INTO cases (id, tenant_id, asset_id, kind, title, description, state, assignee_id, created_by, provider_tenant_id, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		c.ID, c.TenantID, c.AssetID, c.Kind, c.Title, c.Description, c.State, c.AssigneeID, c.CreatedBy, c.ProviderTenantID, toMicros(c.CreatedAt), toMicros(c.UpdatedAt))
+	_, err := d.exec(ctx, d.sql, `INSERT INTO cases (id, tenant_id, asset_id, kind, title, description, state, assignee_id, created_by, provider_tenant_id, ticket_type, responsible, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		c.ID, c.TenantID, c.AssetID, c.Kind, c.Title, c.Description, c.State, c.AssigneeID, c.CreatedBy, c.ProviderTenantID, c.TicketType, c.Responsible, toMicros(c.CreatedAt), toMicros(c.UpdatedAt))
 	if err != nil {
 		return Case{}, fmt.Errorf("store.CreateCase: %w", err)
 	}
@@ -435,6 +435,9 @@ func (d *db) ListCases(ctx context.Context, q CaseQuery) ([]Case, error) {
 			args = append(args, f.v)
 		}
 	}
+	if q.OnlyFacilities != nil {
+		where = append(where, scopeSQL(ScopeSet{Facilities: q.OnlyFacilities}, map[string]string{"facility": "a.facility_id"}, &args))
+	}
 	if q.Before != nil {
 		where = append(where, "(c.created_at < ? OR (c.created_at = ? AND c.id < ?))")
 		us := toMicros(q.Before.CreatedAt)
@@ -483,4 +486,40 @@ func (d *db) ListChatMessages(ctx context.Context, caseID string, limit int) ([]
 		ms[i], ms[j] = ms[j], ms[i]
 	}
 	return ms, err
+}
+
+// ---- external users ----
+
+func (d *db) SetExternalUser(ctx context.Context, e ExternalUser) error {
+	now := toMicros(nowIfZero(e.UpdatedAt))
+	profile := mustJSON(e.Profile)
+	return d.tx(ctx, func(tx *sql.Tx) error {
+		res, err := d.exec(ctx, tx, `UPDATE external_users SET tenant_id = ?, provider_tenant_id = ?, customer_id = ?, profile = ?, updated_at = ? WHERE user_id = ?`,
+			e.TenantID, e.ProviderTenantID, e.CustomerID, profile, now, e.UserID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			return nil
+		}
+		_, err = d.exec(ctx, tx, `INSERT INTO external_users (user_id, tenant_id, provider_tenant_id, customer_id, profile, updated_at) VALUES (?, ?, ?, ?, ?, ?)`,
+			e.UserID, e.TenantID, e.ProviderTenantID, e.CustomerID, profile, now)
+		return err
+	})
+}
+
+func (d *db) GetExternalUser(ctx context.Context, userID string) (ExternalUser, error) {
+	var e ExternalUser
+	var profile string
+	var updated int64
+	err := d.row(ctx, d.sql, `SELECT user_id, tenant_id, provider_tenant_id, customer_id, profile, updated_at FROM external_users WHERE user_id = ?`, userID).
+		Scan(&e.UserID, &e.TenantID, &e.ProviderTenantID, &e.CustomerID, &profile, &updated)
+	if err != nil {
+		return ExternalUser{}, notFound("store.GetExternalUser", userID, err)
+	}
+	if err := json.Unmarshal([]byte(profile), &e.Profile); err != nil {
+		return ExternalUser{}, fmt.Errorf("external user %s profile: %w", userID, err)
+	}
+	e.UpdatedAt = fromMicros(updated)
+	return e, nil
 }

@@ -181,6 +181,7 @@ type Store interface {
 	Domain
 	Devices
 	Documents
+	ExternalUsers
 
 	Close() error
 }

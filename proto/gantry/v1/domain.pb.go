@@ -2573,6 +2573,10 @@ type ServiceCase struct {
 	ProviderTenantId string `protobuf:"bytes,14,opt,name=provider_tenant_id,json=providerTenantId,proto3" json:"provider_tenant_id,omitempty"`
 	// Conferencing link of the case.
 	ConferenceUrl string `protobuf:"bytes,15,opt,name=conference_url,json=conferenceUrl,proto3" json:"conference_url,omitempty"`
+	// Ticket type (e.g. repair), optional.
+	TicketType string `protobuf:"bytes,16,opt,name=ticket_type,json=ticketType,proto3" json:"ticket_type,omitempty"`
+	// Provider user ID or "group:<name>" the case is sent to, optional.
+	Responsible   string `protobuf:"bytes,17,opt,name=responsible,proto3" json:"responsible,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2712,6 +2716,20 @@ func (x *ServiceCase) GetConferenceUrl() string {
 	return ""
 }
 
+func (x *ServiceCase) GetTicketType() string {
+	if x != nil {
+		return x.TicketType
+	}
+	return ""
+}
+
+func (x *ServiceCase) GetResponsible() string {
+	if x != nil {
+		return x.Responsible
+	}
+	return ""
+}
+
 type ChatMessage struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Id             string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -2808,9 +2826,14 @@ type CreateCaseRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	AssetId string                 `protobuf:"bytes,1,opt,name=asset_id,json=assetId,proto3" json:"asset_id,omitempty"`
 	// internal or shared.
-	Kind          string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
-	Title         string `protobuf:"bytes,3,opt,name=title,proto3" json:"title,omitempty"`
-	Description   string `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
+	Kind        string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Title       string `protobuf:"bytes,3,opt,name=title,proto3" json:"title,omitempty"`
+	Description string `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
+	// Optional ticket type; external users must use one they are allowed.
+	TicketType string `protobuf:"bytes,5,opt,name=ticket_type,json=ticketType,proto3" json:"ticket_type,omitempty"`
+	// Optional provider user ID or "group:<name>"; external users must name
+	// one of their responsible persons or groups.
+	Responsible   string `protobuf:"bytes,6,opt,name=responsible,proto3" json:"responsible,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2869,6 +2892,20 @@ func (x *CreateCaseRequest) GetTitle() string {
 func (x *CreateCaseRequest) GetDescription() string {
 	if x != nil {
 		return x.Description
+	}
+	return ""
+}
+
+func (x *CreateCaseRequest) GetTicketType() string {
+	if x != nil {
+		return x.TicketType
+	}
+	return ""
+}
+
+func (x *CreateCaseRequest) GetResponsible() string {
+	if x != nil {
+		return x.Responsible
 	}
 	return ""
 }
@@ -3496,6 +3533,375 @@ func (x *StreamMessagesRequest) GetCaseId() string {
 	return ""
 }
 
+type ContactPerson struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Email         string                 `protobuf:"bytes,2,opt,name=email,proto3" json:"email,omitempty"`
+	Phone         string                 `protobuf:"bytes,3,opt,name=phone,proto3" json:"phone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContactPerson) Reset() {
+	*x = ContactPerson{}
+	mi := &file_gantry_v1_domain_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContactPerson) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContactPerson) ProtoMessage() {}
+
+func (x *ContactPerson) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_domain_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContactPerson.ProtoReflect.Descriptor instead.
+func (*ContactPerson) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *ContactPerson) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ContactPerson) GetEmail() string {
+	if x != nil {
+		return x.Email
+	}
+	return ""
+}
+
+func (x *ContactPerson) GetPhone() string {
+	if x != nil {
+		return x.Phone
+	}
+	return ""
+}
+
+// ExternalUser restricts a user of a customer's operator tenant to the
+// customer portal rules its Service Provider defines.
+type ExternalUser struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	UserId     string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	CustomerId string                 `protobuf:"bytes,2,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
+	// The user's own site (facility of the customer's tenant).
+	AddressFacilityId string `protobuf:"bytes,3,opt,name=address_facility_id,json=addressFacilityId,proto3" json:"address_facility_id,omitempty"`
+	// Sites whose cases the user may read.
+	ReadFacilityIds []string `protobuf:"bytes,4,rep,name=read_facility_ids,json=readFacilityIds,proto3" json:"read_facility_ids,omitempty"`
+	// Sites where the user may open cases.
+	WriteFacilityIds []string       `protobuf:"bytes,5,rep,name=write_facility_ids,json=writeFacilityIds,proto3" json:"write_facility_ids,omitempty"`
+	Contact          *ContactPerson `protobuf:"bytes,6,opt,name=contact,proto3" json:"contact,omitempty"`
+	// Provider users the user's cases may be sent to.
+	ResponsibleUserIds []string `protobuf:"bytes,7,rep,name=responsible_user_ids,json=responsibleUserIds,proto3" json:"responsible_user_ids,omitempty"`
+	// Provider groups the user's cases may be sent to.
+	ResponsibleGroups []string `protobuf:"bytes,8,rep,name=responsible_groups,json=responsibleGroups,proto3" json:"responsible_groups,omitempty"`
+	// Ticket types the user may open (e.g. repair, maintenance, question).
+	TicketTypes []string `protobuf:"bytes,9,rep,name=ticket_types,json=ticketTypes,proto3" json:"ticket_types,omitempty"`
+	// When set, the user may only move cases into these states.
+	RestrictStatuses bool     `protobuf:"varint,10,opt,name=restrict_statuses,json=restrictStatuses,proto3" json:"restrict_statuses,omitempty"`
+	Statuses         []string `protobuf:"bytes,11,rep,name=statuses,proto3" json:"statuses,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ExternalUser) Reset() {
+	*x = ExternalUser{}
+	mi := &file_gantry_v1_domain_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExternalUser) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExternalUser) ProtoMessage() {}
+
+func (x *ExternalUser) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_domain_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExternalUser.ProtoReflect.Descriptor instead.
+func (*ExternalUser) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *ExternalUser) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ExternalUser) GetCustomerId() string {
+	if x != nil {
+		return x.CustomerId
+	}
+	return ""
+}
+
+func (x *ExternalUser) GetAddressFacilityId() string {
+	if x != nil {
+		return x.AddressFacilityId
+	}
+	return ""
+}
+
+func (x *ExternalUser) GetReadFacilityIds() []string {
+	if x != nil {
+		return x.ReadFacilityIds
+	}
+	return nil
+}
+
+func (x *ExternalUser) GetWriteFacilityIds() []string {
+	if x != nil {
+		return x.WriteFacilityIds
+	}
+	return nil
+}
+
+func (x *ExternalUser) GetContact() *ContactPerson {
+	if x != nil {
+		return x.Contact
+	}
+	return nil
+}
+
+func (x *ExternalUser) GetResponsibleUserIds() []string {
+	if x != nil {
+		return x.ResponsibleUserIds
+	}
+	return nil
+}
+
+func (x *ExternalUser) GetResponsibleGroups() []string {
+	if x != nil {
+		return x.ResponsibleGroups
+	}
+	return nil
+}
+
+func (x *ExternalUser) GetTicketTypes() []string {
+	if x != nil {
+		return x.TicketTypes
+	}
+	return nil
+}
+
+func (x *ExternalUser) GetRestrictStatuses() bool {
+	if x != nil {
+		return x.RestrictStatuses
+	}
+	return false
+}
+
+func (x *ExternalUser) GetStatuses() []string {
+	if x != nil {
+		return x.Statuses
+	}
+	return nil
+}
+
+type SetExternalUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ExternalUser  *ExternalUser          `protobuf:"bytes,1,opt,name=external_user,json=externalUser,proto3" json:"external_user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetExternalUserRequest) Reset() {
+	*x = SetExternalUserRequest{}
+	mi := &file_gantry_v1_domain_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetExternalUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetExternalUserRequest) ProtoMessage() {}
+
+func (x *SetExternalUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_domain_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetExternalUserRequest.ProtoReflect.Descriptor instead.
+func (*SetExternalUserRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *SetExternalUserRequest) GetExternalUser() *ExternalUser {
+	if x != nil {
+		return x.ExternalUser
+	}
+	return nil
+}
+
+type SetExternalUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ExternalUser  *ExternalUser          `protobuf:"bytes,1,opt,name=external_user,json=externalUser,proto3" json:"external_user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetExternalUserResponse) Reset() {
+	*x = SetExternalUserResponse{}
+	mi := &file_gantry_v1_domain_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetExternalUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetExternalUserResponse) ProtoMessage() {}
+
+func (x *SetExternalUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_domain_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetExternalUserResponse.ProtoReflect.Descriptor instead.
+func (*SetExternalUserResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *SetExternalUserResponse) GetExternalUser() *ExternalUser {
+	if x != nil {
+		return x.ExternalUser
+	}
+	return nil
+}
+
+type GetExternalUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetExternalUserRequest) Reset() {
+	*x = GetExternalUserRequest{}
+	mi := &file_gantry_v1_domain_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetExternalUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetExternalUserRequest) ProtoMessage() {}
+
+func (x *GetExternalUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_domain_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetExternalUserRequest.ProtoReflect.Descriptor instead.
+func (*GetExternalUserRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *GetExternalUserRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+type GetExternalUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ExternalUser  *ExternalUser          `protobuf:"bytes,1,opt,name=external_user,json=externalUser,proto3" json:"external_user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetExternalUserResponse) Reset() {
+	*x = GetExternalUserResponse{}
+	mi := &file_gantry_v1_domain_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetExternalUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetExternalUserResponse) ProtoMessage() {}
+
+func (x *GetExternalUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_domain_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetExternalUserResponse.ProtoReflect.Descriptor instead.
+func (*GetExternalUserResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *GetExternalUserResponse) GetExternalUser() *ExternalUser {
+	if x != nil {
+		return x.ExternalUser
+	}
+	return nil
+}
+
 var File_gantry_v1_domain_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_domain_proto_rawDesc = "" +
@@ -3671,7 +4077,7 @@ const file_gantry_v1_domain_proto_rawDesc = "" +
 	"\x19UpdateMachineModelRequest\x12-\n" +
 	"\x05model\x18\x01 \x01(\v2\x17.gantry.v1.MachineModelR\x05model\"K\n" +
 	"\x1aUpdateMachineModelResponse\x12-\n" +
-	"\x05model\x18\x01 \x01(\v2\x17.gantry.v1.MachineModelR\x05model\"\x86\x04\n" +
+	"\x05model\x18\x01 \x01(\v2\x17.gantry.v1.MachineModelR\x05model\"\xc9\x04\n" +
 	"\vServiceCase\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x19\n" +
@@ -3693,7 +4099,10 @@ const file_gantry_v1_domain_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12,\n" +
 	"\x12provider_tenant_id\x18\x0e \x01(\tR\x10providerTenantId\x12%\n" +
-	"\x0econference_url\x18\x0f \x01(\tR\rconferenceUrl\"\xde\x01\n" +
+	"\x0econference_url\x18\x0f \x01(\tR\rconferenceUrl\x12\x1f\n" +
+	"\vticket_type\x18\x10 \x01(\tR\n" +
+	"ticketType\x12 \n" +
+	"\vresponsible\x18\x11 \x01(\tR\vresponsible\"\xde\x01\n" +
 	"\vChatMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\acase_id\x18\x02 \x01(\tR\x06caseId\x12\x1b\n" +
@@ -3702,12 +4111,15 @@ const file_gantry_v1_domain_proto_rawDesc = "" +
 	"authorName\x12(\n" +
 	"\x10author_tenant_id\x18\x05 \x01(\tR\x0eauthorTenantId\x12\x12\n" +
 	"\x04body\x18\x06 \x01(\tR\x04body\x12*\n" +
-	"\x02at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"z\n" +
+	"\x02at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xbd\x01\n" +
 	"\x11CreateCaseRequest\x12\x19\n" +
 	"\basset_id\x18\x01 \x01(\tR\aassetId\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x14\n" +
 	"\x05title\x18\x03 \x01(\tR\x05title\x12 \n" +
-	"\vdescription\x18\x04 \x01(\tR\vdescription\"@\n" +
+	"\vdescription\x18\x04 \x01(\tR\vdescription\x12\x1f\n" +
+	"\vticket_type\x18\x05 \x01(\tR\n" +
+	"ticketType\x12 \n" +
+	"\vresponsible\x18\x06 \x01(\tR\vresponsible\"@\n" +
 	"\x12CreateCaseResponse\x12*\n" +
 	"\x04case\x18\x01 \x01(\v2\x16.gantry.v1.ServiceCaseR\x04case\" \n" +
 	"\x0eGetCaseRequest\x12\x0e\n" +
@@ -3744,7 +4156,33 @@ const file_gantry_v1_domain_proto_rawDesc = "" +
 	"\x14ListMessagesResponse\x122\n" +
 	"\bmessages\x18\x01 \x03(\v2\x16.gantry.v1.ChatMessageR\bmessages\"0\n" +
 	"\x15StreamMessagesRequest\x12\x17\n" +
-	"\acase_id\x18\x01 \x01(\tR\x06caseId2\x88\x05\n" +
+	"\acase_id\x18\x01 \x01(\tR\x06caseId\"O\n" +
+	"\rContactPerson\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05email\x18\x02 \x01(\tR\x05email\x12\x14\n" +
+	"\x05phone\x18\x03 \x01(\tR\x05phone\"\xd3\x03\n" +
+	"\fExternalUser\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1f\n" +
+	"\vcustomer_id\x18\x02 \x01(\tR\n" +
+	"customerId\x12.\n" +
+	"\x13address_facility_id\x18\x03 \x01(\tR\x11addressFacilityId\x12*\n" +
+	"\x11read_facility_ids\x18\x04 \x03(\tR\x0freadFacilityIds\x12,\n" +
+	"\x12write_facility_ids\x18\x05 \x03(\tR\x10writeFacilityIds\x122\n" +
+	"\acontact\x18\x06 \x01(\v2\x18.gantry.v1.ContactPersonR\acontact\x120\n" +
+	"\x14responsible_user_ids\x18\a \x03(\tR\x12responsibleUserIds\x12-\n" +
+	"\x12responsible_groups\x18\b \x03(\tR\x11responsibleGroups\x12!\n" +
+	"\fticket_types\x18\t \x03(\tR\vticketTypes\x12+\n" +
+	"\x11restrict_statuses\x18\n" +
+	" \x01(\bR\x10restrictStatuses\x12\x1a\n" +
+	"\bstatuses\x18\v \x03(\tR\bstatuses\"V\n" +
+	"\x16SetExternalUserRequest\x12<\n" +
+	"\rexternal_user\x18\x01 \x01(\v2\x17.gantry.v1.ExternalUserR\fexternalUser\"W\n" +
+	"\x17SetExternalUserResponse\x12<\n" +
+	"\rexternal_user\x18\x01 \x01(\v2\x17.gantry.v1.ExternalUserR\fexternalUser\"1\n" +
+	"\x16GetExternalUserRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"W\n" +
+	"\x17GetExternalUserResponse\x12<\n" +
+	"\rexternal_user\x18\x01 \x01(\v2\x17.gantry.v1.ExternalUserR\fexternalUser2\x88\x05\n" +
 	"\x10ShopfloorService\x12U\n" +
 	"\x0eListFacilities\x12 .gantry.v1.ListFacilitiesRequest\x1a!.gantry.v1.ListFacilitiesResponse\x12U\n" +
 	"\x0eCreateFacility\x12 .gantry.v1.CreateFacilityRequest\x1a!.gantry.v1.CreateFacilityResponse\x12I\n" +
@@ -3753,7 +4191,7 @@ const file_gantry_v1_domain_proto_rawDesc = "" +
 	"\vCreateAsset\x12\x1d.gantry.v1.CreateAssetRequest\x1a\x1e.gantry.v1.CreateAssetResponse\x12a\n" +
 	"\x12ListAssetProposals\x12$.gantry.v1.ListAssetProposalsRequest\x1a%.gantry.v1.ListAssetProposalsResponse\x12d\n" +
 	"\x13AcceptAssetProposal\x12%.gantry.v1.AcceptAssetProposalRequest\x1a&.gantry.v1.AcceptAssetProposalResponse\x12d\n" +
-	"\x13RejectAssetProposal\x12%.gantry.v1.RejectAssetProposalRequest\x1a&.gantry.v1.RejectAssetProposalResponse2\xf0\x05\n" +
+	"\x13RejectAssetProposal\x12%.gantry.v1.RejectAssetProposalRequest\x1a&.gantry.v1.RejectAssetProposalResponse2\xa4\a\n" +
 	"\x0fCustomerService\x12X\n" +
 	"\x0fListServiceOrgs\x12!.gantry.v1.ListServiceOrgsRequest\x1a\".gantry.v1.ListServiceOrgsResponse\x12[\n" +
 	"\x10CreateServiceOrg\x12\".gantry.v1.CreateServiceOrgRequest\x1a#.gantry.v1.CreateServiceOrgResponse\x12R\n" +
@@ -3762,7 +4200,9 @@ const file_gantry_v1_domain_proto_rawDesc = "" +
 	"\x0eInviteCustomer\x12 .gantry.v1.InviteCustomerRequest\x1a!.gantry.v1.InviteCustomerResponse\x12g\n" +
 	"\x14ListCustomerMachines\x12&.gantry.v1.ListCustomerMachinesRequest\x1a'.gantry.v1.ListCustomerMachinesResponse\x12j\n" +
 	"\x15CreateCustomerMachine\x12'.gantry.v1.CreateCustomerMachineRequest\x1a(.gantry.v1.CreateCustomerMachineResponse\x12O\n" +
-	"\fProposeAsset\x12\x1e.gantry.v1.ProposeAssetRequest\x1a\x1f.gantry.v1.ProposeAssetResponse2\x95\x03\n" +
+	"\fProposeAsset\x12\x1e.gantry.v1.ProposeAssetRequest\x1a\x1f.gantry.v1.ProposeAssetResponse\x12X\n" +
+	"\x0fSetExternalUser\x12!.gantry.v1.SetExternalUserRequest\x1a\".gantry.v1.SetExternalUserResponse\x12X\n" +
+	"\x0fGetExternalUser\x12!.gantry.v1.GetExternalUserRequest\x1a\".gantry.v1.GetExternalUserResponse2\x95\x03\n" +
 	"\x13MachineModelService\x12^\n" +
 	"\x11ListMachineModels\x12#.gantry.v1.ListMachineModelsRequest\x1a$.gantry.v1.ListMachineModelsResponse\x12X\n" +
 	"\x0fGetMachineModel\x12!.gantry.v1.GetMachineModelRequest\x1a\".gantry.v1.GetMachineModelResponse\x12a\n" +
@@ -3791,7 +4231,7 @@ func file_gantry_v1_domain_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_domain_proto_rawDescData
 }
 
-var file_gantry_v1_domain_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
+var file_gantry_v1_domain_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
 var file_gantry_v1_domain_proto_goTypes = []any{
 	(*Facility)(nil),                      // 0: gantry.v1.Facility
 	(*Asset)(nil),                         // 1: gantry.v1.Asset
@@ -3856,13 +4296,19 @@ var file_gantry_v1_domain_proto_goTypes = []any{
 	(*ListMessagesRequest)(nil),           // 60: gantry.v1.ListMessagesRequest
 	(*ListMessagesResponse)(nil),          // 61: gantry.v1.ListMessagesResponse
 	(*StreamMessagesRequest)(nil),         // 62: gantry.v1.StreamMessagesRequest
-	(*timestamppb.Timestamp)(nil),         // 63: google.protobuf.Timestamp
-	(*Tenant)(nil),                        // 64: gantry.v1.Tenant
+	(*ContactPerson)(nil),                 // 63: gantry.v1.ContactPerson
+	(*ExternalUser)(nil),                  // 64: gantry.v1.ExternalUser
+	(*SetExternalUserRequest)(nil),        // 65: gantry.v1.SetExternalUserRequest
+	(*SetExternalUserResponse)(nil),       // 66: gantry.v1.SetExternalUserResponse
+	(*GetExternalUserRequest)(nil),        // 67: gantry.v1.GetExternalUserRequest
+	(*GetExternalUserResponse)(nil),       // 68: gantry.v1.GetExternalUserResponse
+	(*timestamppb.Timestamp)(nil),         // 69: google.protobuf.Timestamp
+	(*Tenant)(nil),                        // 70: gantry.v1.Tenant
 }
 var file_gantry_v1_domain_proto_depIdxs = []int32{
-	63, // 0: gantry.v1.Facility.created_at:type_name -> google.protobuf.Timestamp
-	63, // 1: gantry.v1.Asset.created_at:type_name -> google.protobuf.Timestamp
-	63, // 2: gantry.v1.AssetProposal.created_at:type_name -> google.protobuf.Timestamp
+	69, // 0: gantry.v1.Facility.created_at:type_name -> google.protobuf.Timestamp
+	69, // 1: gantry.v1.Asset.created_at:type_name -> google.protobuf.Timestamp
+	69, // 2: gantry.v1.AssetProposal.created_at:type_name -> google.protobuf.Timestamp
 	0,  // 3: gantry.v1.ListFacilitiesResponse.facilities:type_name -> gantry.v1.Facility
 	0,  // 4: gantry.v1.CreateFacilityResponse.facility:type_name -> gantry.v1.Facility
 	1,  // 5: gantry.v1.ListAssetsResponse.assets:type_name -> gantry.v1.Asset
@@ -3873,7 +4319,7 @@ var file_gantry_v1_domain_proto_depIdxs = []int32{
 	17, // 10: gantry.v1.CreateServiceOrgResponse.service_org:type_name -> gantry.v1.ServiceOrg
 	18, // 11: gantry.v1.ListCustomersResponse.customers:type_name -> gantry.v1.Customer
 	18, // 12: gantry.v1.CreateCustomerResponse.customer:type_name -> gantry.v1.Customer
-	64, // 13: gantry.v1.InviteCustomerResponse.tenant:type_name -> gantry.v1.Tenant
+	70, // 13: gantry.v1.InviteCustomerResponse.tenant:type_name -> gantry.v1.Tenant
 	19, // 14: gantry.v1.ListCustomerMachinesResponse.machines:type_name -> gantry.v1.CustomerMachine
 	19, // 15: gantry.v1.CreateCustomerMachineResponse.machine:type_name -> gantry.v1.CustomerMachine
 	2,  // 16: gantry.v1.ProposeAssetResponse.proposal:type_name -> gantry.v1.AssetProposal
@@ -3886,72 +4332,80 @@ var file_gantry_v1_domain_proto_depIdxs = []int32{
 	39, // 23: gantry.v1.CreateMachineModelResponse.model:type_name -> gantry.v1.MachineModel
 	39, // 24: gantry.v1.UpdateMachineModelRequest.model:type_name -> gantry.v1.MachineModel
 	39, // 25: gantry.v1.UpdateMachineModelResponse.model:type_name -> gantry.v1.MachineModel
-	63, // 26: gantry.v1.ServiceCase.created_at:type_name -> google.protobuf.Timestamp
-	63, // 27: gantry.v1.ServiceCase.updated_at:type_name -> google.protobuf.Timestamp
-	63, // 28: gantry.v1.ChatMessage.at:type_name -> google.protobuf.Timestamp
+	69, // 26: gantry.v1.ServiceCase.created_at:type_name -> google.protobuf.Timestamp
+	69, // 27: gantry.v1.ServiceCase.updated_at:type_name -> google.protobuf.Timestamp
+	69, // 28: gantry.v1.ChatMessage.at:type_name -> google.protobuf.Timestamp
 	48, // 29: gantry.v1.CreateCaseResponse.case:type_name -> gantry.v1.ServiceCase
 	48, // 30: gantry.v1.GetCaseResponse.case:type_name -> gantry.v1.ServiceCase
 	48, // 31: gantry.v1.ListCasesResponse.cases:type_name -> gantry.v1.ServiceCase
 	48, // 32: gantry.v1.UpdateCaseResponse.case:type_name -> gantry.v1.ServiceCase
 	49, // 33: gantry.v1.PostMessageResponse.message:type_name -> gantry.v1.ChatMessage
 	49, // 34: gantry.v1.ListMessagesResponse.messages:type_name -> gantry.v1.ChatMessage
-	3,  // 35: gantry.v1.ShopfloorService.ListFacilities:input_type -> gantry.v1.ListFacilitiesRequest
-	5,  // 36: gantry.v1.ShopfloorService.CreateFacility:input_type -> gantry.v1.CreateFacilityRequest
-	7,  // 37: gantry.v1.ShopfloorService.ListAssets:input_type -> gantry.v1.ListAssetsRequest
-	9,  // 38: gantry.v1.ShopfloorService.CreateAsset:input_type -> gantry.v1.CreateAssetRequest
-	11, // 39: gantry.v1.ShopfloorService.ListAssetProposals:input_type -> gantry.v1.ListAssetProposalsRequest
-	13, // 40: gantry.v1.ShopfloorService.AcceptAssetProposal:input_type -> gantry.v1.AcceptAssetProposalRequest
-	15, // 41: gantry.v1.ShopfloorService.RejectAssetProposal:input_type -> gantry.v1.RejectAssetProposalRequest
-	20, // 42: gantry.v1.CustomerService.ListServiceOrgs:input_type -> gantry.v1.ListServiceOrgsRequest
-	22, // 43: gantry.v1.CustomerService.CreateServiceOrg:input_type -> gantry.v1.CreateServiceOrgRequest
-	24, // 44: gantry.v1.CustomerService.ListCustomers:input_type -> gantry.v1.ListCustomersRequest
-	26, // 45: gantry.v1.CustomerService.CreateCustomer:input_type -> gantry.v1.CreateCustomerRequest
-	28, // 46: gantry.v1.CustomerService.InviteCustomer:input_type -> gantry.v1.InviteCustomerRequest
-	30, // 47: gantry.v1.CustomerService.ListCustomerMachines:input_type -> gantry.v1.ListCustomerMachinesRequest
-	32, // 48: gantry.v1.CustomerService.CreateCustomerMachine:input_type -> gantry.v1.CreateCustomerMachineRequest
-	34, // 49: gantry.v1.CustomerService.ProposeAsset:input_type -> gantry.v1.ProposeAssetRequest
-	40, // 50: gantry.v1.MachineModelService.ListMachineModels:input_type -> gantry.v1.ListMachineModelsRequest
-	42, // 51: gantry.v1.MachineModelService.GetMachineModel:input_type -> gantry.v1.GetMachineModelRequest
-	44, // 52: gantry.v1.MachineModelService.CreateMachineModel:input_type -> gantry.v1.CreateMachineModelRequest
-	46, // 53: gantry.v1.MachineModelService.UpdateMachineModel:input_type -> gantry.v1.UpdateMachineModelRequest
-	50, // 54: gantry.v1.CaseService.CreateCase:input_type -> gantry.v1.CreateCaseRequest
-	52, // 55: gantry.v1.CaseService.GetCase:input_type -> gantry.v1.GetCaseRequest
-	54, // 56: gantry.v1.CaseService.ListCases:input_type -> gantry.v1.ListCasesRequest
-	56, // 57: gantry.v1.CaseService.UpdateCase:input_type -> gantry.v1.UpdateCaseRequest
-	58, // 58: gantry.v1.CaseService.PostMessage:input_type -> gantry.v1.PostMessageRequest
-	60, // 59: gantry.v1.CaseService.ListMessages:input_type -> gantry.v1.ListMessagesRequest
-	62, // 60: gantry.v1.CaseService.StreamMessages:input_type -> gantry.v1.StreamMessagesRequest
-	4,  // 61: gantry.v1.ShopfloorService.ListFacilities:output_type -> gantry.v1.ListFacilitiesResponse
-	6,  // 62: gantry.v1.ShopfloorService.CreateFacility:output_type -> gantry.v1.CreateFacilityResponse
-	8,  // 63: gantry.v1.ShopfloorService.ListAssets:output_type -> gantry.v1.ListAssetsResponse
-	10, // 64: gantry.v1.ShopfloorService.CreateAsset:output_type -> gantry.v1.CreateAssetResponse
-	12, // 65: gantry.v1.ShopfloorService.ListAssetProposals:output_type -> gantry.v1.ListAssetProposalsResponse
-	14, // 66: gantry.v1.ShopfloorService.AcceptAssetProposal:output_type -> gantry.v1.AcceptAssetProposalResponse
-	16, // 67: gantry.v1.ShopfloorService.RejectAssetProposal:output_type -> gantry.v1.RejectAssetProposalResponse
-	21, // 68: gantry.v1.CustomerService.ListServiceOrgs:output_type -> gantry.v1.ListServiceOrgsResponse
-	23, // 69: gantry.v1.CustomerService.CreateServiceOrg:output_type -> gantry.v1.CreateServiceOrgResponse
-	25, // 70: gantry.v1.CustomerService.ListCustomers:output_type -> gantry.v1.ListCustomersResponse
-	27, // 71: gantry.v1.CustomerService.CreateCustomer:output_type -> gantry.v1.CreateCustomerResponse
-	29, // 72: gantry.v1.CustomerService.InviteCustomer:output_type -> gantry.v1.InviteCustomerResponse
-	31, // 73: gantry.v1.CustomerService.ListCustomerMachines:output_type -> gantry.v1.ListCustomerMachinesResponse
-	33, // 74: gantry.v1.CustomerService.CreateCustomerMachine:output_type -> gantry.v1.CreateCustomerMachineResponse
-	35, // 75: gantry.v1.CustomerService.ProposeAsset:output_type -> gantry.v1.ProposeAssetResponse
-	41, // 76: gantry.v1.MachineModelService.ListMachineModels:output_type -> gantry.v1.ListMachineModelsResponse
-	43, // 77: gantry.v1.MachineModelService.GetMachineModel:output_type -> gantry.v1.GetMachineModelResponse
-	45, // 78: gantry.v1.MachineModelService.CreateMachineModel:output_type -> gantry.v1.CreateMachineModelResponse
-	47, // 79: gantry.v1.MachineModelService.UpdateMachineModel:output_type -> gantry.v1.UpdateMachineModelResponse
-	51, // 80: gantry.v1.CaseService.CreateCase:output_type -> gantry.v1.CreateCaseResponse
-	53, // 81: gantry.v1.CaseService.GetCase:output_type -> gantry.v1.GetCaseResponse
-	55, // 82: gantry.v1.CaseService.ListCases:output_type -> gantry.v1.ListCasesResponse
-	57, // 83: gantry.v1.CaseService.UpdateCase:output_type -> gantry.v1.UpdateCaseResponse
-	59, // 84: gantry.v1.CaseService.PostMessage:output_type -> gantry.v1.PostMessageResponse
-	61, // 85: gantry.v1.CaseService.ListMessages:output_type -> gantry.v1.ListMessagesResponse
-	49, // 86: gantry.v1.CaseService.StreamMessages:output_type -> gantry.v1.ChatMessage
-	61, // [61:87] is the sub-list for method output_type
-	35, // [35:61] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	63, // 35: gantry.v1.ExternalUser.contact:type_name -> gantry.v1.ContactPerson
+	64, // 36: gantry.v1.SetExternalUserRequest.external_user:type_name -> gantry.v1.ExternalUser
+	64, // 37: gantry.v1.SetExternalUserResponse.external_user:type_name -> gantry.v1.ExternalUser
+	64, // 38: gantry.v1.GetExternalUserResponse.external_user:type_name -> gantry.v1.ExternalUser
+	3,  // 39: gantry.v1.ShopfloorService.ListFacilities:input_type -> gantry.v1.ListFacilitiesRequest
+	5,  // 40: gantry.v1.ShopfloorService.CreateFacility:input_type -> gantry.v1.CreateFacilityRequest
+	7,  // 41: gantry.v1.ShopfloorService.ListAssets:input_type -> gantry.v1.ListAssetsRequest
+	9,  // 42: gantry.v1.ShopfloorService.CreateAsset:input_type -> gantry.v1.CreateAssetRequest
+	11, // 43: gantry.v1.ShopfloorService.ListAssetProposals:input_type -> gantry.v1.ListAssetProposalsRequest
+	13, // 44: gantry.v1.ShopfloorService.AcceptAssetProposal:input_type -> gantry.v1.AcceptAssetProposalRequest
+	15, // 45: gantry.v1.ShopfloorService.RejectAssetProposal:input_type -> gantry.v1.RejectAssetProposalRequest
+	20, // 46: gantry.v1.CustomerService.ListServiceOrgs:input_type -> gantry.v1.ListServiceOrgsRequest
+	22, // 47: gantry.v1.CustomerService.CreateServiceOrg:input_type -> gantry.v1.CreateServiceOrgRequest
+	24, // 48: gantry.v1.CustomerService.ListCustomers:input_type -> gantry.v1.ListCustomersRequest
+	26, // 49: gantry.v1.CustomerService.CreateCustomer:input_type -> gantry.v1.CreateCustomerRequest
+	28, // 50: gantry.v1.CustomerService.InviteCustomer:input_type -> gantry.v1.InviteCustomerRequest
+	30, // 51: gantry.v1.CustomerService.ListCustomerMachines:input_type -> gantry.v1.ListCustomerMachinesRequest
+	32, // 52: gantry.v1.CustomerService.CreateCustomerMachine:input_type -> gantry.v1.CreateCustomerMachineRequest
+	34, // 53: gantry.v1.CustomerService.ProposeAsset:input_type -> gantry.v1.ProposeAssetRequest
+	65, // 54: gantry.v1.CustomerService.SetExternalUser:input_type -> gantry.v1.SetExternalUserRequest
+	67, // 55: gantry.v1.CustomerService.GetExternalUser:input_type -> gantry.v1.GetExternalUserRequest
+	40, // 56: gantry.v1.MachineModelService.ListMachineModels:input_type -> gantry.v1.ListMachineModelsRequest
+	42, // 57: gantry.v1.MachineModelService.GetMachineModel:input_type -> gantry.v1.GetMachineModelRequest
+	44, // 58: gantry.v1.MachineModelService.CreateMachineModel:input_type -> gantry.v1.CreateMachineModelRequest
+	46, // 59: gantry.v1.MachineModelService.UpdateMachineModel:input_type -> gantry.v1.UpdateMachineModelRequest
+	50, // 60: gantry.v1.CaseService.CreateCase:input_type -> gantry.v1.CreateCaseRequest
+	52, // 61: gantry.v1.CaseService.GetCase:input_type -> gantry.v1.GetCaseRequest
+	54, // 62: gantry.v1.CaseService.ListCases:input_type -> gantry.v1.ListCasesRequest
+	56, // 63: gantry.v1.CaseService.UpdateCase:input_type -> gantry.v1.UpdateCaseRequest
+	58, // 64: gantry.v1.CaseService.PostMessage:input_type -> gantry.v1.PostMessageRequest
+	60, // 65: gantry.v1.CaseService.ListMessages:input_type -> gantry.v1.ListMessagesRequest
+	62, // 66: gantry.v1.CaseService.StreamMessages:input_type -> gantry.v1.StreamMessagesRequest
+	4,  // 67: gantry.v1.ShopfloorService.ListFacilities:output_type -> gantry.v1.ListFacilitiesResponse
+	6,  // 68: gantry.v1.ShopfloorService.CreateFacility:output_type -> gantry.v1.CreateFacilityResponse
+	8,  // 69: gantry.v1.ShopfloorService.ListAssets:output_type -> gantry.v1.ListAssetsResponse
+	10, // 70: gantry.v1.ShopfloorService.CreateAsset:output_type -> gantry.v1.CreateAssetResponse
+	12, // 71: gantry.v1.ShopfloorService.ListAssetProposals:output_type -> gantry.v1.ListAssetProposalsResponse
+	14, // 72: gantry.v1.ShopfloorService.AcceptAssetProposal:output_type -> gantry.v1.AcceptAssetProposalResponse
+	16, // 73: gantry.v1.ShopfloorService.RejectAssetProposal:output_type -> gantry.v1.RejectAssetProposalResponse
+	21, // 74: gantry.v1.CustomerService.ListServiceOrgs:output_type -> gantry.v1.ListServiceOrgsResponse
+	23, // 75: gantry.v1.CustomerService.CreateServiceOrg:output_type -> gantry.v1.CreateServiceOrgResponse
+	25, // 76: gantry.v1.CustomerService.ListCustomers:output_type -> gantry.v1.ListCustomersResponse
+	27, // 77: gantry.v1.CustomerService.CreateCustomer:output_type -> gantry.v1.CreateCustomerResponse
+	29, // 78: gantry.v1.CustomerService.InviteCustomer:output_type -> gantry.v1.InviteCustomerResponse
+	31, // 79: gantry.v1.CustomerService.ListCustomerMachines:output_type -> gantry.v1.ListCustomerMachinesResponse
+	33, // 80: gantry.v1.CustomerService.CreateCustomerMachine:output_type -> gantry.v1.CreateCustomerMachineResponse
+	35, // 81: gantry.v1.CustomerService.ProposeAsset:output_type -> gantry.v1.ProposeAssetResponse
+	66, // 82: gantry.v1.CustomerService.SetExternalUser:output_type -> gantry.v1.SetExternalUserResponse
+	68, // 83: gantry.v1.CustomerService.GetExternalUser:output_type -> gantry.v1.GetExternalUserResponse
+	41, // 84: gantry.v1.MachineModelService.ListMachineModels:output_type -> gantry.v1.ListMachineModelsResponse
+	43, // 85: gantry.v1.MachineModelService.GetMachineModel:output_type -> gantry.v1.GetMachineModelResponse
+	45, // 86: gantry.v1.MachineModelService.CreateMachineModel:output_type -> gantry.v1.CreateMachineModelResponse
+	47, // 87: gantry.v1.MachineModelService.UpdateMachineModel:output_type -> gantry.v1.UpdateMachineModelResponse
+	51, // 88: gantry.v1.CaseService.CreateCase:output_type -> gantry.v1.CreateCaseResponse
+	53, // 89: gantry.v1.CaseService.GetCase:output_type -> gantry.v1.GetCaseResponse
+	55, // 90: gantry.v1.CaseService.ListCases:output_type -> gantry.v1.ListCasesResponse
+	57, // 91: gantry.v1.CaseService.UpdateCase:output_type -> gantry.v1.UpdateCaseResponse
+	59, // 92: gantry.v1.CaseService.PostMessage:output_type -> gantry.v1.PostMessageResponse
+	61, // 93: gantry.v1.CaseService.ListMessages:output_type -> gantry.v1.ListMessagesResponse
+	49, // 94: gantry.v1.CaseService.StreamMessages:output_type -> gantry.v1.ChatMessage
+	67, // [67:95] is the sub-list for method output_type
+	39, // [39:67] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_domain_proto_init() }
@@ -3967,7 +4421,7 @@ func file_gantry_v1_domain_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_domain_proto_rawDesc), len(file_gantry_v1_domain_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   63,
+			NumMessages:   69,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -364,6 +364,8 @@ const (
 	CustomerService_ListCustomerMachines_FullMethodName  = "/gantry.v1.CustomerService/ListCustomerMachines"
 	CustomerService_CreateCustomerMachine_FullMethodName = "/gantry.v1.CustomerService/CreateCustomerMachine"
 	CustomerService_ProposeAsset_FullMethodName          = "/gantry.v1.CustomerService/ProposeAsset"
+	CustomerService_SetExternalUser_FullMethodName       = "/gantry.v1.CustomerService/SetExternalUser"
+	CustomerService_GetExternalUser_FullMethodName       = "/gantry.v1.CustomerService/GetExternalUser"
 )
 
 // CustomerServiceClient is the client API for CustomerService service.
@@ -382,6 +384,11 @@ type CustomerServiceClient interface {
 	// ProposeAsset proposes a customer machine to the customer's operator
 	// tenant; a Workshop Manager accepts it into a facility.
 	ProposeAsset(ctx context.Context, in *ProposeAssetRequest, opts ...grpc.CallOption) (*ProposeAssetResponse, error)
+	// SetExternalUser makes a user of the customer's tenant an external user
+	// with the given restrictions (Customer Management = manage), or updates
+	// them. The restrictions are enforced on every case call of that user.
+	SetExternalUser(ctx context.Context, in *SetExternalUserRequest, opts ...grpc.CallOption) (*SetExternalUserResponse, error)
+	GetExternalUser(ctx context.Context, in *GetExternalUserRequest, opts ...grpc.CallOption) (*GetExternalUserResponse, error)
 }
 
 type customerServiceClient struct {
@@ -472,6 +479,26 @@ func (c *customerServiceClient) ProposeAsset(ctx context.Context, in *ProposeAss
 	return out, nil
 }
 
+func (c *customerServiceClient) SetExternalUser(ctx context.Context, in *SetExternalUserRequest, opts ...grpc.CallOption) (*SetExternalUserResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetExternalUserResponse)
+	err := c.cc.Invoke(ctx, CustomerService_SetExternalUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *customerServiceClient) GetExternalUser(ctx context.Context, in *GetExternalUserRequest, opts ...grpc.CallOption) (*GetExternalUserResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetExternalUserResponse)
+	err := c.cc.Invoke(ctx, CustomerService_GetExternalUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CustomerServiceServer is the server API for CustomerService service.
 // All implementations must embed UnimplementedCustomerServiceServer
 // for forward compatibility.
@@ -488,6 +515,11 @@ type CustomerServiceServer interface {
 	// ProposeAsset proposes a customer machine to the customer's operator
 	// tenant; a Workshop Manager accepts it into a facility.
 	ProposeAsset(context.Context, *ProposeAssetRequest) (*ProposeAssetResponse, error)
+	// SetExternalUser makes a user of the customer's tenant an external user
+	// with the given restrictions (Customer Management = manage), or updates
+	// them. The restrictions are enforced on every case call of that user.
+	SetExternalUser(context.Context, *SetExternalUserRequest) (*SetExternalUserResponse, error)
+	GetExternalUser(context.Context, *GetExternalUserRequest) (*GetExternalUserResponse, error)
 	mustEmbedUnimplementedCustomerServiceServer()
 }
 
@@ -521,6 +553,12 @@ func (UnimplementedCustomerServiceServer) CreateCustomerMachine(context.Context,
 }
 func (UnimplementedCustomerServiceServer) ProposeAsset(context.Context, *ProposeAssetRequest) (*ProposeAssetResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ProposeAsset not implemented")
+}
+func (UnimplementedCustomerServiceServer) SetExternalUser(context.Context, *SetExternalUserRequest) (*SetExternalUserResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetExternalUser not implemented")
+}
+func (UnimplementedCustomerServiceServer) GetExternalUser(context.Context, *GetExternalUserRequest) (*GetExternalUserResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetExternalUser not implemented")
 }
 func (UnimplementedCustomerServiceServer) mustEmbedUnimplementedCustomerServiceServer() {}
 func (UnimplementedCustomerServiceServer) testEmbeddedByValue()                         {}
@@ -687,6 +725,42 @@ func _CustomerService_ProposeAsset_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CustomerService_SetExternalUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetExternalUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CustomerServiceServer).SetExternalUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CustomerService_SetExternalUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CustomerServiceServer).SetExternalUser(ctx, req.(*SetExternalUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CustomerService_GetExternalUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetExternalUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CustomerServiceServer).GetExternalUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CustomerService_GetExternalUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CustomerServiceServer).GetExternalUser(ctx, req.(*GetExternalUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CustomerService_ServiceDesc is the grpc.ServiceDesc for CustomerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -725,6 +799,14 @@ var CustomerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ProposeAsset",
 			Handler:    _CustomerService_ProposeAsset_Handler,
+		},
+		{
+			MethodName: "SetExternalUser",
+			Handler:    _CustomerService_SetExternalUser_Handler,
+		},
+		{
+			MethodName: "GetExternalUser",
+			Handler:    _CustomerService_GetExternalUser_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -87,6 +87,12 @@ const (
 	// CustomerServiceProposeAssetProcedure is the fully-qualified name of the CustomerService's
 	// ProposeAsset RPC.
 	CustomerServiceProposeAssetProcedure = "/gantry.v1.CustomerService/ProposeAsset"
+	// CustomerServiceSetExternalUserProcedure is the fully-qualified name of the CustomerService's
+	// SetExternalUser RPC.
+	CustomerServiceSetExternalUserProcedure = "/gantry.v1.CustomerService/SetExternalUser"
+	// CustomerServiceGetExternalUserProcedure is the fully-qualified name of the CustomerService's
+	// GetExternalUser RPC.
+	CustomerServiceGetExternalUserProcedure = "/gantry.v1.CustomerService/GetExternalUser"
 	// MachineModelServiceListMachineModelsProcedure is the fully-qualified name of the
 	// MachineModelService's ListMachineModels RPC.
 	MachineModelServiceListMachineModelsProcedure = "/gantry.v1.MachineModelService/ListMachineModels"
@@ -361,6 +367,11 @@ type CustomerServiceClient interface {
 	// ProposeAsset proposes a customer machine to the customer's operator
 	// tenant; a Workshop Manager accepts it into a facility.
 	ProposeAsset(context.Context, *connect.Request[v1.ProposeAssetRequest]) (*connect.Response[v1.ProposeAssetResponse], error)
+	// SetExternalUser makes a user of the customer's tenant an external user
+	// with the given restrictions (Customer Management = manage), or updates
+	// them. The restrictions are enforced on every case call of that user.
+	SetExternalUser(context.Context, *connect.Request[v1.SetExternalUserRequest]) (*connect.Response[v1.SetExternalUserResponse], error)
+	GetExternalUser(context.Context, *connect.Request[v1.GetExternalUserRequest]) (*connect.Response[v1.GetExternalUserResponse], error)
 }
 
 // NewCustomerServiceClient constructs a client for the gantry.v1.CustomerService service. By
@@ -422,6 +433,18 @@ func NewCustomerServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(customerServiceMethods.ByName("ProposeAsset")),
 			connect.WithClientOptions(opts...),
 		),
+		setExternalUser: connect.NewClient[v1.SetExternalUserRequest, v1.SetExternalUserResponse](
+			httpClient,
+			baseURL+CustomerServiceSetExternalUserProcedure,
+			connect.WithSchema(customerServiceMethods.ByName("SetExternalUser")),
+			connect.WithClientOptions(opts...),
+		),
+		getExternalUser: connect.NewClient[v1.GetExternalUserRequest, v1.GetExternalUserResponse](
+			httpClient,
+			baseURL+CustomerServiceGetExternalUserProcedure,
+			connect.WithSchema(customerServiceMethods.ByName("GetExternalUser")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -435,6 +458,8 @@ type customerServiceClient struct {
 	listCustomerMachines  *connect.Client[v1.ListCustomerMachinesRequest, v1.ListCustomerMachinesResponse]
 	createCustomerMachine *connect.Client[v1.CreateCustomerMachineRequest, v1.CreateCustomerMachineResponse]
 	proposeAsset          *connect.Client[v1.ProposeAssetRequest, v1.ProposeAssetResponse]
+	setExternalUser       *connect.Client[v1.SetExternalUserRequest, v1.SetExternalUserResponse]
+	getExternalUser       *connect.Client[v1.GetExternalUserRequest, v1.GetExternalUserResponse]
 }
 
 // ListServiceOrgs calls gantry.v1.CustomerService.ListServiceOrgs.
@@ -477,6 +502,16 @@ func (c *customerServiceClient) ProposeAsset(ctx context.Context, req *connect.R
 	return c.proposeAsset.CallUnary(ctx, req)
 }
 
+// SetExternalUser calls gantry.v1.CustomerService.SetExternalUser.
+func (c *customerServiceClient) SetExternalUser(ctx context.Context, req *connect.Request[v1.SetExternalUserRequest]) (*connect.Response[v1.SetExternalUserResponse], error) {
+	return c.setExternalUser.CallUnary(ctx, req)
+}
+
+// GetExternalUser calls gantry.v1.CustomerService.GetExternalUser.
+func (c *customerServiceClient) GetExternalUser(ctx context.Context, req *connect.Request[v1.GetExternalUserRequest]) (*connect.Response[v1.GetExternalUserResponse], error) {
+	return c.getExternalUser.CallUnary(ctx, req)
+}
+
 // CustomerServiceHandler is an implementation of the gantry.v1.CustomerService service.
 type CustomerServiceHandler interface {
 	ListServiceOrgs(context.Context, *connect.Request[v1.ListServiceOrgsRequest]) (*connect.Response[v1.ListServiceOrgsResponse], error)
@@ -491,6 +526,11 @@ type CustomerServiceHandler interface {
 	// ProposeAsset proposes a customer machine to the customer's operator
 	// tenant; a Workshop Manager accepts it into a facility.
 	ProposeAsset(context.Context, *connect.Request[v1.ProposeAssetRequest]) (*connect.Response[v1.ProposeAssetResponse], error)
+	// SetExternalUser makes a user of the customer's tenant an external user
+	// with the given restrictions (Customer Management = manage), or updates
+	// them. The restrictions are enforced on every case call of that user.
+	SetExternalUser(context.Context, *connect.Request[v1.SetExternalUserRequest]) (*connect.Response[v1.SetExternalUserResponse], error)
+	GetExternalUser(context.Context, *connect.Request[v1.GetExternalUserRequest]) (*connect.Response[v1.GetExternalUserResponse], error)
 }
 
 // NewCustomerServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -548,6 +588,18 @@ func NewCustomerServiceHandler(svc CustomerServiceHandler, opts ...connect.Handl
 		connect.WithSchema(customerServiceMethods.ByName("ProposeAsset")),
 		connect.WithHandlerOptions(opts...),
 	)
+	customerServiceSetExternalUserHandler := connect.NewUnaryHandler(
+		CustomerServiceSetExternalUserProcedure,
+		svc.SetExternalUser,
+		connect.WithSchema(customerServiceMethods.ByName("SetExternalUser")),
+		connect.WithHandlerOptions(opts...),
+	)
+	customerServiceGetExternalUserHandler := connect.NewUnaryHandler(
+		CustomerServiceGetExternalUserProcedure,
+		svc.GetExternalUser,
+		connect.WithSchema(customerServiceMethods.ByName("GetExternalUser")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/gantry.v1.CustomerService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case CustomerServiceListServiceOrgsProcedure:
@@ -566,6 +618,10 @@ func NewCustomerServiceHandler(svc CustomerServiceHandler, opts ...connect.Handl
 			customerServiceCreateCustomerMachineHandler.ServeHTTP(w, r)
 		case CustomerServiceProposeAssetProcedure:
 			customerServiceProposeAssetHandler.ServeHTTP(w, r)
+		case CustomerServiceSetExternalUserProcedure:
+			customerServiceSetExternalUserHandler.ServeHTTP(w, r)
+		case CustomerServiceGetExternalUserProcedure:
+			customerServiceGetExternalUserHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -605,6 +661,14 @@ func (UnimplementedCustomerServiceHandler) CreateCustomerMachine(context.Context
 
 func (UnimplementedCustomerServiceHandler) ProposeAsset(context.Context, *connect.Request[v1.ProposeAssetRequest]) (*connect.Response[v1.ProposeAssetResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.CustomerService.ProposeAsset is not implemented"))
+}
+
+func (UnimplementedCustomerServiceHandler) SetExternalUser(context.Context, *connect.Request[v1.SetExternalUserRequest]) (*connect.Response[v1.SetExternalUserResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.CustomerService.SetExternalUser is not implemented"))
+}
+
+func (UnimplementedCustomerServiceHandler) GetExternalUser(context.Context, *connect.Request[v1.GetExternalUserRequest]) (*connect.Response[v1.GetExternalUserResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.CustomerService.GetExternalUser is not implemented"))
 }
 
 // MachineModelServiceClient is a client for the gantry.v1.MachineModelService service.
