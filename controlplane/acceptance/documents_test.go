@@ -136,3 +136,40 @@ func TestDocuments(t *testing.T) {
 		}
 	})
 }
+
+func TestServiceContracts(t *testing.T) {
+	storetest.ForEach(t, func(t *testing.T, newStore storetest.Factory) {
+		w := newWorld(t, newStore(t))
+		ctx := context.Background()
+		client := func(who string) gantryv1connect.CustomerServiceClient {
+			return gantryv1connect.NewCustomerServiceClient(http.DefaultClient, w.srv.URL, connect.WithProtoJSON(), servertest.Bearer(w.actor(who).Token))
+		}
+		add := func(who string, c *gantryv1.ServiceContract) error {
+			_, err := client(who).CreateServiceContract(ctx, connect.NewRequest(&gantryv1.CreateServiceContractRequest{Contract: c}))
+			return err
+		}
+		good := &gantryv1.ServiceContract{CustomerId: w.id("C1"), Name: "Full service 2027", StartDate: "2027-01-01", EndDate: "2027-12-31"}
+		if err := add("P1/CDM", good); err != nil {
+			t.Fatalf("CDM adds contract: %v", err)
+		}
+		for _, tc := range []struct {
+			who  string
+			c    *gantryv1.ServiceContract
+			code connect.Code
+		}{
+			{"P1/1LS", good, connect.CodePermissionDenied},
+			{"P2/ST", good, connect.CodeNotFound},
+			{"P1/CDM", &gantryv1.ServiceContract{CustomerId: w.id("C1"), Name: "x", StartDate: "2027-13-01"}, connect.CodeInvalidArgument},
+			{"P1/CDM", &gantryv1.ServiceContract{CustomerId: w.id("C1"), Name: "x", StartDate: "2027-02-01", EndDate: "2027-01-01"}, connect.CodeInvalidArgument},
+			{"O1/WM", good, connect.CodePermissionDenied},
+		} {
+			if err := add(tc.who, tc.c); connect.CodeOf(err) != tc.code {
+				t.Errorf("%s adds %v: %v, want %v", tc.who, tc.c, err, tc.code)
+			}
+		}
+		r, err := client("P1/CDM").ListServiceContracts(ctx, connect.NewRequest(&gantryv1.ListServiceContractsRequest{CustomerId: w.id("C1")}))
+		if err != nil || len(r.Msg.Contracts) != 1 || r.Msg.Contracts[0].Name != "Full service 2027" {
+			t.Errorf("contracts: %v %v", r, err)
+		}
+	})
+}

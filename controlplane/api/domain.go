@@ -424,3 +424,31 @@ func (s *customerService) GetExternalUser(ctx context.Context, req *connect.Requ
 	}
 	return connect.NewResponse(&gantryv1.GetExternalUserResponse{ExternalUser: externalPB(e)}), nil
 }
+
+func contractPB(c store.ServiceContract) *gantryv1.ServiceContract {
+	return &gantryv1.ServiceContract{Id: c.ID, CustomerId: c.CustomerID, Name: c.Name, StartDate: c.StartDate, EndDate: c.EndDate, Terms: c.Terms}
+}
+
+func (s *customerService) ListServiceContracts(ctx context.Context, req *connect.Request[gantryv1.ListServiceContractsRequest]) (*connect.Response[gantryv1.ListServiceContractsResponse], error) {
+	cs, err := s.fleet.ListContracts(ctx, CallerFrom(ctx), req.Msg.CustomerId)
+	if err != nil {
+		return nil, err
+	}
+	out := &gantryv1.ListServiceContractsResponse{}
+	for _, c := range cs {
+		out.Contracts = append(out.Contracts, contractPB(c))
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (s *customerService) CreateServiceContract(ctx context.Context, req *connect.Request[gantryv1.CreateServiceContractRequest]) (*connect.Response[gantryv1.CreateServiceContractResponse], error) {
+	c := req.Msg.Contract
+	if c == nil {
+		return nil, errkind.Invalidf("contract", "a contract is required")
+	}
+	out, err := s.fleet.CreateContract(ctx, CallerFrom(ctx), store.ServiceContract{CustomerID: c.CustomerId, Name: c.Name, StartDate: c.StartDate, EndDate: c.EndDate, Terms: c.Terms})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&gantryv1.CreateServiceContractResponse{Contract: contractPB(out)}), nil
+}

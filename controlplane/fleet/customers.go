@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"time"
 
 	"github.com/gantry-iot/gantry/controlplane/authz"
 	"github.com/gantry-iot/gantry/controlplane/errkind"
@@ -229,4 +230,47 @@ func (s *Service) ProposeAsset(ctx context.Context, c *identity.Caller, machineI
 	p, err := s.repo.CreateProposal(ctx, store.AssetProposal{ProviderTenantID: c.Tenant.ID, OperatorTenantID: cu.OperatorTenantID, CustomerMachineID: m.ID,
 		Name: m.Name, SerialNumber: m.SerialNumber, MachineModelID: m.MachineModelID, State: store.ProposalPending, CreatedAt: s.now().UTC()})
 	return p, wrapIf("propose asset", err)
+}
+
+// ListContracts lists a customer's service contracts (Customer Management ≥ read).
+func (s *Service) ListContracts(ctx context.Context, c *identity.Caller, customerID string) ([]store.ServiceContract, error) {
+	if err := requireKind(c, authz.KindServiceProvider, "service contracts"); err != nil {
+		return nil, err
+	}
+	if _, err := s.customer(ctx, c, customerID, authz.Read, "read this customer's contracts"); err != nil {
+		return nil, err
+	}
+	return s.repo.ListServiceContracts(ctx, customerID)
+}
+
+// CreateContract adds a service contract (Customer Management = manage).
+func (s *Service) CreateContract(ctx context.Context, c *identity.Caller, sc store.ServiceContract) (store.ServiceContract, error) {
+	if err := requireKind(c, authz.KindServiceProvider, "service contracts"); err != nil {
+		return store.ServiceContract{}, err
+	}
+	if _, err := s.customer(ctx, c, sc.CustomerID, authz.Manage, "add contracts for this customer"); err != nil {
+		return store.ServiceContract{}, err
+	}
+	name, err := identity.CheckName("name", sc.Name)
+	if err != nil {
+		return store.ServiceContract{}, err
+	}
+	start, err := time.Parse(time.DateOnly, sc.StartDate)
+	if err != nil {
+		return store.ServiceContract{}, errkind.Invalidf("start_date", "%q is not a date like 2026-01-31", sc.StartDate)
+	}
+	if sc.EndDate != "" {
+		end, err := time.Parse(time.DateOnly, sc.EndDate)
+		if err != nil {
+			return store.ServiceContract{}, errkind.Invalidf("end_date", "%q is not a date like 2026-12-31", sc.EndDate)
+		}
+		if end.Before(start) {
+			return store.ServiceContract{}, errkind.Invalidf("end_date", "the contract ends before it starts")
+		}
+	}
+	if len(sc.Terms) > 10000 {
+		return store.ServiceContract{}, errkind.Invalidf("terms", "at most 10000 characters")
+	}
+	out, err := s.repo.CreateServiceContract(ctx, store.ServiceContract{TenantID: c.Tenant.ID, CustomerID: sc.CustomerID, Name: name, StartDate: sc.StartDate, EndDate: sc.EndDate, Terms: sc.Terms, CreatedAt: s.now().UTC()})
+	return out, wrapIf("create contract", err)
 }

@@ -335,3 +335,21 @@ type Documents interface {
 	ListDocuments(ctx context.Context, ownerKind, ownerID string) ([]Document, error)
 	DeleteDocument(ctx context.Context, id string) error
 }
+
+// ServiceContract is a provider's contract with a customer.
+type ServiceContract struct {
+	ID         string
+	TenantID   string
+	CustomerID string
+	Name       string
+	StartDate  string // YYYY-MM-DD
+	EndDate    string // YYYY-MM-DD or empty
+	Terms      string
+	CreatedAt  time.Time
+}
+
+// Contracts is the part of Store that holds service contracts.
+type Contracts interface {
+	CreateServiceContract(ctx context.Context, c ServiceContract) (ServiceContract, error)
+	ListServiceContracts(ctx context.Context, customerID string) ([]ServiceContract, error)
+}

@@ -523,3 +523,29 @@ func (d *db) GetExternalUser(ctx context.Context, userID string) (ExternalUser, 
 	e.UpdatedAt = fromMicros(updated)
 	return e, nil
 }
+
+// ---- service contracts ----
+
+func (d *db) CreateServiceContract(ctx context.Context, c ServiceContract) (ServiceContract, error) {
+	c.ID, c.CreatedAt = newID(c.ID), nowIfZero(c.CreatedAt)
+	_, err := d.exec(ctx, d.sql, `INSERT INTO service_contracts (id, tenant_id, customer_id, name, start_date, end_date, terms, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		c.ID, c.TenantID, c.CustomerID, c.Name, c.StartDate, c.EndDate, c.Terms, toMicros(c.CreatedAt))
+	if err != nil {
+		return ServiceContract{}, fmt.Errorf("store.CreateServiceContract: %w", err)
+	}
+	return c, nil
+}
+
+func (d *db) ListServiceContracts(ctx context.Context, customerID string) ([]ServiceContract, error) {
+	rows, err := d.query(ctx, d.sql, `SELECT id, tenant_id, customer_id, name, start_date, end_date, terms, created_at FROM service_contracts WHERE customer_id = ? ORDER BY start_date, id`, customerID)
+	if err != nil {
+		return nil, fmt.Errorf("store.ListServiceContracts: %w", err)
+	}
+	return collect(rows, func(s scanner) (ServiceContract, error) {
+		var c ServiceContract
+		var created int64
+		err := s.Scan(&c.ID, &c.TenantID, &c.CustomerID, &c.Name, &c.StartDate, &c.EndDate, &c.Terms, &created)
+		c.CreatedAt = fromMicros(created)
+		return c, err
+	})
+}

@@ -182,6 +182,7 @@ type Store interface {
 	Devices
 	Documents
 	ExternalUsers
+	Contracts
 
 	Close() error
 }

@@ -56,15 +56,33 @@ func flags(e *env, name string) *flag.FlagSet {
 	return fs
 }
 
+// parseArgs parses flags that may come before or after positional
+// arguments (the flag package alone stops at the first positional one)
+// and returns the positional arguments.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
 // oneArg parses flags and requires exactly one positional argument.
 func oneArg(fs *flag.FlagSet, args []string, what string) (string, error) {
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return "", err
 	}
-	if fs.NArg() != 1 {
+	if len(pos) != 1 {
 		return "", fmt.Errorf("%s: give exactly one %s", fs.Name(), what)
 	}
-	return fs.Arg(0), nil
+	return pos[0], nil
 }
 
 func cmdLogin(ctx context.Context, e *env, args []string) error {

@@ -4,19 +4,22 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
 var domainCommands = map[string]command{
+	"documents":  sub(docCommands),
 	"facilities": sub(map[string]command{"list": cmdFacilitiesList, "create": cmdFacilityCreate}),
 	"assets":     sub(map[string]command{"list": cmdAssetsList, "create": cmdAssetCreate}),
 	"proposals":  sub(map[string]command{"list": cmdProposalsList, "accept": cmdProposalAccept, "reject": cmdProposalReject}),
-	"customers":  sub(map[string]command{"orgs": cmdOrgsList, "create-org": cmdOrgCreate, "list": cmdCustomersList, "create": cmdCustomerCreate, "invite": cmdCustomerInvite, "machines": cmdMachinesList, "add-machine": cmdMachineCreate, "propose": cmdPropose}),
+	"customers":  sub(map[string]command{"orgs": cmdOrgsList, "create-org": cmdOrgCreate, "list": cmdCustomersList, "create": cmdCustomerCreate, "invite": cmdCustomerInvite, "machines": cmdMachinesList, "add-machine": cmdMachineCreate, "propose": cmdPropose, "contracts": cmdContracts, "add-contract": cmdAddContract, "set-external": cmdSetExternal}),
 	"models":     sub(map[string]command{"list": cmdModelsList, "show": cmdModelShow, "apply": cmdModelApply}),
 	"devices":    sub(map[string]command{"list": cmdDevicesList, "create": cmdDeviceCreate, "link": cmdDeviceLink, "enroll-token": cmdEnrollToken, "command": cmdDeviceCommand}),
 	"cases":      sub(map[string]command{"list": cmdCasesList, "create": cmdCaseCreate, "show": cmdCaseShow, "update": cmdCaseUpdate, "chat": cmdChat, "say": cmdSay}),
@@ -520,17 +523,18 @@ func cmdChat(ctx context.Context, e *env, args []string) error {
 
 func cmdSay(ctx context.Context, e *env, args []string) error {
 	fs := flags(e, "cases say")
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() < 2 {
+	if len(pos) < 2 {
 		return fmt.Errorf("cases say: give CASE_ID and the message")
 	}
 	actx, err := e.client(ctx)
 	if err != nil {
 		return err
 	}
-	r, err := gantryv1.NewCaseServiceClient(e.conn).PostMessage(actx, &gantryv1.PostMessageRequest{CaseId: fs.Arg(0), Body: strings.Join(fs.Args()[1:], " ")})
+	r, err := gantryv1.NewCaseServiceClient(e.conn).PostMessage(actx, &gantryv1.PostMessageRequest{CaseId: pos[0], Body: strings.Join(pos[1:], " ")})
 	if err != nil {
 		return err
 	}
@@ -617,25 +621,174 @@ func cmdEnrollToken(ctx context.Context, e *env, args []string) error {
 func cmdDeviceCommand(ctx context.Context, e *env, args []string) error {
 	fs := flags(e, "devices command")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the acknowledgement (at most 60s)")
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 2 {
+	if len(pos) != 2 {
 		return fmt.Errorf("devices command: give DEVICE_ID and one of ping, reload_config, restart_collector")
 	}
 	actx, err := e.client(ctx)
 	if err != nil {
 		return err
 	}
-	r, err := gantryv1.NewDeviceServiceClient(e.conn).SendCommand(actx, &gantryv1.SendCommandRequest{DeviceId: fs.Arg(0), Command: fs.Arg(1), TimeoutSeconds: uint32(timeout.Seconds())})
+	r, err := gantryv1.NewDeviceServiceClient(e.conn).SendCommand(actx, &gantryv1.SendCommandRequest{DeviceId: pos[0], Command: pos[1], TimeoutSeconds: uint32(timeout.Seconds())})
 	if err != nil {
 		return err
 	}
 	return e.print(r, func(w *tabwriter.Writer) {
 		if r.Ok {
-			fmt.Fprintf(w, "%s: ok (%d ms)\n", fs.Arg(1), r.RoundTripMs)
+			fmt.Fprintf(w, "%s: ok (%d ms)\n", pos[1], r.RoundTripMs)
 		} else {
-			fmt.Fprintf(w, "%s: failed on the device: %s\n", fs.Arg(1), r.Error)
+			fmt.Fprintf(w, "%s: failed on the device: %s\n", pos[1], r.Error)
 		}
 	})
+}
+
+func cmdContracts(ctx context.Context, e *env, args []string) error {
+	id, err := oneArg(flags(e, "customers contracts"), args, "CUSTOMER_ID")
+	if err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewCustomerServiceClient(e.conn).ListServiceContracts(actx, &gantryv1.ListServiceContractsRequest{CustomerId: id})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) {
+		fmt.Fprintln(w, "ID\tNAME\tSTART\tEND")
+		for _, c := range r.Contracts {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", c.Id, c.Name, c.StartDate, c.EndDate)
+		}
+	})
+}
+
+func cmdAddContract(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "customers add-contract")
+	c := &gantryv1.ServiceContract{}
+	fs.StringVar(&c.CustomerId, "customer", "", "customer ID")
+	fs.StringVar(&c.Name, "name", "", "contract name")
+	fs.StringVar(&c.StartDate, "start", "", "start date YYYY-MM-DD")
+	fs.StringVar(&c.EndDate, "end", "", "end date YYYY-MM-DD (optional)")
+	fs.StringVar(&c.Terms, "terms", "", "terms (optional)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewCustomerServiceClient(e.conn).CreateServiceContract(actx, &gantryv1.CreateServiceContractRequest{Contract: c})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) {
+		fmt.Fprintf(w, "created contract %s (%s)\n", r.Contract.Name, r.Contract.Id)
+	})
+}
+
+// cmdSetExternal applies an external-user profile from a JSON file (the
+// gantry.v1.ExternalUser message).
+func cmdSetExternal(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "customers set-external")
+	file := fs.String("f", "", "JSON file with the external user (user_id, customer_id, address_facility_id, read_facility_ids, write_facility_ids, contact, responsible_user_ids, responsible_groups, ticket_types, restrict_statuses, statuses)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	b, err := os.ReadFile(*file)
+	if err != nil {
+		return fmt.Errorf("customers set-external: %w", err)
+	}
+	var x gantryv1.ExternalUser
+	if err := protojson.Unmarshal(b, &x); err != nil {
+		return fmt.Errorf("customers set-external %s: %w", *file, err)
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewCustomerServiceClient(e.conn).SetExternalUser(actx, &gantryv1.SetExternalUserRequest{ExternalUser: &x})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) { fmt.Fprintf(w, "external user %s restricted\n", r.ExternalUser.UserId) })
+}
+
+var docCommands = map[string]command{
+	"list": func(ctx context.Context, e *env, args []string) error {
+		fs := flags(e, "documents list")
+		kind := fs.String("owner-kind", "asset", "asset or machine_model")
+		owner := fs.String("owner", "", "asset or machine model ID")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		actx, err := e.client(ctx)
+		if err != nil {
+			return err
+		}
+		r, err := gantryv1.NewDocumentServiceClient(e.conn).ListDocuments(actx, &gantryv1.ListDocumentsRequest{OwnerKind: *kind, OwnerId: *owner})
+		if err != nil {
+			return err
+		}
+		return e.print(r, func(w *tabwriter.Writer) {
+			fmt.Fprintln(w, "ID\tNAME\tTYPE\tSIZE")
+			for _, d := range r.Documents {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%d\n", d.Id, d.Name, d.ContentType, d.Size)
+			}
+		})
+	},
+	"upload": func(ctx context.Context, e *env, args []string) error {
+		fs := flags(e, "documents upload")
+		kind := fs.String("owner-kind", "asset", "asset or machine_model")
+		owner := fs.String("owner", "", "asset or machine model ID")
+		ct := fs.String("type", "", "content type: application/pdf, image/png, image/jpeg, text/plain, text/csv or application/zip")
+		file, err := oneArg(fs, args, "FILE")
+		if err != nil {
+			return err
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		actx, err := e.client(ctx)
+		if err != nil {
+			return err
+		}
+		r, err := gantryv1.NewDocumentServiceClient(e.conn).UploadDocument(actx, &gantryv1.UploadDocumentRequest{OwnerKind: *kind, OwnerId: *owner,
+			Name: filepath.Base(file), ContentType: *ct, Content: b}, grpc.MaxCallSendMsgSize(16<<20))
+		if err != nil {
+			return err
+		}
+		return e.print(r, func(w *tabwriter.Writer) {
+			fmt.Fprintf(w, "uploaded %s (%s, %d bytes)\n", r.Document.Name, r.Document.Id, r.Document.Size)
+		})
+	},
+	"get": func(ctx context.Context, e *env, args []string) error {
+		fs := flags(e, "documents get")
+		out := fs.String("o", "", "output file (default: the document's name)")
+		id, err := oneArg(fs, args, "DOCUMENT_ID")
+		if err != nil {
+			return err
+		}
+		actx, err := e.client(ctx)
+		if err != nil {
+			return err
+		}
+		r, err := gantryv1.NewDocumentServiceClient(e.conn).GetDocument(actx, &gantryv1.GetDocumentRequest{Id: id}, grpc.MaxCallRecvMsgSize(16<<20))
+		if err != nil {
+			return err
+		}
+		name := *out
+		if name == "" {
+			name = filepath.Base(r.Document.Name)
+		}
+		if err := os.WriteFile(name, r.Content, 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "saved %s (%d bytes)\n", name, len(r.Content))
+		return nil
+	},
 }

@@ -143,6 +143,21 @@ func TestDevServerLoginAndListUsers(t *testing.T) {
 	if err != nil || !strings.Contains(out, "CNC-5X") {
 		t.Errorf("models list: %v\n%s", err, out)
 	}
+	// Documents through gRPC: upload a machine-model document and fetch it back.
+	modelID := strings.Fields(strings.Split(out, "\n")[1])[0]
+	pdfPath := filepath.Join(dir, "manual.pdf")
+	if err := os.WriteFile(pdfPath, []byte("%PDF-1.4\n%%EOF\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = ctl("", "documents", "upload", "--owner-kind", "machine_model", "--owner", modelID, "--type", "application/pdf", pdfPath)
+	if err != nil || !strings.Contains(out, "uploaded manual.pdf") {
+		t.Fatalf("documents upload: %v\n%s", err, out)
+	}
+	docID := strings.TrimSuffix(strings.Fields(out)[2], ",")[1:]
+	out, err = ctl("", "documents", "get", docID, "-o", filepath.Join(dir, "copy.pdf"))
+	if got, _ := os.ReadFile(filepath.Join(dir, "copy.pdf")); err != nil || string(got) != "%PDF-1.4\n%%EOF\n" {
+		t.Errorf("documents get: %v\n%s", err, out)
+	}
 	if out, err := ctl("", "logout"); err != nil {
 		t.Errorf("logout: %v\n%s", err, out)
 	}

@@ -62,7 +62,14 @@ Customers and machine models (providers):
   customers invite CUSTOMER_ID --admin-email E [--tenant-name N]
   customers machines [--customer ID] | add-machine --customer ID --name N [--serial S] [--model ID]
   customers propose CUSTOMER_MACHINE_ID
+  customers contracts CUSTOMER_ID | add-contract --customer ID --name N --start YYYY-MM-DD [--end …]
+  customers set-external -f external-user.json    restrict a customer's user (seed 002 rules)
   models list | show MODEL_ID | apply -f model.json   (templates are validated on save)
+
+Documents & Media:
+  documents list --owner-kind asset|machine_model --owner ID
+  documents upload FILE --owner-kind asset|machine_model --owner ID --type application/pdf
+  documents get DOCUMENT_ID [-o FILE]
 
 Edge devices:
   devices list | create --name N --serial S [--model M] | link DEVICE_ID --machine MACHINE_ID

@@ -3902,6 +3902,267 @@ func (x *GetExternalUserResponse) GetExternalUser() *ExternalUser {
 	return nil
 }
 
+type ServiceContract struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	CustomerId string                 `protobuf:"bytes,2,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
+	Name       string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// Dates as YYYY-MM-DD; end may be empty for open-ended contracts.
+	StartDate     string `protobuf:"bytes,4,opt,name=start_date,json=startDate,proto3" json:"start_date,omitempty"`
+	EndDate       string `protobuf:"bytes,5,opt,name=end_date,json=endDate,proto3" json:"end_date,omitempty"`
+	Terms         string `protobuf:"bytes,6,opt,name=terms,proto3" json:"terms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceContract) Reset() {
+	*x = ServiceContract{}
+	mi := &file_gantry_v1_domain_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceContract) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceContract) ProtoMessage() {}
+
+func (x *ServiceContract) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_domain_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceContract.ProtoReflect.Descriptor instead.
+func (*ServiceContract) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *ServiceContract) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ServiceContract) GetCustomerId() string {
+	if x != nil {
+		return x.CustomerId
+	}
+	return ""
+}
+
+func (x *ServiceContract) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ServiceContract) GetStartDate() string {
+	if x != nil {
+		return x.StartDate
+	}
+	return ""
+}
+
+func (x *ServiceContract) GetEndDate() string {
+	if x != nil {
+		return x.EndDate
+	}
+	return ""
+}
+
+func (x *ServiceContract) GetTerms() string {
+	if x != nil {
+		return x.Terms
+	}
+	return ""
+}
+
+type ListServiceContractsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CustomerId    string                 `protobuf:"bytes,1,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServiceContractsRequest) Reset() {
+	*x = ListServiceContractsRequest{}
+	mi := &file_gantry_v1_domain_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServiceContractsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServiceContractsRequest) ProtoMessage() {}
+
+func (x *ListServiceContractsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_domain_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServiceContractsRequest.ProtoReflect.Descriptor instead.
+func (*ListServiceContractsRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *ListServiceContractsRequest) GetCustomerId() string {
+	if x != nil {
+		return x.CustomerId
+	}
+	return ""
+}
+
+type ListServiceContractsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Contracts     []*ServiceContract     `protobuf:"bytes,1,rep,name=contracts,proto3" json:"contracts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServiceContractsResponse) Reset() {
+	*x = ListServiceContractsResponse{}
+	mi := &file_gantry_v1_domain_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServiceContractsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServiceContractsResponse) ProtoMessage() {}
+
+func (x *ListServiceContractsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_domain_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServiceContractsResponse.ProtoReflect.Descriptor instead.
+func (*ListServiceContractsResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *ListServiceContractsResponse) GetContracts() []*ServiceContract {
+	if x != nil {
+		return x.Contracts
+	}
+	return nil
+}
+
+type CreateServiceContractRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Contract      *ServiceContract       `protobuf:"bytes,1,opt,name=contract,proto3" json:"contract,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateServiceContractRequest) Reset() {
+	*x = CreateServiceContractRequest{}
+	mi := &file_gantry_v1_domain_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateServiceContractRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateServiceContractRequest) ProtoMessage() {}
+
+func (x *CreateServiceContractRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_domain_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateServiceContractRequest.ProtoReflect.Descriptor instead.
+func (*CreateServiceContractRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *CreateServiceContractRequest) GetContract() *ServiceContract {
+	if x != nil {
+		return x.Contract
+	}
+	return nil
+}
+
+type CreateServiceContractResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Contract      *ServiceContract       `protobuf:"bytes,1,opt,name=contract,proto3" json:"contract,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateServiceContractResponse) Reset() {
+	*x = CreateServiceContractResponse{}
+	mi := &file_gantry_v1_domain_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateServiceContractResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateServiceContractResponse) ProtoMessage() {}
+
+func (x *CreateServiceContractResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_domain_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateServiceContractResponse.ProtoReflect.Descriptor instead.
+func (*CreateServiceContractResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *CreateServiceContractResponse) GetContract() *ServiceContract {
+	if x != nil {
+		return x.Contract
+	}
+	return nil
+}
+
 var File_gantry_v1_domain_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_domain_proto_rawDesc = "" +
@@ -4182,7 +4443,25 @@ const file_gantry_v1_domain_proto_rawDesc = "" +
 	"\x16GetExternalUserRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"W\n" +
 	"\x17GetExternalUserResponse\x12<\n" +
-	"\rexternal_user\x18\x01 \x01(\v2\x17.gantry.v1.ExternalUserR\fexternalUser2\x88\x05\n" +
+	"\rexternal_user\x18\x01 \x01(\v2\x17.gantry.v1.ExternalUserR\fexternalUser\"\xa6\x01\n" +
+	"\x0fServiceContract\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
+	"\vcustomer_id\x18\x02 \x01(\tR\n" +
+	"customerId\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"start_date\x18\x04 \x01(\tR\tstartDate\x12\x19\n" +
+	"\bend_date\x18\x05 \x01(\tR\aendDate\x12\x14\n" +
+	"\x05terms\x18\x06 \x01(\tR\x05terms\">\n" +
+	"\x1bListServiceContractsRequest\x12\x1f\n" +
+	"\vcustomer_id\x18\x01 \x01(\tR\n" +
+	"customerId\"X\n" +
+	"\x1cListServiceContractsResponse\x128\n" +
+	"\tcontracts\x18\x01 \x03(\v2\x1a.gantry.v1.ServiceContractR\tcontracts\"V\n" +
+	"\x1cCreateServiceContractRequest\x126\n" +
+	"\bcontract\x18\x01 \x01(\v2\x1a.gantry.v1.ServiceContractR\bcontract\"W\n" +
+	"\x1dCreateServiceContractResponse\x126\n" +
+	"\bcontract\x18\x01 \x01(\v2\x1a.gantry.v1.ServiceContractR\bcontract2\x88\x05\n" +
 	"\x10ShopfloorService\x12U\n" +
 	"\x0eListFacilities\x12 .gantry.v1.ListFacilitiesRequest\x1a!.gantry.v1.ListFacilitiesResponse\x12U\n" +
 	"\x0eCreateFacility\x12 .gantry.v1.CreateFacilityRequest\x1a!.gantry.v1.CreateFacilityResponse\x12I\n" +
@@ -4191,7 +4470,7 @@ const file_gantry_v1_domain_proto_rawDesc = "" +
 	"\vCreateAsset\x12\x1d.gantry.v1.CreateAssetRequest\x1a\x1e.gantry.v1.CreateAssetResponse\x12a\n" +
 	"\x12ListAssetProposals\x12$.gantry.v1.ListAssetProposalsRequest\x1a%.gantry.v1.ListAssetProposalsResponse\x12d\n" +
 	"\x13AcceptAssetProposal\x12%.gantry.v1.AcceptAssetProposalRequest\x1a&.gantry.v1.AcceptAssetProposalResponse\x12d\n" +
-	"\x13RejectAssetProposal\x12%.gantry.v1.RejectAssetProposalRequest\x1a&.gantry.v1.RejectAssetProposalResponse2\xa4\a\n" +
+	"\x13RejectAssetProposal\x12%.gantry.v1.RejectAssetProposalRequest\x1a&.gantry.v1.RejectAssetProposalResponse2\xf9\b\n" +
 	"\x0fCustomerService\x12X\n" +
 	"\x0fListServiceOrgs\x12!.gantry.v1.ListServiceOrgsRequest\x1a\".gantry.v1.ListServiceOrgsResponse\x12[\n" +
 	"\x10CreateServiceOrg\x12\".gantry.v1.CreateServiceOrgRequest\x1a#.gantry.v1.CreateServiceOrgResponse\x12R\n" +
@@ -4202,7 +4481,9 @@ const file_gantry_v1_domain_proto_rawDesc = "" +
 	"\x15CreateCustomerMachine\x12'.gantry.v1.CreateCustomerMachineRequest\x1a(.gantry.v1.CreateCustomerMachineResponse\x12O\n" +
 	"\fProposeAsset\x12\x1e.gantry.v1.ProposeAssetRequest\x1a\x1f.gantry.v1.ProposeAssetResponse\x12X\n" +
 	"\x0fSetExternalUser\x12!.gantry.v1.SetExternalUserRequest\x1a\".gantry.v1.SetExternalUserResponse\x12X\n" +
-	"\x0fGetExternalUser\x12!.gantry.v1.GetExternalUserRequest\x1a\".gantry.v1.GetExternalUserResponse2\x95\x03\n" +
+	"\x0fGetExternalUser\x12!.gantry.v1.GetExternalUserRequest\x1a\".gantry.v1.GetExternalUserResponse\x12g\n" +
+	"\x14ListServiceContracts\x12&.gantry.v1.ListServiceContractsRequest\x1a'.gantry.v1.ListServiceContractsResponse\x12j\n" +
+	"\x15CreateServiceContract\x12'.gantry.v1.CreateServiceContractRequest\x1a(.gantry.v1.CreateServiceContractResponse2\x95\x03\n" +
 	"\x13MachineModelService\x12^\n" +
 	"\x11ListMachineModels\x12#.gantry.v1.ListMachineModelsRequest\x1a$.gantry.v1.ListMachineModelsResponse\x12X\n" +
 	"\x0fGetMachineModel\x12!.gantry.v1.GetMachineModelRequest\x1a\".gantry.v1.GetMachineModelResponse\x12a\n" +
@@ -4231,7 +4512,7 @@ func file_gantry_v1_domain_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_domain_proto_rawDescData
 }
 
-var file_gantry_v1_domain_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
+var file_gantry_v1_domain_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
 var file_gantry_v1_domain_proto_goTypes = []any{
 	(*Facility)(nil),                      // 0: gantry.v1.Facility
 	(*Asset)(nil),                         // 1: gantry.v1.Asset
@@ -4302,13 +4583,18 @@ var file_gantry_v1_domain_proto_goTypes = []any{
 	(*SetExternalUserResponse)(nil),       // 66: gantry.v1.SetExternalUserResponse
 	(*GetExternalUserRequest)(nil),        // 67: gantry.v1.GetExternalUserRequest
 	(*GetExternalUserResponse)(nil),       // 68: gantry.v1.GetExternalUserResponse
-	(*timestamppb.Timestamp)(nil),         // 69: google.protobuf.Timestamp
-	(*Tenant)(nil),                        // 70: gantry.v1.Tenant
+	(*ServiceContract)(nil),               // 69: gantry.v1.ServiceContract
+	(*ListServiceContractsRequest)(nil),   // 70: gantry.v1.ListServiceContractsRequest
+	(*ListServiceContractsResponse)(nil),  // 71: gantry.v1.ListServiceContractsResponse
+	(*CreateServiceContractRequest)(nil),  // 72: gantry.v1.CreateServiceContractRequest
+	(*CreateServiceContractResponse)(nil), // 73: gantry.v1.CreateServiceContractResponse
+	(*timestamppb.Timestamp)(nil),         // 74: google.protobuf.Timestamp
+	(*Tenant)(nil),                        // 75: gantry.v1.Tenant
 }
 var file_gantry_v1_domain_proto_depIdxs = []int32{
-	69, // 0: gantry.v1.Facility.created_at:type_name -> google.protobuf.Timestamp
-	69, // 1: gantry.v1.Asset.created_at:type_name -> google.protobuf.Timestamp
-	69, // 2: gantry.v1.AssetProposal.created_at:type_name -> google.protobuf.Timestamp
+	74, // 0: gantry.v1.Facility.created_at:type_name -> google.protobuf.Timestamp
+	74, // 1: gantry.v1.Asset.created_at:type_name -> google.protobuf.Timestamp
+	74, // 2: gantry.v1.AssetProposal.created_at:type_name -> google.protobuf.Timestamp
 	0,  // 3: gantry.v1.ListFacilitiesResponse.facilities:type_name -> gantry.v1.Facility
 	0,  // 4: gantry.v1.CreateFacilityResponse.facility:type_name -> gantry.v1.Facility
 	1,  // 5: gantry.v1.ListAssetsResponse.assets:type_name -> gantry.v1.Asset
@@ -4319,7 +4605,7 @@ var file_gantry_v1_domain_proto_depIdxs = []int32{
 	17, // 10: gantry.v1.CreateServiceOrgResponse.service_org:type_name -> gantry.v1.ServiceOrg
 	18, // 11: gantry.v1.ListCustomersResponse.customers:type_name -> gantry.v1.Customer
 	18, // 12: gantry.v1.CreateCustomerResponse.customer:type_name -> gantry.v1.Customer
-	70, // 13: gantry.v1.InviteCustomerResponse.tenant:type_name -> gantry.v1.Tenant
+	75, // 13: gantry.v1.InviteCustomerResponse.tenant:type_name -> gantry.v1.Tenant
 	19, // 14: gantry.v1.ListCustomerMachinesResponse.machines:type_name -> gantry.v1.CustomerMachine
 	19, // 15: gantry.v1.CreateCustomerMachineResponse.machine:type_name -> gantry.v1.CustomerMachine
 	2,  // 16: gantry.v1.ProposeAssetResponse.proposal:type_name -> gantry.v1.AssetProposal
@@ -4332,9 +4618,9 @@ var file_gantry_v1_domain_proto_depIdxs = []int32{
 	39, // 23: gantry.v1.CreateMachineModelResponse.model:type_name -> gantry.v1.MachineModel
 	39, // 24: gantry.v1.UpdateMachineModelRequest.model:type_name -> gantry.v1.MachineModel
 	39, // 25: gantry.v1.UpdateMachineModelResponse.model:type_name -> gantry.v1.MachineModel
-	69, // 26: gantry.v1.ServiceCase.created_at:type_name -> google.protobuf.Timestamp
-	69, // 27: gantry.v1.ServiceCase.updated_at:type_name -> google.protobuf.Timestamp
-	69, // 28: gantry.v1.ChatMessage.at:type_name -> google.protobuf.Timestamp
+	74, // 26: gantry.v1.ServiceCase.created_at:type_name -> google.protobuf.Timestamp
+	74, // 27: gantry.v1.ServiceCase.updated_at:type_name -> google.protobuf.Timestamp
+	74, // 28: gantry.v1.ChatMessage.at:type_name -> google.protobuf.Timestamp
 	48, // 29: gantry.v1.CreateCaseResponse.case:type_name -> gantry.v1.ServiceCase
 	48, // 30: gantry.v1.GetCaseResponse.case:type_name -> gantry.v1.ServiceCase
 	48, // 31: gantry.v1.ListCasesResponse.cases:type_name -> gantry.v1.ServiceCase
@@ -4345,67 +4631,74 @@ var file_gantry_v1_domain_proto_depIdxs = []int32{
 	64, // 36: gantry.v1.SetExternalUserRequest.external_user:type_name -> gantry.v1.ExternalUser
 	64, // 37: gantry.v1.SetExternalUserResponse.external_user:type_name -> gantry.v1.ExternalUser
 	64, // 38: gantry.v1.GetExternalUserResponse.external_user:type_name -> gantry.v1.ExternalUser
-	3,  // 39: gantry.v1.ShopfloorService.ListFacilities:input_type -> gantry.v1.ListFacilitiesRequest
-	5,  // 40: gantry.v1.ShopfloorService.CreateFacility:input_type -> gantry.v1.CreateFacilityRequest
-	7,  // 41: gantry.v1.ShopfloorService.ListAssets:input_type -> gantry.v1.ListAssetsRequest
-	9,  // 42: gantry.v1.ShopfloorService.CreateAsset:input_type -> gantry.v1.CreateAssetRequest
-	11, // 43: gantry.v1.ShopfloorService.ListAssetProposals:input_type -> gantry.v1.ListAssetProposalsRequest
-	13, // 44: gantry.v1.ShopfloorService.AcceptAssetProposal:input_type -> gantry.v1.AcceptAssetProposalRequest
-	15, // 45: gantry.v1.ShopfloorService.RejectAssetProposal:input_type -> gantry.v1.RejectAssetProposalRequest
-	20, // 46: gantry.v1.CustomerService.ListServiceOrgs:input_type -> gantry.v1.ListServiceOrgsRequest
-	22, // 47: gantry.v1.CustomerService.CreateServiceOrg:input_type -> gantry.v1.CreateServiceOrgRequest
-	24, // 48: gantry.v1.CustomerService.ListCustomers:input_type -> gantry.v1.ListCustomersRequest
-	26, // 49: gantry.v1.CustomerService.CreateCustomer:input_type -> gantry.v1.CreateCustomerRequest
-	28, // 50: gantry.v1.CustomerService.InviteCustomer:input_type -> gantry.v1.InviteCustomerRequest
-	30, // 51: gantry.v1.CustomerService.ListCustomerMachines:input_type -> gantry.v1.ListCustomerMachinesRequest
-	32, // 52: gantry.v1.CustomerService.CreateCustomerMachine:input_type -> gantry.v1.CreateCustomerMachineRequest
-	34, // 53: gantry.v1.CustomerService.ProposeAsset:input_type -> gantry.v1.ProposeAssetRequest
-	65, // 54: gantry.v1.CustomerService.SetExternalUser:input_type -> gantry.v1.SetExternalUserRequest
-	67, // 55: gantry.v1.CustomerService.GetExternalUser:input_type -> gantry.v1.GetExternalUserRequest
-	40, // 56: gantry.v1.MachineModelService.ListMachineModels:input_type -> gantry.v1.ListMachineModelsRequest
-	42, // 57: gantry.v1.MachineModelService.GetMachineModel:input_type -> gantry.v1.GetMachineModelRequest
-	44, // 58: gantry.v1.MachineModelService.CreateMachineModel:input_type -> gantry.v1.CreateMachineModelRequest
-	46, // 59: gantry.v1.MachineModelService.UpdateMachineModel:input_type -> gantry.v1.UpdateMachineModelRequest
-	50, // 60: gantry.v1.CaseService.CreateCase:input_type -> gantry.v1.CreateCaseRequest
-	52, // 61: gantry.v1.CaseService.GetCase:input_type -> gantry.v1.GetCaseRequest
-	54, // 62: gantry.v1.CaseService.ListCases:input_type -> gantry.v1.ListCasesRequest
-	56, // 63: gantry.v1.CaseService.UpdateCase:input_type -> gantry.v1.UpdateCaseRequest
-	58, // 64: gantry.v1.CaseService.PostMessage:input_type -> gantry.v1.PostMessageRequest
-	60, // 65: gantry.v1.CaseService.ListMessages:input_type -> gantry.v1.ListMessagesRequest
-	62, // 66: gantry.v1.CaseService.StreamMessages:input_type -> gantry.v1.StreamMessagesRequest
-	4,  // 67: gantry.v1.ShopfloorService.ListFacilities:output_type -> gantry.v1.ListFacilitiesResponse
-	6,  // 68: gantry.v1.ShopfloorService.CreateFacility:output_type -> gantry.v1.CreateFacilityResponse
-	8,  // 69: gantry.v1.ShopfloorService.ListAssets:output_type -> gantry.v1.ListAssetsResponse
-	10, // 70: gantry.v1.ShopfloorService.CreateAsset:output_type -> gantry.v1.CreateAssetResponse
-	12, // 71: gantry.v1.ShopfloorService.ListAssetProposals:output_type -> gantry.v1.ListAssetProposalsResponse
-	14, // 72: gantry.v1.ShopfloorService.AcceptAssetProposal:output_type -> gantry.v1.AcceptAssetProposalResponse
-	16, // 73: gantry.v1.ShopfloorService.RejectAssetProposal:output_type -> gantry.v1.RejectAssetProposalResponse
-	21, // 74: gantry.v1.CustomerService.ListServiceOrgs:output_type -> gantry.v1.ListServiceOrgsResponse
-	23, // 75: gantry.v1.CustomerService.CreateServiceOrg:output_type -> gantry.v1.CreateServiceOrgResponse
-	25, // 76: gantry.v1.CustomerService.ListCustomers:output_type -> gantry.v1.ListCustomersResponse
-	27, // 77: gantry.v1.CustomerService.CreateCustomer:output_type -> gantry.v1.CreateCustomerResponse
-	29, // 78: gantry.v1.CustomerService.InviteCustomer:output_type -> gantry.v1.InviteCustomerResponse
-	31, // 79: gantry.v1.CustomerService.ListCustomerMachines:output_type -> gantry.v1.ListCustomerMachinesResponse
-	33, // 80: gantry.v1.CustomerService.CreateCustomerMachine:output_type -> gantry.v1.CreateCustomerMachineResponse
-	35, // 81: gantry.v1.CustomerService.ProposeAsset:output_type -> gantry.v1.ProposeAssetResponse
-	66, // 82: gantry.v1.CustomerService.SetExternalUser:output_type -> gantry.v1.SetExternalUserResponse
-	68, // 83: gantry.v1.CustomerService.GetExternalUser:output_type -> gantry.v1.GetExternalUserResponse
-	41, // 84: gantry.v1.MachineModelService.ListMachineModels:output_type -> gantry.v1.ListMachineModelsResponse
-	43, // 85: gantry.v1.MachineModelService.GetMachineModel:output_type -> gantry.v1.GetMachineModelResponse
-	45, // 86: gantry.v1.MachineModelService.CreateMachineModel:output_type -> gantry.v1.CreateMachineModelResponse
-	47, // 87: gantry.v1.MachineModelService.UpdateMachineModel:output_type -> gantry.v1.UpdateMachineModelResponse
-	51, // 88: gantry.v1.CaseService.CreateCase:output_type -> gantry.v1.CreateCaseResponse
-	53, // 89: gantry.v1.CaseService.GetCase:output_type -> gantry.v1.GetCaseResponse
-	55, // 90: gantry.v1.CaseService.ListCases:output_type -> gantry.v1.ListCasesResponse
-	57, // 91: gantry.v1.CaseService.UpdateCase:output_type -> gantry.v1.UpdateCaseResponse
-	59, // 92: gantry.v1.CaseService.PostMessage:output_type -> gantry.v1.PostMessageResponse
-	61, // 93: gantry.v1.CaseService.ListMessages:output_type -> gantry.v1.ListMessagesResponse
-	49, // 94: gantry.v1.CaseService.StreamMessages:output_type -> gantry.v1.ChatMessage
-	67, // [67:95] is the sub-list for method output_type
-	39, // [39:67] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	69, // 39: gantry.v1.ListServiceContractsResponse.contracts:type_name -> gantry.v1.ServiceContract
+	69, // 40: gantry.v1.CreateServiceContractRequest.contract:type_name -> gantry.v1.ServiceContract
+	69, // 41: gantry.v1.CreateServiceContractResponse.contract:type_name -> gantry.v1.ServiceContract
+	3,  // 42: gantry.v1.ShopfloorService.ListFacilities:input_type -> gantry.v1.ListFacilitiesRequest
+	5,  // 43: gantry.v1.ShopfloorService.CreateFacility:input_type -> gantry.v1.CreateFacilityRequest
+	7,  // 44: gantry.v1.ShopfloorService.ListAssets:input_type -> gantry.v1.ListAssetsRequest
+	9,  // 45: gantry.v1.ShopfloorService.CreateAsset:input_type -> gantry.v1.CreateAssetRequest
+	11, // 46: gantry.v1.ShopfloorService.ListAssetProposals:input_type -> gantry.v1.ListAssetProposalsRequest
+	13, // 47: gantry.v1.ShopfloorService.AcceptAssetProposal:input_type -> gantry.v1.AcceptAssetProposalRequest
+	15, // 48: gantry.v1.ShopfloorService.RejectAssetProposal:input_type -> gantry.v1.RejectAssetProposalRequest
+	20, // 49: gantry.v1.CustomerService.ListServiceOrgs:input_type -> gantry.v1.ListServiceOrgsRequest
+	22, // 50: gantry.v1.CustomerService.CreateServiceOrg:input_type -> gantry.v1.CreateServiceOrgRequest
+	24, // 51: gantry.v1.CustomerService.ListCustomers:input_type -> gantry.v1.ListCustomersRequest
+	26, // 52: gantry.v1.CustomerService.CreateCustomer:input_type -> gantry.v1.CreateCustomerRequest
+	28, // 53: gantry.v1.CustomerService.InviteCustomer:input_type -> gantry.v1.InviteCustomerRequest
+	30, // 54: gantry.v1.CustomerService.ListCustomerMachines:input_type -> gantry.v1.ListCustomerMachinesRequest
+	32, // 55: gantry.v1.CustomerService.CreateCustomerMachine:input_type -> gantry.v1.CreateCustomerMachineRequest
+	34, // 56: gantry.v1.CustomerService.ProposeAsset:input_type -> gantry.v1.ProposeAssetRequest
+	65, // 57: gantry.v1.CustomerService.SetExternalUser:input_type -> gantry.v1.SetExternalUserRequest
+	67, // 58: gantry.v1.CustomerService.GetExternalUser:input_type -> gantry.v1.GetExternalUserRequest
+	70, // 59: gantry.v1.CustomerService.ListServiceContracts:input_type -> gantry.v1.ListServiceContractsRequest
+	72, // 60: gantry.v1.CustomerService.CreateServiceContract:input_type -> gantry.v1.CreateServiceContractRequest
+	40, // 61: gantry.v1.MachineModelService.ListMachineModels:input_type -> gantry.v1.ListMachineModelsRequest
+	42, // 62: gantry.v1.MachineModelService.GetMachineModel:input_type -> gantry.v1.GetMachineModelRequest
+	44, // 63: gantry.v1.MachineModelService.CreateMachineModel:input_type -> gantry.v1.CreateMachineModelRequest
+	46, // 64: gantry.v1.MachineModelService.UpdateMachineModel:input_type -> gantry.v1.UpdateMachineModelRequest
+	50, // 65: gantry.v1.CaseService.CreateCase:input_type -> gantry.v1.CreateCaseRequest
+	52, // 66: gantry.v1.CaseService.GetCase:input_type -> gantry.v1.GetCaseRequest
+	54, // 67: gantry.v1.CaseService.ListCases:input_type -> gantry.v1.ListCasesRequest
+	56, // 68: gantry.v1.CaseService.UpdateCase:input_type -> gantry.v1.UpdateCaseRequest
+	58, // 69: gantry.v1.CaseService.PostMessage:input_type -> gantry.v1.PostMessageRequest
+	60, // 70: gantry.v1.CaseService.ListMessages:input_type -> gantry.v1.ListMessagesRequest
+	62, // 71: gantry.v1.CaseService.StreamMessages:input_type -> gantry.v1.StreamMessagesRequest
+	4,  // 72: gantry.v1.ShopfloorService.ListFacilities:output_type -> gantry.v1.ListFacilitiesResponse
+	6,  // 73: gantry.v1.ShopfloorService.CreateFacility:output_type -> gantry.v1.CreateFacilityResponse
+	8,  // 74: gantry.v1.ShopfloorService.ListAssets:output_type -> gantry.v1.ListAssetsResponse
+	10, // 75: gantry.v1.ShopfloorService.CreateAsset:output_type -> gantry.v1.CreateAssetResponse
+	12, // 76: gantry.v1.ShopfloorService.ListAssetProposals:output_type -> gantry.v1.ListAssetProposalsResponse
+	14, // 77: gantry.v1.ShopfloorService.AcceptAssetProposal:output_type -> gantry.v1.AcceptAssetProposalResponse
+	16, // 78: gantry.v1.ShopfloorService.RejectAssetProposal:output_type -> gantry.v1.RejectAssetProposalResponse
+	21, // 79: gantry.v1.CustomerService.ListServiceOrgs:output_type -> gantry.v1.ListServiceOrgsResponse
+	23, // 80: gantry.v1.CustomerService.CreateServiceOrg:output_type -> gantry.v1.CreateServiceOrgResponse
+	25, // 81: gantry.v1.CustomerService.ListCustomers:output_type -> gantry.v1.ListCustomersResponse
+	27, // 82: gantry.v1.CustomerService.CreateCustomer:output_type -> gantry.v1.CreateCustomerResponse
+	29, // 83: gantry.v1.CustomerService.InviteCustomer:output_type -> gantry.v1.InviteCustomerResponse
+	31, // 84: gantry.v1.CustomerService.ListCustomerMachines:output_type -> gantry.v1.ListCustomerMachinesResponse
+	33, // 85: gantry.v1.CustomerService.CreateCustomerMachine:output_type -> gantry.v1.CreateCustomerMachineResponse
+	35, // 86: gantry.v1.CustomerService.ProposeAsset:output_type -> gantry.v1.ProposeAssetResponse
+	66, // 87: gantry.v1.CustomerService.SetExternalUser:output_type -> gantry.v1.SetExternalUserResponse
+	68, // 88: gantry.v1.CustomerService.GetExternalUser:output_type -> gantry.v1.GetExternalUserResponse
+	71, // 89: gantry.v1.CustomerService.ListServiceContracts:output_type -> gantry.v1.ListServiceContractsResponse
+	73, // 90: gantry.v1.CustomerService.CreateServiceContract:output_type -> gantry.v1.CreateServiceContractResponse
+	41, // 91: gantry.v1.MachineModelService.ListMachineModels:output_type -> gantry.v1.ListMachineModelsResponse
+	43, // 92: gantry.v1.MachineModelService.GetMachineModel:output_type -> gantry.v1.GetMachineModelResponse
+	45, // 93: gantry.v1.MachineModelService.CreateMachineModel:output_type -> gantry.v1.CreateMachineModelResponse
+	47, // 94: gantry.v1.MachineModelService.UpdateMachineModel:output_type -> gantry.v1.UpdateMachineModelResponse
+	51, // 95: gantry.v1.CaseService.CreateCase:output_type -> gantry.v1.CreateCaseResponse
+	53, // 96: gantry.v1.CaseService.GetCase:output_type -> gantry.v1.GetCaseResponse
+	55, // 97: gantry.v1.CaseService.ListCases:output_type -> gantry.v1.ListCasesResponse
+	57, // 98: gantry.v1.CaseService.UpdateCase:output_type -> gantry.v1.UpdateCaseResponse
+	59, // 99: gantry.v1.CaseService.PostMessage:output_type -> gantry.v1.PostMessageResponse
+	61, // 100: gantry.v1.CaseService.ListMessages:output_type -> gantry.v1.ListMessagesResponse
+	49, // 101: gantry.v1.CaseService.StreamMessages:output_type -> gantry.v1.ChatMessage
+	72, // [72:102] is the sub-list for method output_type
+	42, // [42:72] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_domain_proto_init() }
@@ -4421,7 +4714,7 @@ func file_gantry_v1_domain_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_domain_proto_rawDesc), len(file_gantry_v1_domain_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   69,
+			NumMessages:   74,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

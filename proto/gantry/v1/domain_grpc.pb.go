@@ -366,6 +366,8 @@ const (
 	CustomerService_ProposeAsset_FullMethodName          = "/gantry.v1.CustomerService/ProposeAsset"
 	CustomerService_SetExternalUser_FullMethodName       = "/gantry.v1.CustomerService/SetExternalUser"
 	CustomerService_GetExternalUser_FullMethodName       = "/gantry.v1.CustomerService/GetExternalUser"
+	CustomerService_ListServiceContracts_FullMethodName  = "/gantry.v1.CustomerService/ListServiceContracts"
+	CustomerService_CreateServiceContract_FullMethodName = "/gantry.v1.CustomerService/CreateServiceContract"
 )
 
 // CustomerServiceClient is the client API for CustomerService service.
@@ -389,6 +391,8 @@ type CustomerServiceClient interface {
 	// them. The restrictions are enforced on every case call of that user.
 	SetExternalUser(ctx context.Context, in *SetExternalUserRequest, opts ...grpc.CallOption) (*SetExternalUserResponse, error)
 	GetExternalUser(ctx context.Context, in *GetExternalUserRequest, opts ...grpc.CallOption) (*GetExternalUserResponse, error)
+	ListServiceContracts(ctx context.Context, in *ListServiceContractsRequest, opts ...grpc.CallOption) (*ListServiceContractsResponse, error)
+	CreateServiceContract(ctx context.Context, in *CreateServiceContractRequest, opts ...grpc.CallOption) (*CreateServiceContractResponse, error)
 }
 
 type customerServiceClient struct {
@@ -499,6 +503,26 @@ func (c *customerServiceClient) GetExternalUser(ctx context.Context, in *GetExte
 	return out, nil
 }
 
+func (c *customerServiceClient) ListServiceContracts(ctx context.Context, in *ListServiceContractsRequest, opts ...grpc.CallOption) (*ListServiceContractsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListServiceContractsResponse)
+	err := c.cc.Invoke(ctx, CustomerService_ListServiceContracts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *customerServiceClient) CreateServiceContract(ctx context.Context, in *CreateServiceContractRequest, opts ...grpc.CallOption) (*CreateServiceContractResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateServiceContractResponse)
+	err := c.cc.Invoke(ctx, CustomerService_CreateServiceContract_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CustomerServiceServer is the server API for CustomerService service.
 // All implementations must embed UnimplementedCustomerServiceServer
 // for forward compatibility.
@@ -520,6 +544,8 @@ type CustomerServiceServer interface {
 	// them. The restrictions are enforced on every case call of that user.
 	SetExternalUser(context.Context, *SetExternalUserRequest) (*SetExternalUserResponse, error)
 	GetExternalUser(context.Context, *GetExternalUserRequest) (*GetExternalUserResponse, error)
+	ListServiceContracts(context.Context, *ListServiceContractsRequest) (*ListServiceContractsResponse, error)
+	CreateServiceContract(context.Context, *CreateServiceContractRequest) (*CreateServiceContractResponse, error)
 	mustEmbedUnimplementedCustomerServiceServer()
 }
 
@@ -559,6 +585,12 @@ func (UnimplementedCustomerServiceServer) SetExternalUser(context.Context, *SetE
 }
 func (UnimplementedCustomerServiceServer) GetExternalUser(context.Context, *GetExternalUserRequest) (*GetExternalUserResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetExternalUser not implemented")
+}
+func (UnimplementedCustomerServiceServer) ListServiceContracts(context.Context, *ListServiceContractsRequest) (*ListServiceContractsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListServiceContracts not implemented")
+}
+func (UnimplementedCustomerServiceServer) CreateServiceContract(context.Context, *CreateServiceContractRequest) (*CreateServiceContractResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateServiceContract not implemented")
 }
 func (UnimplementedCustomerServiceServer) mustEmbedUnimplementedCustomerServiceServer() {}
 func (UnimplementedCustomerServiceServer) testEmbeddedByValue()                         {}
@@ -761,6 +793,42 @@ func _CustomerService_GetExternalUser_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CustomerService_ListServiceContracts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListServiceContractsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CustomerServiceServer).ListServiceContracts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CustomerService_ListServiceContracts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CustomerServiceServer).ListServiceContracts(ctx, req.(*ListServiceContractsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CustomerService_CreateServiceContract_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateServiceContractRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CustomerServiceServer).CreateServiceContract(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CustomerService_CreateServiceContract_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CustomerServiceServer).CreateServiceContract(ctx, req.(*CreateServiceContractRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CustomerService_ServiceDesc is the grpc.ServiceDesc for CustomerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -807,6 +875,14 @@ var CustomerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetExternalUser",
 			Handler:    _CustomerService_GetExternalUser_Handler,
+		},
+		{
+			MethodName: "ListServiceContracts",
+			Handler:    _CustomerService_ListServiceContracts_Handler,
+		},
+		{
+			MethodName: "CreateServiceContract",
+			Handler:    _CustomerService_CreateServiceContract_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

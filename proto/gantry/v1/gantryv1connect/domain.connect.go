@@ -93,6 +93,12 @@ const (
 	// CustomerServiceGetExternalUserProcedure is the fully-qualified name of the CustomerService's
 	// GetExternalUser RPC.
 	CustomerServiceGetExternalUserProcedure = "/gantry.v1.CustomerService/GetExternalUser"
+	// CustomerServiceListServiceContractsProcedure is the fully-qualified name of the CustomerService's
+	// ListServiceContracts RPC.
+	CustomerServiceListServiceContractsProcedure = "/gantry.v1.CustomerService/ListServiceContracts"
+	// CustomerServiceCreateServiceContractProcedure is the fully-qualified name of the
+	// CustomerService's CreateServiceContract RPC.
+	CustomerServiceCreateServiceContractProcedure = "/gantry.v1.CustomerService/CreateServiceContract"
 	// MachineModelServiceListMachineModelsProcedure is the fully-qualified name of the
 	// MachineModelService's ListMachineModels RPC.
 	MachineModelServiceListMachineModelsProcedure = "/gantry.v1.MachineModelService/ListMachineModels"
@@ -372,6 +378,8 @@ type CustomerServiceClient interface {
 	// them. The restrictions are enforced on every case call of that user.
 	SetExternalUser(context.Context, *connect.Request[v1.SetExternalUserRequest]) (*connect.Response[v1.SetExternalUserResponse], error)
 	GetExternalUser(context.Context, *connect.Request[v1.GetExternalUserRequest]) (*connect.Response[v1.GetExternalUserResponse], error)
+	ListServiceContracts(context.Context, *connect.Request[v1.ListServiceContractsRequest]) (*connect.Response[v1.ListServiceContractsResponse], error)
+	CreateServiceContract(context.Context, *connect.Request[v1.CreateServiceContractRequest]) (*connect.Response[v1.CreateServiceContractResponse], error)
 }
 
 // NewCustomerServiceClient constructs a client for the gantry.v1.CustomerService service. By
@@ -445,6 +453,18 @@ func NewCustomerServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(customerServiceMethods.ByName("GetExternalUser")),
 			connect.WithClientOptions(opts...),
 		),
+		listServiceContracts: connect.NewClient[v1.ListServiceContractsRequest, v1.ListServiceContractsResponse](
+			httpClient,
+			baseURL+CustomerServiceListServiceContractsProcedure,
+			connect.WithSchema(customerServiceMethods.ByName("ListServiceContracts")),
+			connect.WithClientOptions(opts...),
+		),
+		createServiceContract: connect.NewClient[v1.CreateServiceContractRequest, v1.CreateServiceContractResponse](
+			httpClient,
+			baseURL+CustomerServiceCreateServiceContractProcedure,
+			connect.WithSchema(customerServiceMethods.ByName("CreateServiceContract")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -460,6 +480,8 @@ type customerServiceClient struct {
 	proposeAsset          *connect.Client[v1.ProposeAssetRequest, v1.ProposeAssetResponse]
 	setExternalUser       *connect.Client[v1.SetExternalUserRequest, v1.SetExternalUserResponse]
 	getExternalUser       *connect.Client[v1.GetExternalUserRequest, v1.GetExternalUserResponse]
+	listServiceContracts  *connect.Client[v1.ListServiceContractsRequest, v1.ListServiceContractsResponse]
+	createServiceContract *connect.Client[v1.CreateServiceContractRequest, v1.CreateServiceContractResponse]
 }
 
 // ListServiceOrgs calls gantry.v1.CustomerService.ListServiceOrgs.
@@ -512,6 +534,16 @@ func (c *customerServiceClient) GetExternalUser(ctx context.Context, req *connec
 	return c.getExternalUser.CallUnary(ctx, req)
 }
 
+// ListServiceContracts calls gantry.v1.CustomerService.ListServiceContracts.
+func (c *customerServiceClient) ListServiceContracts(ctx context.Context, req *connect.Request[v1.ListServiceContractsRequest]) (*connect.Response[v1.ListServiceContractsResponse], error) {
+	return c.listServiceContracts.CallUnary(ctx, req)
+}
+
+// CreateServiceContract calls gantry.v1.CustomerService.CreateServiceContract.
+func (c *customerServiceClient) CreateServiceContract(ctx context.Context, req *connect.Request[v1.CreateServiceContractRequest]) (*connect.Response[v1.CreateServiceContractResponse], error) {
+	return c.createServiceContract.CallUnary(ctx, req)
+}
+
 // CustomerServiceHandler is an implementation of the gantry.v1.CustomerService service.
 type CustomerServiceHandler interface {
 	ListServiceOrgs(context.Context, *connect.Request[v1.ListServiceOrgsRequest]) (*connect.Response[v1.ListServiceOrgsResponse], error)
@@ -531,6 +563,8 @@ type CustomerServiceHandler interface {
 	// them. The restrictions are enforced on every case call of that user.
 	SetExternalUser(context.Context, *connect.Request[v1.SetExternalUserRequest]) (*connect.Response[v1.SetExternalUserResponse], error)
 	GetExternalUser(context.Context, *connect.Request[v1.GetExternalUserRequest]) (*connect.Response[v1.GetExternalUserResponse], error)
+	ListServiceContracts(context.Context, *connect.Request[v1.ListServiceContractsRequest]) (*connect.Response[v1.ListServiceContractsResponse], error)
+	CreateServiceContract(context.Context, *connect.Request[v1.CreateServiceContractRequest]) (*connect.Response[v1.CreateServiceContractResponse], error)
 }
 
 // NewCustomerServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -600,6 +634,18 @@ func NewCustomerServiceHandler(svc CustomerServiceHandler, opts ...connect.Handl
 		connect.WithSchema(customerServiceMethods.ByName("GetExternalUser")),
 		connect.WithHandlerOptions(opts...),
 	)
+	customerServiceListServiceContractsHandler := connect.NewUnaryHandler(
+		CustomerServiceListServiceContractsProcedure,
+		svc.ListServiceContracts,
+		connect.WithSchema(customerServiceMethods.ByName("ListServiceContracts")),
+		connect.WithHandlerOptions(opts...),
+	)
+	customerServiceCreateServiceContractHandler := connect.NewUnaryHandler(
+		CustomerServiceCreateServiceContractProcedure,
+		svc.CreateServiceContract,
+		connect.WithSchema(customerServiceMethods.ByName("CreateServiceContract")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/gantry.v1.CustomerService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case CustomerServiceListServiceOrgsProcedure:
@@ -622,6 +668,10 @@ func NewCustomerServiceHandler(svc CustomerServiceHandler, opts ...connect.Handl
 			customerServiceSetExternalUserHandler.ServeHTTP(w, r)
 		case CustomerServiceGetExternalUserProcedure:
 			customerServiceGetExternalUserHandler.ServeHTTP(w, r)
+		case CustomerServiceListServiceContractsProcedure:
+			customerServiceListServiceContractsHandler.ServeHTTP(w, r)
+		case CustomerServiceCreateServiceContractProcedure:
+			customerServiceCreateServiceContractHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -669,6 +719,14 @@ func (UnimplementedCustomerServiceHandler) SetExternalUser(context.Context, *con
 
 func (UnimplementedCustomerServiceHandler) GetExternalUser(context.Context, *connect.Request[v1.GetExternalUserRequest]) (*connect.Response[v1.GetExternalUserResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.CustomerService.GetExternalUser is not implemented"))
+}
+
+func (UnimplementedCustomerServiceHandler) ListServiceContracts(context.Context, *connect.Request[v1.ListServiceContractsRequest]) (*connect.Response[v1.ListServiceContractsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.CustomerService.ListServiceContracts is not implemented"))
+}
+
+func (UnimplementedCustomerServiceHandler) CreateServiceContract(context.Context, *connect.Request[v1.CreateServiceContractRequest]) (*connect.Response[v1.CreateServiceContractResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.CustomerService.CreateServiceContract is not implemented"))
 }
 
 // MachineModelServiceClient is a client for the gantry.v1.MachineModelService service.
