@@ -59,7 +59,7 @@ func TestDomainBadInput(t *testing.T) {
 			{"unknown state", func() error {
 				_, err := me.UpdateCase(ctx, connect.NewRequest(&gantryv1.UpdateCaseRequest{Id: w.id("I1"), State: "done"}))
 				return err
-			}, connect.CodeInvalidArgument, "new, in_progress or closed"},
+			}, connect.CodeInvalidArgument, "use one of new, in_progress, closed"},
 			{"invalid transition", func() error {
 				_, err := me.UpdateCase(ctx, connect.NewRequest(&gantryv1.UpdateCaseRequest{Id: w.id("I1"), State: "new"}))
 				return err

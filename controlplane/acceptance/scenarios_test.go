@@ -2,13 +2,16 @@ package acceptance
 
 import (
 	"context"
+	"net/http"
 	"sort"
 	"strings"
 	"testing"
 
 	"connectrpc.com/connect"
+	"github.com/gantry-iot/gantry/controlplane/server/servertest"
 	"github.com/gantry-iot/gantry/controlplane/store/storetest"
 	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
+	"github.com/gantry-iot/gantry/proto/gantry/v1/gantryv1connect"
 )
 
 // Scenario tests for rules of seed 000 and SPEC §3 beyond the oracle rows,
@@ -83,6 +86,40 @@ func TestRule_ScopedMaintenanceEngineerSeesOnlyItsFacility(t *testing.T) {
 		sort.Strings(got)
 		if strings.Join(got, ",") != "I1,S1,S2" {
 			t.Errorf("ME-F1 lists %v, want exactly the cases on A1 in F1: I1, S1, S2", got)
+		}
+	})
+}
+
+func TestRule_ProviderDefinesFurtherTicketStatuses(t *testing.T) {
+	storetest.ForEach(t, func(t *testing.T, newStore storetest.Factory) {
+		w := newWorld(t, newStore(t))
+		ctx := context.Background()
+		tc := gantryv1connect.NewTenantServiceClient(http.DefaultClient, w.srv.URL, connect.WithProtoJSON(), servertest.Bearer(w.actor("P1/admin").Token))
+		if _, err := tc.UpdateTenant(ctx, connect.NewRequest(&gantryv1.UpdateTenantRequest{CaseStatuses: []string{"waiting_for_parts"}, SetCaseStatuses: true})); err != nil {
+			t.Fatalf("P1 admin defines statuses: %v", err)
+		}
+		if _, err := tc.UpdateTenant(ctx, connect.NewRequest(&gantryv1.UpdateTenantRequest{CaseStatuses: []string{"closed"}, SetCaseStatuses: true})); connect.CodeOf(err) != connect.CodeInvalidArgument {
+			t.Errorf("redefining closed: %v", err)
+		}
+		otc := gantryv1connect.NewTenantServiceClient(http.DefaultClient, w.srv.URL, connect.WithProtoJSON(), servertest.Bearer(w.actor("O1/admin").Token))
+		if _, err := otc.UpdateTenant(ctx, connect.NewRequest(&gantryv1.UpdateTenantRequest{CaseStatuses: []string{"x"}, SetCaseStatuses: true})); connect.CodeOf(err) != connect.CodeInvalidArgument {
+			t.Errorf("operator defines statuses: %v", err)
+		}
+		st := w.caseClient("P1/ST")
+		for _, step := range []string{"waiting_for_parts", "in_progress", "waiting_for_parts", "closed"} {
+			if _, err := st.UpdateCase(ctx, connect.NewRequest(&gantryv1.UpdateCaseRequest{Id: w.id("S1"), State: step})); err != nil {
+				t.Fatalf("S1 → %s: %v", step, err)
+			}
+		}
+		if _, err := st.UpdateCase(ctx, connect.NewRequest(&gantryv1.UpdateCaseRequest{Id: w.id("S1"), State: "waiting_for_parts"})); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+			t.Errorf("closed → waiting_for_parts: %v", err)
+		}
+		if _, err := w.caseClient("O1/ME").UpdateCase(ctx, connect.NewRequest(&gantryv1.UpdateCaseRequest{Id: w.id("I1"), State: "waiting_for_parts"})); connect.CodeOf(err) != connect.CodeInvalidArgument {
+			t.Errorf("internal case with a provider status: %v", err)
+		}
+		r, err := w.caseClient("O1/MO").ListCases(ctx, connect.NewRequest(&gantryv1.ListCasesRequest{State: "closed", Kind: "shared"}))
+		if err != nil || len(r.Msg.Cases) != 1 || r.Msg.Cases[0].Title != "S1" {
+			t.Errorf("filter by state: %v %v", r, err)
 		}
 	})
 }

@@ -34,7 +34,7 @@ func assignmentPB(c *identity.Caller, a store.Assignment) *gantryv1.Assignment {
 }
 
 func tenantPB(t store.Tenant) *gantryv1.Tenant {
-	out := &gantryv1.Tenant{Id: t.ID, Name: t.Name, Kind: string(t.Kind), CompanyInfo: t.CompanyInfo, LogoUrl: t.LogoURL, PrimaryColor: t.PrimaryColor, CreatedAt: ts(t.CreatedAt)}
+	out := &gantryv1.Tenant{Id: t.ID, Name: t.Name, Kind: string(t.Kind), CompanyInfo: t.CompanyInfo, LogoUrl: t.LogoURL, PrimaryColor: t.PrimaryColor, CreatedAt: ts(t.CreatedAt), CaseStatuses: t.CaseStatuses}
 	for _, r := range t.TenantRoles {
 		out.TenantRoles = append(out.TenantRoles, string(r))
 	}
@@ -146,7 +146,8 @@ func (s *tenantService) GetTenant(ctx context.Context, req *connect.Request[gant
 
 func (s *tenantService) UpdateTenant(ctx context.Context, req *connect.Request[gantryv1.UpdateTenantRequest]) (*connect.Response[gantryv1.UpdateTenantResponse], error) {
 	m := req.Msg
-	t, err := s.id.UpdateTenant(ctx, CallerFrom(ctx), m.Id, identity.TenantUpdate{Name: m.Name, CompanyInfo: m.CompanyInfo, LogoURL: m.LogoUrl, PrimaryColor: m.PrimaryColor})
+	t, err := s.id.UpdateTenant(ctx, CallerFrom(ctx), m.Id, identity.TenantUpdate{Name: m.Name, CompanyInfo: m.CompanyInfo, LogoURL: m.LogoUrl, PrimaryColor: m.PrimaryColor,
+		CaseStatuses: m.CaseStatuses, SetCaseStatuses: m.SetCaseStatuses})
 	if err != nil {
 		return nil, err
 	}

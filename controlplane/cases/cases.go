@@ -34,6 +34,7 @@ type Repo interface {
 	AddChatMessage(ctx context.Context, m store.ChatMessage) (store.ChatMessage, error)
 	ListChatMessages(ctx context.Context, caseID string, limit int) ([]store.ChatMessage, error)
 	GetExternalUser(ctx context.Context, userID string) (store.ExternalUser, error)
+	GetTenant(ctx context.Context, id string) (store.Tenant, error)
 }
 
 // Locator resolves where an asset sits for authorization.
@@ -319,7 +320,15 @@ func (s *Service) Update(ctx context.Context, c *identity.Caller, id, state, ass
 		return View{}, errkind.Invalidf("state", "nothing to change: give a state, an assignee or clear_assignee")
 	}
 	if state != "" {
-		if err := checkTransition(cs.State, state); err != nil {
+		var custom []string
+		if cs.Kind == store.CaseShared && cs.ProviderTenantID != "" {
+			p, err := s.repo.GetTenant(ctx, cs.ProviderTenantID)
+			if err != nil {
+				return View{}, err
+			}
+			custom = p.CaseStatuses
+		}
+		if err := checkTransition(cs.State, state, custom); err != nil {
 			return View{}, err
 		}
 		cs.State = state
@@ -348,16 +357,32 @@ var transitions = map[string][]string{
 	store.StateClosed:     {store.StateInProgress},
 }
 
-func checkTransition(from, to string) error {
-	if _, ok := transitions[to]; !ok {
-		return errkind.Invalidf("state", "%q: use new, in_progress or closed", to)
+// checkTransition allows New → In Progress → Closed, New → Closed and
+// reopening Closed → In Progress; a provider's further statuses (custom,
+// shared cases only) behave like In Progress: reachable from New, In
+// Progress and each other, and leading to In Progress, Closed or another
+// further status.
+func checkTransition(from, to string, custom []string) error {
+	isCustom := func(s string) bool { return contains(custom, s) }
+	if _, ok := transitions[to]; !ok && !isCustom(to) {
+		all := append([]string{store.StateNew, store.StateInProgress, store.StateClosed}, custom...)
+		return errkind.Invalidf("state", "%q: use one of %s", to, strings.Join(all, ", "))
 	}
-	for _, t := range transitions[from] {
-		if t == to {
-			return nil
+	allowed := append([]string(nil), transitions[from]...)
+	if isCustom(from) {
+		allowed = []string{store.StateInProgress, store.StateClosed}
+	}
+	if from != store.StateClosed {
+		for _, c := range custom {
+			if c != from {
+				allowed = append(allowed, c)
+			}
 		}
 	}
-	return errkind.New(errkind.Precondition, "state", "a case cannot go from %s to %s (allowed: %s)", from, to, strings.Join(transitions[from], ", "))
+	if contains(allowed, to) {
+		return nil
+	}
+	return errkind.New(errkind.Precondition, "state", "a case cannot go from %s to %s (allowed: %s)", from, to, strings.Join(allowed, ", "))
 }
 
 // checkAssignee: the assignee must be an active user of the case's tenant
@@ -400,10 +425,8 @@ func (s *Service) List(ctx context.Context, c *identity.Caller, f ListFilter) ([
 	default:
 		return nil, errkind.Invalidf("kind", "%q: use internal, shared or leave empty", f.Kind)
 	}
-	if f.State != "" {
-		if _, ok := transitions[f.State]; !ok {
-			return nil, errkind.Invalidf("state", "%q: use new, in_progress or closed", f.State)
-		}
+	if f.State != "" && (len(f.State) > 32 || strings.Trim(f.State, "abcdefghijklmnopqrstuvwxyz_") != "") {
+		return nil, errkind.Invalidf("state", "%q: use new, in_progress, closed or a further status of your provider", f.State)
 	}
 	if f.AssetID != "" {
 		if err := identity.CheckID("asset_id", f.AssetID); err != nil {

@@ -257,7 +257,14 @@ func highestRank(c *Caller, as []authz.Assignment) int {
 // TenantUpdate is the input for UpdateTenant; empty fields stay unchanged.
 type TenantUpdate struct {
 	Name, CompanyInfo, LogoURL, PrimaryColor string
+	// CaseStatuses replaces a provider's further ticket statuses when
+	// SetCaseStatuses is true.
+	CaseStatuses    []string
+	SetCaseStatuses bool
 }
+
+// builtinStates are the case states every case has.
+var builtinStates = map[string]bool{"new": true, "in_progress": true, "closed": true}
 
 // GetTenant returns the caller's tenant.
 func (s *Service) GetTenant(ctx context.Context, c *Caller, id string) (store.Tenant, error) {
@@ -301,6 +308,22 @@ func (s *Service) UpdateTenant(ctx context.Context, c *Caller, id string, u Tena
 			return store.Tenant{}, errkind.Invalidf("primary_color", "must look like #1a2b3c")
 		}
 		t.PrimaryColor = strings.ToLower(u.PrimaryColor)
+	}
+	if u.SetCaseStatuses {
+		if t.Kind != authz.KindServiceProvider {
+			return store.Tenant{}, errkind.Invalidf("case_statuses", "only Service Provider tenants define further ticket statuses for shared cases")
+		}
+		if len(u.CaseStatuses) > 20 {
+			return store.Tenant{}, errkind.Invalidf("case_statuses", "at most 20 statuses")
+		}
+		seen := map[string]bool{}
+		for i, st := range u.CaseStatuses {
+			if builtinStates[st] || seen[st] || !isStatusWord(st) {
+				return store.Tenant{}, errkind.Invalidf(fmt.Sprintf("case_statuses[%d]", i), "%q: use a new lower-case word with underscores (new, in_progress and closed always exist)", st)
+			}
+			seen[st] = true
+		}
+		t.CaseStatuses = u.CaseStatuses
 	}
 	if err := s.store.UpdateTenant(ctx, t); err != nil {
 		return store.Tenant{}, storeErr("update tenant", err)
@@ -438,4 +461,16 @@ func (s *Service) InviteFirstAdmin(ctx context.Context, c *Caller, t store.Tenan
 	s.audit(ctx, t.ID, c.User.ID, "tenant.invite_first_admin", email, "invited by "+c.Tenant.Name)
 	s.audit(ctx, c.Tenant.ID, c.User.ID, "customer.invite", t.ID, fmt.Sprintf("%s, first admin %s", t.Name, email))
 	return Invite{Invitation: inv, Token: token, Link: s.link("/invite?token=" + url.QueryEscape(token))}, nil
+}
+
+func isStatusWord(s string) bool {
+	if len(s) == 0 || len(s) > 32 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r == '_') {
+			return false
+		}
+	}
+	return true
 }

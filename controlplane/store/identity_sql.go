@@ -12,16 +12,19 @@ import (
 	"github.com/gantry-iot/gantry/controlplane/authz"
 )
 
-const tenantCols = `id, name, kind, tenant_roles, company_info, logo_url, primary_color, max_grant_seconds, created_at`
+const tenantCols = `id, name, kind, tenant_roles, company_info, logo_url, primary_color, max_grant_seconds, case_statuses, created_at`
 
 type scanner interface{ Scan(dest ...any) error }
 
 func scanTenant(s scanner) (Tenant, error) {
 	var t Tenant
-	var roles string
+	var roles, statuses string
 	var maxGrant, created int64
-	if err := s.Scan(&t.ID, &t.Name, &t.Kind, &roles, &t.CompanyInfo, &t.LogoURL, &t.PrimaryColor, &maxGrant, &created); err != nil {
+	if err := s.Scan(&t.ID, &t.Name, &t.Kind, &roles, &t.CompanyInfo, &t.LogoURL, &t.PrimaryColor, &maxGrant, &statuses, &created); err != nil {
 		return Tenant{}, err
+	}
+	if err := json.Unmarshal([]byte(statuses), &t.CaseStatuses); err != nil {
+		return Tenant{}, fmt.Errorf("tenant %s case statuses: %w", t.ID, err)
 	}
 	if err := json.Unmarshal([]byte(roles), &t.TenantRoles); err != nil {
 		return Tenant{}, fmt.Errorf("tenant %s roles: %w", t.ID, err)
@@ -37,8 +40,11 @@ func (d *db) insertTenant(ctx context.Context, q querier, t Tenant) (Tenant, err
 	if t.TenantRoles == nil {
 		t.TenantRoles = []authz.TenantRole{}
 	}
-	_, err := d.exec(ctx, q, `INSERT INTO tenants (`+tenantCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		t.ID, t.Name, string(t.Kind), mustJSON(t.TenantRoles), t.CompanyInfo, t.LogoURL, t.PrimaryColor, int64(t.MaxGrantDuration/time.Second), toMicros(t.CreatedAt))
+	if t.CaseStatuses == nil {
+		t.CaseStatuses = []string{}
+	}
+	_, err := d.exec(ctx, q, `INSERT INTO tenants (`+tenantCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		t.ID, t.Name, string(t.Kind), mustJSON(t.TenantRoles), t.CompanyInfo, t.LogoURL, t.PrimaryColor, int64(t.MaxGrantDuration/time.Second), mustJSON(t.CaseStatuses), toMicros(t.CreatedAt))
 	if err != nil {
 		return Tenant{}, fmt.Errorf("store.CreateTenant: %w", err)
 	}
@@ -86,8 +92,11 @@ func (d *db) UpdateTenant(ctx context.Context, t Tenant) error {
 	if t.TenantRoles == nil {
 		t.TenantRoles = []authz.TenantRole{}
 	}
-	res, err := d.exec(ctx, d.sql, `UPDATE tenants SET name = ?, tenant_roles = ?, company_info = ?, logo_url = ?, primary_color = ?, max_grant_seconds = ? WHERE id = ?`,
-		t.Name, mustJSON(t.TenantRoles), t.CompanyInfo, t.LogoURL, t.PrimaryColor, int64(t.MaxGrantDuration/time.Second), t.ID)
+	if t.CaseStatuses == nil {
+		t.CaseStatuses = []string{}
+	}
+	res, err := d.exec(ctx, d.sql, `UPDATE tenants SET name = ?, tenant_roles = ?, company_info = ?, logo_url = ?, primary_color = ?, max_grant_seconds = ?, case_statuses = ? WHERE id = ?`,
+		t.Name, mustJSON(t.TenantRoles), t.CompanyInfo, t.LogoURL, t.PrimaryColor, int64(t.MaxGrantDuration/time.Second), mustJSON(t.CaseStatuses), t.ID)
 	return requireRow("store.UpdateTenant", t.ID, res, err)
 }
 

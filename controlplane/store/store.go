@@ -29,6 +29,8 @@ type Tenant struct {
 	PrimaryColor string
 	// MaxGrantDuration is the tenant's maximum remote-access grant length; 0 = platform default.
 	MaxGrantDuration time.Duration
+	// CaseStatuses are a provider's further ticket statuses for shared cases.
+	CaseStatuses []string
 	CreatedAt        time.Time
 }
 

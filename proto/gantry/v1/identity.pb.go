@@ -96,8 +96,11 @@ type Tenant struct {
 	CompanyInfo string   `protobuf:"bytes,5,opt,name=company_info,json=companyInfo,proto3" json:"company_info,omitempty"`
 	LogoUrl     string   `protobuf:"bytes,6,opt,name=logo_url,json=logoUrl,proto3" json:"logo_url,omitempty"`
 	// Primary colour of the portal for this tenant, "#rrggbb".
-	PrimaryColor  string                 `protobuf:"bytes,7,opt,name=primary_color,json=primaryColor,proto3" json:"primary_color,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	PrimaryColor string                 `protobuf:"bytes,7,opt,name=primary_color,json=primaryColor,proto3" json:"primary_color,omitempty"`
+	CreatedAt    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Service Provider tenants: further ticket statuses their shared cases
+	// may take besides new, in_progress and closed (e.g. waiting_for_parts).
+	CaseStatuses  []string `protobuf:"bytes,9,rep,name=case_statuses,json=caseStatuses,proto3" json:"case_statuses,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -184,6 +187,13 @@ func (x *Tenant) GetPrimaryColor() string {
 func (x *Tenant) GetCreatedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Tenant) GetCaseStatuses() []string {
+	if x != nil {
+		return x.CaseStatuses
 	}
 	return nil
 }
@@ -942,14 +952,19 @@ func (x *GetTenantResponse) GetTenant() *Tenant {
 }
 
 type UpdateTenantRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	CompanyInfo   string                 `protobuf:"bytes,3,opt,name=company_info,json=companyInfo,proto3" json:"company_info,omitempty"`
-	LogoUrl       string                 `protobuf:"bytes,4,opt,name=logo_url,json=logoUrl,proto3" json:"logo_url,omitempty"`
-	PrimaryColor  string                 `protobuf:"bytes,5,opt,name=primary_color,json=primaryColor,proto3" json:"primary_color,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Id           string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name         string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	CompanyInfo  string                 `protobuf:"bytes,3,opt,name=company_info,json=companyInfo,proto3" json:"company_info,omitempty"`
+	LogoUrl      string                 `protobuf:"bytes,4,opt,name=logo_url,json=logoUrl,proto3" json:"logo_url,omitempty"`
+	PrimaryColor string                 `protobuf:"bytes,5,opt,name=primary_color,json=primaryColor,proto3" json:"primary_color,omitempty"`
+	// Service Provider tenants: replace the further ticket statuses of shared
+	// cases (lower-case words with underscores); set_case_statuses must be
+	// true to apply (an empty list removes them all).
+	CaseStatuses    []string `protobuf:"bytes,6,rep,name=case_statuses,json=caseStatuses,proto3" json:"case_statuses,omitempty"`
+	SetCaseStatuses bool     `protobuf:"varint,7,opt,name=set_case_statuses,json=setCaseStatuses,proto3" json:"set_case_statuses,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *UpdateTenantRequest) Reset() {
@@ -1015,6 +1030,20 @@ func (x *UpdateTenantRequest) GetPrimaryColor() string {
 		return x.PrimaryColor
 	}
 	return ""
+}
+
+func (x *UpdateTenantRequest) GetCaseStatuses() []string {
+	if x != nil {
+		return x.CaseStatuses
+	}
+	return nil
+}
+
+func (x *UpdateTenantRequest) GetSetCaseStatuses() bool {
+	if x != nil {
+		return x.SetCaseStatuses
+	}
+	return false
 }
 
 type UpdateTenantResponse struct {
@@ -2646,7 +2675,7 @@ const file_gantry_v1_identity_proto_rawDesc = "" +
 	"\x18gantry/v1/identity.proto\x12\tgantry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"+\n" +
 	"\x05Scope\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\tR\x02id\"\x81\x02\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"\xa6\x02\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -2656,7 +2685,8 @@ const file_gantry_v1_identity_proto_rawDesc = "" +
 	"\blogo_url\x18\x06 \x01(\tR\alogoUrl\x12#\n" +
 	"\rprimary_color\x18\a \x01(\tR\fprimaryColor\x129\n" +
 	"\n" +
-	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xf8\x01\n" +
+	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12#\n" +
+	"\rcase_statuses\x18\t \x03(\tR\fcaseStatuses\"\xf8\x01\n" +
 	"\x04User\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x14\n" +
@@ -2710,13 +2740,15 @@ const file_gantry_v1_identity_proto_rawDesc = "" +
 	"\x10GetTenantRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\">\n" +
 	"\x11GetTenantResponse\x12)\n" +
-	"\x06tenant\x18\x01 \x01(\v2\x11.gantry.v1.TenantR\x06tenant\"\x9c\x01\n" +
+	"\x06tenant\x18\x01 \x01(\v2\x11.gantry.v1.TenantR\x06tenant\"\xed\x01\n" +
 	"\x13UpdateTenantRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12!\n" +
 	"\fcompany_info\x18\x03 \x01(\tR\vcompanyInfo\x12\x19\n" +
 	"\blogo_url\x18\x04 \x01(\tR\alogoUrl\x12#\n" +
-	"\rprimary_color\x18\x05 \x01(\tR\fprimaryColor\"A\n" +
+	"\rprimary_color\x18\x05 \x01(\tR\fprimaryColor\x12#\n" +
+	"\rcase_statuses\x18\x06 \x03(\tR\fcaseStatuses\x12*\n" +
+	"\x11set_case_statuses\x18\a \x01(\bR\x0fsetCaseStatuses\"A\n" +
 	"\x14UpdateTenantResponse\x12)\n" +
 	"\x06tenant\x18\x01 \x01(\v2\x11.gantry.v1.TenantR\x06tenant\"\x12\n" +
 	"\x10ListUsersRequest\":\n" +

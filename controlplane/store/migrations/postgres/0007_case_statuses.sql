@@ -1,0 +1,1 @@
+ALTER TABLE tenants ADD COLUMN case_statuses TEXT NOT NULL DEFAULT '[]';
