@@ -31,7 +31,7 @@ type Tenant struct {
 	MaxGrantDuration time.Duration
 	// CaseStatuses are a provider's further ticket statuses for shared cases.
 	CaseStatuses []string
-	CreatedAt        time.Time
+	CreatedAt    time.Time
 }
 
 // UserStatus is a user's lifecycle state.
