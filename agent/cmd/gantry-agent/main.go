@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/gantry-iot/gantry/agent/config"
 	"github.com/gantry-iot/gantry/agent/control"
 	"github.com/gantry-iot/gantry/agent/enroll"
 	"github.com/gantry-iot/gantry/agent/link"
@@ -40,10 +41,15 @@ Usage:
       Generate the device key, have the control plane certify it with a
       one-time token (from 'gantryctl devices enroll-token'), and write the
       state directory (files 0600). Enrolling again revokes the old certificate.
-  gantry-agent run [--state-dir DIR] [--metrics-listen ADDR]
+  gantry-agent run [--config FILE] [--state-dir DIR] [--metrics-listen ADDR]
       Connect to the control plane's MQTT broker with the device certificate,
       report online/offline state (retained, with a will), and serve
       Prometheus metrics on ADDR (default 127.0.0.1:9101, "off" to disable).
+  gantry-agent config validate FILE
+      Check a configuration file against the schema (firmware-config/
+      agent.schema.json) and report every problem with its field path.
+  gantry-agent config default
+      Print the documented default configuration.
   gantry-agent version
   gantry-agent help
 
@@ -71,6 +77,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "version":
 		fmt.Fprintln(stdout, version)
 		return nil
+	case "config":
+		return configCmd(args[1:], stdout)
 	case "enroll":
 		fs := flag.NewFlagSet("enroll", flag.ContinueOnError)
 		fs.SetOutput(stderr)
@@ -91,12 +99,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "run":
 		fs := flag.NewFlagSet("run", flag.ContinueOnError)
 		fs.SetOutput(stderr)
-		dir := fs.String("state-dir", "/var/lib/gantry-agent", "state directory written by enroll")
-		metrics := fs.String("metrics-listen", "127.0.0.1:9101", "Prometheus metrics address, or off")
+		cfgFile := fs.String("config", "", "configuration file (see firmware-config/); flags below override it")
+		dir := fs.String("state-dir", "", "state directory written by enroll (default from the config, /var/lib/gantry-agent)")
+		metrics := fs.String("metrics-listen", "", "Prometheus metrics address, or off (default from the config, 127.0.0.1:9101)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		return serve(ctx, *dir, *metrics, logger)
+		cfg := config.Default()
+		if *cfgFile != "" {
+			var err error
+			if cfg, err = config.Load(*cfgFile); err != nil {
+				return err
+			}
+		}
+		if *dir != "" {
+			cfg.StateDir = *dir
+		}
+		if *metrics != "" {
+			cfg.Metrics.Listen = *metrics
+		}
+		return serve(ctx, cfg.StateDir, cfg.Metrics.Listen, logger)
 	}
 	return fmt.Errorf("unknown command %q; run 'gantry-agent help'", args[0])
 }
@@ -167,4 +189,27 @@ func serve(ctx context.Context, dir, metricsAddr string, logger *slog.Logger) er
 			}
 		}
 	}
+}
+
+func configCmd(args []string, stdout io.Writer) error {
+	switch {
+	case len(args) == 1 && args[0] == "default":
+		fmt.Fprint(stdout, config.DefaultJSON)
+		return nil
+	case len(args) == 2 && args[0] == "validate":
+		b, err := os.ReadFile(args[1])
+		if err != nil {
+			return err
+		}
+		ps := config.Validate(b)
+		if len(ps) == 0 {
+			fmt.Fprintf(stdout, "%s: valid\n", args[1])
+			return nil
+		}
+		for _, p := range ps {
+			fmt.Fprintf(stdout, "%s: %s\n", p.Path, p.Message)
+		}
+		return fmt.Errorf("%s: %d problem(s)", args[1], len(ps))
+	}
+	return errors.New("usage: gantry-agent config validate FILE | gantry-agent config default")
 }
