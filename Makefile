@@ -3,12 +3,16 @@ GO ?= go
 BIN := bin
 PROTO_FILES := $(wildcard proto/gantry/v1/*.proto)
 
-.PHONY: help deps build run test test-short proto proto-check bench fmt vet clean
+.PHONY: help deps web build run test test-short proto proto-check bench fmt vet clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-build: ## build gantry-controlplane, gantry-agent and gantryctl into bin/
+web: ## fetch front-end libraries from npm (lockfile) and copy them into the portal's embedded assets
+	npm ci --no-audit --no-fund
+	cp node_modules/htmx.org/dist/htmx.min.js controlplane/portal/static/vendor/htmx.min.js
+
+build: web ## build gantry-controlplane, gantry-agent and gantryctl into bin/
 	$(GO) build -o $(BIN)/ ./controlplane/cmd/... ./agent/cmd/...
 
 run: build ## run the control plane in dev mode (SQLite, embedded MQTT broker, demo data in .gantry-dev/) plus a simulated agent

@@ -474,3 +474,26 @@ func isStatusWord(s string) bool {
 	}
 	return true
 }
+
+// Engineers lists the active Maintenance Engineers of the caller's tenant
+// (the possible assignees of internal cases). Any user who can edit cases
+// may see them.
+func (s *Service) Engineers(ctx context.Context, c *Caller) ([]store.User, error) {
+	as, err := s.store.ListAssignments(ctx, c.Tenant.ID, "")
+	if err != nil {
+		return nil, err
+	}
+	var out []store.User
+	seen := map[string]bool{}
+	for _, a := range as {
+		if a.Role != authz.MaintenanceEngineer || seen[a.UserID] {
+			continue
+		}
+		seen[a.UserID] = true
+		u, err := s.store.GetUser(ctx, a.UserID)
+		if err == nil && u.Status == store.UserActive {
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/gantry-iot/gantry/controlplane/fleet"
 	"github.com/gantry-iot/gantry/controlplane/identity"
 	"github.com/gantry-iot/gantry/controlplane/pki"
+	portalpkg "github.com/gantry-iot/gantry/controlplane/portal"
 	"github.com/gantry-iot/gantry/controlplane/store"
 	"github.com/gantry-iot/gantry/pkg/topics"
 	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
@@ -157,6 +158,13 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	apiSrv := api.New(id, fl, cs, portal, logger)
+	pt, err := portalpkg.New(id, fl, cs, !cfg.Dev, logger)
+	if err != nil {
+		ln.Close()
+		st.Close()
+		return nil, err
+	}
+	pt.Mount(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 

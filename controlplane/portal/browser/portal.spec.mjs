@@ -1,0 +1,122 @@
+// Browser test of the Gantry portal: Debian's chromium driven by
+// playwright-core, locked to loopback. Run by TestBrowser (portal_test.go)
+// with BASE_URL, CHROMIUM, SHOTS and PASSWORD set.
+import { chromium } from 'playwright-core';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+
+const base = process.env.BASE_URL;
+const shots = process.env.SHOTS;
+const password = process.env.PASSWORD;
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM,
+  headless: true,
+  args: [
+    '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+    '--disable-sync', '--no-first-run', '--disable-quic',
+    '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost',
+    '--proxy-server=http://127.0.0.1:9', '--proxy-bypass-list=<-loopback>;127.0.0.1;localhost',
+  ],
+});
+
+const step = (name) => console.log('step:', name);
+
+async function login(email, viewport = { width: 1280, height: 800 }) {
+  const ctx = await browser.newContext({ viewport });
+  const page = await ctx.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(base + '/login');
+  await page.fill('input[name=email]', email);
+  await page.fill('input[name=password]', password);
+  await Promise.all([page.waitForURL(/\/(cases|users|devices)/), page.click('button[type=submit]')]);
+  return { ctx, page, errors };
+}
+
+try {
+  step('maintenance engineer: navigation, list, label and border');
+  const me = await login('me@nordwerk.example');
+  await me.page.waitForSelector('[data-testid=nav-mine]');
+  assert.equal(await me.page.locator('[data-testid=nav-users]').count(), 0, 'ME must not see user management');
+  const internal = me.page.locator('li.case[data-kind=internal]').first();
+  await internal.waitFor();
+  assert.equal(await internal.locator('[data-testid=internal-label]').innerText(), 'Internal');
+  const border = await internal.evaluate((el) => getComputedStyle(el).borderTopColor);
+  const sharedBorder = await me.page.locator('li.case[data-kind=shared]').first().evaluate((el) => getComputedStyle(el).borderTopColor);
+  assert.notEqual(border, sharedBorder, 'internal cases have a coloured border');
+  await me.page.screenshot({ path: path.join(shots, 'cases-me.png'), fullPage: true });
+
+  step('filter buttons');
+  await me.page.click('[data-testid=filter-internal]');
+  await me.page.waitForURL(/kind=internal/);
+  const kinds = await me.page.locator('li.case').evaluateAll((els) => els.map((e) => e.dataset.kind));
+  assert.ok(kinds.length > 0 && kinds.every((k) => k === 'internal'), 'INTERNAL shows only internal cases: ' + kinds);
+  await me.page.click('[data-testid=filter-shared]');
+  await me.page.waitForURL(/kind=shared/);
+  const sk = await me.page.locator('li.case').evaluateAll((els) => els.map((e) => e.dataset.kind));
+  assert.ok(sk.length > 0 && sk.every((k) => k === 'shared'), 'SHARED shows only shared cases');
+
+  step('My Internal Service Cases');
+  await me.page.click('[data-testid=nav-mine]');
+  await me.page.waitForURL(/mine=1/);
+  assert.ok((await me.page.locator('li.case').allInnerTexts()).join(' ').includes('Coolant pump noisy'));
+
+  step('create an internal case and edit state and assignee');
+  await me.page.click('[data-testid=nav-cases]');
+  await me.page.click('[data-testid=new-case]');
+  await me.page.check('input[name=kind][value=internal]');
+  await me.page.fill('input[name=title]', 'Hydraulic leak at press');
+  await Promise.all([me.page.waitForURL(/\/cases\/[0-9a-f-]{36}$/), me.page.click('button.primary')]);
+  await me.page.waitForSelector('[data-testid=case-detail].internal');
+  await me.page.selectOption('[data-testid=state-select]', 'in_progress');
+  await me.page.selectOption('[data-testid=assignee-select]', { label: 'Maintenance Engineer (Nordwerk Plant)' });
+  await Promise.all([me.page.waitForLoadState('load'), me.page.click('[data-testid=edit-form] button')]);
+  assert.equal(await me.page.locator('[data-testid=state]').innerText(), 'In progress');
+  await me.page.screenshot({ path: path.join(shots, 'case-detail-me.png'), fullPage: true });
+  const caseURL = me.page.url();
+
+  step('live chat in a second browser context');
+  const mo = await login('mo@nordwerk.example');
+  await mo.page.goto(caseURL);
+  await mo.page.waitForSelector('[data-testid=chat]', { state: 'attached' });
+  await mo.page.waitForTimeout(300); // let the event stream connect
+  await me.page.fill('[data-testid=chat-input]', 'Seal replaced, testing now');
+  await me.page.click('[data-testid=chat-send]');
+  await mo.page.locator('[data-testid=chat] li', { hasText: 'Seal replaced, testing now' }).waitFor({ timeout: 10000 });
+
+  step('provider never sees internal cases');
+  const st = await login('st@acme.example');
+  await st.page.waitForSelector('[data-testid=case-list]');
+  assert.equal(await st.page.locator('[data-testid=nav-mine]').count(), 0);
+  assert.equal(await st.page.locator('li.case[data-kind=internal]').count(), 0, 'provider sees an internal case');
+  assert.equal(await st.page.locator('[data-testid=new-case]').count(), 0);
+  await st.page.goto(caseURL);
+  assert.ok((await st.page.locator('h1').innerText()).includes('Not found'));
+  await st.page.screenshot({ path: path.join(shots, 'provider-internal-denied.png') });
+
+  step('tablet width');
+  const tab = await login('wm@nordwerk.example', { width: 768, height: 1024 });
+  await tab.page.waitForSelector('[data-testid=case-list]');
+  const overflow = await tab.page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
+  assert.equal(overflow, false, 'no horizontal scrolling at 768 px');
+  await tab.page.screenshot({ path: path.join(shots, 'cases-tablet.png'), fullPage: true });
+
+  step('admin lands on users; login page and errors');
+  const admin = await login('admin@nordwerk.example');
+  await admin.page.waitForSelector('[data-testid=users]');
+  await admin.page.screenshot({ path: path.join(shots, 'users-admin.png'), fullPage: true });
+  const anon = await browser.newContext();
+  const lp = await anon.newPage();
+  await lp.goto(base + '/login');
+  await lp.fill('input[name=email]', 'me@nordwerk.example');
+  await lp.fill('input[name=password]', 'wrong-password');
+  await lp.click('button[type=submit]');
+  await lp.waitForSelector('[data-testid=login-error]');
+  await lp.screenshot({ path: path.join(shots, 'login-error.png') });
+
+  for (const s of [me, mo, st, tab, admin]) assert.deepEqual(s.errors, [], 'page errors: ' + s.errors);
+  console.log('browser test passed');
+} finally {
+  await browser.close();
+}
