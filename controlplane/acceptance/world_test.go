@@ -90,6 +90,7 @@ func newWorld(t *testing.T, st store.Store) *world {
 		}
 	}
 	w.buildCases(ctx, st)
+	w.buildGrants(ctx, st)
 	return w
 }
 

@@ -35,6 +35,7 @@ type Repo interface {
 	ListChatMessages(ctx context.Context, caseID string, limit int) ([]store.ChatMessage, error)
 	GetExternalUser(ctx context.Context, userID string) (store.ExternalUser, error)
 	GetTenant(ctx context.Context, id string) (store.Tenant, error)
+	GrantRepo
 }
 
 // Locator resolves where an asset sits for authorization.

@@ -353,3 +353,60 @@ type Contracts interface {
 	CreateServiceContract(ctx context.Context, c ServiceContract) (ServiceContract, error)
 	ListServiceContracts(ctx context.Context, customerID string) ([]ServiceContract, error)
 }
+
+// Grant is a time-boxed remote-access grant on a service case.
+type Grant struct {
+	ID              string
+	TenantID        string
+	CaseID          string
+	AssetID         string
+	DeviceID        string
+	ConnectionTypes []string
+	ActivatedBy     string
+	ActivatedAt     time.Time
+	ExpiresAt       time.Time
+	DeactivatedAt   time.Time
+	DeactivatedBy   string
+}
+
+// Active reports whether the grant is in force at now.
+func (g Grant) Active(now time.Time) bool {
+	return g.ID != "" && g.DeactivatedAt.IsZero() && now.Before(g.ExpiresAt)
+}
+
+// Access request states.
+const (
+	RequestPending  = "pending"
+	RequestApproved = "approved"
+	RequestDeclined = "declined"
+)
+
+// AccessRequest is a provider's request to activate remote access.
+type AccessRequest struct {
+	ID                string
+	CaseID            string
+	RequestedBy       string
+	RequesterTenantID string
+	Reason            string
+	DurationMinutes   int
+	State             string
+	DecidedBy         string
+	CreatedAt         time.Time
+}
+
+// Grants is the part of Store that holds remote-access grants.
+type Grants interface {
+	// LatestGrant returns the case's most recent grant (ErrNotFound if none).
+	LatestGrant(ctx context.Context, caseID string) (Grant, error)
+	CreateGrant(ctx context.Context, g Grant) (Grant, error)
+	// ExtendGrant moves an active grant's expiry.
+	ExtendGrant(ctx context.Context, id string, expires time.Time) error
+	EndGrant(ctx context.Context, id, by string, at time.Time) error
+	CreateAccessRequest(ctx context.Context, r AccessRequest) (AccessRequest, error)
+	GetAccessRequest(ctx context.Context, id string) (AccessRequest, error)
+	ListAccessRequests(ctx context.Context, caseID string) ([]AccessRequest, error)
+	// DecideAccessRequest sets a pending request's state (ErrUsed if decided).
+	DecideAccessRequest(ctx context.Context, id, state, by string) error
+	// DeviceForMachine returns the device linked to a customer machine.
+	DeviceForMachine(ctx context.Context, customerMachineID string) (EdgeDevice, error)
+}

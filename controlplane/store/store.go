@@ -185,6 +185,7 @@ type Store interface {
 	Documents
 	ExternalUsers
 	Contracts
+	Grants
 
 	Close() error
 }

@@ -1,0 +1,130 @@
+package acceptance
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/gantry-iot/gantry/controlplane/server/servertest"
+	"github.com/gantry-iot/gantry/controlplane/store"
+	"github.com/gantry-iot/gantry/controlplane/store/storetest"
+	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
+	"github.com/gantry-iot/gantry/proto/gantry/v1/gantryv1connect"
+)
+
+func (w *world) remoteClient(key string) gantryv1connect.RemoteAccessServiceClient {
+	return gantryv1connect.NewRemoteAccessServiceClient(http.DefaultClient, w.srv.URL, connect.WithProtoJSON(), servertest.Bearer(w.actor(key).Token))
+}
+
+// buildGrants: active on S1 and I1, expired on S3 (world header).
+func (w *world) buildGrants(ctx context.Context, st store.Store) {
+	now := time.Now().UTC()
+	for _, g := range []struct {
+		c       string
+		asset   string
+		dev     string
+		expires time.Time
+	}{{"S1", "A1", "D1", now.Add(time.Hour)}, {"I1", "A1", "D1", now.Add(time.Hour)}, {"S3", "A3", "D3", now.Add(-time.Minute)}} {
+		_, err := st.CreateGrant(ctx, store.Grant{TenantID: w.tenants["O1"].ID, CaseID: w.ids[g.c], AssetID: w.ids[g.asset], DeviceID: w.ids[g.dev],
+			ConnectionTypes: []string{"vnc", "data_link", "ssc"}, ActivatedBy: w.actor("O1/ME").ID, ActivatedAt: now.Add(-2 * time.Hour), ExpiresAt: g.expires})
+		if err != nil {
+			w.t.Fatalf("world: grant on %s: %v", g.c, err)
+		}
+	}
+}
+
+func runRemoteRow(t *testing.T, w *world, r rule) error {
+	t.Helper()
+	ctx := context.Background()
+	c := w.remoteClient(r.Actor)
+	switch r.Action {
+	case "activate remote access":
+		resp, err := c.ActivateRemoteAccess(ctx, connect.NewRequest(&gantryv1.ActivateRemoteAccessRequest{CaseId: w.id(r.Target)}))
+		if err == nil {
+			g := resp.Msg.Grant
+			if !g.Active || g.DeviceId != w.id("D1") || strings.Join(g.ConnectionTypes, ",") != "vnc,data_link,ssc" {
+				t.Errorf("row %s: grant %v", r.ID, g)
+			}
+			if d := g.ExpiresAt.AsTime().Sub(g.ActivatedAt.AsTime()); d != 2*time.Hour {
+				t.Errorf("row %s: default grant lasts %v, want 2h", r.ID, d)
+			}
+		} else if ra, _ := w.remoteClient("O1/ME").GetRemoteAccess(ctx, connect.NewRequest(&gantryv1.GetRemoteAccessRequest{CaseId: w.id(r.Target)})); ra != nil && ra.Msg.Grant.GetActive() {
+			t.Errorf("row %s: refused but a grant is active", r.ID)
+		}
+		return err
+	case "request remote access":
+		resp, err := c.RequestRemoteAccess(ctx, connect.NewRequest(&gantryv1.RequestRemoteAccessRequest{CaseId: w.id(r.Target), Reason: "drive parameters", DurationMinutes: 60}))
+		if err == nil && resp.Msg.Request.State != "pending" {
+			t.Errorf("row %s: request %v", r.ID, resp.Msg.Request)
+		}
+		return err
+	}
+	t.Fatalf("row %s: no driver for remote-access action %q", r.ID, r.Action)
+	return nil
+}
+
+// TestRule_ActivatingAnActiveGrantExtendsIt and the request/approve flow.
+func TestRule_ActivatingAnActiveGrantExtendsIt(t *testing.T) {
+	storetest.ForEach(t, func(t *testing.T, newStore storetest.Factory) {
+		w := newWorld(t, newStore(t))
+		ctx := context.Background()
+		me := w.remoteClient("O1/ME")
+		first, err := me.ActivateRemoteAccess(ctx, connect.NewRequest(&gantryv1.ActivateRemoteAccessRequest{CaseId: w.id("S2"), DurationMinutes: 30}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		second, err := me.ActivateRemoteAccess(ctx, connect.NewRequest(&gantryv1.ActivateRemoteAccessRequest{CaseId: w.id("S2"), DurationMinutes: 240}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if second.Msg.Grant.Id != first.Msg.Grant.Id || !second.Msg.Grant.ExpiresAt.AsTime().After(first.Msg.Grant.ExpiresAt.AsTime().Add(3*time.Hour)) {
+			t.Errorf("re-activation did not extend the grant: %v → %v", first.Msg.Grant, second.Msg.Grant)
+		}
+		if _, err := me.ActivateRemoteAccess(ctx, connect.NewRequest(&gantryv1.ActivateRemoteAccessRequest{CaseId: w.id("S2"), DurationMinutes: 600})); connect.CodeOf(err) != connect.CodeInvalidArgument {
+			t.Errorf("beyond the tenant maximum: %v", err)
+		}
+		if _, err := me.DeactivateRemoteAccess(ctx, connect.NewRequest(&gantryv1.DeactivateRemoteAccessRequest{CaseId: w.id("S2")})); err != nil {
+			t.Fatal(err)
+		}
+		ra, err := w.remoteClient("P1/ST").GetRemoteAccess(ctx, connect.NewRequest(&gantryv1.GetRemoteAccessRequest{CaseId: w.id("S2")}))
+		if err != nil || ra.Msg.Grant.Active || ra.Msg.Grant.DeactivatedBy != w.actor("O1/ME").ID {
+			t.Errorf("after deactivation: %v %v", ra, err)
+		}
+		// A2 has no device: no grant possible.
+		cs, err := w.caseClient("O1/ME").CreateCase(ctx, connect.NewRequest(&gantryv1.CreateCaseRequest{AssetId: w.id("A2"), Kind: "internal", Title: "no device"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := me.ActivateRemoteAccess(ctx, connect.NewRequest(&gantryv1.ActivateRemoteAccessRequest{CaseId: cs.Msg.Case.Id})); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+			t.Errorf("activation without a device: %v", err)
+		}
+		// Provider request → operator approval activates.
+		req, err := w.remoteClient("P1/ST").RequestRemoteAccess(ctx, connect.NewRequest(&gantryv1.RequestRemoteAccessRequest{CaseId: w.id("S2"), Reason: "firmware check", DurationMinutes: 45}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.remoteClient("P1/1LS").RequestRemoteAccess(ctx, connect.NewRequest(&gantryv1.RequestRemoteAccessRequest{CaseId: w.id("S2"), Reason: "x"})); connect.CodeOf(err) != connect.CodePermissionDenied {
+			t.Errorf("1LS (no Remote Access) requests: %v", err)
+		}
+		if _, err := w.remoteClient("P1/ST").DecideAccessRequest(ctx, connect.NewRequest(&gantryv1.DecideAccessRequestRequest{RequestId: req.Msg.Request.Id, Approve: true})); connect.CodeOf(err) != connect.CodePermissionDenied {
+			t.Errorf("provider approves its own request: %v", err)
+		}
+		dec, err := w.remoteClient("O1/MO").DecideAccessRequest(ctx, connect.NewRequest(&gantryv1.DecideAccessRequestRequest{RequestId: req.Msg.Request.Id, Approve: true}))
+		if err != nil || dec.Msg.Request.State != "approved" || !dec.Msg.Grant.GetActive() {
+			t.Fatalf("approve: %v %v", dec, err)
+		}
+		if d := dec.Msg.Grant.ExpiresAt.AsTime().Sub(dec.Msg.Grant.ActivatedAt.AsTime()); d != 45*time.Minute {
+			t.Errorf("approved grant lasts %v, want the requested 45m", d)
+		}
+		if _, err := w.remoteClient("O1/MO").DecideAccessRequest(ctx, connect.NewRequest(&gantryv1.DecideAccessRequestRequest{RequestId: req.Msg.Request.Id, Approve: false})); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+			t.Errorf("deciding twice: %v", err)
+		}
+		// Internal cases: providers cannot even see the grant.
+		if _, err := w.remoteClient("P1/ST").GetRemoteAccess(ctx, connect.NewRequest(&gantryv1.GetRemoteAccessRequest{CaseId: w.id("I1")})); connect.CodeOf(err) != connect.CodeNotFound {
+			t.Errorf("provider reads internal grant: %v", err)
+		}
+	})
+}

@@ -1,0 +1,74 @@
+package api
+
+import (
+	"context"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/gantry-iot/gantry/controlplane/store"
+	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+type remoteService struct{ *Server }
+
+func grantPB(g *store.Grant, now time.Time) *gantryv1.Grant {
+	if g == nil {
+		return nil
+	}
+	out := &gantryv1.Grant{Id: g.ID, CaseId: g.CaseID, AssetId: g.AssetID, DeviceId: g.DeviceID, ConnectionTypes: g.ConnectionTypes,
+		ActivatedBy: g.ActivatedBy, ActivatedAt: ts(g.ActivatedAt), ExpiresAt: ts(g.ExpiresAt), DeactivatedBy: g.DeactivatedBy, Active: g.Active(now)}
+	if !g.DeactivatedAt.IsZero() {
+		out.DeactivatedAt = timestamppb.New(g.DeactivatedAt)
+	}
+	return out
+}
+
+func requestPB(r store.AccessRequest) *gantryv1.AccessRequest {
+	return &gantryv1.AccessRequest{Id: r.ID, CaseId: r.CaseID, RequestedBy: r.RequestedBy, Reason: r.Reason, DurationMinutes: uint32(r.DurationMinutes),
+		State: r.State, DecidedBy: r.DecidedBy, CreatedAt: ts(r.CreatedAt)}
+}
+
+func (s *remoteService) ActivateRemoteAccess(ctx context.Context, req *connect.Request[gantryv1.ActivateRemoteAccessRequest]) (*connect.Response[gantryv1.ActivateRemoteAccessResponse], error) {
+	g, err := s.cases.Activate(ctx, CallerFrom(ctx), req.Msg.CaseId, time.Duration(req.Msg.DurationMinutes)*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&gantryv1.ActivateRemoteAccessResponse{Grant: grantPB(&g, time.Now())}), nil
+}
+
+func (s *remoteService) DeactivateRemoteAccess(ctx context.Context, req *connect.Request[gantryv1.DeactivateRemoteAccessRequest]) (*connect.Response[gantryv1.DeactivateRemoteAccessResponse], error) {
+	g, err := s.cases.Deactivate(ctx, CallerFrom(ctx), req.Msg.CaseId)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&gantryv1.DeactivateRemoteAccessResponse{Grant: grantPB(&g, time.Now())}), nil
+}
+
+func (s *remoteService) GetRemoteAccess(ctx context.Context, req *connect.Request[gantryv1.GetRemoteAccessRequest]) (*connect.Response[gantryv1.GetRemoteAccessResponse], error) {
+	ra, err := s.cases.GetRemoteAccess(ctx, CallerFrom(ctx), req.Msg.CaseId)
+	if err != nil {
+		return nil, err
+	}
+	out := &gantryv1.GetRemoteAccessResponse{Grant: grantPB(ra.Grant, time.Now())}
+	for _, r := range ra.Requests {
+		out.Requests = append(out.Requests, requestPB(r))
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (s *remoteService) RequestRemoteAccess(ctx context.Context, req *connect.Request[gantryv1.RequestRemoteAccessRequest]) (*connect.Response[gantryv1.RequestRemoteAccessResponse], error) {
+	r, err := s.cases.Request(ctx, CallerFrom(ctx), req.Msg.CaseId, req.Msg.Reason, time.Duration(req.Msg.DurationMinutes)*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&gantryv1.RequestRemoteAccessResponse{Request: requestPB(r)}), nil
+}
+
+func (s *remoteService) DecideAccessRequest(ctx context.Context, req *connect.Request[gantryv1.DecideAccessRequestRequest]) (*connect.Response[gantryv1.DecideAccessRequestResponse], error) {
+	r, g, err := s.cases.Decide(ctx, CallerFrom(ctx), req.Msg.RequestId, req.Msg.Approve)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&gantryv1.DecideAccessRequestResponse{Request: requestPB(r), Grant: grantPB(g, time.Now())}), nil
+}
