@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -139,3 +140,36 @@ func (l *Link) Close() error {
 	l.client.Disconnect(500)
 	return nil
 }
+
+// PublishAsync starts a QoS 1 publish of a queued telemetry batch on the
+// device's telemetry topic, stamping it with its queue sequence seq (so the
+// control plane can recognise redeliveries); done gets nil after the
+// broker's PUBACK, or the error.
+func (l *Link) PublishAsync(seq uint64, payload []byte, done func(error)) {
+	var b gantryv1.TelemetryBatch
+	if err := proto.Unmarshal(payload, &b); err != nil {
+		done(badRecord{fmt.Errorf("queued record %d is not a telemetry batch: %w", seq, err)})
+		return
+	}
+	b.Seq = seq
+	out, err := proto.Marshal(&b)
+	if err != nil {
+		done(err)
+		return
+	}
+	tok := l.client.Publish(topics.Device(l.cfg.DeviceID, topics.Telemetry), 1, false, out)
+	go func() {
+		if !tok.WaitTimeout(30 * time.Second) {
+			done(errors.New("no PUBACK within 30s"))
+			return
+		}
+		done(tok.Error())
+	}()
+}
+
+// badRecord is a permanent publish failure (see forward.Permanent).
+type badRecord struct{ error }
+
+func (badRecord) Permanent() bool { return true }
+
+func (b badRecord) Unwrap() error { return b.error }

@@ -10,6 +10,7 @@ import (
 	"github.com/gantry-iot/gantry/controlplane/commands"
 	"github.com/gantry-iot/gantry/controlplane/errkind"
 	"github.com/gantry-iot/gantry/controlplane/fleet"
+	"github.com/gantry-iot/gantry/controlplane/store"
 	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
 )
 
@@ -106,4 +107,40 @@ func (s *deviceService) SendCommand(ctx context.Context, req *connect.Request[ga
 		return nil, err
 	}
 	return connect.NewResponse(&gantryv1.SendCommandResponse{Nonce: ack.Nonce, Ok: ack.Ok, Error: ack.Error, RoundTripMs: uint32(time.Since(start).Milliseconds())}), nil
+}
+
+func valuePB(v store.Sample) *gantryv1.Value {
+	return &gantryv1.Value{Point: v.Point, Value: v.Value, Status: v.Status, At: ts(v.At), BatchSeq: v.BatchSeq}
+}
+
+func (s *deviceService) GetLatestValues(ctx context.Context, req *connect.Request[gantryv1.GetLatestValuesRequest]) (*connect.Response[gantryv1.GetLatestValuesResponse], error) {
+	vs, err := s.fleet.LatestValues(ctx, CallerFrom(ctx), req.Msg.DeviceId)
+	if err != nil {
+		return nil, err
+	}
+	out := &gantryv1.GetLatestValuesResponse{}
+	for _, v := range vs {
+		out.Values = append(out.Values, valuePB(v))
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (s *deviceService) GetHistory(ctx context.Context, req *connect.Request[gantryv1.GetHistoryRequest]) (*connect.Response[gantryv1.GetHistoryResponse], error) {
+	m := req.Msg
+	var from, to time.Time
+	if m.From != nil {
+		from = m.From.AsTime()
+	}
+	if m.To != nil {
+		to = m.To.AsTime()
+	}
+	vs, err := s.fleet.History(ctx, CallerFrom(ctx), m.DeviceId, m.Point, from, to, int(m.Limit))
+	if err != nil {
+		return nil, err
+	}
+	out := &gantryv1.GetHistoryResponse{}
+	for _, v := range vs {
+		out.Values = append(out.Values, valuePB(v))
+	}
+	return connect.NewResponse(out), nil
 }

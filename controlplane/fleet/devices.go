@@ -236,3 +236,34 @@ func (s *Service) DeviceToCommand(ctx context.Context, c *identity.Caller, id st
 	d, _, err := s.device(ctx, c, id, authz.Manage, "send commands to this device")
 	return d, err
 }
+
+// LatestValues returns a device's latest data (readers of the device).
+func (s *Service) LatestValues(ctx context.Context, c *identity.Caller, deviceID string) ([]store.Sample, error) {
+	if _, err := s.GetDevice(ctx, c, deviceID); err != nil {
+		return nil, err
+	}
+	return s.repo.LatestValues(ctx, deviceID)
+}
+
+// History returns a data point's values in [from, to) (readers of the device).
+func (s *Service) History(ctx context.Context, c *identity.Caller, deviceID, point string, from, to time.Time, limit int) ([]store.Sample, error) {
+	if _, err := s.GetDevice(ctx, c, deviceID); err != nil {
+		return nil, err
+	}
+	if point == "" || len(point) > 200 {
+		return nil, errkind.Invalidf("point", "a data point name is required")
+	}
+	if to.IsZero() {
+		to = s.now()
+	}
+	if from.IsZero() {
+		from = to.Add(-24 * time.Hour)
+	}
+	if !from.Before(to) {
+		return nil, errkind.Invalidf("from", "from must be before to")
+	}
+	if limit < 0 || limit > 10000 {
+		return nil, errkind.Invalidf("limit", "between 1 and 10000")
+	}
+	return s.repo.History(ctx, deviceID, point, from, to, limit)
+}

@@ -61,6 +61,8 @@ type Repo interface {
 	SetExternalUser(ctx context.Context, e store.ExternalUser) error
 	GetExternalUser(ctx context.Context, userID string) (store.ExternalUser, error)
 	GetUser(ctx context.Context, id string) (store.User, error)
+	LatestValues(ctx context.Context, deviceID string) ([]store.Sample, error)
+	History(ctx context.Context, deviceID, point string, from, to time.Time, limit int) ([]store.Sample, error)
 	CreateServiceContract(ctx context.Context, c store.ServiceContract) (store.ServiceContract, error)
 	ListServiceContracts(ctx context.Context, customerID string) ([]store.ServiceContract, error)
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/gantry-iot/gantry/controlplane/pki"
 	portalpkg "github.com/gantry-iot/gantry/controlplane/portal"
 	"github.com/gantry-iot/gantry/controlplane/store"
+	"github.com/gantry-iot/gantry/controlplane/telemetry"
 	"github.com/gantry-iot/gantry/pkg/topics"
 	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,6 +50,8 @@ type Config struct {
 	// MQTTPublicURL is the broker URL handed to devices (default: the
 	// embedded broker's address).
 	MQTTPublicURL string
+	// HistoryRetention bounds the stored value history (default 7 days).
+	HistoryRetention time.Duration
 
 	// Store, when set, is used instead of opening StoreDSN (tests). The
 	// server closes it on Close.
@@ -82,6 +85,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("--mqtt-listen %q: want host:port or off", c.MQTTListen)
 		}
 	}
+	if c.HistoryRetention <= 0 {
+		c.HistoryRetention = 7 * 24 * time.Hour
+	}
 	if !c.Dev && (c.TLSCert == "" || c.TLSKey == "") {
 		return errors.New("outside --dev the portal and API are served over HTTPS: give --tls-cert and --tls-key (PEM files)")
 	}
@@ -98,6 +104,8 @@ type Server struct {
 	Cases    *cases.Service
 	CA       *pki.CA
 	Broker   *broker.Broker // nil when disabled
+	ingest   *telemetry.Ingest
+	reg      *prometheus.Registry
 	ln       net.Listener
 	http     *http.Server
 	URL      string
@@ -155,6 +163,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	s := &Server{cfg: cfg, log: logger, Store: st, Identity: id, Fleet: fl, Cases: cs, ln: ln, URL: url}
 
 	reg := prometheus.NewRegistry()
+	s.reg = reg
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	apiSrv := api.New(id, fl, cs, portal, logger)
@@ -221,6 +230,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 func (s *Server) Serve(ctx context.Context) error {
 	base, stopStreams := context.WithCancel(context.Background())
 	defer stopStreams()
+	if s.ingest != nil {
+		go s.ingest.Prune(base, s.cfg.HistoryRetention, time.Hour)
+	}
 	s.http.BaseContext = func(net.Listener) context.Context { return base }
 	errc := make(chan error, 1)
 	go func() {
@@ -291,6 +303,10 @@ func (s *Server) startBroker(ctx context.Context, cfg Config, logger *slog.Logge
 		return fmt.Errorf("broker: %w", err)
 	}
 	s.Broker = b
+	s.ingest = telemetry.New(s.Store, s.reg, logger)
+	if err := b.Subscribe(topics.Wildcard(topics.Telemetry), s.ingest.Handle); err != nil {
+		return err
+	}
 	// Retained state and the agents' wills drive online status.
 	return b.Subscribe(topics.Wildcard(topics.State), func(topic string, payload []byte) {
 		id, _, err := topics.Parse(topic)

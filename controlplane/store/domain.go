@@ -410,3 +410,24 @@ type Grants interface {
 	// DeviceForMachine returns the device linked to a customer machine.
 	DeviceForMachine(ctx context.Context, customerMachineID string) (EdgeDevice, error)
 }
+
+// Sample is one value of a device's data point.
+type Sample struct {
+	Point    string
+	Value    float64
+	Status   uint32
+	At       time.Time
+	BatchSeq uint64 // the agent's queue sequence of the batch that carried it
+}
+
+// Values is the part of Store that holds machine data.
+type Values interface {
+	// StoreSamples records samples as history and as latest values (a
+	// sample older than the stored latest value does not replace it).
+	StoreSamples(ctx context.Context, deviceID string, samples []Sample) error
+	LatestValues(ctx context.Context, deviceID string) ([]Sample, error)
+	// History returns a point's samples in [from, to), oldest first, at most limit.
+	History(ctx context.Context, deviceID, point string, from, to time.Time, limit int) ([]Sample, error)
+	// PruneHistory deletes history older than before.
+	PruneHistory(ctx context.Context, before time.Time) (int64, error)
+}

@@ -186,6 +186,7 @@ type Store interface {
 	ExternalUsers
 	Contracts
 	Grants
+	Values
 
 	Close() error
 }

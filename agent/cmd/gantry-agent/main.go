@@ -26,9 +26,14 @@ import (
 	"github.com/gantry-iot/gantry/agent/config"
 	"github.com/gantry-iot/gantry/agent/control"
 	"github.com/gantry-iot/gantry/agent/enroll"
+	"github.com/gantry-iot/gantry/agent/forward"
 	"github.com/gantry-iot/gantry/agent/link"
+	"github.com/gantry-iot/gantry/agent/queue"
 	"github.com/gantry-iot/gantry/pkg/command"
 	"github.com/gantry-iot/gantry/pkg/topics"
+	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -102,6 +107,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cfgFile := fs.String("config", "", "configuration file (see firmware-config/); flags below override it")
 		dir := fs.String("state-dir", "", "state directory written by enroll (default from the config, /var/lib/gantry-agent)")
 		metrics := fs.String("metrics-listen", "", "Prometheus metrics address, or off (default from the config, 127.0.0.1:9101)")
+		simulate := fs.Float64("simulate", 0, "simulated agent: produce this many telemetry batches per second (a counter) instead of real machine data")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
@@ -118,12 +124,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if *metrics != "" {
 			cfg.Metrics.Listen = *metrics
 		}
-		return serve(ctx, cfg.StateDir, cfg.Metrics.Listen, logger)
+		return serve(ctx, cfg, *simulate, logger)
 	}
 	return fmt.Errorf("unknown command %q; run 'gantry-agent help'", args[0])
 }
 
-func serve(ctx context.Context, dir, metricsAddr string, logger *slog.Logger) error {
+func serve(ctx context.Context, cfg config.Config, simulate float64, logger *slog.Logger) error {
+	dir, metricsAddr := cfg.StateDir, cfg.Metrics.Listen
 	st, cert, pool, err := enroll.Load(dir)
 	if err != nil {
 		return err
@@ -173,13 +180,38 @@ func serve(ctx context.Context, dir, metricsAddr string, logger *slog.Logger) er
 	}
 	lnk.Store(l)
 	connected.Set(1)
-	logger.Info("agent running")
+	qdir := cfg.Queue.Dir
+	if qdir == "" || qdir == filepath.Join(config.Default().StateDir, "queue") {
+		qdir = filepath.Join(dir, "queue")
+	}
+	q, err := queue.Open(qdir, queue.Options{MaxBytes: int64(cfg.Queue.MaxMB) << 20, SegmentBytes: int64(cfg.Queue.SegmentMB) << 20, SyncDelay: cfg.Queue.SyncDelay, Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	fw := forward.New(q, l, 64, logger)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_agent_queue_records", Help: "Records waiting in the store-and-forward queue."}, func() float64 { return float64(q.Stats().Records) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_agent_queue_bytes", Help: "Bytes of the store-and-forward queue on disk."}, func() float64 { return float64(q.Stats().Bytes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_queue_dropped_total", Help: "Records dropped because the queue was full."}, func() float64 { return float64(q.Stats().Dropped) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_messages_sent_total", Help: "Telemetry messages acknowledged by the broker."}, func() float64 { return float64(fw.Stats.Acked.Load()) }))
+	fctx, stopForward := context.WithCancel(ctx)
+	defer stopForward()
+	go func() {
+		if err := fw.Run(fctx); err != nil && !errors.Is(err, context.Canceled) {
+			logger.Error("forwarder stopped", "err", err)
+		}
+	}()
+	if simulate > 0 {
+		go simulateTelemetry(fctx, q, simulate, logger)
+	}
+	logger.Info("agent running", "queue", qdir, "simulate", simulate)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			logger.Info("agent stopping")
+			stopForward()
 			return l.Close()
 		case <-tick.C:
 			if l.Connected() {
@@ -212,4 +244,22 @@ func configCmd(args []string, stdout io.Writer) error {
 		return fmt.Errorf("%s: %d problem(s)", args[1], len(ps))
 	}
 	return errors.New("usage: gantry-agent config validate FILE | gantry-agent config default")
+}
+
+// simulateTelemetry appends a batch with an increasing counter rate times
+// per second, continuing from the queue's last sequence after a restart.
+func simulateTelemetry(ctx context.Context, q *queue.Queue, rate float64, logger *slog.Logger) {
+	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			b, _ := proto.Marshal(&gantryv1.TelemetryBatch{Samples: []*gantryv1.Sample{{Point: "sim.counter", Value: float64(now.UnixNano()), At: timestamppb.New(now)}}})
+			if _, err := q.Append(ctx, b); err != nil && ctx.Err() == nil {
+				logger.Warn("simulated telemetry not queued", "err", err)
+			}
+		}
+	}
 }

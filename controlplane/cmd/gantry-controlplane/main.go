@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/gantry-iot/gantry/controlplane/server"
 )
@@ -70,6 +71,7 @@ func newServeFlags(cfg *server.Config, logLevel *string) *flag.FlagSet {
 	fs.StringVar(&cfg.ConferenceURL, "conference-url", "https://meet.example.com", "base URL of the conferencing provider; each case gets <url>/gantry-case-<id>")
 	fs.StringVar(&cfg.MQTTListen, "mqtt-listen", "", "embedded MQTT broker TLS address (default 127.0.0.1:8883 with --dev, :8883 otherwise; \"off\" to use an external broker)")
 	fs.StringVar(&cfg.MQTTPublicURL, "mqtt-public-url", "", "broker URL handed to devices at enrollment, e.g. tls://gantry.example.com:8883 (default: the embedded broker's address)")
+	fs.DurationVar(&cfg.HistoryRetention, "history-retention", 7*24*time.Hour, "how long machine-data history is kept")
 	fs.StringVar(logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return fs
 }

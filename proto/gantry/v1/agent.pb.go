@@ -392,6 +392,133 @@ func (x *CommandAck) GetAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// TelemetryBatch is the payload on gantry/v1/dev/{id}/telemetry: values
+// collected by the agent, sent at QoS 1 through its durable queue.
+type TelemetryBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent's queue sequence number of this batch; the control plane
+	// uses it to count duplicates after redelivery.
+	Seq           uint64    `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Samples       []*Sample `protobuf:"bytes,2,rep,name=samples,proto3" json:"samples,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TelemetryBatch) Reset() {
+	*x = TelemetryBatch{}
+	mi := &file_gantry_v1_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TelemetryBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TelemetryBatch) ProtoMessage() {}
+
+func (x *TelemetryBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TelemetryBatch.ProtoReflect.Descriptor instead.
+func (*TelemetryBatch) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *TelemetryBatch) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *TelemetryBatch) GetSamples() []*Sample {
+	if x != nil {
+		return x.Samples
+	}
+	return nil
+}
+
+type Sample struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Data point name (from the machine model's OPC-UA template).
+	Point string  `protobuf:"bytes,1,opt,name=point,proto3" json:"point,omitempty"`
+	Value float64 `protobuf:"fixed64,2,opt,name=value,proto3" json:"value,omitempty"`
+	// Source timestamp.
+	At *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	// OPC-UA status code (0 = Good).
+	Status        uint32 `protobuf:"varint,4,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Sample) Reset() {
+	*x = Sample{}
+	mi := &file_gantry_v1_agent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Sample) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Sample) ProtoMessage() {}
+
+func (x *Sample) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_agent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Sample.ProtoReflect.Descriptor instead.
+func (*Sample) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Sample) GetPoint() string {
+	if x != nil {
+		return x.Point
+	}
+	return ""
+}
+
+func (x *Sample) GetValue() float64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+func (x *Sample) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *Sample) GetStatus() uint32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
 var File_gantry_v1_agent_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_agent_proto_rawDesc = "" +
@@ -419,7 +546,15 @@ const file_gantry_v1_agent_proto_rawDesc = "" +
 	"\x05nonce\x18\x01 \x01(\tR\x05nonce\x12\x0e\n" +
 	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12*\n" +
-	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02atB7Z5github.com/gantry-iot/gantry/proto/gantry/v1;gantryv1b\x06proto3"
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"O\n" +
+	"\x0eTelemetryBatch\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12+\n" +
+	"\asamples\x18\x02 \x03(\v2\x11.gantry.v1.SampleR\asamples\"x\n" +
+	"\x06Sample\x12\x14\n" +
+	"\x05point\x18\x01 \x01(\tR\x05point\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value\x12*\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x16\n" +
+	"\x06status\x18\x04 \x01(\rR\x06statusB7Z5github.com/gantry-iot/gantry/proto/gantry/v1;gantryv1b\x06proto3"
 
 var (
 	file_gantry_v1_agent_proto_rawDescOnce sync.Once
@@ -433,7 +568,7 @@ func file_gantry_v1_agent_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_agent_proto_rawDescData
 }
 
-var file_gantry_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_gantry_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_gantry_v1_agent_proto_goTypes = []any{
 	(*Command)(nil),               // 0: gantry.v1.Command
 	(*Ping)(nil),                  // 1: gantry.v1.Ping
@@ -441,20 +576,24 @@ var file_gantry_v1_agent_proto_goTypes = []any{
 	(*RestartCollector)(nil),      // 3: gantry.v1.RestartCollector
 	(*SignedCommand)(nil),         // 4: gantry.v1.SignedCommand
 	(*CommandAck)(nil),            // 5: gantry.v1.CommandAck
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*TelemetryBatch)(nil),        // 6: gantry.v1.TelemetryBatch
+	(*Sample)(nil),                // 7: gantry.v1.Sample
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
 }
 var file_gantry_v1_agent_proto_depIdxs = []int32{
-	6, // 0: gantry.v1.Command.issued_at:type_name -> google.protobuf.Timestamp
-	6, // 1: gantry.v1.Command.expires_at:type_name -> google.protobuf.Timestamp
+	8, // 0: gantry.v1.Command.issued_at:type_name -> google.protobuf.Timestamp
+	8, // 1: gantry.v1.Command.expires_at:type_name -> google.protobuf.Timestamp
 	1, // 2: gantry.v1.Command.ping:type_name -> gantry.v1.Ping
 	2, // 3: gantry.v1.Command.reload_config:type_name -> gantry.v1.ReloadConfig
 	3, // 4: gantry.v1.Command.restart_collector:type_name -> gantry.v1.RestartCollector
-	6, // 5: gantry.v1.CommandAck.at:type_name -> google.protobuf.Timestamp
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	8, // 5: gantry.v1.CommandAck.at:type_name -> google.protobuf.Timestamp
+	7, // 6: gantry.v1.TelemetryBatch.samples:type_name -> gantry.v1.Sample
+	8, // 7: gantry.v1.Sample.at:type_name -> google.protobuf.Timestamp
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_agent_proto_init() }
@@ -473,7 +612,7 @@ func file_gantry_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_agent_proto_rawDesc), len(file_gantry_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

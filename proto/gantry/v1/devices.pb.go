@@ -168,6 +168,291 @@ func (x *EdgeDevice) GetCreatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+type Value struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Point         string                 `protobuf:"bytes,1,opt,name=point,proto3" json:"point,omitempty"`
+	Value         float64                `protobuf:"fixed64,2,opt,name=value,proto3" json:"value,omitempty"`
+	Status        uint32                 `protobuf:"varint,3,opt,name=status,proto3" json:"status,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=at,proto3" json:"at,omitempty"`
+	BatchSeq      uint64                 `protobuf:"varint,5,opt,name=batch_seq,json=batchSeq,proto3" json:"batch_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Value) Reset() {
+	*x = Value{}
+	mi := &file_gantry_v1_devices_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Value) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Value) ProtoMessage() {}
+
+func (x *Value) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_devices_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Value.ProtoReflect.Descriptor instead.
+func (*Value) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Value) GetPoint() string {
+	if x != nil {
+		return x.Point
+	}
+	return ""
+}
+
+func (x *Value) GetValue() float64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+func (x *Value) GetStatus() uint32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *Value) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *Value) GetBatchSeq() uint64 {
+	if x != nil {
+		return x.BatchSeq
+	}
+	return 0
+}
+
+type GetLatestValuesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId      string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLatestValuesRequest) Reset() {
+	*x = GetLatestValuesRequest{}
+	mi := &file_gantry_v1_devices_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLatestValuesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLatestValuesRequest) ProtoMessage() {}
+
+func (x *GetLatestValuesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_devices_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLatestValuesRequest.ProtoReflect.Descriptor instead.
+func (*GetLatestValuesRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *GetLatestValuesRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+type GetLatestValuesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Values        []*Value               `protobuf:"bytes,1,rep,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLatestValuesResponse) Reset() {
+	*x = GetLatestValuesResponse{}
+	mi := &file_gantry_v1_devices_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLatestValuesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLatestValuesResponse) ProtoMessage() {}
+
+func (x *GetLatestValuesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_devices_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLatestValuesResponse.ProtoReflect.Descriptor instead.
+func (*GetLatestValuesResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetLatestValuesResponse) GetValues() []*Value {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+type GetHistoryRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Point    string                 `protobuf:"bytes,2,opt,name=point,proto3" json:"point,omitempty"`
+	From     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	To       *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=to,proto3" json:"to,omitempty"`
+	// At most 10000; default 1000.
+	Limit         int32 `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetHistoryRequest) Reset() {
+	*x = GetHistoryRequest{}
+	mi := &file_gantry_v1_devices_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetHistoryRequest) ProtoMessage() {}
+
+func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_devices_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetHistoryRequest.ProtoReflect.Descriptor instead.
+func (*GetHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GetHistoryRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *GetHistoryRequest) GetPoint() string {
+	if x != nil {
+		return x.Point
+	}
+	return ""
+}
+
+func (x *GetHistoryRequest) GetFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *GetHistoryRequest) GetTo() *timestamppb.Timestamp {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *GetHistoryRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type GetHistoryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Values        []*Value               `protobuf:"bytes,1,rep,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetHistoryResponse) Reset() {
+	*x = GetHistoryResponse{}
+	mi := &file_gantry_v1_devices_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetHistoryResponse) ProtoMessage() {}
+
+func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_devices_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetHistoryResponse.ProtoReflect.Descriptor instead.
+func (*GetHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GetHistoryResponse) GetValues() []*Value {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
 type ListDevicesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -176,7 +461,7 @@ type ListDevicesRequest struct {
 
 func (x *ListDevicesRequest) Reset() {
 	*x = ListDevicesRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[1]
+	mi := &file_gantry_v1_devices_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -188,7 +473,7 @@ func (x *ListDevicesRequest) String() string {
 func (*ListDevicesRequest) ProtoMessage() {}
 
 func (x *ListDevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[1]
+	mi := &file_gantry_v1_devices_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -201,7 +486,7 @@ func (x *ListDevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDevicesRequest.ProtoReflect.Descriptor instead.
 func (*ListDevicesRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{1}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{6}
 }
 
 type ListDevicesResponse struct {
@@ -213,7 +498,7 @@ type ListDevicesResponse struct {
 
 func (x *ListDevicesResponse) Reset() {
 	*x = ListDevicesResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[2]
+	mi := &file_gantry_v1_devices_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -225,7 +510,7 @@ func (x *ListDevicesResponse) String() string {
 func (*ListDevicesResponse) ProtoMessage() {}
 
 func (x *ListDevicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[2]
+	mi := &file_gantry_v1_devices_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -238,7 +523,7 @@ func (x *ListDevicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDevicesResponse.ProtoReflect.Descriptor instead.
 func (*ListDevicesResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{2}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListDevicesResponse) GetDevices() []*EdgeDevice {
@@ -257,7 +542,7 @@ type GetDeviceRequest struct {
 
 func (x *GetDeviceRequest) Reset() {
 	*x = GetDeviceRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[3]
+	mi := &file_gantry_v1_devices_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -269,7 +554,7 @@ func (x *GetDeviceRequest) String() string {
 func (*GetDeviceRequest) ProtoMessage() {}
 
 func (x *GetDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[3]
+	mi := &file_gantry_v1_devices_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -282,7 +567,7 @@ func (x *GetDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceRequest.ProtoReflect.Descriptor instead.
 func (*GetDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{3}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetDeviceRequest) GetId() string {
@@ -301,7 +586,7 @@ type GetDeviceResponse struct {
 
 func (x *GetDeviceResponse) Reset() {
 	*x = GetDeviceResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[4]
+	mi := &file_gantry_v1_devices_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -313,7 +598,7 @@ func (x *GetDeviceResponse) String() string {
 func (*GetDeviceResponse) ProtoMessage() {}
 
 func (x *GetDeviceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[4]
+	mi := &file_gantry_v1_devices_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -326,7 +611,7 @@ func (x *GetDeviceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceResponse.ProtoReflect.Descriptor instead.
 func (*GetDeviceResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{4}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetDeviceResponse) GetDevice() *EdgeDevice {
@@ -347,7 +632,7 @@ type CreateDeviceRequest struct {
 
 func (x *CreateDeviceRequest) Reset() {
 	*x = CreateDeviceRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[5]
+	mi := &file_gantry_v1_devices_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -359,7 +644,7 @@ func (x *CreateDeviceRequest) String() string {
 func (*CreateDeviceRequest) ProtoMessage() {}
 
 func (x *CreateDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[5]
+	mi := &file_gantry_v1_devices_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -372,7 +657,7 @@ func (x *CreateDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateDeviceRequest.ProtoReflect.Descriptor instead.
 func (*CreateDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{5}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateDeviceRequest) GetName() string {
@@ -405,7 +690,7 @@ type CreateDeviceResponse struct {
 
 func (x *CreateDeviceResponse) Reset() {
 	*x = CreateDeviceResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[6]
+	mi := &file_gantry_v1_devices_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -417,7 +702,7 @@ func (x *CreateDeviceResponse) String() string {
 func (*CreateDeviceResponse) ProtoMessage() {}
 
 func (x *CreateDeviceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[6]
+	mi := &file_gantry_v1_devices_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -430,7 +715,7 @@ func (x *CreateDeviceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateDeviceResponse.ProtoReflect.Descriptor instead.
 func (*CreateDeviceResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{6}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CreateDeviceResponse) GetDevice() *EdgeDevice {
@@ -450,7 +735,7 @@ type LinkDeviceRequest struct {
 
 func (x *LinkDeviceRequest) Reset() {
 	*x = LinkDeviceRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[7]
+	mi := &file_gantry_v1_devices_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -462,7 +747,7 @@ func (x *LinkDeviceRequest) String() string {
 func (*LinkDeviceRequest) ProtoMessage() {}
 
 func (x *LinkDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[7]
+	mi := &file_gantry_v1_devices_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -475,7 +760,7 @@ func (x *LinkDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkDeviceRequest.ProtoReflect.Descriptor instead.
 func (*LinkDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{7}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LinkDeviceRequest) GetId() string {
@@ -501,7 +786,7 @@ type LinkDeviceResponse struct {
 
 func (x *LinkDeviceResponse) Reset() {
 	*x = LinkDeviceResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[8]
+	mi := &file_gantry_v1_devices_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -513,7 +798,7 @@ func (x *LinkDeviceResponse) String() string {
 func (*LinkDeviceResponse) ProtoMessage() {}
 
 func (x *LinkDeviceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[8]
+	mi := &file_gantry_v1_devices_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -526,7 +811,7 @@ func (x *LinkDeviceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkDeviceResponse.ProtoReflect.Descriptor instead.
 func (*LinkDeviceResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{8}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LinkDeviceResponse) GetDevice() *EdgeDevice {
@@ -547,7 +832,7 @@ type CreateEnrollmentTokenRequest struct {
 
 func (x *CreateEnrollmentTokenRequest) Reset() {
 	*x = CreateEnrollmentTokenRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[9]
+	mi := &file_gantry_v1_devices_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +844,7 @@ func (x *CreateEnrollmentTokenRequest) String() string {
 func (*CreateEnrollmentTokenRequest) ProtoMessage() {}
 
 func (x *CreateEnrollmentTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[9]
+	mi := &file_gantry_v1_devices_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,7 +857,7 @@ func (x *CreateEnrollmentTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnrollmentTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateEnrollmentTokenRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{9}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateEnrollmentTokenRequest) GetDeviceId() string {
@@ -601,7 +886,7 @@ type CreateEnrollmentTokenResponse struct {
 
 func (x *CreateEnrollmentTokenResponse) Reset() {
 	*x = CreateEnrollmentTokenResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[10]
+	mi := &file_gantry_v1_devices_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -613,7 +898,7 @@ func (x *CreateEnrollmentTokenResponse) String() string {
 func (*CreateEnrollmentTokenResponse) ProtoMessage() {}
 
 func (x *CreateEnrollmentTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[10]
+	mi := &file_gantry_v1_devices_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -626,7 +911,7 @@ func (x *CreateEnrollmentTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnrollmentTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateEnrollmentTokenResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{10}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateEnrollmentTokenResponse) GetToken() string {
@@ -662,7 +947,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[11]
+	mi := &file_gantry_v1_devices_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -674,7 +959,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[11]
+	mi := &file_gantry_v1_devices_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -687,7 +972,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{11}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *EnrollRequest) GetToken() string {
@@ -728,7 +1013,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[12]
+	mi := &file_gantry_v1_devices_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -740,7 +1025,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[12]
+	mi := &file_gantry_v1_devices_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -753,7 +1038,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{12}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EnrollResponse) GetDeviceId() string {
@@ -804,7 +1089,7 @@ type DeviceState struct {
 
 func (x *DeviceState) Reset() {
 	*x = DeviceState{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[13]
+	mi := &file_gantry_v1_devices_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -816,7 +1101,7 @@ func (x *DeviceState) String() string {
 func (*DeviceState) ProtoMessage() {}
 
 func (x *DeviceState) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[13]
+	mi := &file_gantry_v1_devices_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -829,7 +1114,7 @@ func (x *DeviceState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceState.ProtoReflect.Descriptor instead.
 func (*DeviceState) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{13}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeviceState) GetOnline() bool {
@@ -866,7 +1151,7 @@ type SendCommandRequest struct {
 
 func (x *SendCommandRequest) Reset() {
 	*x = SendCommandRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[14]
+	mi := &file_gantry_v1_devices_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -878,7 +1163,7 @@ func (x *SendCommandRequest) String() string {
 func (*SendCommandRequest) ProtoMessage() {}
 
 func (x *SendCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[14]
+	mi := &file_gantry_v1_devices_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -891,7 +1176,7 @@ func (x *SendCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendCommandRequest.ProtoReflect.Descriptor instead.
 func (*SendCommandRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{14}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SendCommandRequest) GetDeviceId() string {
@@ -928,7 +1213,7 @@ type SendCommandResponse struct {
 
 func (x *SendCommandResponse) Reset() {
 	*x = SendCommandResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[15]
+	mi := &file_gantry_v1_devices_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1225,7 @@ func (x *SendCommandResponse) String() string {
 func (*SendCommandResponse) ProtoMessage() {}
 
 func (x *SendCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[15]
+	mi := &file_gantry_v1_devices_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1238,7 @@ func (x *SendCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendCommandResponse.ProtoReflect.Descriptor instead.
 func (*SendCommandResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{15}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SendCommandResponse) GetNonce() string {
@@ -1005,7 +1290,25 @@ const file_gantry_v1_devices_proto_rawDesc = "" +
 	"\tlast_seen\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x1a\n" +
 	"\benrolled\x18\f \x01(\bR\benrolled\x129\n" +
 	"\n" +
-	"created_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x14\n" +
+	"created_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x94\x01\n" +
+	"\x05Value\x12\x14\n" +
+	"\x05point\x18\x01 \x01(\tR\x05point\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value\x12\x16\n" +
+	"\x06status\x18\x03 \x01(\rR\x06status\x12*\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x1b\n" +
+	"\tbatch_seq\x18\x05 \x01(\x04R\bbatchSeq\"5\n" +
+	"\x16GetLatestValuesRequest\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\"C\n" +
+	"\x17GetLatestValuesResponse\x12(\n" +
+	"\x06values\x18\x01 \x03(\v2\x10.gantry.v1.ValueR\x06values\"\xb8\x01\n" +
+	"\x11GetHistoryRequest\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x14\n" +
+	"\x05point\x18\x02 \x01(\tR\x05point\x12.\n" +
+	"\x04from\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
+	"\x02to\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\x12\x14\n" +
+	"\x05limit\x18\x05 \x01(\x05R\x05limit\">\n" +
+	"\x12GetHistoryResponse\x12(\n" +
+	"\x06values\x18\x01 \x03(\v2\x10.gantry.v1.ValueR\x06values\"\x14\n" +
 	"\x12ListDevicesRequest\"F\n" +
 	"\x13ListDevicesResponse\x12/\n" +
 	"\adevices\x18\x01 \x03(\v2\x15.gantry.v1.EdgeDeviceR\adevices\"\"\n" +
@@ -1055,7 +1358,7 @@ const file_gantry_v1_devices_proto_rawDesc = "" +
 	"\x05nonce\x18\x01 \x01(\tR\x05nonce\x12\x0e\n" +
 	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12\"\n" +
-	"\rround_trip_ms\x18\x04 \x01(\rR\vroundTripMs2\xfb\x03\n" +
+	"\rround_trip_ms\x18\x04 \x01(\rR\vroundTripMs2\xa0\x05\n" +
 	"\rDeviceService\x12L\n" +
 	"\vListDevices\x12\x1d.gantry.v1.ListDevicesRequest\x1a\x1e.gantry.v1.ListDevicesResponse\x12F\n" +
 	"\tGetDevice\x12\x1b.gantry.v1.GetDeviceRequest\x1a\x1c.gantry.v1.GetDeviceResponse\x12O\n" +
@@ -1063,7 +1366,10 @@ const file_gantry_v1_devices_proto_rawDesc = "" +
 	"\n" +
 	"LinkDevice\x12\x1c.gantry.v1.LinkDeviceRequest\x1a\x1d.gantry.v1.LinkDeviceResponse\x12j\n" +
 	"\x15CreateEnrollmentToken\x12'.gantry.v1.CreateEnrollmentTokenRequest\x1a(.gantry.v1.CreateEnrollmentTokenResponse\x12L\n" +
-	"\vSendCommand\x12\x1d.gantry.v1.SendCommandRequest\x1a\x1e.gantry.v1.SendCommandResponse2R\n" +
+	"\vSendCommand\x12\x1d.gantry.v1.SendCommandRequest\x1a\x1e.gantry.v1.SendCommandResponse\x12X\n" +
+	"\x0fGetLatestValues\x12!.gantry.v1.GetLatestValuesRequest\x1a\".gantry.v1.GetLatestValuesResponse\x12I\n" +
+	"\n" +
+	"GetHistory\x12\x1c.gantry.v1.GetHistoryRequest\x1a\x1d.gantry.v1.GetHistoryResponse2R\n" +
 	"\x11EnrollmentService\x12=\n" +
 	"\x06Enroll\x12\x18.gantry.v1.EnrollRequest\x1a\x19.gantry.v1.EnrollResponseB7Z5github.com/gantry-iot/gantry/proto/gantry/v1;gantryv1b\x06proto3"
 
@@ -1079,54 +1385,68 @@ func file_gantry_v1_devices_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_devices_proto_rawDescData
 }
 
-var file_gantry_v1_devices_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_gantry_v1_devices_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_gantry_v1_devices_proto_goTypes = []any{
 	(*EdgeDevice)(nil),                    // 0: gantry.v1.EdgeDevice
-	(*ListDevicesRequest)(nil),            // 1: gantry.v1.ListDevicesRequest
-	(*ListDevicesResponse)(nil),           // 2: gantry.v1.ListDevicesResponse
-	(*GetDeviceRequest)(nil),              // 3: gantry.v1.GetDeviceRequest
-	(*GetDeviceResponse)(nil),             // 4: gantry.v1.GetDeviceResponse
-	(*CreateDeviceRequest)(nil),           // 5: gantry.v1.CreateDeviceRequest
-	(*CreateDeviceResponse)(nil),          // 6: gantry.v1.CreateDeviceResponse
-	(*LinkDeviceRequest)(nil),             // 7: gantry.v1.LinkDeviceRequest
-	(*LinkDeviceResponse)(nil),            // 8: gantry.v1.LinkDeviceResponse
-	(*CreateEnrollmentTokenRequest)(nil),  // 9: gantry.v1.CreateEnrollmentTokenRequest
-	(*CreateEnrollmentTokenResponse)(nil), // 10: gantry.v1.CreateEnrollmentTokenResponse
-	(*EnrollRequest)(nil),                 // 11: gantry.v1.EnrollRequest
-	(*EnrollResponse)(nil),                // 12: gantry.v1.EnrollResponse
-	(*DeviceState)(nil),                   // 13: gantry.v1.DeviceState
-	(*SendCommandRequest)(nil),            // 14: gantry.v1.SendCommandRequest
-	(*SendCommandResponse)(nil),           // 15: gantry.v1.SendCommandResponse
-	(*timestamppb.Timestamp)(nil),         // 16: google.protobuf.Timestamp
+	(*Value)(nil),                         // 1: gantry.v1.Value
+	(*GetLatestValuesRequest)(nil),        // 2: gantry.v1.GetLatestValuesRequest
+	(*GetLatestValuesResponse)(nil),       // 3: gantry.v1.GetLatestValuesResponse
+	(*GetHistoryRequest)(nil),             // 4: gantry.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),            // 5: gantry.v1.GetHistoryResponse
+	(*ListDevicesRequest)(nil),            // 6: gantry.v1.ListDevicesRequest
+	(*ListDevicesResponse)(nil),           // 7: gantry.v1.ListDevicesResponse
+	(*GetDeviceRequest)(nil),              // 8: gantry.v1.GetDeviceRequest
+	(*GetDeviceResponse)(nil),             // 9: gantry.v1.GetDeviceResponse
+	(*CreateDeviceRequest)(nil),           // 10: gantry.v1.CreateDeviceRequest
+	(*CreateDeviceResponse)(nil),          // 11: gantry.v1.CreateDeviceResponse
+	(*LinkDeviceRequest)(nil),             // 12: gantry.v1.LinkDeviceRequest
+	(*LinkDeviceResponse)(nil),            // 13: gantry.v1.LinkDeviceResponse
+	(*CreateEnrollmentTokenRequest)(nil),  // 14: gantry.v1.CreateEnrollmentTokenRequest
+	(*CreateEnrollmentTokenResponse)(nil), // 15: gantry.v1.CreateEnrollmentTokenResponse
+	(*EnrollRequest)(nil),                 // 16: gantry.v1.EnrollRequest
+	(*EnrollResponse)(nil),                // 17: gantry.v1.EnrollResponse
+	(*DeviceState)(nil),                   // 18: gantry.v1.DeviceState
+	(*SendCommandRequest)(nil),            // 19: gantry.v1.SendCommandRequest
+	(*SendCommandResponse)(nil),           // 20: gantry.v1.SendCommandResponse
+	(*timestamppb.Timestamp)(nil),         // 21: google.protobuf.Timestamp
 }
 var file_gantry_v1_devices_proto_depIdxs = []int32{
-	16, // 0: gantry.v1.EdgeDevice.last_seen:type_name -> google.protobuf.Timestamp
-	16, // 1: gantry.v1.EdgeDevice.created_at:type_name -> google.protobuf.Timestamp
-	0,  // 2: gantry.v1.ListDevicesResponse.devices:type_name -> gantry.v1.EdgeDevice
-	0,  // 3: gantry.v1.GetDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
-	0,  // 4: gantry.v1.CreateDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
-	0,  // 5: gantry.v1.LinkDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
-	16, // 6: gantry.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	16, // 7: gantry.v1.DeviceState.at:type_name -> google.protobuf.Timestamp
-	1,  // 8: gantry.v1.DeviceService.ListDevices:input_type -> gantry.v1.ListDevicesRequest
-	3,  // 9: gantry.v1.DeviceService.GetDevice:input_type -> gantry.v1.GetDeviceRequest
-	5,  // 10: gantry.v1.DeviceService.CreateDevice:input_type -> gantry.v1.CreateDeviceRequest
-	7,  // 11: gantry.v1.DeviceService.LinkDevice:input_type -> gantry.v1.LinkDeviceRequest
-	9,  // 12: gantry.v1.DeviceService.CreateEnrollmentToken:input_type -> gantry.v1.CreateEnrollmentTokenRequest
-	14, // 13: gantry.v1.DeviceService.SendCommand:input_type -> gantry.v1.SendCommandRequest
-	11, // 14: gantry.v1.EnrollmentService.Enroll:input_type -> gantry.v1.EnrollRequest
-	2,  // 15: gantry.v1.DeviceService.ListDevices:output_type -> gantry.v1.ListDevicesResponse
-	4,  // 16: gantry.v1.DeviceService.GetDevice:output_type -> gantry.v1.GetDeviceResponse
-	6,  // 17: gantry.v1.DeviceService.CreateDevice:output_type -> gantry.v1.CreateDeviceResponse
-	8,  // 18: gantry.v1.DeviceService.LinkDevice:output_type -> gantry.v1.LinkDeviceResponse
-	10, // 19: gantry.v1.DeviceService.CreateEnrollmentToken:output_type -> gantry.v1.CreateEnrollmentTokenResponse
-	15, // 20: gantry.v1.DeviceService.SendCommand:output_type -> gantry.v1.SendCommandResponse
-	12, // 21: gantry.v1.EnrollmentService.Enroll:output_type -> gantry.v1.EnrollResponse
-	15, // [15:22] is the sub-list for method output_type
-	8,  // [8:15] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	21, // 0: gantry.v1.EdgeDevice.last_seen:type_name -> google.protobuf.Timestamp
+	21, // 1: gantry.v1.EdgeDevice.created_at:type_name -> google.protobuf.Timestamp
+	21, // 2: gantry.v1.Value.at:type_name -> google.protobuf.Timestamp
+	1,  // 3: gantry.v1.GetLatestValuesResponse.values:type_name -> gantry.v1.Value
+	21, // 4: gantry.v1.GetHistoryRequest.from:type_name -> google.protobuf.Timestamp
+	21, // 5: gantry.v1.GetHistoryRequest.to:type_name -> google.protobuf.Timestamp
+	1,  // 6: gantry.v1.GetHistoryResponse.values:type_name -> gantry.v1.Value
+	0,  // 7: gantry.v1.ListDevicesResponse.devices:type_name -> gantry.v1.EdgeDevice
+	0,  // 8: gantry.v1.GetDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
+	0,  // 9: gantry.v1.CreateDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
+	0,  // 10: gantry.v1.LinkDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
+	21, // 11: gantry.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	21, // 12: gantry.v1.DeviceState.at:type_name -> google.protobuf.Timestamp
+	6,  // 13: gantry.v1.DeviceService.ListDevices:input_type -> gantry.v1.ListDevicesRequest
+	8,  // 14: gantry.v1.DeviceService.GetDevice:input_type -> gantry.v1.GetDeviceRequest
+	10, // 15: gantry.v1.DeviceService.CreateDevice:input_type -> gantry.v1.CreateDeviceRequest
+	12, // 16: gantry.v1.DeviceService.LinkDevice:input_type -> gantry.v1.LinkDeviceRequest
+	14, // 17: gantry.v1.DeviceService.CreateEnrollmentToken:input_type -> gantry.v1.CreateEnrollmentTokenRequest
+	19, // 18: gantry.v1.DeviceService.SendCommand:input_type -> gantry.v1.SendCommandRequest
+	2,  // 19: gantry.v1.DeviceService.GetLatestValues:input_type -> gantry.v1.GetLatestValuesRequest
+	4,  // 20: gantry.v1.DeviceService.GetHistory:input_type -> gantry.v1.GetHistoryRequest
+	16, // 21: gantry.v1.EnrollmentService.Enroll:input_type -> gantry.v1.EnrollRequest
+	7,  // 22: gantry.v1.DeviceService.ListDevices:output_type -> gantry.v1.ListDevicesResponse
+	9,  // 23: gantry.v1.DeviceService.GetDevice:output_type -> gantry.v1.GetDeviceResponse
+	11, // 24: gantry.v1.DeviceService.CreateDevice:output_type -> gantry.v1.CreateDeviceResponse
+	13, // 25: gantry.v1.DeviceService.LinkDevice:output_type -> gantry.v1.LinkDeviceResponse
+	15, // 26: gantry.v1.DeviceService.CreateEnrollmentToken:output_type -> gantry.v1.CreateEnrollmentTokenResponse
+	20, // 27: gantry.v1.DeviceService.SendCommand:output_type -> gantry.v1.SendCommandResponse
+	3,  // 28: gantry.v1.DeviceService.GetLatestValues:output_type -> gantry.v1.GetLatestValuesResponse
+	5,  // 29: gantry.v1.DeviceService.GetHistory:output_type -> gantry.v1.GetHistoryResponse
+	17, // 30: gantry.v1.EnrollmentService.Enroll:output_type -> gantry.v1.EnrollResponse
+	22, // [22:31] is the sub-list for method output_type
+	13, // [13:22] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_devices_proto_init() }
@@ -1140,7 +1460,7 @@ func file_gantry_v1_devices_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_devices_proto_rawDesc), len(file_gantry_v1_devices_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -27,6 +27,8 @@ const (
 	DeviceService_LinkDevice_FullMethodName            = "/gantry.v1.DeviceService/LinkDevice"
 	DeviceService_CreateEnrollmentToken_FullMethodName = "/gantry.v1.DeviceService/CreateEnrollmentToken"
 	DeviceService_SendCommand_FullMethodName           = "/gantry.v1.DeviceService/SendCommand"
+	DeviceService_GetLatestValues_FullMethodName       = "/gantry.v1.DeviceService/GetLatestValues"
+	DeviceService_GetHistory_FullMethodName            = "/gantry.v1.DeviceService/GetHistory"
 )
 
 // DeviceServiceClient is the client API for DeviceService service.
@@ -49,6 +51,11 @@ type DeviceServiceClient interface {
 	// SendCommand sends a signed command to an online device and waits for
 	// its acknowledgement (Edge Devices = manage).
 	SendCommand(ctx context.Context, in *SendCommandRequest, opts ...grpc.CallOption) (*SendCommandResponse, error)
+	// GetLatestValues returns the latest value of every data point of a
+	// device (readers of the device).
+	GetLatestValues(ctx context.Context, in *GetLatestValuesRequest, opts ...grpc.CallOption) (*GetLatestValuesResponse, error)
+	// GetHistory returns a data point's values in a time range.
+	GetHistory(ctx context.Context, in *GetHistoryRequest, opts ...grpc.CallOption) (*GetHistoryResponse, error)
 }
 
 type deviceServiceClient struct {
@@ -119,6 +126,26 @@ func (c *deviceServiceClient) SendCommand(ctx context.Context, in *SendCommandRe
 	return out, nil
 }
 
+func (c *deviceServiceClient) GetLatestValues(ctx context.Context, in *GetLatestValuesRequest, opts ...grpc.CallOption) (*GetLatestValuesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetLatestValuesResponse)
+	err := c.cc.Invoke(ctx, DeviceService_GetLatestValues_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *deviceServiceClient) GetHistory(ctx context.Context, in *GetHistoryRequest, opts ...grpc.CallOption) (*GetHistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetHistoryResponse)
+	err := c.cc.Invoke(ctx, DeviceService_GetHistory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DeviceServiceServer is the server API for DeviceService service.
 // All implementations must embed UnimplementedDeviceServiceServer
 // for forward compatibility.
@@ -139,6 +166,11 @@ type DeviceServiceServer interface {
 	// SendCommand sends a signed command to an online device and waits for
 	// its acknowledgement (Edge Devices = manage).
 	SendCommand(context.Context, *SendCommandRequest) (*SendCommandResponse, error)
+	// GetLatestValues returns the latest value of every data point of a
+	// device (readers of the device).
+	GetLatestValues(context.Context, *GetLatestValuesRequest) (*GetLatestValuesResponse, error)
+	// GetHistory returns a data point's values in a time range.
+	GetHistory(context.Context, *GetHistoryRequest) (*GetHistoryResponse, error)
 	mustEmbedUnimplementedDeviceServiceServer()
 }
 
@@ -166,6 +198,12 @@ func (UnimplementedDeviceServiceServer) CreateEnrollmentToken(context.Context, *
 }
 func (UnimplementedDeviceServiceServer) SendCommand(context.Context, *SendCommandRequest) (*SendCommandResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SendCommand not implemented")
+}
+func (UnimplementedDeviceServiceServer) GetLatestValues(context.Context, *GetLatestValuesRequest) (*GetLatestValuesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetLatestValues not implemented")
+}
+func (UnimplementedDeviceServiceServer) GetHistory(context.Context, *GetHistoryRequest) (*GetHistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetHistory not implemented")
 }
 func (UnimplementedDeviceServiceServer) mustEmbedUnimplementedDeviceServiceServer() {}
 func (UnimplementedDeviceServiceServer) testEmbeddedByValue()                       {}
@@ -296,6 +334,42 @@ func _DeviceService_SendCommand_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DeviceService_GetLatestValues_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetLatestValuesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeviceServiceServer).GetLatestValues(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeviceService_GetLatestValues_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeviceServiceServer).GetLatestValues(ctx, req.(*GetLatestValuesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DeviceService_GetHistory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetHistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeviceServiceServer).GetHistory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeviceService_GetHistory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeviceServiceServer).GetHistory(ctx, req.(*GetHistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DeviceService_ServiceDesc is the grpc.ServiceDesc for DeviceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -326,6 +400,14 @@ var DeviceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SendCommand",
 			Handler:    _DeviceService_SendCommand_Handler,
+		},
+		{
+			MethodName: "GetLatestValues",
+			Handler:    _DeviceService_GetLatestValues_Handler,
+		},
+		{
+			MethodName: "GetHistory",
+			Handler:    _DeviceService_GetHistory_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

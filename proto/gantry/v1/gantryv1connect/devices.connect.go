@@ -54,6 +54,12 @@ const (
 	// DeviceServiceSendCommandProcedure is the fully-qualified name of the DeviceService's SendCommand
 	// RPC.
 	DeviceServiceSendCommandProcedure = "/gantry.v1.DeviceService/SendCommand"
+	// DeviceServiceGetLatestValuesProcedure is the fully-qualified name of the DeviceService's
+	// GetLatestValues RPC.
+	DeviceServiceGetLatestValuesProcedure = "/gantry.v1.DeviceService/GetLatestValues"
+	// DeviceServiceGetHistoryProcedure is the fully-qualified name of the DeviceService's GetHistory
+	// RPC.
+	DeviceServiceGetHistoryProcedure = "/gantry.v1.DeviceService/GetHistory"
 	// EnrollmentServiceEnrollProcedure is the fully-qualified name of the EnrollmentService's Enroll
 	// RPC.
 	EnrollmentServiceEnrollProcedure = "/gantry.v1.EnrollmentService/Enroll"
@@ -77,6 +83,11 @@ type DeviceServiceClient interface {
 	// SendCommand sends a signed command to an online device and waits for
 	// its acknowledgement (Edge Devices = manage).
 	SendCommand(context.Context, *connect.Request[v1.SendCommandRequest]) (*connect.Response[v1.SendCommandResponse], error)
+	// GetLatestValues returns the latest value of every data point of a
+	// device (readers of the device).
+	GetLatestValues(context.Context, *connect.Request[v1.GetLatestValuesRequest]) (*connect.Response[v1.GetLatestValuesResponse], error)
+	// GetHistory returns a data point's values in a time range.
+	GetHistory(context.Context, *connect.Request[v1.GetHistoryRequest]) (*connect.Response[v1.GetHistoryResponse], error)
 }
 
 // NewDeviceServiceClient constructs a client for the gantry.v1.DeviceService service. By default,
@@ -126,6 +137,18 @@ func NewDeviceServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(deviceServiceMethods.ByName("SendCommand")),
 			connect.WithClientOptions(opts...),
 		),
+		getLatestValues: connect.NewClient[v1.GetLatestValuesRequest, v1.GetLatestValuesResponse](
+			httpClient,
+			baseURL+DeviceServiceGetLatestValuesProcedure,
+			connect.WithSchema(deviceServiceMethods.ByName("GetLatestValues")),
+			connect.WithClientOptions(opts...),
+		),
+		getHistory: connect.NewClient[v1.GetHistoryRequest, v1.GetHistoryResponse](
+			httpClient,
+			baseURL+DeviceServiceGetHistoryProcedure,
+			connect.WithSchema(deviceServiceMethods.ByName("GetHistory")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -137,6 +160,8 @@ type deviceServiceClient struct {
 	linkDevice            *connect.Client[v1.LinkDeviceRequest, v1.LinkDeviceResponse]
 	createEnrollmentToken *connect.Client[v1.CreateEnrollmentTokenRequest, v1.CreateEnrollmentTokenResponse]
 	sendCommand           *connect.Client[v1.SendCommandRequest, v1.SendCommandResponse]
+	getLatestValues       *connect.Client[v1.GetLatestValuesRequest, v1.GetLatestValuesResponse]
+	getHistory            *connect.Client[v1.GetHistoryRequest, v1.GetHistoryResponse]
 }
 
 // ListDevices calls gantry.v1.DeviceService.ListDevices.
@@ -169,6 +194,16 @@ func (c *deviceServiceClient) SendCommand(ctx context.Context, req *connect.Requ
 	return c.sendCommand.CallUnary(ctx, req)
 }
 
+// GetLatestValues calls gantry.v1.DeviceService.GetLatestValues.
+func (c *deviceServiceClient) GetLatestValues(ctx context.Context, req *connect.Request[v1.GetLatestValuesRequest]) (*connect.Response[v1.GetLatestValuesResponse], error) {
+	return c.getLatestValues.CallUnary(ctx, req)
+}
+
+// GetHistory calls gantry.v1.DeviceService.GetHistory.
+func (c *deviceServiceClient) GetHistory(ctx context.Context, req *connect.Request[v1.GetHistoryRequest]) (*connect.Response[v1.GetHistoryResponse], error) {
+	return c.getHistory.CallUnary(ctx, req)
+}
+
 // DeviceServiceHandler is an implementation of the gantry.v1.DeviceService service.
 type DeviceServiceHandler interface {
 	// ListDevices: providers see their devices (Edge Devices ≥ read, in
@@ -187,6 +222,11 @@ type DeviceServiceHandler interface {
 	// SendCommand sends a signed command to an online device and waits for
 	// its acknowledgement (Edge Devices = manage).
 	SendCommand(context.Context, *connect.Request[v1.SendCommandRequest]) (*connect.Response[v1.SendCommandResponse], error)
+	// GetLatestValues returns the latest value of every data point of a
+	// device (readers of the device).
+	GetLatestValues(context.Context, *connect.Request[v1.GetLatestValuesRequest]) (*connect.Response[v1.GetLatestValuesResponse], error)
+	// GetHistory returns a data point's values in a time range.
+	GetHistory(context.Context, *connect.Request[v1.GetHistoryRequest]) (*connect.Response[v1.GetHistoryResponse], error)
 }
 
 // NewDeviceServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -232,6 +272,18 @@ func NewDeviceServiceHandler(svc DeviceServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(deviceServiceMethods.ByName("SendCommand")),
 		connect.WithHandlerOptions(opts...),
 	)
+	deviceServiceGetLatestValuesHandler := connect.NewUnaryHandler(
+		DeviceServiceGetLatestValuesProcedure,
+		svc.GetLatestValues,
+		connect.WithSchema(deviceServiceMethods.ByName("GetLatestValues")),
+		connect.WithHandlerOptions(opts...),
+	)
+	deviceServiceGetHistoryHandler := connect.NewUnaryHandler(
+		DeviceServiceGetHistoryProcedure,
+		svc.GetHistory,
+		connect.WithSchema(deviceServiceMethods.ByName("GetHistory")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/gantry.v1.DeviceService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case DeviceServiceListDevicesProcedure:
@@ -246,6 +298,10 @@ func NewDeviceServiceHandler(svc DeviceServiceHandler, opts ...connect.HandlerOp
 			deviceServiceCreateEnrollmentTokenHandler.ServeHTTP(w, r)
 		case DeviceServiceSendCommandProcedure:
 			deviceServiceSendCommandHandler.ServeHTTP(w, r)
+		case DeviceServiceGetLatestValuesProcedure:
+			deviceServiceGetLatestValuesHandler.ServeHTTP(w, r)
+		case DeviceServiceGetHistoryProcedure:
+			deviceServiceGetHistoryHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -277,6 +333,14 @@ func (UnimplementedDeviceServiceHandler) CreateEnrollmentToken(context.Context, 
 
 func (UnimplementedDeviceServiceHandler) SendCommand(context.Context, *connect.Request[v1.SendCommandRequest]) (*connect.Response[v1.SendCommandResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.DeviceService.SendCommand is not implemented"))
+}
+
+func (UnimplementedDeviceServiceHandler) GetLatestValues(context.Context, *connect.Request[v1.GetLatestValuesRequest]) (*connect.Response[v1.GetLatestValuesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.DeviceService.GetLatestValues is not implemented"))
+}
+
+func (UnimplementedDeviceServiceHandler) GetHistory(context.Context, *connect.Request[v1.GetHistoryRequest]) (*connect.Response[v1.GetHistoryResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.DeviceService.GetHistory is not implemented"))
 }
 
 // EnrollmentServiceClient is a client for the gantry.v1.EnrollmentService service.
