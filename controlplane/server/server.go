@@ -303,6 +303,15 @@ func (s *Server) startBroker(ctx context.Context, cfg Config, logger *slog.Logge
 		return fmt.Errorf("broker: %w", err)
 	}
 	s.Broker = b
+	s.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_mqtt_connected_devices", Help: "Devices connected to the embedded broker."},
+			func() float64 { return float64(b.Stats.Connected.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_mqtt_auth_denied_total", Help: "Refused MQTT connections (no/foreign/revoked certificate, wrong client ID)."},
+			func() float64 { return float64(b.Stats.AuthDenied.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_mqtt_publish_denied_total", Help: "Publishes refused by the per-device ACL."},
+			func() float64 { return float64(b.Stats.PublishDenied.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_mqtt_subscribe_denied_total", Help: "Subscriptions refused by the per-device ACL."},
+			func() float64 { return float64(b.Stats.SubDenied.Load()) }))
 	s.ingest = telemetry.New(s.Store, s.reg, logger)
 	if err := b.Subscribe(topics.Wildcard(topics.Telemetry), s.ingest.Handle); err != nil {
 		return err

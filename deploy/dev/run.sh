@@ -22,7 +22,7 @@ if [ ! -f "$data/agent/device.json" ] && [ -f "$data/demo-agent.token" ]; then
   bin/gantry-agent enroll --server http://127.0.0.1:8080 --token "$(cat "$data/demo-agent.token")" --state-dir "$data/agent"
 fi
 if [ -f "$data/agent/device.json" ]; then
-  bin/gantry-agent run --state-dir "$data/agent" --metrics-listen 127.0.0.1:9101 2>"$data/agent.log" &
+  bin/gantry-agent run --state-dir "$data/agent" --metrics-listen 127.0.0.1:9101 --simulate 1 2>"$data/agent.log" &
   agent=$!
   echo "Simulated agent: demo gateway enrolled and connected (log: $data/agent.log, metrics: http://127.0.0.1:9101/metrics)"
 fi

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -199,6 +200,16 @@ func TestEnrollAndPresence(t *testing.T) {
 	}
 	a := run()
 	waitOnline(t, dc, id, true, 15*time.Second)
+	// The control plane exports broker metrics.
+	resp, err := cp.http.Get(cp.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "gantry_mqtt_connected_devices 1") || !strings.Contains(string(body), "gantry_telemetry_batches_total") {
+		t.Errorf("metrics lack broker/telemetry figures:\n%.2000s", body)
+	}
 	// Signed commands reach the agent and are acknowledged.
 	ping, err := dc.SendCommand(ctx, connect.NewRequest(&gantryv1.SendCommandRequest{DeviceId: id, Command: "ping", TimeoutSeconds: 20}))
 	if err != nil || !ping.Msg.Ok {
