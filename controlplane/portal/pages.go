@@ -3,6 +3,7 @@ package portal
 import (
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -123,9 +124,20 @@ func (p *Portal) caseData(r *http.Request, c *identity.Caller, id string) (map[s
 		return nil, err
 	}
 	data := map[string]any{"Nav": navFor(c, "cases"), "Case": v, "Messages": msgs}
+	ra, err := p.cases.GetRemoteAccess(r.Context(), c, id)
+	if err != nil {
+		return nil, err
+	}
+	data["Remote"] = ra
+	if ra.Active {
+		data["Remaining"] = int(time.Until(ra.Grant.ExpiresAt).Round(time.Minute) / time.Minute)
+	}
+	eff := c.Effective()
+	operatorSide := c.Tenant.ID == v.TenantID && eff[authz.ServiceCaseManagement] >= authz.Read && v.State != store.StateClosed
+	data["CanActivate"] = operatorSide
+	data["CanRequest"] = c.Tenant.ID != v.TenantID && eff[authz.RemoteAccess] >= authz.Manage && !ra.Active
 	// Editing: internal cases need Internal Service Cases = manage; the
 	// server checks again on submit.
-	eff := c.Effective()
 	if (v.Kind == store.CaseInternal && eff[authz.InternalServiceCases] >= authz.Manage) || (v.Kind == store.CaseShared && eff[authz.ServiceCaseManagement] >= authz.Manage) {
 		data["CanEdit"] = true
 		data["States"] = []string{store.StateNew, store.StateInProgress, store.StateClosed}
@@ -238,4 +250,37 @@ func (p *Portal) devicesPage(w http.ResponseWriter, r *http.Request, c *identity
 func htmlEscape(s string) string {
 	r := strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&#34;")
 	return r.Replace(s)
+}
+
+// remoteAction handles the remote-access panel's forms.
+func (p *Portal) remoteAction(w http.ResponseWriter, r *http.Request, c *identity.Caller) {
+	id := r.PathValue("id")
+	var err error
+	minutes := func() time.Duration {
+		n, _ := strconv.Atoi(r.PostFormValue("minutes"))
+		return time.Duration(n) * time.Minute
+	}
+	switch r.PathValue("action") {
+	case "activate":
+		_, err = p.cases.Activate(r.Context(), c, id, minutes())
+	case "deactivate":
+		_, err = p.cases.Deactivate(r.Context(), c, id)
+	case "request":
+		_, err = p.cases.Request(r.Context(), c, id, r.PostFormValue("reason"), minutes())
+	case "approve", "decline":
+		_, _, err = p.cases.Decide(r.Context(), c, r.PostFormValue("request_id"), r.PathValue("action") == "approve")
+	default:
+		err = errkind.NotFoundf("unknown action")
+	}
+	if err != nil {
+		data, derr := p.caseData(r, c, id)
+		if derr != nil || errkind.Of(err) == nil {
+			p.fail(w, c, err)
+			return
+		}
+		data["RemoteError"] = err.Error()
+		p.render(w, http.StatusBadRequest, "case", data)
+		return
+	}
+	http.Redirect(w, r, "/cases/"+id+"#remote", http.StatusSeeOther)
 }

@@ -53,6 +53,9 @@ func New(id *identity.Service, fl *fleet.Service, cs *cases.Service, secure bool
 	funcs := template.FuncMap{
 		"when":  func(t time.Time) string { return t.Local().Format("2006-01-02 15:04") },
 		"label": stateLabel,
+		"connName": func(c string) string {
+			return map[string]string{"vnc": "VNC tunnel", "data_link": "SSC Data Link", "ssc": "Secure Service Connect"}[c]
+		},
 	}
 	for _, page := range []string{"login", "cases", "case", "newcase", "users", "devices", "error"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+page+".html")
@@ -82,6 +85,7 @@ func (p *Portal) Mount(mux *http.ServeMux) {
 	mux.HandleFunc("GET /cases/{id}", p.authed(p.casePage))
 	mux.HandleFunc("POST /cases/{id}", p.authed(p.updateCase))
 	mux.HandleFunc("POST /cases/{id}/messages", p.authed(p.postMessage))
+	mux.HandleFunc("POST /cases/{id}/remote/{action}", p.authed(p.remoteAction))
 	mux.HandleFunc("GET /users", p.authed(p.usersPage))
 	mux.HandleFunc("GET /devices", p.authed(p.devicesPage))
 }

@@ -73,8 +73,18 @@ try {
   await me.page.selectOption('[data-testid=assignee-select]', { label: 'Maintenance Engineer (Nordwerk Plant)' });
   await Promise.all([me.page.waitForLoadState('load'), me.page.click('[data-testid=edit-form] button')]);
   assert.equal(await me.page.locator('[data-testid=state]').innerText(), 'In progress');
-  await me.page.screenshot({ path: path.join(shots, 'case-detail-me.png'), fullPage: true });
   const caseURL = me.page.url();
+
+  step('remote access: activate and deactivate');
+  await me.page.goto(base + '/cases');
+  await me.page.click('li.case >> text=Spindle vibration above limit');
+  await Promise.all([me.page.waitForURL(/#remote$/), me.page.click('[data-testid=activate]')]);
+  assert.match(await me.page.locator('[data-testid=remote-status]').innerText(), /Active — \d+ minutes left/);
+  await me.page.screenshot({ path: path.join(shots, 'case-detail-remote-active.png'), fullPage: true });
+  await Promise.all([me.page.waitForURL(/#remote$/), me.page.click('[data-testid=deactivate]')]);
+  assert.equal(await me.page.locator('[data-testid=remote-status]').innerText(), 'Not active.');
+  await me.page.goto(caseURL);
+  await me.page.screenshot({ path: path.join(shots, 'case-detail-me.png'), fullPage: true });
 
   step('live chat in a second browser context');
   const mo = await login('mo@nordwerk.example');
