@@ -1,0 +1,65 @@
+// Command opcuasim runs an OPC-UA server with simulated machines (see
+// testbed/opcuasim) for agent tests and demos.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/gantry-iot/gantry/testbed/opcuasim"
+)
+
+func main() {
+	file := flag.String("config", "", "JSON configuration (see testbed/opcuasim/cnc.json); flags override it")
+	port := flag.Int("port", -1, "TCP port (0: a free one)")
+	nodes := flag.Int("nodes", -1, "number of generated load variables")
+	interval := flag.Duration("interval", 0, "value update interval, e.g. 100ms")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "opcuasim — OPC-UA server with a simulated CNC machine and N load variables.\n\nUsage: opcuasim [flags]\n\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	cfg := opcuasim.Config{Profiles: []opcuasim.Profile{{Name: "cnc1", Kind: "cnc"}}, Port: 4840}
+	if *file != "" {
+		b, err := os.ReadFile(*file)
+		if err == nil {
+			cfg, err = opcuasim.ParseConfig(b)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "opcuasim:", err)
+			os.Exit(2)
+		}
+	}
+	if *port >= 0 {
+		cfg.Port = *port
+	}
+	if *nodes >= 0 {
+		cfg.Generated = *nodes
+	}
+	if *interval > 0 {
+		cfg.Interval = opcuasim.Duration(*interval)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	sim, err := opcuasim.New(cfg, logger)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "opcuasim:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := sim.Start(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "opcuasim:", err)
+		os.Exit(1)
+	}
+	fmt.Printf("OPC-UA simulator on %s (namespace %d): e.g. %s\n", sim.Endpoint(), sim.Namespace(), opcuasim.NodeID(sim.Namespace(), "cnc1", "SpindleSpeed"))
+	<-ctx.Done()
+	shutdown := time.AfterFunc(5*time.Second, func() { os.Exit(1) })
+	defer shutdown.Stop()
+	sim.Stop()
+}

@@ -1,0 +1,182 @@
+package opcuasim
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gopcua/opcua"
+	"github.com/gopcua/opcua/ua"
+)
+
+func startSim(t *testing.T, cfg Config) *Sim {
+	t.Helper()
+	s, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	return s
+}
+
+func client(t *testing.T, endpoint string) *opcua.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := opcua.NewClient(endpoint, opcua.SecurityMode(ua.MessageSecurityModeNone), opcua.AutoReconnect(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Connect(ctx); err != nil {
+		t.Fatalf("connect %s: %v", endpoint, err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+func read(t *testing.T, c *opcua.Client, ids ...string) []*ua.DataValue {
+	t.Helper()
+	req := &ua.ReadRequest{TimestampsToReturn: ua.TimestampsToReturnBoth}
+	for _, id := range ids {
+		req.NodesToRead = append(req.NodesToRead, &ua.ReadValueID{NodeID: ua.MustParseNodeID(id), AttributeID: ua.AttributeIDValue})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := c.Read(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Results
+}
+
+func TestCNCProfileAndGenerated(t *testing.T) {
+	s := startSim(t, Config{Profiles: []Profile{{Name: "cnc1", Kind: "cnc"}}, Generated: 1000, Interval: Duration(50 * time.Millisecond)})
+	c := client(t, s.Endpoint())
+	ns := s.Namespace()
+	var ids []string
+	for _, v := range cncVars {
+		ids = append(ids, NodeID(ns, "cnc1", v))
+	}
+	res := read(t, c, ids...)
+	for i, dv := range res {
+		if dv.Status != ua.StatusOK {
+			t.Fatalf("%s: status %v", ids[i], dv.Status)
+		}
+	}
+	if sp, ok := res[0].Value.Value().(float64); !ok || sp < 0 || sp > 10000 {
+		t.Errorf("SpindleSpeed = %v", res[0].Value.Value())
+	}
+	if temp, ok := res[1].Value.Value().(float64); !ok || temp < 29 || temp > 51 {
+		t.Errorf("Temperature = %v", res[1].Value.Value())
+	}
+	if _, ok := res[2].Value.Value().(bool); !ok {
+		t.Errorf("Running is %T", res[2].Value.Value())
+	}
+	if _, ok := res[4].Value.Value().(uint32); !ok {
+		t.Errorf("AlarmWord is %T", res[4].Value.Value())
+	}
+	var gen []string
+	for i := 0; i < 1000; i += 100 {
+		gen = append(gen, GeneratedNodeID(ns, i))
+	}
+	for i, dv := range read(t, c, gen...) {
+		if dv.Status != ua.StatusOK {
+			t.Errorf("%s: %v", gen[i], dv.Status)
+		}
+	}
+	// Unknown node: a per-node bad status, not a failure.
+	if dv := read(t, c, "ns=2;s=cnc1.Nope")[0]; dv.Status == ua.StatusOK {
+		t.Errorf("unknown node read OK")
+	}
+}
+
+func TestSubscriptionSeesChangesAndSet(t *testing.T) {
+	s := startSim(t, Config{Profiles: []Profile{{Name: "cnc1", Kind: "cnc"}}, Interval: Duration(100 * time.Millisecond)})
+	c := client(t, s.Endpoint())
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	ch := make(chan *opcua.PublishNotificationData, 64)
+	sub, err := c.Subscribe(ctx, &opcua.SubscriptionParameters{Interval: 50 * time.Millisecond}, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Cancel(context.Background())
+	node := NodeID(s.Namespace(), "cnc1", "Temperature")
+	if _, err := sub.Monitor(ctx, ua.TimestampsToReturnBoth, opcua.NewMonitoredItemCreateRequestWithDefaults(ua.MustParseNodeID(node), ua.AttributeIDValue, 1)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := s.Set(node, 99.5); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		select {
+		case n := <-ch:
+			if n.Error != nil {
+				t.Fatal(n.Error)
+			}
+			if dc, ok := n.Value.(*ua.DataChangeNotification); ok {
+				for _, it := range dc.MonitoredItems {
+					if v, _ := it.Value.Value.Value().(float64); v == 99.5 {
+						return
+					}
+				}
+			}
+		case <-ctx.Done():
+			t.Fatal("the value set with Set never arrived through the subscription")
+		}
+	}
+}
+
+func TestStopStartSamePort(t *testing.T) {
+	s := startSim(t, Config{Profiles: []Profile{{Name: "cnc1", Kind: "cnc"}}})
+	ep := s.Endpoint()
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	if s.Endpoint() != ep {
+		t.Errorf("endpoint moved from %s to %s", ep, s.Endpoint())
+	}
+	c := client(t, ep)
+	if dv := read(t, c, NodeID(s.Namespace(), "cnc1", "Running"))[0]; dv.Status != ua.StatusOK {
+		t.Errorf("after restart: %v", dv.Status)
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	for _, tc := range []struct {
+		doc, want string
+	}{
+		{`{"profiles":[{"name":"x","kind":"lathe"}]}`, "knows \"cnc\""},
+		{`{"profiles":[{"name":"a","kind":"cnc"},{"name":"a","kind":"cnc"}]}`, "used twice"},
+		{`{"interval":"1ms"}`, "below 10ms"},
+		{`{"interval":"soon"}`, "duration"},
+		{`{"port":70000}`, "outside 0..65535"},
+		{`{"username":"op"}`, "node-opcua"},
+		{`{"colour":"red"}`, "unknown field"},
+	} {
+		if _, err := ParseConfig([]byte(tc.doc)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error mentioning %q", tc.doc, err, tc.want)
+		}
+	}
+	if _, err := ParseConfig([]byte(`{"profiles":[{"name":"cnc1","kind":"cnc"}],"generated":10,"interval":"100ms"}`)); err != nil {
+		t.Errorf("good config: %v", err)
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(`{"profiles":[{"name":"cnc1","kind":"cnc"}],"generated":10,"interval":"100ms"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := ParseConfig(b)
+		if err == nil && (c.Generated < 0 || time.Duration(c.Interval) < 10*time.Millisecond) {
+			t.Fatalf("accepted %+v", c)
+		}
+	})
+}
