@@ -137,6 +137,7 @@ type Sim struct {
 	srv    *server.Server
 	ns     *server.NodeNameSpace
 	nodes  map[string]*server.Node // by node ID string
+	pinned map[string]bool         // values set by Set, not overwritten by the updater
 	energy map[string]float64
 	tick   int64
 	cancel context.CancelFunc
@@ -152,7 +153,7 @@ func New(cfg Config, logger *slog.Logger) (*Sim, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Sim{cfg: cfg, log: logger, port: cfg.Port, energy: map[string]float64{}}, nil
+	return &Sim{cfg: cfg, log: logger, port: cfg.Port, energy: map[string]float64{}, pinned: map[string]bool{}}, nil
 }
 
 // Endpoint is the server's URL.
@@ -281,11 +282,15 @@ func (s *Sim) update(ctx context.Context, done chan struct{}) {
 					s.energy[p.Name] += 15 * time.Duration(s.cfg.Interval).Hours() // 15 kW while running
 				}
 				for _, v := range cncVars {
-					s.setLocked(NodeID(s.ns.ID(), p.Name, v), s.cncValue(p.Name, v, s.tick), now)
+					if id := NodeID(s.ns.ID(), p.Name, v); !s.pinned[id] {
+						s.setLocked(id, s.cncValue(p.Name, v, s.tick), now)
+					}
 				}
 			}
 			for i := 0; i < s.cfg.Generated; i++ {
-				s.setLocked(GeneratedNodeID(s.ns.ID(), i), genValue(i, s.tick), now)
+				if id := GeneratedNodeID(s.ns.ID(), i); !s.pinned[id] {
+					s.setLocked(id, genValue(i, s.tick), now)
+				}
 			}
 			s.mu.Unlock()
 		}
@@ -297,6 +302,10 @@ func (s *Sim) setLocked(nodeID string, v any, at time.Time) {
 	if !ok || s.ns == nil {
 		return
 	}
+	s.setNode(nodeID, n, v, at)
+}
+
+func (s *Sim) setNode(nodeID string, n *server.Node, v any, at time.Time) {
 	dv := &ua.DataValue{Value: ua.MustVariant(v), SourceTimestamp: at, EncodingMask: ua.DataValueValue | ua.DataValueSourceTimestamp}
 	if err := n.SetAttribute(ua.AttributeIDValue, dv); err != nil {
 		s.log.Warn("opcuasim: set value", "node", nodeID, "err", err)
@@ -305,13 +314,22 @@ func (s *Sim) setLocked(nodeID string, v any, at time.Time) {
 	s.ns.ChangeNotification(n.ID())
 }
 
-// Set changes a node's value now (tests), e.g. Set("ns=2;s=cnc1.Temperature", 90.0).
+// Set changes a node's value now and pins it: the simulation no longer
+// overwrites it until Release (tests), e.g. Set("ns=2;s=cnc1.Temperature", 90.0).
 func (s *Sim) Set(nodeID string, v any) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.nodes[nodeID]; !ok {
 		return fmt.Errorf("opcuasim: unknown node %s", nodeID)
 	}
+	s.pinned[nodeID] = true
 	s.setLocked(nodeID, v, time.Now())
 	return nil
+}
+
+// Release lets the simulation drive a node set with Set again.
+func (s *Sim) Release(nodeID string) {
+	s.mu.Lock()
+	delete(s.pinned, nodeID)
+	s.mu.Unlock()
 }

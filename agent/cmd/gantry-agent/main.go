@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/gantry-iot/gantry/agent/collector"
 	"github.com/gantry-iot/gantry/agent/config"
 	"github.com/gantry-iot/gantry/agent/control"
 	"github.com/gantry-iot/gantry/agent/enroll"
@@ -30,6 +32,7 @@ import (
 	"github.com/gantry-iot/gantry/agent/link"
 	"github.com/gantry-iot/gantry/agent/queue"
 	"github.com/gantry-iot/gantry/pkg/command"
+	"github.com/gantry-iot/gantry/pkg/machinemodel"
 	"github.com/gantry-iot/gantry/pkg/topics"
 	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
 	"google.golang.org/protobuf/proto"
@@ -107,6 +110,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cfgFile := fs.String("config", "", "configuration file (see firmware-config/); flags below override it")
 		dir := fs.String("state-dir", "", "state directory written by enroll (default from the config, /var/lib/gantry-agent)")
 		metrics := fs.String("metrics-listen", "", "Prometheus metrics address, or off (default from the config, 127.0.0.1:9101)")
+		tplFile := fs.String("opcua-template", "", "OPC-UA template (JSON: endpoint_url, security_mode, data_points) to collect machine data from")
 		simulate := fs.Float64("simulate", 0, "simulated agent: produce this many telemetry batches per second (a counter) instead of real machine data")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
@@ -124,13 +128,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if *metrics != "" {
 			cfg.Metrics.Listen = *metrics
 		}
-		return serve(ctx, cfg, *simulate, logger)
+		var tpl *machinemodel.OPCUA
+		if *tplFile != "" {
+			b, err := os.ReadFile(*tplFile)
+			if err != nil {
+				return err
+			}
+			var t machinemodel.OPCUA
+			if err := json.Unmarshal(b, &t); err != nil {
+				return fmt.Errorf("%s: %w", *tplFile, err)
+			}
+			if ps := t.Validate(); len(ps) > 0 {
+				return fmt.Errorf("%s: %w", *tplFile, ps.Err())
+			}
+			tpl = &t
+		}
+		return serve(ctx, cfg, *simulate, tpl, logger)
 	}
 	return fmt.Errorf("unknown command %q; run 'gantry-agent help'", args[0])
 }
 
-func serve(ctx context.Context, cfg config.Config, simulate float64, logger *slog.Logger) error {
+func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machinemodel.OPCUA, logger *slog.Logger) error {
 	dir, metricsAddr := cfg.StateDir, cfg.Metrics.Listen
+	collectorRestarts := make(chan struct{}, 1)
 	st, cert, pool, err := enroll.Load(dir)
 	if err != nil {
 		return err
@@ -160,7 +180,16 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, logger *slo
 			_, _, _, err := enroll.Load(dir) // re-read and check the state directory
 			return err
 		},
-		// RestartCollector stays nil until the OPC-UA collector exists.
+		RestartCollector: func() error {
+			if tpl == nil {
+				return fmt.Errorf("%w: no OPC-UA template is configured", control.ErrUnavailable)
+			}
+			select {
+			case collectorRestarts <- struct{}{}:
+			default: // a restart is already pending
+			}
+			return nil
+		},
 	}, logger)
 	var lnk atomic.Pointer[link.Link]
 	l, err := link.Dial(ctx, link.Config{DeviceID: st.DeviceID, BrokerURL: st.MQTTURL, Certificate: cert, RootCAs: pool, AgentVersion: version,
@@ -203,6 +232,38 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, logger *slo
 	}()
 	if simulate > 0 {
 		go simulateTelemetry(fctx, q, simulate, logger)
+	}
+	if tpl != nil {
+		col, err := collector.New(*tpl, func(samples []collector.Sample) {
+			b := &gantryv1.TelemetryBatch{}
+			for _, s := range samples {
+				b.Samples = append(b.Samples, &gantryv1.Sample{Point: s.Point, Value: s.Value, Status: s.Status, At: timestamppb.New(s.At)})
+			}
+			payload, _ := proto.Marshal(b)
+			if _, err := q.Append(fctx, payload); err != nil && fctx.Err() == nil {
+				logger.Warn("telemetry not queued", "err", err)
+			}
+		}, collector.Options{Logger: logger})
+		if err != nil {
+			return err
+		}
+		go func() {
+			for {
+				cctx, cancel := context.WithCancel(fctx)
+				done := make(chan struct{})
+				go func() { _ = col.Run(cctx); close(done) }()
+				select {
+				case <-fctx.Done():
+					cancel()
+					<-done
+					return
+				case <-collectorRestarts:
+					logger.Info("restarting the OPC-UA collector on command")
+					cancel()
+					<-done
+				}
+			}
+		}()
 	}
 	logger.Info("agent running", "queue", qdir, "simulate", simulate)
 	tick := time.NewTicker(time.Second)

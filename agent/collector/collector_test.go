@@ -1,0 +1,119 @@
+package collector
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gantry-iot/gantry/pkg/machinemodel"
+	"github.com/gantry-iot/gantry/testbed/opcuasim"
+)
+
+type sink struct {
+	mu sync.Mutex
+	s  []Sample
+}
+
+func (k *sink) add(s []Sample) { k.mu.Lock(); k.s = append(k.s, s...); k.mu.Unlock() }
+
+func (k *sink) find(point string, pred func(Sample) bool) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, s := range k.s {
+		if s.Point == point && pred(s) {
+			return true
+		}
+	}
+	return false
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not happen within %v", what, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestCollectFromSimulator(t *testing.T) {
+	sim, err := opcuasim.New(opcuasim.Config{Profiles: []opcuasim.Profile{{Name: "cnc1", Kind: "cnc"}}, Generated: 10, Interval: opcuasim.Duration(100 * time.Millisecond)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Stop()
+	ns := sim.Namespace()
+	tpl := machinemodel.OPCUA{EndpointURL: sim.Endpoint(), SecurityMode: "None", DataPoints: []machinemodel.DataPoint{
+		{NodeID: opcuasim.NodeID(ns, "cnc1", "Temperature"), Name: "temperature", SamplingIntervalMS: 100},
+		{NodeID: opcuasim.NodeID(ns, "cnc1", "Running"), Name: "running", SamplingIntervalMS: 100},
+		{NodeID: opcuasim.GeneratedNodeID(ns, 3), Name: "gen3", SamplingIntervalMS: 100, DeadbandType: "absolute", DeadbandValue: 1000},
+		{NodeID: "ns=2;s=does.not.exist", Name: "missing"},
+	}}
+	var k sink
+	c, err := New(tpl, k.add, Options{FlushInterval: 50 * time.Millisecond, Watchdog: 2 * time.Second, MaxBackoff: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	waitFor(t, 10*time.Second, "temperature values", func() bool { return k.find("temperature", func(Sample) bool { return true }) })
+	if err := sim.Set(opcuasim.NodeID(ns, "cnc1", "Temperature"), 77.25); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "the set value", func() bool { return k.find("temperature", func(s Sample) bool { return s.Value == 77.25 }) })
+	// The large absolute deadband lets only the first gen3 value through.
+	time.Sleep(500 * time.Millisecond)
+	k.mu.Lock()
+	n := 0
+	for _, s := range k.s {
+		if s.Point == "gen3" {
+			n++
+		}
+	}
+	k.mu.Unlock()
+	if n != 1 {
+		t.Errorf("gen3 passed the deadband %d times, want 1", n)
+	}
+	var missing string
+	for _, st := range c.Statuses() {
+		if st.Point == "missing" {
+			missing = st.Status
+		}
+	}
+	if !strings.Contains(missing, "refused") && !strings.Contains(missing, "bad value") {
+		t.Errorf("missing node status %q", missing)
+	}
+
+	// Fault: the server goes away and comes back; values flow again.
+	if err := sim.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the collector noticing the outage", func() bool { return c.State() != "connected" })
+	if err := sim.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Set(opcuasim.NodeID(ns, "cnc1", "Temperature"), 12.5); err == nil {
+		waitFor(t, 10*time.Second, "values after the restart", func() bool {
+			return c.State() == "connected" && k.find("temperature", func(s Sample) bool { return s.At.After(time.Now().Add(-2 * time.Second)) })
+		})
+	}
+}
+
+func TestNewRejectsBadTemplates(t *testing.T) {
+	if _, err := New(machinemodel.OPCUA{EndpointURL: "http://x", SecurityMode: "None"}, nil, Options{}); err == nil {
+		t.Errorf("bad endpoint accepted")
+	}
+	if _, err := New(machinemodel.OPCUA{EndpointURL: "opc.tcp://1.2.3.4:4840", SecurityMode: "SignAndEncrypt"}, nil, Options{}); err == nil || !strings.Contains(err.Error(), "not supported yet") {
+		t.Errorf("unsupported security mode: %v", err)
+	}
+}
