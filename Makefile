@@ -13,7 +13,7 @@ web: ## fetch front-end libraries from npm (lockfile) and copy them into the por
 	cp node_modules/htmx.org/dist/htmx.min.js controlplane/portal/static/vendor/htmx.min.js
 
 build: web ## build gantry-controlplane, gantry-agent and gantryctl into bin/
-	$(GO) build -o $(BIN)/ ./controlplane/cmd/... ./agent/cmd/...
+	$(GO) build -o $(BIN)/ ./controlplane/cmd/... ./agent/cmd/... ./testbed/opcuasim/cmd/opcuasim ./testbed/rfbserver/cmd/rfbserver ./testbed/tcpecho/cmd/tcpecho
 
 run: build ## run the control plane in dev mode (SQLite, embedded MQTT broker, demo data in .gantry-dev/) plus a simulated agent
 	bash deploy/dev/run.sh

@@ -10,6 +10,7 @@ import (
 	"github.com/gantry-iot/gantry/controlplane/authz"
 	"github.com/gantry-iot/gantry/controlplane/cases"
 	"github.com/gantry-iot/gantry/controlplane/errkind"
+	"github.com/gantry-iot/gantry/controlplane/fleet"
 	"github.com/gantry-iot/gantry/controlplane/identity"
 	"github.com/gantry-iot/gantry/controlplane/store"
 )
@@ -244,7 +245,20 @@ func (p *Portal) devicesPage(w http.ResponseWriter, r *http.Request, c *identity
 		p.fail(w, c, err)
 		return
 	}
-	p.render(w, http.StatusOK, "devices", map[string]any{"Nav": navFor(c, "devices"), "Devices": ds, "Now": time.Now()})
+	type row struct {
+		fleet.DeviceView
+		Values []store.Sample
+	}
+	rows := make([]row, 0, len(ds))
+	for _, d := range ds {
+		vs, err := p.fleet.LatestValues(r.Context(), c, d.ID)
+		if err != nil {
+			p.fail(w, c, err)
+			return
+		}
+		rows = append(rows, row{DeviceView: d, Values: vs})
+	}
+	p.render(w, http.StatusOK, "devices", map[string]any{"Nav": navFor(c, "devices"), "Devices": rows})
 }
 
 func htmlEscape(s string) string {

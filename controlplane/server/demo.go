@@ -97,7 +97,11 @@ func writeDemoAgentToken(ctx context.Context, st store.Store, deviceID, tokenFil
 	if err := st.CreateEnrollmentToken(ctx, store.EnrollmentToken{TokenHash: h[:], DeviceID: deviceID, TenantID: "", CreatedBy: "demo", CreatedAt: now, ExpiresAt: now.Add(30 * 24 * time.Hour)}); err != nil {
 		return err
 	}
-	return os.WriteFile(tokenFile, []byte(token+"\n"), 0o600)
+	tmp := tokenFile + ".tmp"
+	if err := os.WriteFile(tmp, []byte(token+"\n"), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, tokenFile)
 }
 
 // seedDomain adds the demo shop floor, customers, machine model, cases,

@@ -9,21 +9,36 @@ mkdir -p "$data"
 bin/gantry-controlplane serve --dev --data-dir "$data" "$@" &
 cp=$!
 agent=""
-cleanup() { [ -n "$agent" ] && kill "$agent" 2>/dev/null; kill "$cp" 2>/dev/null; wait 2>/dev/null; }
+sim=""
+cleanup() { [ -n "$agent" ] && kill "$agent" 2>/dev/null; [ -n "$sim" ] && kill "$sim" 2>/dev/null; kill "$cp" 2>/dev/null; wait 2>/dev/null; }
 trap cleanup EXIT INT TERM
 
-# Wait for the API, then enroll the demo gateway once.
-for _ in $(seq 1 100); do
-  (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && break
+# Wait for the API (the first start seeds the demo data), then enroll the
+# demo gateway once.
+up=""
+for _ in $(seq 1 1200); do
+  # The listener opens before the demo data is seeded; the token file marks the end.
+  if (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && { [ -f "$data/agent/device.json" ] || [ -f "$data/demo-agent.token" ]; }; then up=1; break; fi
   kill -0 "$cp" 2>/dev/null || exit 1
   sleep 0.1
 done
+[ -n "$up" ] || { echo "run: the control plane did not come up within 2 minutes" >&2; exit 1; }
 if [ ! -f "$data/agent/device.json" ] && [ -f "$data/demo-agent.token" ]; then
   bin/gantry-agent enroll --server http://127.0.0.1:8080 --token "$(cat "$data/demo-agent.token")" --state-dir "$data/agent"
 fi
+# A simulated machine: an OPC-UA server with a CNC profile, read by the agent.
+bin/opcuasim --port 4840 --interval 1s >"$data/opcuasim.log" 2>&1 &
+sim=$!
+cat > "$data/opcua-template.json" <<'JSON'
+{"endpoint_url": "opc.tcp://127.0.0.1:4840", "security_mode": "None", "data_points": [
+  {"node_id": "ns=1;s=cnc1.SpindleSpeed", "name": "Spindle speed", "unit": "rpm", "sampling_interval_ms": 1000},
+  {"node_id": "ns=1;s=cnc1.Temperature", "name": "Temperature", "unit": "°C", "sampling_interval_ms": 1000},
+  {"node_id": "ns=1;s=cnc1.Running", "name": "Running", "sampling_interval_ms": 1000},
+  {"node_id": "ns=1;s=cnc1.EnergyCounter", "name": "Energy", "unit": "kWh", "sampling_interval_ms": 1000}]}
+JSON
 if [ -f "$data/agent/device.json" ]; then
-  bin/gantry-agent run --state-dir "$data/agent" --metrics-listen 127.0.0.1:9101 --simulate 1 2>"$data/agent.log" &
+  bin/gantry-agent run --state-dir "$data/agent" --metrics-listen 127.0.0.1:9101 --opcua-template "$data/opcua-template.json" 2>"$data/agent.log" &
   agent=$!
-  echo "Simulated agent: demo gateway enrolled and connected (log: $data/agent.log, metrics: http://127.0.0.1:9101/metrics)"
+  echo "Simulated agent: demo gateway enrolled, collecting from the OPC-UA simulator on opc.tcp://127.0.0.1:4840 (log: $data/agent.log, metrics: http://127.0.0.1:9101/metrics)"
 fi
 wait "$cp"

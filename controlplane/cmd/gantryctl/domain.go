@@ -21,7 +21,7 @@ var domainCommands = map[string]command{
 	"proposals":  sub(map[string]command{"list": cmdProposalsList, "accept": cmdProposalAccept, "reject": cmdProposalReject}),
 	"customers":  sub(map[string]command{"orgs": cmdOrgsList, "create-org": cmdOrgCreate, "list": cmdCustomersList, "create": cmdCustomerCreate, "invite": cmdCustomerInvite, "machines": cmdMachinesList, "add-machine": cmdMachineCreate, "propose": cmdPropose, "contracts": cmdContracts, "add-contract": cmdAddContract, "set-external": cmdSetExternal}),
 	"models":     sub(map[string]command{"list": cmdModelsList, "show": cmdModelShow, "apply": cmdModelApply}),
-	"devices":    sub(map[string]command{"list": cmdDevicesList, "create": cmdDeviceCreate, "link": cmdDeviceLink, "enroll-token": cmdEnrollToken, "command": cmdDeviceCommand}),
+	"devices":    sub(map[string]command{"list": cmdDevicesList, "create": cmdDeviceCreate, "link": cmdDeviceLink, "enroll-token": cmdEnrollToken, "command": cmdDeviceCommand, "values": cmdDeviceValues}),
 	"cases":      sub(map[string]command{"list": cmdCasesList, "create": cmdCaseCreate, "show": cmdCaseShow, "update": cmdCaseUpdate, "chat": cmdChat, "say": cmdSay}),
 }
 
@@ -791,4 +791,25 @@ var docCommands = map[string]command{
 		fmt.Fprintf(e.stdout, "saved %s (%d bytes)\n", name, len(r.Content))
 		return nil
 	},
+}
+
+func cmdDeviceValues(ctx context.Context, e *env, args []string) error {
+	id, err := oneArg(flags(e, "devices values"), args, "DEVICE_ID")
+	if err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewDeviceServiceClient(e.conn).GetLatestValues(actx, &gantryv1.GetLatestValuesRequest{DeviceId: id})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) {
+		fmt.Fprintln(w, "POINT\tVALUE\tSTATUS\tAT")
+		for _, v := range r.Values {
+			fmt.Fprintf(w, "%s\t%g\t%d\t%s\n", v.Point, v.Value, v.Status, v.At.AsTime().Local().Format("15:04:05"))
+		}
+	})
 }

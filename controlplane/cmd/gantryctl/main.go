@@ -75,6 +75,7 @@ Edge devices:
   devices list | create --name N --serial S [--model M] | link DEVICE_ID --machine MACHINE_ID
   devices enroll-token DEVICE_ID [--ttl 1h]   one-time token and the gantry-agent enroll command
   devices command DEVICE_ID ping|reload_config|restart_collector   signed command, waits for the ack
+  devices values DEVICE_ID                    latest machine data of the device
 
 Service cases:
   cases list [--kind internal|shared] [--mine] [--state S] [--asset ID]

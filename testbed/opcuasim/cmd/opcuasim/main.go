@@ -20,6 +20,7 @@ func main() {
 	port := flag.Int("port", -1, "TCP port (0: a free one)")
 	nodes := flag.Int("nodes", -1, "number of generated load variables")
 	interval := flag.Duration("interval", 0, "value update interval, e.g. 100ms")
+	verbose := flag.Bool("v", false, "log gopcua's server messages")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "opcuasim — OPC-UA server with a simulated CNC machine and N load variables.\n\nUsage: opcuasim [flags]\n\n")
 		flag.PrintDefaults()
@@ -45,7 +46,11 @@ func main() {
 	if *interval > 0 {
 		cfg.Interval = opcuasim.Duration(*interval)
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	level := slog.Level(100) // gopcua's server logs noise at start-up; -v shows it
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	sim, err := opcuasim.New(cfg, logger)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "opcuasim:", err)
