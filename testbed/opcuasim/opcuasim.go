@@ -26,6 +26,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gopcua/opcua/id"
@@ -133,11 +134,15 @@ type Sim struct {
 	cfg Config
 	log *slog.Logger
 
-	mu     sync.Mutex
-	srv    *server.Server
-	ns     *server.NodeNameSpace
-	nodes  map[string]*server.Node // by node ID string
-	pinned map[string]bool         // values set by Set, not overwritten by the updater
+	mu    sync.Mutex
+	srv   *server.Server
+	ns    *server.NodeNameSpace
+	nodes map[string]*server.Node // by node ID string
+	// values hold each node's current value. gopcua's Node has no locking,
+	// so nodes read through a function from these atomics instead of
+	// being changed with SetAttribute (which races with the server).
+	values map[string]*atomic.Pointer[ua.DataValue]
+	pinned map[string]bool // values set by Set, not overwritten by the updater
 	energy map[string]float64
 	tick   int64
 	cancel context.CancelFunc
@@ -203,10 +208,15 @@ func (s *Sim) Start(ctx context.Context) error {
 	objs := ns.Objects()
 	root.Objects().AddRef(objs, id.HasComponent, true)
 	s.nodes = map[string]*server.Node{}
+	s.values = map[string]*atomic.Pointer[ua.DataValue]{}
 	add := func(name string, v any) {
-		n := ns.AddNewVariableStringNode(name, v)
+		cur := new(atomic.Pointer[ua.DataValue])
+		cur.Store(dataValue(v, time.Now()))
+		n := ns.AddNewVariableStringNode(name, func() *ua.DataValue { return cur.Load() })
 		objs.AddRef(n, id.HasComponent, true)
-		s.nodes[fmt.Sprintf("ns=%d;s=%s", ns.ID(), name)] = n
+		key := fmt.Sprintf("ns=%d;s=%s", ns.ID(), name)
+		s.nodes[key] = n
+		s.values[key] = cur
 	}
 	for _, p := range s.cfg.Profiles {
 		for _, v := range cncVars {
@@ -306,12 +316,12 @@ func (s *Sim) setLocked(nodeID string, v any, at time.Time) {
 }
 
 func (s *Sim) setNode(nodeID string, n *server.Node, v any, at time.Time) {
-	dv := &ua.DataValue{Value: ua.MustVariant(v), SourceTimestamp: at, EncodingMask: ua.DataValueValue | ua.DataValueSourceTimestamp}
-	if err := n.SetAttribute(ua.AttributeIDValue, dv); err != nil {
-		s.log.Warn("opcuasim: set value", "node", nodeID, "err", err)
-		return
-	}
+	s.values[nodeID].Store(dataValue(v, at))
 	s.ns.ChangeNotification(n.ID())
+}
+
+func dataValue(v any, at time.Time) *ua.DataValue {
+	return &ua.DataValue{Value: ua.MustVariant(v), SourceTimestamp: at, EncodingMask: ua.DataValueValue | ua.DataValueSourceTimestamp}
 }
 
 // Set changes a node's value now and pins it: the simulation no longer
