@@ -182,32 +182,49 @@ type migration struct {
 	sql     string
 }
 
+// migrationFiles lists the migrations for the dialect: migrations/common
+// holds those whose SQL both databases accept; migrations/<dialect> holds
+// the ones that differ (a version must not be in both).
 func (d *db) migrationFiles() ([]migration, error) {
-	dir := "migrations/sqlite"
+	own := "migrations/sqlite"
 	if d.dialect == postgres {
-		dir = "migrations/postgres"
+		own = "migrations/postgres"
 	}
-	entries, err := fs.ReadDir(migrations, dir)
-	if err != nil {
-		return nil, err
-	}
-	var out []migration
-	for _, e := range entries {
-		name := e.Name()
-		if !strings.HasSuffix(name, ".sql") {
-			continue
-		}
-		v, err := strconv.Atoi(strings.SplitN(name, "_", 2)[0])
-		if err != nil {
-			return nil, fmt.Errorf("migration %s: file names start with a version number", name)
-		}
-		b, err := migrations.ReadFile(path.Join(dir, name))
+	byVersion := map[int]migration{}
+	for _, dir := range []string{"migrations/common", own} {
+		entries, err := fs.ReadDir(migrations, dir)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, migration{v, name, string(b)})
+		for _, e := range entries {
+			name := e.Name()
+			if !strings.HasSuffix(name, ".sql") {
+				continue
+			}
+			v, err := strconv.Atoi(strings.SplitN(name, "_", 2)[0])
+			if err != nil {
+				return nil, fmt.Errorf("migration %s: file names start with a version number", name)
+			}
+			if prev, dup := byVersion[v]; dup {
+				return nil, fmt.Errorf("migration version %d is both %s and %s", v, prev.name, name)
+			}
+			b, err := migrations.ReadFile(path.Join(dir, name))
+			if err != nil {
+				return nil, err
+			}
+			byVersion[v] = migration{v, name, string(b)}
+		}
+	}
+	out := make([]migration, 0, len(byVersion))
+	for _, m := range byVersion {
+		out = append(out, m)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
+	for i, m := range out {
+		if m.version != i+1 {
+			return nil, fmt.Errorf("migration versions must be 1, 2, 3, …; %s breaks the sequence", m.name)
+		}
+	}
 	return out, nil
 }
 

@@ -7,6 +7,11 @@
 // an admin, an admin cannot drop their own admin role or delete themself,
 // one-time tokens are used once) is enforced inside a store transaction.
 //
+// Migrations live in migrations/: a new one is a file NNNN_name.sql in
+// common/ when both databases accept its SQL, or one file each in sqlite/
+// and postgres/ when they differ. Versions run 1, 2, 3, … and are applied
+// in order, each in a transaction, at Open.
+//
 // Concurrency: a Store is safe for concurrent use by many goroutines.
 package store
 

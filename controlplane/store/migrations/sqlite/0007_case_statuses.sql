@@ -1,1 +1,0 @@
-ALTER TABLE tenants ADD COLUMN case_statuses TEXT NOT NULL DEFAULT '[]';
