@@ -57,7 +57,7 @@ func New(id *identity.Service, fl *fleet.Service, cs *cases.Service, secure bool
 			return map[string]string{"vnc": "VNC tunnel", "data_link": "SSC Data Link", "ssc": "Secure Service Connect"}[c]
 		},
 	}
-	for _, page := range []string{"login", "cases", "case", "newcase", "users", "devices", "error"} {
+	for _, page := range []string{"login", "cases", "case", "newcase", "users", "devices", "error", "invite", "register"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+page+".html")
 		if err != nil {
 			return nil, err
@@ -77,6 +77,10 @@ func (p *Portal) Mount(mux *http.ServeMux) {
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 	mux.HandleFunc("GET /login", p.loginPage)
 	mux.HandleFunc("POST /login", p.login)
+	mux.HandleFunc("GET /invite", p.invitePage)
+	mux.HandleFunc("POST /invite", p.acceptInvite)
+	mux.HandleFunc("GET /register", p.registerPage)
+	mux.HandleFunc("POST /register", p.register)
 	mux.HandleFunc("POST /logout", p.authed(p.logout))
 	mux.HandleFunc("GET /{$}", p.authed(p.home))
 	mux.HandleFunc("GET /cases", p.authed(p.casesPage))
