@@ -1,30 +1,38 @@
 // Package queue is the agent's durable store-and-forward queue: an
-// append-only log of checksummed records in segment files, bounded in
-// bytes, with group commit (many concurrent Appends share one fsync) and
-// at-least-once delivery (records are removed only after Ack).
+// append-only log of checksummed records in bounded segment files, with
+// group commit (many concurrent Appends share one fsync) and at-least-once
+// delivery (a record is removed only after it is acknowledged).
 //
 // On-disk layout in the queue directory:
 //
-//	<first-seq, 20 digits>.seg   records: len u32 | crc32c u32 | seq u64 | payload
-//	cursor                       highest sequence whose record and all before it were acked
+//	<first-seq, 20 digits>.seg     records, framed as described in record.go
+//	cursor                         decimal: every record with seq ≤ cursor was acked
+//	<first-seq>.seg.<n>.corrupt    bytes quarantined from a corrupt older segment
 //
-// The CRC covers seq and payload. On Open every segment is scanned; a torn
-// or corrupt tail is truncated (it was never acknowledged to a producer,
-// because Append returns only after fsync), so the queue is never left
-// corrupt. When appending would exceed MaxBytes, the oldest segments are
-// dropped and their records counted in Stats.Dropped.
+// Durability: Append returns nil only after the record was written and the
+// segment fsync'd, so it survives kill -9 and power loss. The cursor is
+// replaced atomically (temp file, fsync, rename, fsync of the directory)
+// shortly after acks advance it; a crash before that only redelivers
+// records (duplicates, never loss).
 //
-// Concurrency: Append, Next, Ack, Rewind, Stats and Close are safe for
-// concurrent use; records are handed out in sequence order.
+// Recovery: Open scans every segment and verifies every record (length,
+// CRC-32C, expected sequence). A torn or corrupt tail of the last segment
+// is what an interrupted write leaves; it was never acknowledged, so it is
+// truncated and logged once (Stats.Truncated). Corruption inside an older
+// segment cannot come from a crash (segments are fsync'd before the next
+// one starts); its bad tail is moved into a *.corrupt file for inspection,
+// logged as an error and counted (Stats.Quarantined), and the queue goes on.
+//
+// Bound: when an append would take the segments past Options.MaxBytes, the
+// oldest whole segments are deleted and their unacked records counted in
+// Stats.Dropped.
 package queue
 
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
@@ -36,47 +44,56 @@ import (
 	"time"
 )
 
-const headerLen = 16
-
-// MaxRecord is the largest accepted payload.
-const MaxRecord = 1 << 20
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// Errors.
-var (
-	ErrClosed   = errors.New("queue closed")
-	ErrTooLarge = errors.New("record larger than the queue allows")
-	// errCorrupt marks a record that failed its checks while scanning.
-	errCorrupt = errors.New("corrupt record")
+// Defaults and limits of Options.
+const (
+	DefaultMaxBytes  = 64 << 20
+	MinMaxBytes      = 64 << 10
+	MinSegmentBytes  = 4 << 10
+	DefaultSyncDelay = 2 * time.Millisecond
+	maxBatch         = 4096
+	cursorName       = "cursor"
 )
 
-// Options configure a Queue.
+// Options configure a Queue. The zero value is usable.
 type Options struct {
-	MaxBytes     int64         // bound on all segments together; default 64 MiB
-	SegmentBytes int64         // segment size; default MaxBytes/8 (at least 64 KiB)
-	SyncDelay    time.Duration // group-commit window; default 2ms
-	Logger       *slog.Logger
+	// MaxBytes bounds all segments together; default 64 MiB, at least 64 KiB.
+	MaxBytes int64
+	// SegmentBytes is the size at which a new segment file is started and
+	// the granularity of dropping when full; default MaxBytes/8 clamped to
+	// [16 KiB, 16 MiB]; at least 4 KiB and at most MaxBytes.
+	SegmentBytes int64
+	// SyncDelay is the group-commit window: after the first pending
+	// Append, the writer waits this long for more before one fsync.
+	// Default 2ms.
+	SyncDelay time.Duration
+	// Logger receives recovery and drop reports; nil is silent.
+	Logger *slog.Logger
 }
 
-// Record is a queued payload.
+// Record is a queued payload with its sequence number.
 type Record struct {
 	Seq     uint64
 	Payload []byte
 }
 
-// Stats are counters of a queue.
+// Stats are counters of a Queue since Open, plus its current size.
 type Stats struct {
-	Appended, Acked, Dropped, Syncs, Truncated uint64
-	Records                                    int   // queued, not yet acked
-	Bytes                                      int64 // on disk
+	Appended    uint64 // records made durable by Append
+	Acked       uint64 // distinct records acknowledged
+	Dropped     uint64 // unacked records deleted because the queue was full
+	Syncs       uint64 // fsyncs of segment files
+	Truncated   uint64 // torn or corrupt tails cut from the last segment on Open
+	Quarantined uint64 // corrupt regions of older segments moved aside on Open
+	Records     int    // records queued and not yet acked
+	Bytes       int64  // bytes of segment files on disk
 }
 
 type segment struct {
-	first uint64 // first sequence number
+	first uint64 // sequence number of the first record (also the file name)
+	next  uint64 // sequence number after the last record in the file
 	path  string
 	size  int64
-	recs  []recRef // records not yet acked, in order
+	recs  []recRef // records with seq > cursor, in order
 }
 
 type recRef struct {
@@ -96,209 +113,262 @@ type appendResult struct {
 }
 
 // Queue is a durable FIFO. See the package comment.
+//
+// Concurrency: all methods are safe for concurrent use. Appends are
+// serialized by one writer goroutine (owned by the Queue, stopped by
+// Close); Next hands records out in sequence order, each once until Rewind.
+// Internal state is guarded by mu; the writer holds mu while it writes and
+// fsyncs a batch, so Next never sees a record that is not yet durable.
 type Queue struct {
 	dir  string
 	opts Options
 	log  *slog.Logger
 
-	mu       sync.Mutex
-	cond     *sync.Cond
-	segs     []*segment
-	active   *os.File
-	nextSeq  uint64
-	readSeq  uint64 // next sequence Next hands out
-	acked    map[uint64]bool
-	cursor   uint64 // all ≤ cursor acked
-	stats    Stats
-	closed   bool
 	appendCh chan pendingAppend
-	sendMu   sync.RWMutex // held (read) while sending on appendCh; Close takes it to close the channel
+	kick     chan struct{} // asks the writer to persist the cursor
+	sendMu   sync.RWMutex  // read-held while sending on appendCh; Close write-locks it to close the channel
 	wg       sync.WaitGroup
+
+	mu          sync.Mutex
+	cond        *sync.Cond // signalled when records become available or the queue closes
+	segs        []*segment
+	active      *os.File // last segment, append-only
+	bytes       int64
+	nextSeq     uint64
+	readSeq     uint64 // Next hands out the first unacked record with seq ≥ readSeq
+	acked       map[uint64]bool
+	cursor      uint64 // every record with seq ≤ cursor was acked
+	persisted   uint64 // cursor value on disk
+	queued      int
+	stats       Stats
+	closed      bool
+	broken      error
+	lastDropLog time.Time
 }
 
-// Open opens (or creates) the queue in dir and recovers its state.
+// Open opens (or creates) the queue in dir, verifies and repairs the log,
+// and starts the writer goroutine. Call Close when done.
 func Open(dir string, opts Options) (*Queue, error) {
-	if opts.MaxBytes <= 0 {
-		opts.MaxBytes = 64 << 20
-	}
-	if opts.SegmentBytes <= 0 {
-		opts.SegmentBytes = opts.MaxBytes / 8
-	}
-	if opts.SegmentBytes < 64<<10 {
-		opts.SegmentBytes = 64 << 10
-	}
-	if opts.SyncDelay <= 0 {
-		opts.SyncDelay = 2 * time.Millisecond
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
+	if err := opts.normalize(); err != nil {
+		return nil, fmt.Errorf("queue.Open: %w", err)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("queue.Open: %w", err)
 	}
-	q := &Queue{dir: dir, opts: opts, log: opts.Logger, acked: map[uint64]bool{}, appendCh: make(chan pendingAppend, 1024)}
+	q := &Queue{
+		dir:      dir,
+		opts:     opts,
+		log:      opts.Logger,
+		appendCh: make(chan pendingAppend, maxBatch),
+		kick:     make(chan struct{}, 1),
+		acked:    map[uint64]bool{},
+	}
 	q.cond = sync.NewCond(&q.mu)
 	if err := q.recover(); err != nil {
-		return nil, err
+		if q.active != nil {
+			q.active.Close()
+		}
+		return nil, fmt.Errorf("queue.Open %s: %w", dir, err)
 	}
 	q.wg.Add(1)
 	go q.writer()
 	return q, nil
 }
 
+func (o *Options) normalize() error {
+	if o.MaxBytes == 0 {
+		o.MaxBytes = DefaultMaxBytes
+	}
+	if o.MaxBytes < MinMaxBytes {
+		return fmt.Errorf("%w: MaxBytes %d is below the minimum %d", ErrBadOptions, o.MaxBytes, MinMaxBytes)
+	}
+	if o.SegmentBytes == 0 {
+		o.SegmentBytes = min(max(o.MaxBytes/8, 16<<10), 16<<20)
+	}
+	if o.SegmentBytes < MinSegmentBytes || o.SegmentBytes > o.MaxBytes {
+		return fmt.Errorf("%w: SegmentBytes %d must be between %d and MaxBytes (%d)", ErrBadOptions, o.SegmentBytes, MinSegmentBytes, o.MaxBytes)
+	}
+	if o.SyncDelay < 0 {
+		return fmt.Errorf("%w: SyncDelay %v is negative", ErrBadOptions, o.SyncDelay)
+	}
+	if o.SyncDelay == 0 {
+		o.SyncDelay = DefaultSyncDelay
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
 func (q *Queue) recover() error {
-	b, err := os.ReadFile(filepath.Join(q.dir, "cursor"))
-	if err == nil {
+	os.Remove(filepath.Join(q.dir, cursorName+".tmp")) // a crash mid-replace leaves it; the old cursor is intact
+	b, err := os.ReadFile(filepath.Join(q.dir, cursorName))
+	switch {
+	case err == nil:
 		if q.cursor, err = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err != nil {
-			return fmt.Errorf("queue: cursor file is corrupt (%q); remove it to redeliver everything", b)
+			return fmt.Errorf("%w: cursor file %q is not a number; delete it to redeliver every queued record", ErrCorrupt, b)
 		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("queue: %w", err)
+		q.persisted = q.cursor
+	case !errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("read cursor: %w", err)
 	}
 	names, err := filepath.Glob(filepath.Join(q.dir, "*.seg"))
 	if err != nil {
 		return err
 	}
 	sort.Strings(names)
-	q.nextSeq = q.cursor + 1
+	var prevNext uint64
 	for i, name := range names {
-		first, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(name), ".seg"), 10, 64)
-		if err != nil {
-			return fmt.Errorf("queue: unexpected file %s", name)
+		base := strings.TrimSuffix(filepath.Base(name), ".seg")
+		first, err := strconv.ParseUint(base, 10, 64)
+		if err != nil || len(base) != 20 {
+			return fmt.Errorf("unexpected file %s in the queue directory; move it elsewhere", name)
 		}
+		if first < prevNext {
+			return fmt.Errorf("%w: segment %s starts at %d, inside the previous segment (ends before %d); move one of them away", ErrCorrupt, name, first, prevNext)
+		}
+		last := i == len(names)-1
 		seg := &segment{first: first, path: name}
-		last, err := q.scan(seg, i == len(names)-1)
-		if err != nil {
+		if err := q.scan(seg, last); err != nil {
 			return err
 		}
-		if last >= q.nextSeq {
-			q.nextSeq = last + 1
-		}
-		if seg.size == 0 && i != len(names)-1 {
-			os.Remove(name)
+		prevNext = seg.next
+		if !last && len(seg.recs) == 0 {
+			// Empty, or every record acked before a crash: nothing to keep.
+			if err := os.Remove(name); err != nil {
+				return err
+			}
 			continue
 		}
 		q.segs = append(q.segs, seg)
+		q.bytes += seg.size
 	}
+	q.nextSeq = max(q.cursor+1, prevNext, 1)
 	q.readSeq = q.cursor + 1
-	if len(q.segs) > 0 && len(q.segs[0].recs) > 0 && q.segs[0].recs[0].seq > q.readSeq {
-		q.readSeq = q.segs[0].recs[0].seq
-	}
-	if len(q.segs) == 0 {
-		if err := q.newSegment(); err != nil {
+	if n := len(q.segs); n > 0 && q.segs[n-1].next == q.nextSeq {
+		f, err := os.OpenFile(q.segs[n-1].path, os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
 			return err
 		}
-	} else {
-		f, err := os.OpenFile(q.segs[len(q.segs)-1].path, os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			return fmt.Errorf("queue: %w", err)
-		}
 		q.active = f
+		return nil
 	}
-	return nil
+	return q.newSegment()
 }
 
-// scan reads a segment, keeps unacked records, and truncates a torn or
-// corrupt tail. It returns the last valid sequence number.
-func (q *Queue) scan(seg *segment, last bool) (uint64, error) {
+// scan reads a segment, indexes its unacked records and repairs a corrupt
+// tail (truncates the last segment; quarantines that of an older one).
+func (q *Queue) scan(seg *segment, last bool) error {
 	f, err := os.OpenFile(seg.path, os.O_RDWR, 0o600)
 	if err != nil {
-		return 0, fmt.Errorf("queue: %w", err)
+		return err
 	}
 	defer f.Close()
 	r := bufio.NewReaderSize(f, 64<<10)
 	var off int64
-	var lastSeq uint64
+	expect := seg.first
 	for {
 		seq, payloadLen, err := readRecord(r, nil)
 		if err == io.EOF {
 			break
 		}
-		if err != nil {
-			q.log.Warn("queue: truncating segment at a torn or corrupt record", "segment", filepath.Base(seg.path), "offset", off, "reason", err, "last_segment", last)
-			q.stats.Truncated++
-			if err := f.Truncate(off); err != nil {
-				return 0, err
-			}
-			if err := f.Sync(); err != nil {
-				return 0, err
+		if err == nil && seq != expect {
+			err = fmt.Errorf("%w: sequence %d, want %d", ErrCorrupt, seq, expect)
+		}
+		if errors.Is(err, ErrCorrupt) {
+			if err := q.repair(f, seg, off, last, err); err != nil {
+				return err
 			}
 			break
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", seg.path, err)
 		}
 		n := int32(headerLen + payloadLen)
 		if seq > q.cursor {
 			seg.recs = append(seg.recs, recRef{seq: seq, off: off, n: n})
+			q.queued++
 		}
-		lastSeq = seq
+		expect++
 		off += int64(n)
 	}
 	seg.size = off
-	return lastSeq, nil
+	seg.next = expect
+	return nil
 }
 
-// readRecord reads one record; payload is filled when dst is non-nil.
-func readRecord(r io.Reader, dst *[]byte) (seq uint64, payloadLen int, err error) {
-	var h [headerLen]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
-		if err == io.EOF {
-			return 0, 0, io.EOF
+func (q *Queue) repair(f *os.File, seg *segment, off int64, last bool, reason error) error {
+	name := filepath.Base(seg.path)
+	if last {
+		q.log.Warn("queue: truncating the torn or corrupt tail of the last segment (never acknowledged to a producer)",
+			"segment", name, "offset", off, "reason", reason)
+		q.stats.Truncated++
+	} else {
+		qf, err := os.CreateTemp(q.dir, name+".*.corrupt")
+		if err != nil {
+			return fmt.Errorf("quarantine %s: %w", name, err)
 		}
-		return 0, 0, fmt.Errorf("%w: short header", errCorrupt)
+		_, err = io.Copy(qf, io.NewSectionReader(f, off, 1<<62))
+		if err == nil {
+			err = qf.Sync()
+		}
+		if cerr := qf.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("quarantine %s: %w", name, err)
+		}
+		q.log.Error("queue: corrupt data inside an older segment; records from here to its end are lost and were moved aside",
+			"segment", name, "offset", off, "quarantined_to", filepath.Base(qf.Name()), "reason", reason)
+		q.stats.Quarantined++
 	}
-	n := binary.LittleEndian.Uint32(h[0:4])
-	sum := binary.LittleEndian.Uint32(h[4:8])
-	seq = binary.LittleEndian.Uint64(h[8:16])
-	if n > MaxRecord {
-		return 0, 0, fmt.Errorf("%w: length %d", errCorrupt, n)
+	if err := f.Truncate(off); err != nil {
+		return fmt.Errorf("truncate %s: %w", name, err)
 	}
-	p := make([]byte, n)
-	if _, err := io.ReadFull(r, p); err != nil {
-		return 0, 0, fmt.Errorf("%w: short payload", errCorrupt)
-	}
-	c := crc32.Update(crc32.Checksum(h[8:16], castagnoli), castagnoli, p)
-	if c != sum {
-		return 0, 0, fmt.Errorf("%w: checksum mismatch", errCorrupt)
-	}
-	if dst != nil {
-		*dst = p
-	}
-	return seq, int(n), nil
-}
-
-func encode(seq uint64, payload []byte) []byte {
-	b := make([]byte, headerLen+len(payload))
-	binary.LittleEndian.PutUint32(b[0:4], uint32(len(payload)))
-	binary.LittleEndian.PutUint64(b[8:16], seq)
-	copy(b[headerLen:], payload)
-	c := crc32.Update(crc32.Checksum(b[8:16], castagnoli), castagnoli, payload)
-	binary.LittleEndian.PutUint32(b[4:8], c)
-	return b
-}
-
-func (q *Queue) newSegment() error {
-	if q.active != nil {
-		q.active.Close()
-	}
-	path := filepath.Join(q.dir, fmt.Sprintf("%020d.seg", q.nextSeq))
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("queue: new segment: %w", err)
-	}
-	q.active = f
-	q.segs = append(q.segs, &segment{first: q.nextSeq, path: path})
-	if d, err := os.Open(q.dir); err == nil {
-		d.Sync()
-		d.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", name, err)
 	}
 	return nil
 }
 
+// newSegment starts a segment whose first record will be q.nextSeq.
+func (q *Queue) newSegment() error {
+	path := filepath.Join(q.dir, fmt.Sprintf("%020d.seg", q.nextSeq))
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("new segment: %w", err)
+	}
+	if err := syncDir(q.dir); err != nil {
+		f.Close()
+		return fmt.Errorf("new segment: %w", err)
+	}
+	if q.active != nil {
+		q.active.Close()
+	}
+	q.active = f
+	q.segs = append(q.segs, &segment{first: q.nextSeq, next: q.nextSeq, path: path})
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
 // Append stores payload durably and returns its sequence number. It
-// returns only after the record is fsync'd (shared with concurrent
-// Appends).
+// returns nil only after the record is fsync'd (one fsync is shared by the
+// Appends pending at that moment). If ctx ends first, Append returns its
+// error; the record may still be stored and delivered.
 func (q *Queue) Append(ctx context.Context, payload []byte) (uint64, error) {
 	if len(payload) > MaxRecord || int64(len(payload)+headerLen) > q.opts.SegmentBytes {
-		return 0, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(payload))
+		return 0, fmt.Errorf("queue.Append: %w: %d bytes (limit %d)", ErrTooLarge, len(payload), min(MaxRecord, q.opts.SegmentBytes-headerLen))
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
 	}
 	p := pendingAppend{payload: payload, done: make(chan appendResult, 1)}
 	q.sendMu.RLock()
@@ -307,7 +377,7 @@ func (q *Queue) Append(ctx context.Context, payload []byte) (uint64, error) {
 	q.mu.Unlock()
 	if closed {
 		q.sendMu.RUnlock()
-		return 0, ErrClosed
+		return 0, fmt.Errorf("queue.Append: %w", ErrClosed)
 	}
 	select {
 	case q.appendCh <- p:
@@ -320,31 +390,42 @@ func (q *Queue) Append(ctx context.Context, payload []byte) (uint64, error) {
 	case r := <-p.done:
 		return r.seq, r.err
 	case <-ctx.Done():
-		// The record may still become durable; the caller treats it as not acknowledged.
 		return 0, ctx.Err()
 	}
 }
 
-// writer batches appends: write all pending, fsync once, then release.
+// writer owns the segment files: it commits batches of appends and
+// persists the cursor when acks moved it.
 func (q *Queue) writer() {
 	defer q.wg.Done()
-	for first := range q.appendCh {
-		batch := []pendingAppend{first}
-		timer := time.NewTimer(q.opts.SyncDelay)
-	collect:
-		for len(batch) < 4096 {
-			select {
-			case p, ok := <-q.appendCh:
-				if !ok {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case first, ok := <-q.appendCh:
+			if !ok {
+				q.persistCursor()
+				return
+			}
+			batch := []pendingAppend{first}
+			timer.Reset(q.opts.SyncDelay)
+		collect:
+			for len(batch) < maxBatch {
+				select {
+				case p, ok := <-q.appendCh:
+					if !ok {
+						break collect
+					}
+					batch = append(batch, p)
+				case <-timer.C:
 					break collect
 				}
-				batch = append(batch, p)
-			case <-timer.C:
-				break collect
 			}
+			timer.Stop()
+			q.commit(batch)
+		case <-q.kick:
+			q.persistCursor()
 		}
-		timer.Stop()
-		q.commit(batch)
 	}
 }
 
@@ -352,36 +433,62 @@ func (q *Queue) commit(batch []pendingAppend) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	results := make([]appendResult, len(batch))
-	var err error
+	err := q.broken
+	wrote := false
 	for i, p := range batch {
+		if err != nil {
+			results[i].err = err
+			continue
+		}
 		n := int64(headerLen + len(p.payload))
-		if q.segs[len(q.segs)-1].size+n > q.opts.SegmentBytes {
-			if err = q.syncActive(); err == nil {
+		if seg := q.segs[len(q.segs)-1]; seg.size > 0 && seg.size+n > q.opts.SegmentBytes {
+			if wrote {
+				err = q.syncActive()
+			}
+			if err == nil {
 				err = q.newSegment()
 			}
+			if err != nil {
+				q.broken = fmt.Errorf("%w: %w", ErrBroken, err)
+				err = q.broken
+				results[i].err = err
+				continue
+			}
+			wrote = false
 		}
-		if err == nil {
-			q.enforceBound(n)
-			seq := q.nextSeq
-			seg := q.segs[len(q.segs)-1]
-			if _, err = q.active.Write(encode(seq, p.payload)); err == nil {
-				seg.recs = append(seg.recs, recRef{seq: seq, off: seg.size, n: int32(n)})
-				seg.size += n
-				q.nextSeq++
-				results[i] = appendResult{seq: seq}
+		q.enforceBound(n)
+		seg := q.segs[len(q.segs)-1]
+		seq := q.nextSeq
+		if _, werr := q.active.Write(encode(seq, p.payload)); werr != nil {
+			// Cut a partial record so later appends do not land behind garbage.
+			if terr := q.active.Truncate(seg.size); terr != nil {
+				q.broken = fmt.Errorf("%w: %w", ErrBroken, terr)
+			}
+			err = fmt.Errorf("queue.Append: write: %w", werr)
+			results[i].err = err
+			continue
+		}
+		wrote = true
+		seg.recs = append(seg.recs, recRef{seq: seq, off: seg.size, n: int32(n)})
+		seg.size += n
+		seg.next = seq + 1
+		q.bytes += n
+		q.nextSeq++
+		q.queued++
+		results[i].seq = seq
+	}
+	if wrote {
+		if serr := q.syncActive(); serr != nil {
+			// After a failed fsync the page cache state is unknown: stop appending.
+			q.broken = fmt.Errorf("%w: fsync: %w", ErrBroken, serr)
+			for i := range results {
+				if results[i].err == nil {
+					results[i] = appendResult{err: fmt.Errorf("queue.Append: %w", q.broken)}
+				}
 			}
 		}
-		if err != nil {
-			results[i] = appendResult{err: fmt.Errorf("queue: append: %w", err)}
-		}
-	}
-	if err == nil {
-		err = q.syncActive()
 	}
 	for i, p := range batch {
-		if err != nil && results[i].err == nil {
-			results[i] = appendResult{err: fmt.Errorf("queue: fsync: %w", err)}
-		}
 		if results[i].err == nil {
 			q.stats.Appended++
 		}
@@ -395,39 +502,52 @@ func (q *Queue) syncActive() error {
 	return q.active.Sync()
 }
 
-// enforceBound drops the oldest segments until adding n bytes fits.
+// enforceBound deletes the oldest segments until n more bytes fit.
+// Called with mu held.
 func (q *Queue) enforceBound(n int64) {
-	for len(q.segs) > 1 && q.totalBytes()+n > q.opts.MaxBytes {
+	for len(q.segs) > 1 && q.bytes+n > q.opts.MaxBytes {
 		old := q.segs[0]
+		var dropped uint64
 		for _, r := range old.recs {
 			if !q.acked[r.seq] {
-				q.stats.Dropped++
+				dropped++
+				q.queued--
 			}
 			delete(q.acked, r.seq)
-			if r.seq >= q.readSeq {
-				q.readSeq = r.seq + 1
-			}
-			if r.seq > q.cursor {
-				q.cursor = r.seq
-			}
 		}
-		os.Remove(old.path)
-		q.segs = q.segs[1:]
-		q.log.Warn("queue full: dropped the oldest segment", "segment", filepath.Base(old.path), "records", len(old.recs))
-		q.writeCursor()
+		q.stats.Dropped += dropped
+		q.cursor = max(q.cursor, old.next-1)
+		q.readSeq = max(q.readSeq, old.next)
+		q.removeFirst()
+		if now := time.Now(); now.Sub(q.lastDropLog) > 10*time.Second {
+			q.lastDropLog = now
+			q.log.Warn("queue full: dropped the oldest records", "segment", filepath.Base(old.path), "records", dropped, "dropped_total", q.stats.Dropped)
+		}
+		q.kickCursor()
 	}
 }
 
-func (q *Queue) totalBytes() int64 {
-	var t int64
-	for _, s := range q.segs {
-		t += s.size
+// removeFirst deletes the oldest segment. Called with mu held.
+func (q *Queue) removeFirst() {
+	old := q.segs[0]
+	if err := os.Remove(old.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		q.log.Warn("queue: cannot delete a segment; it will be rescanned on the next Open", "segment", filepath.Base(old.path), "err", err)
 	}
-	return t
+	q.bytes -= old.size
+	q.segs[0] = nil
+	q.segs = q.segs[1:]
+}
+
+func (q *Queue) kickCursor() {
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
 }
 
 // Next blocks until a record not yet handed out is available and returns
-// it. Records come in sequence order; after Rewind, unacked ones come again.
+// it. Records come in sequence order; after Rewind the unacked ones come
+// again. It returns ErrClosed after Close, or ctx's error.
 func (q *Queue) Next(ctx context.Context) (Record, error) {
 	stop := context.AfterFunc(ctx, func() {
 		q.mu.Lock()
@@ -439,15 +559,15 @@ func (q *Queue) Next(ctx context.Context) (Record, error) {
 	defer q.mu.Unlock()
 	for {
 		if q.closed {
-			return Record{}, ErrClosed
+			return Record{}, fmt.Errorf("queue.Next: %w", ErrClosed)
 		}
 		if err := ctx.Err(); err != nil {
 			return Record{}, err
 		}
 		if seg, ref, ok := q.find(q.readSeq); ok {
-			p, err := q.readAt(seg, ref)
+			p, err := readAt(seg, ref)
 			if err != nil {
-				return Record{}, err
+				return Record{}, fmt.Errorf("queue.Next: %w", err)
 			}
 			q.readSeq = ref.seq + 1
 			return Record{Seq: ref.seq, Payload: p}, nil
@@ -456,86 +576,130 @@ func (q *Queue) Next(ctx context.Context) (Record, error) {
 	}
 }
 
-// find locates the first unacked record with seq ≥ from.
+// find locates the first unacked record with seq ≥ from. Called with mu held.
 func (q *Queue) find(from uint64) (*segment, recRef, bool) {
-	for _, s := range q.segs {
-		i := sort.Search(len(s.recs), func(i int) bool { return s.recs[i].seq >= from })
-		for ; i < len(s.recs); i++ {
-			if !q.acked[s.recs[i].seq] {
-				return s, s.recs[i], true
+	i := sort.Search(len(q.segs), func(i int) bool { return q.segs[i].next > from })
+	for ; i < len(q.segs); i++ {
+		s := q.segs[i]
+		j := sort.Search(len(s.recs), func(j int) bool { return s.recs[j].seq >= from })
+		for ; j < len(s.recs); j++ {
+			if !q.acked[s.recs[j].seq] {
+				return s, s.recs[j], true
 			}
 		}
 	}
 	return nil, recRef{}, false
 }
 
-func (q *Queue) readAt(s *segment, r recRef) ([]byte, error) {
+func readAt(s *segment, r recRef) ([]byte, error) {
 	f, err := os.Open(s.path)
 	if err != nil {
-		return nil, fmt.Errorf("queue: read: %w", err)
+		return nil, fmt.Errorf("read record %d: %w", r.seq, err)
 	}
 	defer f.Close()
 	var p []byte
-	if _, _, err := readRecord(io.NewSectionReader(f, r.off, int64(r.n)), &p); err != nil {
-		return nil, fmt.Errorf("queue: read record %d: %w", r.seq, err)
+	seq, _, err := readRecord(io.NewSectionReader(f, r.off, int64(r.n)), &p)
+	if err == nil && seq != r.seq {
+		err = fmt.Errorf("%w: found sequence %d", ErrCorrupt, seq)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read record %d from %s: %w", r.seq, filepath.Base(s.path), err)
 	}
 	return p, nil
 }
 
-// Ack marks a record delivered. Acks may come out of order; the durable
-// cursor advances over the contiguous acked prefix.
+// Ack marks a record delivered (after PUBACK). Acks may come in any order;
+// the cursor advances over the acked prefix, fully acked segments are
+// deleted, and the cursor is persisted shortly after by the writer. Acking
+// an unknown, dropped or already acked sequence is a no-op.
 func (q *Queue) Ack(seq uint64) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if seq <= q.cursor || seq >= q.nextSeq {
+	if q.closed {
+		return fmt.Errorf("queue.Ack: %w", ErrClosed)
+	}
+	if seq <= q.cursor || seq >= q.nextSeq || q.acked[seq] || !q.holds(seq) {
 		return nil
 	}
-	if !q.acked[seq] {
-		q.acked[seq] = true
-		q.stats.Acked++
+	q.acked[seq] = true
+	q.stats.Acked++
+	q.queued--
+	before := q.cursor
+	for len(q.segs) > 0 {
+		s := q.segs[0]
+		for len(s.recs) > 0 && q.acked[s.recs[0].seq] {
+			delete(q.acked, s.recs[0].seq)
+			q.cursor = s.recs[0].seq
+			s.recs = s.recs[1:]
+		}
+		if len(s.recs) > 0 || len(q.segs) == 1 {
+			break
+		}
+		q.cursor = max(q.cursor, s.next-1)
+		q.removeFirst()
 	}
-	advanced := false
-	for q.acked[q.cursor+1] {
-		delete(q.acked, q.cursor+1)
-		q.cursor++
-		advanced = true
+	if q.cursor != before {
+		q.kickCursor()
 	}
-	if !advanced {
-		return nil
-	}
-	// Drop fully acked segments (never the active one) and trim indexes.
-	for len(q.segs) > 1 && (len(q.segs[0].recs) == 0 || q.segs[0].recs[len(q.segs[0].recs)-1].seq <= q.cursor) {
-		os.Remove(q.segs[0].path)
-		q.segs = q.segs[1:]
-	}
-	for _, s := range q.segs {
-		i := sort.Search(len(s.recs), func(i int) bool { return s.recs[i].seq > q.cursor })
-		s.recs = s.recs[i:]
-	}
-	return q.writeCursor()
+	return nil
 }
 
-// writeCursor persists the cursor atomically (write, fsync, rename).
-func (q *Queue) writeCursor() error {
-	tmp := filepath.Join(q.dir, "cursor.tmp")
+// holds reports whether seq is an indexed (unacked-prefix) record. Called with mu held.
+func (q *Queue) holds(seq uint64) bool {
+	i := sort.Search(len(q.segs), func(i int) bool { return q.segs[i].next > seq })
+	if i == len(q.segs) {
+		return false
+	}
+	s := q.segs[i]
+	j := sort.Search(len(s.recs), func(j int) bool { return s.recs[j].seq >= seq })
+	return j < len(s.recs) && s.recs[j].seq == seq
+}
+
+// persistCursor writes the cursor if it moved. Only the writer goroutine calls it.
+func (q *Queue) persistCursor() {
+	q.mu.Lock()
+	c, done := q.cursor, q.cursor == q.persisted
+	q.mu.Unlock()
+	if done {
+		return
+	}
+	if err := writeCursor(q.dir, c); err != nil {
+		q.log.Warn("queue: cannot persist the ack cursor; acked records may be redelivered after a restart", "err", err)
+		return
+	}
+	q.mu.Lock()
+	q.persisted = c
+	q.mu.Unlock()
+}
+
+// writeCursor replaces the cursor file atomically: temp, fsync, rename, fsync dir.
+func writeCursor(dir string, c uint64) error {
+	tmp := filepath.Join(dir, cursorName+".tmp")
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
-		return fmt.Errorf("queue: cursor: %w", err)
+		return fmt.Errorf("write cursor: %w", err)
 	}
-	if _, err := f.WriteString(strconv.FormatUint(q.cursor, 10)); err != nil {
-		f.Close()
-		return err
+	_, err = f.WriteString(strconv.FormatUint(c, 10) + "\n")
+	if err == nil {
+		err = f.Sync()
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	f.Close()
-	return os.Rename(tmp, filepath.Join(q.dir, "cursor"))
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, cursorName))
+	}
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("write cursor: %w", err)
+	}
+	return nil
 }
 
-// Rewind makes Next hand out every unacked record again, in order (after
-// a reconnect).
+// Rewind makes Next hand out every unacked record again, in order (after a
+// reconnect: at-least-once, duplicates possible, none missing).
 func (q *Queue) Rewind() {
 	q.mu.Lock()
 	q.readSeq = q.cursor + 1
@@ -548,18 +712,13 @@ func (q *Queue) Stats() Stats {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	s := q.stats
-	s.Bytes = q.totalBytes()
-	for _, seg := range q.segs {
-		for _, r := range seg.recs {
-			if !q.acked[r.seq] {
-				s.Records++
-			}
-		}
-	}
+	s.Records = q.queued
+	s.Bytes = q.bytes
 	return s
 }
 
-// Close flushes pending appends and closes the queue.
+// Close commits pending appends, persists the cursor, stops the writer and
+// closes the files. Blocked Next calls return ErrClosed. Close is idempotent.
 func (q *Queue) Close() error {
 	q.mu.Lock()
 	if q.closed {
@@ -575,5 +734,8 @@ func (q *Queue) Close() error {
 	q.wg.Wait()
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.active.Close()
+	if err := q.active.Close(); err != nil {
+		return fmt.Errorf("queue.Close: %w", err)
+	}
+	return nil
 }

@@ -3,18 +3,36 @@
 // certificate's common name), and an ACL that lets a device publish only
 // under gantry/v1/dev/{its ID}/{telemetry|state|events|cmdack} and
 // subscribe only to its own cmd topic. The control plane itself uses the
-// in-process (inline) client: Subscribe and Publish never touch the network.
+// in-process (inline) client: Subscribe and Publish never touch the network
+// and bypass the ACL.
+//
+// Connection rules, checked at CONNECT (a refusal is logged at Warn with
+// its reason and counted in Stats.AuthDenied):
+//   - the client certificate's CN is the device ID and must be a valid
+//     device ID (topics.CheckDeviceID);
+//   - Config.IsRevoked(deviceID, serial) must be false (re-enrollment
+//     revokes the previous certificate);
+//   - the MQTT client ID must equal the device ID, so no device can take
+//     over another device's session;
+//   - the username, if given, must equal the device ID;
+//   - a will message, if given, must go to a topic the device may publish
+//     to (otherwise a device could fake another device's offline state).
+//
+// Denied publishes and subscriptions are counted in Stats. With MQTT 3.1.1
+// a denied QoS 0 publish is dropped silently and a denied QoS 1/2 publish
+// closes the connection (3.1.1 has no negative PUBACK); MQTT 5 clients get
+// a "not authorized" PUBACK. A denied subscription gets SUBACK 0x80.
 package broker
 
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -24,36 +42,67 @@ import (
 	"github.com/gantry-iot/gantry/pkg/topics"
 )
 
+// Defaults for the zero values of Config's limits.
+const (
+	// DefaultMaxPendingWrites: mochi's own default (8192) reserves about
+	// 64 KB per client for the outbound queue; 10k devices then need
+	// 1.7–2.5 GiB and stall, while 64 holds about 700 MiB. Devices receive
+	// only commands, so 64 queued packets is ample.
+	DefaultMaxPendingWrites = 64
+	// DefaultMaxInflight bounds the unacknowledged QoS 1/2 messages kept
+	// per device session (also while the device is offline); beyond it
+	// mochi drops messages (counted in InflightDropped). Commands are rare
+	// and carry their own expiry, so 256 is ample.
+	DefaultMaxInflight = 256
+	// DefaultSessionExpiry is how long a disconnected device's persistent
+	// session (subscriptions, queued commands) is kept.
+	DefaultSessionExpiry = 24 * time.Hour
+	// DefaultMaxPacketSize bounds one MQTT packet (telemetry batches).
+	DefaultMaxPacketSize = 1 << 20
+)
+
 // Config configures a Broker.
 type Config struct {
 	// Listen is the TLS listen address, e.g. ":8883" or "127.0.0.1:0".
 	Listen string
 	// Certificate is the broker's TLS server certificate.
 	Certificate tls.Certificate
-	// ClientCAs verifies device certificates.
+	// ClientCAs verifies device certificates (the control plane's CA).
 	ClientCAs *x509.CertPool
 	// IsRevoked reports whether a device's certificate (serial as
 	// pki.SerialString) is no longer valid, e.g. because the device was
-	// re-enrolled or deleted. Nil: nothing is revoked.
+	// re-enrolled or deleted. It is called once per CONNECT. Nil: nothing
+	// is revoked.
 	IsRevoked func(deviceID, serial string) bool
-	// MaxPendingWrites bounds queued outbound packets per client. mochi's
-	// default of 8192 reserves ~64 KB per client, which does not scale to
-	// thousands of devices; 64 is plenty for commands. Default 64.
+	// MaxPendingWrites bounds queued outbound packets per client; 0 means
+	// DefaultMaxPendingWrites (see there why not mochi's default).
 	MaxPendingWrites int32
-	// OnConnect and OnDisconnect are called with the device ID when a device
-	// session starts and ends (may be nil).
+	// MaxInflight bounds unacknowledged QoS 1/2 messages per device
+	// session; 0 means DefaultMaxInflight.
+	MaxInflight uint16
+	// SessionExpiry is how long a disconnected persistent session is kept;
+	// 0 means DefaultSessionExpiry.
+	SessionExpiry time.Duration
+	// MaxPacketSize bounds one packet in bytes; 0 means DefaultMaxPacketSize.
+	MaxPacketSize uint32
+	// OnConnect is called with the device ID when a device goes from no
+	// connection to one, OnDisconnect when its last connection ends (a
+	// session takeover by the same device calls neither). They run on the
+	// connection's goroutine, outside the broker's locks; keep them short.
+	// Either may be nil.
 	OnConnect, OnDisconnect func(deviceID string)
 }
 
-// Stats counts broker decisions. Read with Snapshot.
+// Stats counts broker decisions; export them as Prometheus counters
+// (Connected is a gauge). All fields are safe for concurrent reads.
 type Stats struct {
-	Connected     atomic.Int64
-	AuthDenied    atomic.Int64
-	PublishDenied atomic.Int64
-	SubDenied     atomic.Int64
+	Connected     atomic.Int64 // device connections now open
+	AuthDenied    atomic.Int64 // refused CONNECTs (see package doc)
+	PublishDenied atomic.Int64 // publishes refused by the ACL
+	SubDenied     atomic.Int64 // subscriptions (and deliveries) refused by the ACL
 }
 
-// Broker is a running embedded broker. Safe for concurrent use.
+// Broker is an embedded broker. Safe for concurrent use.
 type Broker struct {
 	srv   *mqtt.Server
 	ln    *listeners.TCP
@@ -61,29 +110,51 @@ type Broker struct {
 	log   *slog.Logger
 	Stats Stats
 
-	mu     sync.Mutex
-	nextID int
+	nextSubID atomic.Int64
+	closeOnce sync.Once
+	closed    atomic.Bool
+
+	mu      sync.Mutex
+	devices map[string]*deviceConns // by device ID
 }
 
-// New builds a broker; call Start to listen.
+// New builds a broker and binds its listener; call Start to serve. A nil
+// logger discards logs; mochi's own logs go to the same logger (component
+// "mqtt"), its warnings rate-limited to one per message per 10 s.
 func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.ClientCAs == nil || len(cfg.Certificate.Certificate) == 0 {
-		return nil, errors.New("broker.New: a server certificate and a client CA pool are required (devices authenticate with certificates)")
+		return nil, fmt.Errorf("broker.New: %w: a server certificate and a client CA pool are required (devices authenticate with certificates)", ErrConfig)
 	}
-	if cfg.MaxPendingWrites <= 0 {
-		cfg.MaxPendingWrites = 64
+	if cfg.MaxPendingWrites < 0 {
+		return nil, fmt.Errorf("broker.New: %w: MaxPendingWrites %d is negative", ErrConfig, cfg.MaxPendingWrites)
+	}
+	if cfg.SessionExpiry < 0 || cfg.SessionExpiry/time.Second > 1<<32-1 {
+		return nil, fmt.Errorf("broker.New: %w: SessionExpiry %v out of range (0 for the default, at most ~136 years)", ErrConfig, cfg.SessionExpiry)
+	}
+	if cfg.MaxPendingWrites == 0 {
+		cfg.MaxPendingWrites = DefaultMaxPendingWrites
+	}
+	if cfg.MaxInflight == 0 {
+		cfg.MaxInflight = DefaultMaxInflight
+	}
+	if cfg.SessionExpiry == 0 {
+		cfg.SessionExpiry = DefaultSessionExpiry
+	}
+	if cfg.MaxPacketSize == 0 {
+		cfg.MaxPacketSize = DefaultMaxPacketSize
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumClientWritesPending = cfg.MaxPendingWrites
-	caps.MaximumInflight = 1024
-	caps.MaximumPacketSize = 1 << 20
-	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: logger.With("component", "mqtt")})
-	b := &Broker{srv: srv, log: logger}
-	var err error
-	if err = srv.AddHook(&authHook{b: b, cfg: cfg}, nil); err != nil {
+	caps.MaximumInflight = cfg.MaxInflight
+	caps.MaximumSessionExpiryInterval = uint32(cfg.SessionExpiry / time.Second)
+	caps.MaximumPacketSize = cfg.MaxPacketSize
+	mochiLog := slog.New(newLimitedHandler(logger.Handler(), 10*time.Second, time.Now)).With("component", "mqtt")
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: mochiLog})
+	b := &Broker{srv: srv, log: logger, devices: map[string]*deviceConns{}}
+	if err := srv.AddHook(&authHook{b: b, cfg: cfg}, nil); err != nil {
 		return nil, fmt.Errorf("broker.New: %w", err)
 	}
 	b.ln = listeners.NewTCP(listeners.Config{ID: "tls", Address: cfg.Listen, TLSConfig: &tls.Config{
@@ -93,38 +164,98 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 		MinVersion:   tls.VersionTLS12,
 	}})
 	if err := srv.AddListener(b.ln); err != nil {
-		return nil, fmt.Errorf("broker: listen on %s: %w (is another broker using the port? choose one with --mqtt-listen)", cfg.Listen, err)
+		return nil, fmt.Errorf("broker.New: %w: listen on %s: %w (is another broker using the port? choose another MQTT listen address)", ErrConfig, cfg.Listen, err)
 	}
-	b.addr, err = net.ResolveTCPAddr("tcp", b.ln.Address())
+	addr, err := net.ResolveTCPAddr("tcp", b.ln.Address())
 	if err != nil {
-		return nil, err
+		b.ln.Close(func(string) {})
+		return nil, fmt.Errorf("broker.New: listener address: %w", err)
 	}
+	b.addr = addr
 	return b, nil
 }
 
-// Start serves in the background.
-func (b *Broker) Start() error { return b.srv.Serve() }
-
-// Addr is the listening address.
-func (b *Broker) Addr() net.Addr { return b.addr }
-
-// Close stops the broker and disconnects every client.
-func (b *Broker) Close() error { return b.srv.Close() }
-
-// Subscribe registers an in-process handler for a topic filter.
-func (b *Broker) Subscribe(filter string, handler func(topic string, payload []byte)) error {
-	b.mu.Lock()
-	b.nextID++
-	id := b.nextID
-	b.mu.Unlock()
-	return b.srv.Subscribe(filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
-		handler(pk.TopicName, pk.Payload)
-	})
+// Start serves in the background until Close.
+func (b *Broker) Start() error {
+	if b.closed.Load() {
+		return fmt.Errorf("broker.Start: %w", ErrClosed)
+	}
+	if err := b.srv.Serve(); err != nil {
+		return fmt.Errorf("broker.Start: %w", err)
+	}
+	return nil
 }
 
-// Publish sends a message from the control plane.
+// Addr is the listening address (with the real port when Listen had 0).
+func (b *Broker) Addr() net.Addr { return b.addr }
+
+// Close stops the broker and disconnects every client; devices' wills are
+// published as their connections end. Safe to call more than once.
+func (b *Broker) Close() error {
+	b.closeOnce.Do(func() {
+		b.closed.Store(true)
+		b.srv.Close()
+	})
+	return nil
+}
+
+// InflightDropped is the number of QoS 1/2 messages mochi dropped because
+// a client's inflight store was full (Config.MaxInflight).
+func (b *Broker) InflightDropped() int64 { return atomic.LoadInt64(&b.srv.Info.InflightDropped) }
+
+// Subscribe registers an in-process handler for a topic filter (wildcards
+// allowed). Retained messages matching the filter are delivered at once.
+// The handler runs synchronously on the publishing client's goroutine, so
+// it must be quick (hand work to a queue if not) and must not modify
+// payload. There is no unsubscribe: subscriptions live as long as the
+// broker.
+func (b *Broker) Subscribe(filter string, handler func(topic string, payload []byte)) error {
+	if handler == nil {
+		return fmt.Errorf("broker.Subscribe(%q): nil handler", filter)
+	}
+	if !mqtt.IsValidFilter(filter, false) {
+		return fmt.Errorf("broker.Subscribe: %w: %q is not a valid topic filter", ErrTopic, filter)
+	}
+	id := int(b.nextSubID.Add(1))
+	err := b.srv.Subscribe(filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+		handler(pk.TopicName, pk.Payload)
+	})
+	if err != nil {
+		return fmt.Errorf("broker.Subscribe(%q): %w", filter, err)
+	}
+	return nil
+}
+
+// Publish sends a message from the control plane to topic (no wildcards)
+// with QoS 0, 1 or 2 towards subscribers; retain keeps it for later
+// subscribers. The ACL does not apply to the control plane.
 func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) error {
-	return b.srv.Publish(topic, payload, retain, qos)
+	if topic == "" || !mqtt.IsValidFilter(topic, true) {
+		return fmt.Errorf("broker.Publish: %w: %q is not a valid topic name (no wildcards, no $SYS)", ErrTopic, topic)
+	}
+	if qos > 2 {
+		return fmt.Errorf("broker.Publish(%q): %w: QoS %d (use 0, 1 or 2)", topic, ErrTopic, qos)
+	}
+	if b.closed.Load() {
+		return fmt.Errorf("broker.Publish(%q): %w", topic, ErrClosed)
+	}
+	if err := b.srv.Publish(topic, payload, retain, qos); err != nil {
+		return fmt.Errorf("broker.Publish(%q): %w", topic, err)
+	}
+	return nil
+}
+
+// devicePublishAllowed reports whether device id may publish to topic.
+func devicePublishAllowed(id, topic string) bool {
+	dev, kind, err := topics.Parse(topic)
+	return err == nil && dev == id && kind.FromDevice()
+}
+
+// deviceSubscribeAllowed reports whether device id may subscribe to (and
+// receive from) filter: only its own cmd topic, no wildcards.
+func deviceSubscribeAllowed(id, filter string) bool {
+	dev, kind, err := topics.Parse(filter)
+	return err == nil && dev == id && kind == topics.Cmd
 }
 
 // authHook authenticates devices by certificate and enforces the ACL.
@@ -138,44 +269,58 @@ func (h *authHook) ID() string { return "gantry-device-auth" }
 
 func (h *authHook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablished, mqtt.OnDisconnect:
+	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect:
 		return true
 	}
 	return false
 }
 
-// deviceID returns the verified certificate identity of a client.
-func deviceID(cl *mqtt.Client) (string, *x509.Certificate) {
+// peerCert returns the verified client certificate of a connection. The
+// TLS handshake has completed by the time CONNECT was read from it.
+func peerCert(cl *mqtt.Client) *x509.Certificate {
 	tc, ok := cl.Net.Conn.(*tls.Conn)
 	if !ok {
-		return "", nil
+		return nil
 	}
 	st := tc.ConnectionState()
-	if len(st.PeerCertificates) == 0 {
-		return "", nil
+	if !st.HandshakeComplete || len(st.PeerCertificates) == 0 {
+		return nil
 	}
-	c := st.PeerCertificates[0]
-	return c.Subject.CommonName, c
+	return st.PeerCertificates[0]
+}
+
+// deviceID is the identity of a client: its certificate's CN.
+func deviceID(cl *mqtt.Client) string {
+	if c := peerCert(cl); c != nil {
+		return c.Subject.CommonName
+	}
+	return ""
 }
 
 func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	id, cert := deviceID(cl)
+	cert := peerCert(cl)
+	id := ""
+	if cert != nil {
+		id = cert.Subject.CommonName
+	}
 	deny := func(reason string) bool {
 		h.b.Stats.AuthDenied.Add(1)
-		h.b.log.Warn("mqtt connection refused", "remote", cl.Net.Remote, "device", id, "reason", reason)
+		h.b.log.Warn("mqtt connection refused", "remote", cl.Net.Remote, "device", id, "client_id", cl.ID, "reason", reason)
 		return false
 	}
 	switch {
 	case cert == nil:
-		return deny("no client certificate")
-	case !topics.ValidDeviceID(id):
-		return deny("certificate common name is not a device ID")
+		return deny("no verified client certificate")
+	case topics.CheckDeviceID(id) != nil:
+		return deny(fmt.Sprintf("certificate common name is not a device ID: %v", topics.CheckDeviceID(id)))
 	case h.cfg.IsRevoked != nil && h.cfg.IsRevoked(id, pki.SerialString(cert)):
-		return deny("certificate revoked (the device was re-enrolled)")
-	case string(cl.ID) != id:
-		return deny(fmt.Sprintf("client ID %q must equal the device ID", cl.ID))
+		return deny("certificate revoked (the device was re-enrolled or deleted; enroll it again)")
+	case cl.ID != id:
+		return deny("client ID must equal the device ID (the certificate's common name)")
 	case len(pk.Connect.Username) > 0 && string(pk.Connect.Username) != id:
 		return deny("username must be empty or equal the device ID")
+	case pk.Connect.WillFlag && !devicePublishAllowed(id, pk.Connect.WillTopic):
+		return deny(fmt.Sprintf("will topic %q is not one of the device's own topics", pk.Connect.WillTopic))
 	}
 	return true
 }
@@ -184,45 +329,109 @@ func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if cl.Net.Inline {
 		return true
 	}
-	id, _ := deviceID(cl)
-	dev, kind, err := topics.Parse(topic)
-	ok := err == nil && dev == id
-	if ok {
-		if write {
-			ok = kind == topics.Telemetry || kind == topics.State || kind == topics.Events || kind == topics.CmdAck
-		} else {
-			ok = kind == topics.Cmd
+	id := deviceID(cl)
+	if write {
+		if devicePublishAllowed(id, topic) {
+			return true
 		}
-	}
-	if !ok {
-		if write {
-			h.b.Stats.PublishDenied.Add(1)
-		} else {
-			h.b.Stats.SubDenied.Add(1)
+		h.b.Stats.PublishDenied.Add(1)
+	} else {
+		if deviceSubscribeAllowed(id, topic) {
+			return true
 		}
-		h.b.log.Debug("mqtt acl denied", "device", id, "topic", topic, "write", write)
+		h.b.Stats.SubDenied.Add(1)
 	}
-	return ok
+	h.b.log.Debug("mqtt acl denied", "device", id, "topic", topic, "publish", write)
+	return false
+}
+
+// Online tracking. A device's connections are registered in
+// OnSessionEstablish, which mochi calls before it takes over (and
+// disconnects) an older connection with the same client ID; registering
+// later would let the old connection's OnDisconnect see zero connections
+// and report the device offline in the middle of a takeover. A connection
+// that dies between OnSessionEstablish and OnSessionEstablished gets no
+// OnDisconnect from mochi; such closed entries are pruned whenever another
+// connection of the device ends.
+
+func (h *authHook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
+	if cl.Net.Inline {
+		return
+	}
+	id := deviceID(cl)
+	h.b.mu.Lock()
+	defer h.b.mu.Unlock()
+	d := h.b.devices[id]
+	if d == nil {
+		d = &deviceConns{conns: map[*mqtt.Client]bool{}}
+		h.b.devices[id] = d
+	}
+	d.conns[cl] = false
 }
 
 func (h *authHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if cl.Net.Inline {
 		return
 	}
+	id := deviceID(cl)
+	h.b.mu.Lock()
+	d := h.b.devices[id]
+	if d == nil { // not registered: mochi skipped OnSessionEstablish
+		d = &deviceConns{conns: map[*mqtt.Client]bool{}}
+		h.b.devices[id] = d
+	}
+	d.conns[cl] = true
+	up := !d.online
+	d.online = true
+	h.b.mu.Unlock()
 	h.b.Stats.Connected.Add(1)
-	if h.cfg.OnConnect != nil {
-		id, _ := deviceID(cl)
+	if up && h.cfg.OnConnect != nil {
 		h.cfg.OnConnect(id)
 	}
 }
 
+// OnDisconnect may be called twice for one client (when its connection
+// ends and again at shutdown); only the first call counts.
 func (h *authHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	if cl.Net.Inline {
 		return
 	}
-	h.b.Stats.Connected.Add(-1)
-	if h.cfg.OnDisconnect != nil {
-		id, _ := deviceID(cl)
+	id := deviceID(cl)
+	var closed int64
+	h.b.mu.Lock()
+	d := h.b.devices[id]
+	if d == nil {
+		h.b.mu.Unlock()
+		return
+	}
+	if est, ok := d.conns[cl]; ok {
+		delete(d.conns, cl)
+		if est {
+			closed++
+		}
+	}
+	for c, est := range d.conns {
+		if c.Closed() {
+			delete(d.conns, c)
+			if est {
+				closed++
+			}
+		}
+	}
+	down := len(d.conns) == 0 && d.online
+	if len(d.conns) == 0 {
+		delete(h.b.devices, id)
+	}
+	h.b.mu.Unlock()
+	h.b.Stats.Connected.Add(-closed)
+	if down && h.cfg.OnDisconnect != nil {
 		h.cfg.OnDisconnect(id)
 	}
+}
+
+// deviceConns is one device's open connections (value: the session was
+// established) and whether OnConnect was reported. Guarded by Broker.mu.
+type deviceConns struct {
+	conns  map[*mqtt.Client]bool
+	online bool
 }

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -68,7 +69,8 @@ func (e *env) client(t *testing.T, cn, clientID string, cert *tls.Certificate, o
 		tc.Certificates = []tls.Certificate{c}
 	}
 	o := paho.NewClientOptions().AddBroker("tls://" + e.b.Addr().String()).SetClientID(clientID).SetTLSConfig(tc).
-		SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).SetConnectRetry(false)
+		SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).SetConnectRetry(false).
+		SetProtocolVersion(4) // no fallback to 3.1 after a refusal: one CONNECT per attempt
 	for _, f := range opts {
 		f(o)
 	}
@@ -165,24 +167,240 @@ func TestDeviceACL(t *testing.T) {
 
 func TestConnectRefusals(t *testing.T) {
 	e := start(t)
-	if _, err := e.client(t, "", "anon", nil); err == nil {
-		t.Errorf("connection without a client certificate accepted")
+	other, err := pki.NewCA("other", time.Now())
+	if err != nil {
+		t.Fatal(err)
 	}
-	other, _ := pki.NewCA("other", time.Now())
-	foreign, _ := other.IssueClient("dev-x", time.Hour)
-	if _, err := e.client(t, "", "dev-x", &foreign); err == nil {
-		t.Errorf("certificate of another CA accepted")
+	foreign, err := other.IssueClient("dev-x", time.Hour)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := e.client(t, "dev-c", "dev-d", nil); err == nil {
-		t.Errorf("client ID different from the certificate accepted")
+	rev, err := e.ca.IssueClient("dev-r", time.Hour)
+	if err != nil {
+		t.Fatal(err)
 	}
-	rev, _ := e.ca.IssueClient("dev-r", time.Hour)
 	e.revoked.Store(pki.SerialString(rev.Leaf), true)
-	if _, err := e.client(t, "", "dev-r", &rev); err == nil {
-		t.Errorf("revoked certificate accepted")
+	badCN, err := e.ca.IssueClient("not/a/device", time.Hour)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if e.b.Stats.AuthDenied.Load() < 2 {
-		t.Errorf("auth denials counted %d", e.b.Stats.AuthDenied.Load())
+	for _, tc := range []struct {
+		name       string
+		cn, id     string
+		cert       *tls.Certificate
+		opt        func(*paho.ClientOptions)
+		authDenied bool // refused by the hook (after TLS), so counted
+	}{
+		{name: "no certificate", id: "anon"},
+		{name: "certificate of another CA", id: "dev-x", cert: &foreign},
+		{name: "revoked certificate", id: "dev-r", cert: &rev, authDenied: true},
+		{name: "client ID differs from CN", cn: "dev-c", id: "dev-d", authDenied: true},
+		{name: "CN not a device ID", id: "not/a/device", cert: &badCN, authDenied: true},
+		{name: "username differs from CN", cn: "dev-u", id: "dev-u", authDenied: true,
+			opt: func(o *paho.ClientOptions) { o.SetUsername("dev-v") }},
+		{name: "will on another device's state", cn: "dev-w", id: "dev-w", authDenied: true,
+			opt: func(o *paho.ClientOptions) { o.SetWill(topics.Device("dev-z", topics.State), "offline", 1, true) }},
+		{name: "will on own cmd", cn: "dev-w", id: "dev-w", authDenied: true,
+			opt: func(o *paho.ClientOptions) { o.SetWill(topics.Device("dev-w", topics.Cmd), "x", 1, false) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := e.b.Stats.AuthDenied.Load()
+			var opts []func(*paho.ClientOptions)
+			if tc.opt != nil {
+				opts = append(opts, tc.opt)
+			}
+			if _, err := e.client(t, tc.cn, tc.id, tc.cert, opts...); err == nil {
+				t.Fatalf("connection accepted")
+			}
+			if got := e.b.Stats.AuthDenied.Load() - before; tc.authDenied && got != 1 {
+				t.Errorf("AuthDenied grew by %d, want 1", got)
+			}
+		})
+	}
+	if n := e.b.Stats.Connected.Load(); n != 0 {
+		t.Errorf("Connected = %d after only refusals", n)
+	}
+}
+
+func TestConnectAccepted(t *testing.T) {
+	e := start(t)
+	// Username equal to the device ID and a will on its own state topic.
+	if _, err := e.client(t, "dev-ok", "dev-ok", nil, func(o *paho.ClientOptions) {
+		o.SetUsername("dev-ok")
+		o.SetWill(topics.Device("dev-ok", topics.State), "offline", 1, true)
+	}); err != nil {
+		t.Fatalf("valid device refused: %v", err)
+	}
+	waitEvent(t, e.events, "up dev-ok")
+	if n := e.b.Stats.Connected.Load(); n != 1 {
+		t.Errorf("Connected = %d, want 1", n)
+	}
+}
+
+// TestSubscribeACL checks filters a device may not use; each gets SUBACK
+// 0x80 and is counted.
+func TestSubscribeACL(t *testing.T) {
+	e := start(t)
+	a, err := e.client(t, "dev-a", "dev-a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, filter := range []string{
+		topics.Device("dev-b", topics.Cmd),
+		"gantry/v1/dev/+/cmd",
+		"gantry/v1/dev/dev-a/#",
+		"#",
+		topics.Device("dev-a", topics.Telemetry),
+		topics.Device("dev-a", topics.CmdAck),
+		"$SYS/#",
+	} {
+		t.Run(filter, func(t *testing.T) {
+			before := e.b.Stats.SubDenied.Load()
+			tok := a.Subscribe(filter, 1, func(paho.Client, paho.Message) {})
+			if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+				t.Fatalf("subscribe: %v", tok.Error())
+			}
+			if code := tok.(*paho.SubscribeToken).Result()[filter]; code != 0x80 {
+				t.Errorf("SUBACK = %#x, want 0x80", code)
+			}
+			if e.b.Stats.SubDenied.Load() == before {
+				t.Errorf("denied subscription not counted")
+			}
+		})
+	}
+	tok := a.Subscribe(topics.Device("dev-a", topics.Cmd), 1, func(paho.Client, paho.Message) {})
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	if code := tok.(*paho.SubscribeToken).Result()[topics.Device("dev-a", topics.Cmd)]; code != 1 {
+		t.Errorf("SUBACK for own cmd = %#x, want 1 (QoS 1 granted)", code)
+	}
+}
+
+// TestPublishACL: QoS 0 publishes to topics the device may not use are
+// dropped and counted; the connection stays up.
+func TestPublishACL(t *testing.T) {
+	e := start(t)
+	got := make(chan string, 16)
+	if err := e.b.Subscribe("#", func(topic string, p []byte) { got <- topic }); err != nil {
+		t.Fatal(err)
+	}
+	a, err := e.client(t, "dev-a", "dev-a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	denied := []string{
+		topics.Device("dev-b", topics.State),
+		topics.Device("dev-a", topics.Cmd),
+		"gantry/v1/dev/dev-a/other",
+		"gantry/v1/dev/dev-a/telemetry/x",
+		"elsewhere",
+	}
+	for _, topic := range denied {
+		if tok := a.Publish(topic, 0, false, "x"); !tok.WaitTimeout(5 * time.Second) {
+			t.Fatalf("publish to %s timed out", topic)
+		}
+	}
+	// Messages on one connection are processed in order: once the allowed
+	// one arrives, the denied ones before it have been dropped.
+	for _, k := range []topics.Kind{topics.Telemetry, topics.State, topics.Events, topics.CmdAck} {
+		want := topics.Device("dev-a", k)
+		if tok := a.Publish(want, 0, false, "ok"); !tok.WaitTimeout(5 * time.Second) {
+			t.Fatal("publish timed out")
+		}
+		select {
+		case topic := <-got:
+			if topic != want {
+				t.Fatalf("delivered %s, want %s", topic, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("own %s not delivered", k)
+		}
+	}
+	if n := e.b.Stats.PublishDenied.Load(); n != int64(len(denied)) {
+		t.Errorf("PublishDenied = %d, want %d", n, len(denied))
+	}
+	if !a.IsConnectionOpen() {
+		t.Errorf("QoS 0 denial closed the connection")
+	}
+}
+
+func TestInlineAPIErrors(t *testing.T) {
+	e := start(t)
+	for _, tc := range []struct {
+		name string
+		err  error
+	}{
+		{"publish wildcard +", e.b.Publish("gantry/v1/dev/+/cmd", nil, false, 1)},
+		{"publish wildcard #", e.b.Publish("gantry/#", nil, false, 1)},
+		{"publish empty", e.b.Publish("", nil, false, 1)},
+		{"publish QoS 3", e.b.Publish("a", nil, false, 3)},
+		{"subscribe bad filter", e.b.Subscribe("a/#/b", func(string, []byte) {})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !errors.Is(tc.err, ErrTopic) {
+				t.Errorf("error = %v, want ErrTopic", tc.err)
+			}
+		})
+	}
+	if err := e.b.Subscribe("a", nil); err == nil {
+		t.Errorf("nil handler accepted")
+	}
+	if err := e.b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.b.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if err := e.b.Publish("a", nil, false, 0); !errors.Is(err, ErrClosed) {
+		t.Errorf("Publish after Close: %v, want ErrClosed", err)
+	}
+}
+
+func TestNewConfigErrors(t *testing.T) {
+	if _, err := New(Config{Listen: "127.0.0.1:0"}, nil); !errors.Is(err, ErrConfig) {
+		t.Errorf("no certificate: %v, want ErrConfig", err)
+	}
+	e := start(t)
+	srv, err := e.ca.IssueServer([]string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Config{Listen: e.b.Addr().String(), Certificate: srv, ClientCAs: e.ca.Pool()}, nil); !errors.Is(err, ErrConfig) {
+		t.Errorf("port in use: %v, want ErrConfig", err)
+	}
+}
+
+// TestTakeover: a second connection of the same device takes over the
+// session; the device stays online (no disconnect event) until the last
+// connection ends.
+func TestTakeover(t *testing.T) {
+	e := start(t)
+	c1, err := e.client(t, "dev-t", "dev-t", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, e.events, "up dev-t")
+	c2, err := e.client(t, "dev-t", "dev-t", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for c1.IsConnectionOpen() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if c1.IsConnectionOpen() {
+		t.Fatal("first connection not taken over")
+	}
+	select {
+	case ev := <-e.events:
+		t.Fatalf("event %q during takeover, want none", ev)
+	case <-time.After(300 * time.Millisecond):
+	}
+	c2.Disconnect(100)
+	waitEvent(t, e.events, "down dev-t")
+	if n := e.b.Stats.Connected.Load(); n != 0 {
+		t.Errorf("Connected = %d after all disconnected", n)
 	}
 }
 

@@ -7,6 +7,7 @@ package pki
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -22,10 +23,9 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-)
 
-// ErrBadCSR is wrapped by every certificate-request rejection.
-var ErrBadCSR = errors.New("bad certificate request")
+	"github.com/gantry-iot/gantry/pkg/topics"
+)
 
 // CA is a certificate authority. Safe for concurrent use.
 type CA struct {
@@ -42,7 +42,7 @@ func NewCA(name string, now time.Time) (*CA, error) {
 	}
 	serial, err := randomSerial()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("pki.NewCA: %w", err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
@@ -60,7 +60,7 @@ func NewCA(name string, now time.Time) (*CA, error) {
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("pki.NewCA: %w", err)
 	}
 	return &CA{Cert: cert, key: key, now: time.Now}, nil
 }
@@ -83,42 +83,57 @@ func (ca *CA) MarshalPEM() (certPEM, keyPEM []byte, err error) {
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
 }
 
-// ParseCA decodes a CA from PEM.
+// ParseCA decodes a CA from PEM (as written by MarshalPEM): the key must
+// be PKCS#8 and belong to the certificate, which must be a CA. Errors wrap
+// ErrBadCA.
 func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
 	cb, _ := pem.Decode(certPEM)
 	if cb == nil || cb.Type != "CERTIFICATE" {
-		return nil, errors.New("pki.ParseCA: no CERTIFICATE block")
+		return nil, fmt.Errorf("pki.ParseCA: %w: no PEM CERTIFICATE block in the certificate data", ErrBadCA)
 	}
 	cert, err := x509.ParseCertificate(cb.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("pki.ParseCA: %w", err)
+		return nil, fmt.Errorf("pki.ParseCA: %w: %w", ErrBadCA, err)
+	}
+	if !cert.IsCA || !cert.BasicConstraintsValid {
+		return nil, fmt.Errorf("pki.ParseCA: %w: certificate %q is not a CA certificate", ErrBadCA, cert.Subject.CommonName)
 	}
 	kb, _ := pem.Decode(keyPEM)
-	if kb == nil {
-		return nil, errors.New("pki.ParseCA: no private key block")
+	if kb == nil || kb.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("pki.ParseCA: %w: no PEM PRIVATE KEY (PKCS#8) block in the key data", ErrBadCA)
 	}
 	k, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("pki.ParseCA: %w", err)
+		return nil, fmt.Errorf("pki.ParseCA: %w: %w", ErrBadCA, err)
 	}
 	signer, ok := k.(crypto.Signer)
-	if !ok || !cert.IsCA {
-		return nil, errors.New("pki.ParseCA: not a CA certificate with a signing key")
+	if !ok {
+		return nil, fmt.Errorf("pki.ParseCA: %w: key type %T cannot sign", ErrBadCA, k)
+	}
+	pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(cert.PublicKey) {
+		return nil, fmt.Errorf("pki.ParseCA: %w: the private key does not belong to certificate %q", ErrBadCA, cert.Subject.CommonName)
 	}
 	return &CA{Cert: cert, key: signer, now: time.Now}, nil
 }
 
-// LoadOrCreateCA reads ca.pem and ca-key.pem from dir, creating them
-// (mode 0600) on first use.
+// LoadOrCreateCA reads ca.pem and ca-key.pem from dir, creating dir
+// (0700) and both files (0600) with a new CA named name on first use.
+// One file without the other is an error, not a reason to make a new CA
+// (that would orphan every enrolled device).
 func LoadOrCreateCA(dir, name string) (*CA, error) {
 	cp, kp := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem")
 	cb, cerr := os.ReadFile(cp)
 	kb, kerr := os.ReadFile(kp)
 	if cerr == nil && kerr == nil {
-		return ParseCA(cb, kb)
+		ca, err := ParseCA(cb, kb)
+		if err != nil {
+			return nil, fmt.Errorf("pki.LoadOrCreateCA: %s, %s: %w", cp, kp, err)
+		}
+		return ca, nil
 	}
 	if !errors.Is(cerr, os.ErrNotExist) || !errors.Is(kerr, os.ErrNotExist) {
-		return nil, fmt.Errorf("pki: %s and %s must both exist or both be absent (%v, %v)", cp, kp, cerr, kerr)
+		return nil, fmt.Errorf("pki.LoadOrCreateCA: %w: %s and %s must both exist or both be absent (restore the missing one from a backup; %v; %v)", ErrBadCA, cp, kp, cerr, kerr)
 	}
 	ca, err := NewCA(name, time.Now())
 	if err != nil {
@@ -129,15 +144,33 @@ func LoadOrCreateCA(dir, name string) (*CA, error) {
 		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("pki.LoadOrCreateCA: %w", err)
 	}
-	if err := os.WriteFile(kp, keyPEM, 0o600); err != nil {
-		return nil, err
+	if err := writeFileNew(kp, keyPEM); err != nil {
+		return nil, fmt.Errorf("pki.LoadOrCreateCA: %w", err)
 	}
-	if err := os.WriteFile(cp, certPEM, 0o600); err != nil {
-		return nil, err
+	if err := writeFileNew(cp, certPEM); err != nil {
+		return nil, fmt.Errorf("pki.LoadOrCreateCA: %w", err)
 	}
 	return ca, nil
+}
+
+// writeFileNew writes data to a new file with mode 0600 and syncs it; it
+// fails if the file exists (another process created the CA meanwhile).
+func writeFileNew(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // Pool returns a pool holding the CA certificate.
@@ -155,17 +188,26 @@ func (ca *CA) sign(tmpl *x509.Certificate, pub crypto.PublicKey) (*x509.Certific
 	return x509.ParseCertificate(der)
 }
 
+// leaf is the template of a certificate for cn valid for ttl (but never
+// beyond the CA's own expiry).
 func (ca *CA) leaf(cn string, ttl time.Duration, usage x509.ExtKeyUsage) (*x509.Certificate, error) {
+	if ttl <= 0 {
+		return nil, fmt.Errorf("certificate lifetime %v must be positive", ttl)
+	}
 	serial, err := randomSerial()
 	if err != nil {
 		return nil, err
 	}
 	now := ca.now()
+	notAfter := now.Add(ttl)
+	if notAfter.After(ca.Cert.NotAfter) {
+		notAfter = ca.Cert.NotAfter
+	}
 	return &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: cn, Organization: []string{"Gantry"}},
 		NotBefore:    now.Add(-5 * time.Minute),
-		NotAfter:     now.Add(ttl),
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
 	}, nil
@@ -174,15 +216,21 @@ func (ca *CA) leaf(cn string, ttl time.Duration, usage x509.ExtKeyUsage) (*x509.
 // IssueServer issues a TLS server certificate for hosts (IPs become IP
 // SANs, everything else DNS SANs).
 func (ca *CA) IssueServer(hosts []string, ttl time.Duration) (tls.Certificate, error) {
+	if len(hosts) == 0 {
+		return tls.Certificate{}, errors.New("pki.IssueServer: no host names or IPs given; clients verify the server against them")
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return tls.Certificate{}, err
+		return tls.Certificate{}, fmt.Errorf("pki.IssueServer: %w", err)
 	}
-	tmpl, err := ca.leaf(firstOr(hosts, "gantry"), ttl, x509.ExtKeyUsageServerAuth)
+	tmpl, err := ca.leaf(hosts[0], ttl, x509.ExtKeyUsageServerAuth)
 	if err != nil {
-		return tls.Certificate{}, err
+		return tls.Certificate{}, fmt.Errorf("pki.IssueServer: %w", err)
 	}
 	for _, h := range hosts {
+		if h == "" {
+			return tls.Certificate{}, errors.New("pki.IssueServer: empty host name")
+		}
 		if ip := net.ParseIP(h); ip != nil {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
 		} else {
@@ -196,23 +244,19 @@ func (ca *CA) IssueServer(hosts []string, ttl time.Duration) (tls.Certificate, e
 	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, nil
 }
 
-func firstOr(s []string, def string) string {
-	if len(s) > 0 {
-		return s[0]
-	}
-	return def
-}
-
 // IssueClient issues a client certificate with common name cn (the
 // control plane's own clients, tests).
 func (ca *CA) IssueClient(cn string, ttl time.Duration) (tls.Certificate, error) {
+	if cn == "" {
+		return tls.Certificate{}, errors.New("pki.IssueClient: empty common name; the broker uses it as the client's identity")
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return tls.Certificate{}, err
+		return tls.Certificate{}, fmt.Errorf("pki.IssueClient: %w", err)
 	}
 	tmpl, err := ca.leaf(cn, ttl, x509.ExtKeyUsageClientAuth)
 	if err != nil {
-		return tls.Certificate{}, err
+		return tls.Certificate{}, fmt.Errorf("pki.IssueClient: %w", err)
 	}
 	cert, err := ca.sign(tmpl, &key.PublicKey)
 	if err != nil {
@@ -221,33 +265,39 @@ func (ca *CA) IssueClient(cn string, ttl time.Duration) (tls.Certificate, error)
 	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, nil
 }
 
-// SignCSR checks a device's certificate request (DER) and issues a client
-// certificate whose common name is deviceID, whatever the request asked.
+// SignCSR checks a device's certificate request (DER PKCS#10) and issues
+// a client certificate (ExtKeyUsageClientAuth) whose common name is
+// deviceID, whatever the request asked; other requested names and
+// extensions are ignored. Accepted keys: ECDSA P-256 or larger, RSA of at
+// least 2048 bits, Ed25519. Errors about the request or device ID wrap
+// ErrBadCSR. The serial for revocation records is SerialString(cert).
 func (ca *CA) SignCSR(csrDER []byte, deviceID string, ttl time.Duration) (*x509.Certificate, error) {
+	if err := topics.CheckDeviceID(deviceID); err != nil {
+		return nil, fmt.Errorf("pki.SignCSR: %w: %w", ErrBadCSR, err)
+	}
 	csr, err := x509.ParseCertificateRequest(csrDER)
 	if err != nil {
-		return nil, fmt.Errorf("%w: not a DER PKCS#10 request: %v", ErrBadCSR, err)
+		return nil, fmt.Errorf("pki.SignCSR: %w: not a DER PKCS#10 request (%v); send the DER bytes of a CSR made with the device's key", ErrBadCSR, err)
 	}
 	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("%w: signature does not verify (the request was not made with its key): %v", ErrBadCSR, err)
+		return nil, fmt.Errorf("pki.SignCSR: %w: signature does not verify, so the request was not made with its key (%v)", ErrBadCSR, err)
 	}
 	switch k := csr.PublicKey.(type) {
 	case *ecdsa.PublicKey:
 		if k.Curve.Params().BitSize < 256 {
-			return nil, fmt.Errorf("%w: ECDSA keys need at least P-256", ErrBadCSR)
+			return nil, fmt.Errorf("pki.SignCSR: %w: ECDSA curve %s is too weak; use P-256 or larger", ErrBadCSR, k.Curve.Params().Name)
 		}
 	case *rsa.PublicKey:
 		if k.N.BitLen() < 2048 {
-			return nil, fmt.Errorf("%w: RSA keys need at least 2048 bits, got %d", ErrBadCSR, k.N.BitLen())
+			return nil, fmt.Errorf("pki.SignCSR: %w: RSA key of %d bits is too weak; use at least 2048 bits (or ECDSA P-256)", ErrBadCSR, k.N.BitLen())
 		}
+	case ed25519.PublicKey:
 	default:
-		if _, ok := csr.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok {
-			return nil, fmt.Errorf("%w: unsupported key type %T", ErrBadCSR, csr.PublicKey)
-		}
+		return nil, fmt.Errorf("pki.SignCSR: %w: unsupported key type %T; use ECDSA P-256", ErrBadCSR, csr.PublicKey)
 	}
 	tmpl, err := ca.leaf(deviceID, ttl, x509.ExtKeyUsageClientAuth)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("pki.SignCSR: %w", err)
 	}
 	cert, err := ca.sign(tmpl, csr.PublicKey)
 	if err != nil {

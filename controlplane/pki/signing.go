@@ -20,22 +20,22 @@ func LoadOrCreateSigningKey(dir string) (ed25519.PrivateKey, error) {
 	if err == nil {
 		blk, _ := pem.Decode(b)
 		if blk == nil || blk.Type != "ED25519 PRIVATE KEY" || len(blk.Bytes) != ed25519.SeedSize {
-			return nil, fmt.Errorf("pki: %s is not an Ed25519 seed in PEM; move it away to create a new key (devices must then re-enroll)", p)
+			return nil, fmt.Errorf("pki.LoadOrCreateSigningKey: %w: %s is not an Ed25519 seed in PEM; move it away to create a new key (devices must then re-enroll)", ErrBadCA, p)
 		}
 		return ed25519.NewKeyFromSeed(blk.Bytes), nil
 	}
 	if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("pki: %w", err)
+		return nil, fmt.Errorf("pki.LoadOrCreateSigningKey: %w", err)
 	}
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("pki.LoadOrCreateSigningKey: %w", err)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("pki.LoadOrCreateSigningKey: %w", err)
 	}
-	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "ED25519 PRIVATE KEY", Bytes: key.Seed()}), 0o600); err != nil {
-		return nil, err
+	if err := writeFileNew(p, pem.EncodeToMemory(&pem.Block{Type: "ED25519 PRIVATE KEY", Bytes: key.Seed()})); err != nil {
+		return nil, fmt.Errorf("pki.LoadOrCreateSigningKey: %w", err)
 	}
 	return key, nil
 }

@@ -8,7 +8,6 @@
 package topics
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 )
@@ -29,20 +28,28 @@ const (
 // Prefix is the common topic prefix.
 const Prefix = "gantry/v1/dev/"
 
-// ErrBadTopic is wrapped by every parse error.
-var ErrBadTopic = errors.New("not a gantry device topic")
+// MaxDeviceIDLen is the longest device ID.
+const MaxDeviceIDLen = 64
 
 // ValidDeviceID reports whether id can be used in a topic.
-func ValidDeviceID(id string) bool {
-	if len(id) == 0 || len(id) > 64 {
-		return false
+func ValidDeviceID(id string) bool { return CheckDeviceID(id) == nil }
+
+// CheckDeviceID explains why id is not a valid device ID (nil if it is).
+// The error wraps ErrBadDeviceID.
+func CheckDeviceID(id string) error {
+	if len(id) == 0 {
+		return fmt.Errorf("%w: empty", ErrBadDeviceID)
 	}
-	for _, r := range id {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
-			return false
+	if len(id) > MaxDeviceIDLen {
+		return fmt.Errorf("%w: %d characters, at most %d allowed", ErrBadDeviceID, len(id), MaxDeviceIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			return fmt.Errorf("%w: %q has %q at byte %d; use only letters, digits and '-'", ErrBadDeviceID, id, c, i)
 		}
 	}
-	return true
+	return nil
 }
 
 func validKind(k Kind) bool {
@@ -51,6 +58,32 @@ func validKind(k Kind) bool {
 		return true
 	}
 	return false
+}
+
+// Kinds lists every topic kind.
+func Kinds() []Kind { return []Kind{Telemetry, State, Events, Cmd, CmdAck} }
+
+// FromDevice reports whether devices publish on topics of kind k
+// (telemetry, state, events, cmdack); the only other kind, cmd, flows from
+// the control plane to the device. Brokers' ACLs are built on it.
+func (k Kind) FromDevice() bool {
+	switch k {
+	case Telemetry, State, Events, CmdAck:
+		return true
+	}
+	return false
+}
+
+// Build is Device without the panic: it returns an error wrapping
+// ErrBadDeviceID or ErrBadTopic for an invalid device ID or kind.
+func Build(deviceID string, k Kind) (string, error) {
+	if err := CheckDeviceID(deviceID); err != nil {
+		return "", fmt.Errorf("topics.Build: %w", err)
+	}
+	if !validKind(k) {
+		return "", fmt.Errorf("topics.Build: %w: unknown kind %q (telemetry, state, events, cmd or cmdack)", ErrBadTopic, k)
+	}
+	return Prefix + deviceID + "/" + string(k), nil
 }
 
 // Device returns the topic of kind k for deviceID. It panics on an
@@ -66,7 +99,9 @@ func Device(deviceID string, k Kind) string {
 // Wildcard is the filter for kind k of every device (control plane side).
 func Wildcard(k Kind) string { return Prefix + "+/" + string(k) }
 
-// Parse splits a device topic into device ID and kind.
+// Parse splits a device topic into device ID and kind. It is strict:
+// exactly five levels, the prefix gantry/v1/dev/, a valid device ID (so no
+// wildcards) and a known kind. Errors wrap ErrBadTopic.
 func Parse(topic string) (deviceID string, k Kind, err error) {
 	rest, ok := strings.CutPrefix(topic, Prefix)
 	if !ok {
@@ -76,8 +111,11 @@ func Parse(topic string) (deviceID string, k Kind, err error) {
 	if !ok {
 		return "", "", fmt.Errorf("%w: %q has no kind level", ErrBadTopic, topic)
 	}
-	if !ValidDeviceID(id) {
-		return "", "", fmt.Errorf("%w: %q has an invalid device ID", ErrBadTopic, topic)
+	if strings.Contains(kind, "/") {
+		return "", "", fmt.Errorf("%w: %q has levels after the kind (want gantry/v1/dev/{deviceID}/{kind})", ErrBadTopic, topic)
+	}
+	if err := CheckDeviceID(id); err != nil {
+		return "", "", fmt.Errorf("%w: %q: %w", ErrBadTopic, topic, err)
 	}
 	if !validKind(Kind(kind)) {
 		return "", "", fmt.Errorf("%w: %q: unknown kind %q (telemetry, state, events, cmd or cmdack)", ErrBadTopic, topic, kind)
