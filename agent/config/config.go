@@ -1,262 +1,499 @@
-// Package config loads and validates the agent's configuration file. The
-// JSON Schema in agent.schema.json (a byte-identical copy ships in
-// firmware-config/) checks structure and types; Validate adds the checks
-// a schema cannot express and reports every problem with its field path.
+// Package config defines the edge agent's configuration file: the typed
+// Config, its defaults, and its validation.
+//
+// The file is JSON. Its structure is described by the JSON Schema
+// agent.schema.json (draft 2020-12), which is embedded in the binary; the
+// canonical copy lives in this package because go:embed cannot reach
+// outside the package directory, and firmware-config/agent.schema.json is
+// a byte-identical copy for device images and editors (a test keeps them
+// equal). Validate checks a document against the schema and then applies
+// the rules a schema cannot express (URLs, listen addresses, duration
+// ranges, cross-field rules), reporting every problem with the JSON
+// Pointer of the offending field. Parse returns the typed Config only for a
+// document without problems.
+//
+// Every field of the file is optional; a missing field takes its default
+// (see Default). A Config is a plain value: safe to copy and to read from
+// several goroutines.
 package config
 
 import (
-	"bytes"
-	_ "embed"
 	"encoding/json"
 	"fmt"
-	"net"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
-
-	"github.com/santhosh-tekuri/jsonschema/v6"
-	"golang.org/x/text/language"
-	"golang.org/x/text/message"
 )
 
-//go:embed agent.schema.json
-var schemaJSON []byte
+// Defaults that other packages and the documentation refer to.
+const (
+	DefaultStateDir      = "/var/lib/gantry-agent"
+	DefaultMetricsListen = "127.0.0.1:9101"
+	// MetricsOff as Metrics.Listen disables the metrics endpoint.
+	MetricsOff = "off"
+	// MaxFileSize bounds the configuration file Load reads.
+	MaxFileSize = 1 << 20
+)
 
-// Schema returns the embedded JSON Schema.
-func Schema() []byte { return append([]byte(nil), schemaJSON...) }
-
-// Config is the typed agent configuration.
+// Config is the agent's configuration. The zero value is not useful; start
+// from Default or Parse.
 type Config struct {
+	// Server is the control-plane base URL (https). Empty: taken from the
+	// enrollment state.
+	Server string
+	// ServerCAFile is a PEM bundle to trust for Server (private CA); empty
+	// means the system roots.
+	ServerCAFile string
+	// DevAllowHTTP accepts an http:// Server (development only).
+	DevAllowHTTP bool
+	// StateDir holds the device identity written by enrollment.
 	StateDir string
-	Log      struct{ Level, Format string }
-	Metrics  struct{ Listen string }
-	MQTT     struct{ KeepAlive, MaxBackoff time.Duration }
-	Queue    struct {
-		Dir              string
-		MaxMB, SegmentMB int
-		SyncDelay        time.Duration
+
+	Log          Log
+	Metrics      Metrics
+	MQTT         MQTT
+	Queue        Queue
+	OPCUA        OPCUA
+	RemoteAccess RemoteAccess
+	Rules        Rules
+}
+
+// Log configures structured logging.
+type Log struct {
+	Level  slog.Level // one of slog.LevelDebug, LevelInfo, LevelWarn, LevelError
+	Format LogFormat
+}
+
+// LogFormat selects the slog handler.
+type LogFormat string
+
+// Log formats.
+const (
+	LogJSON LogFormat = "json"
+	LogText LogFormat = "text"
+)
+
+// NewLogger returns a logger writing to w as configured.
+func (l Log) NewLogger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: l.Level}
+	if l.Format == LogText {
+		return slog.New(slog.NewTextHandler(w, opts))
 	}
-	Consent struct{ Mode, Path string }
+	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// file mirrors the JSON document.
-type file struct {
-	StateDir *string `json:"state_dir"`
-	Log      *struct {
-		Level  *string `json:"level"`
-		Format *string `json:"format"`
-	} `json:"log"`
-	Metrics *struct {
-		Listen *string `json:"listen"`
-	} `json:"metrics"`
-	MQTT *struct {
-		KeepAlive  *string `json:"keepalive"`
-		MaxBackoff *string `json:"max_backoff"`
-	} `json:"mqtt"`
-	Queue *struct {
-		Dir       *string `json:"dir"`
-		MaxMB     *int    `json:"max_mb"`
-		SegmentMB *int    `json:"segment_mb"`
-		SyncDelay *string `json:"sync_delay"`
-	} `json:"queue"`
-	RemoteAccess *struct {
-		Consent *struct {
-			Mode *string `json:"mode"`
-			Path *string `json:"path"`
-		} `json:"consent"`
-	} `json:"remote_access"`
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	Listen string // host:port, or MetricsOff
 }
 
-// Default returns the default configuration.
+// MQTT configures the session to the control plane's broker.
+type MQTT struct {
+	KeepAlive      time.Duration
+	ConnectTimeout time.Duration
+	Reconnect      Backoff
+	Batch          Batch
+	InflightWindow int // QoS 1 publishes awaiting acknowledgement at once
+}
+
+// Backoff is an exponential backoff with jitter.
+type Backoff struct {
+	Min, Max time.Duration
+	Jitter   float64 // fraction in [0, 1]
+}
+
+// Batch bounds telemetry batches.
+type Batch struct {
+	MaxMessages int
+	MaxDelay    time.Duration
+}
+
+// Queue configures the store-and-forward queue.
+type Queue struct {
+	Dir          string // empty: <StateDir>/queue, see Config.QueueDir
+	MaxMB        int
+	SegmentMB    int
+	SyncInterval time.Duration // group-commit window; 0 syncs every append
+}
+
+// OPCUA holds local OPC-UA endpoints and data-point overrides, merged with
+// the machine model's template.
+type OPCUA struct {
+	Endpoints []Endpoint // nil when none
+	Overrides []Override // nil when none
+}
+
+// Endpoint is one OPC-UA server.
+type Endpoint struct {
+	Name           string
+	URL            string // opc.tcp://host:port[/path]
+	SecurityMode   SecurityMode
+	SecurityPolicy SecurityPolicy
+	Auth           Auth
+}
+
+// SecurityMode is the OPC-UA message security mode.
+type SecurityMode string
+
+// Security modes.
+const (
+	SecurityModeNone           SecurityMode = "None"
+	SecurityModeSign           SecurityMode = "Sign"
+	SecurityModeSignAndEncrypt SecurityMode = "SignAndEncrypt"
+)
+
+// SecurityPolicy is the OPC-UA security policy.
+type SecurityPolicy string
+
+// Security policies.
+const (
+	SecurityPolicyNone           SecurityPolicy = "None"
+	SecurityPolicyBasic256Sha256 SecurityPolicy = "Basic256Sha256"
+)
+
+// Auth is how the agent authenticates to an OPC-UA server.
+type Auth struct {
+	Type         AuthType
+	Username     string // AuthUsername
+	PasswordFile string // AuthUsername: file holding the password
+	CertFile     string // AuthCertificate
+	KeyFile      string // AuthCertificate
+}
+
+// AuthType selects the OPC-UA user identity.
+type AuthType string
+
+// Auth types.
+const (
+	AuthAnonymous   AuthType = "anonymous"
+	AuthUsername    AuthType = "username"
+	AuthCertificate AuthType = "certificate"
+)
+
+// Override changes one data point of the template.
+type Override struct {
+	NodeID           string
+	SamplingInterval time.Duration // 0: the template's
+	Deadband         *Deadband     // nil: the template's
+	Disabled         bool
+}
+
+// Deadband suppresses small changes.
+type Deadband struct {
+	Type  DeadbandType
+	Value float64
+}
+
+// DeadbandType is absolute (in the point's unit) or percent (of EURange).
+type DeadbandType string
+
+// Deadband types.
+const (
+	DeadbandAbsolute DeadbandType = "absolute"
+	DeadbandPercent  DeadbandType = "percent"
+)
+
+// RemoteAccess configures on-demand tunnels.
+type RemoteAccess struct {
+	Consent   Consent
+	WireGuard WireGuard
+	SSCL3Mode SSCL3Mode
+}
+
+// Consent is the optional local consent for remote access.
+type Consent struct {
+	Mode ConsentMode
+	Path string // file or GPIO value that must read "on"; empty for ConsentNone
+}
+
+// ConsentMode selects the consent source.
+type ConsentMode string
+
+// Consent modes.
+const (
+	ConsentNone ConsentMode = "none"
+	ConsentFile ConsentMode = "file"
+	ConsentGPIO ConsentMode = "gpio"
+)
+
+// WireGuard configures the device side of WireGuard tunnels.
+type WireGuard struct {
+	ListenPort int // 0: any free port
+}
+
+// SSCL3Mode selects how Secure Service Connect routes layer 3.
+type SSCL3Mode string
+
+// SSC layer-3 modes.
+const (
+	SSCUserspace SSCL3Mode = "userspace"  // no privileges needed
+	SSCKernelTUN SSCL3Mode = "kernel_tun" // needs CAP_NET_ADMIN
+)
+
+// Rules configures edge rules.
+type Rules struct {
+	RunningHoursStateFile string // empty: <StateDir>/running-hours.json
+}
+
+// Default returns the default configuration: what an empty file ("{}")
+// parses to.
 func Default() Config {
-	var c Config
-	c.StateDir = "/var/lib/gantry-agent"
-	c.Log.Level, c.Log.Format = "info", "json"
-	c.Metrics.Listen = "127.0.0.1:9101"
-	c.MQTT.KeepAlive, c.MQTT.MaxBackoff = 30*time.Second, 60*time.Second
-	c.Queue.MaxMB, c.Queue.SegmentMB, c.Queue.SyncDelay = 64, 8, 2*time.Millisecond
-	c.Consent.Mode = "none"
-	return c
+	return Config{
+		StateDir: DefaultStateDir,
+		Log:      Log{Level: slog.LevelInfo, Format: LogJSON},
+		Metrics:  Metrics{Listen: DefaultMetricsListen},
+		MQTT: MQTT{
+			KeepAlive:      30 * time.Second,
+			ConnectTimeout: 10 * time.Second,
+			Reconnect:      Backoff{Min: time.Second, Max: time.Minute, Jitter: 0.2},
+			Batch:          Batch{MaxMessages: 100, MaxDelay: time.Second},
+			InflightWindow: 64,
+		},
+		Queue:        Queue{MaxMB: 64, SegmentMB: 8, SyncInterval: 2 * time.Millisecond},
+		RemoteAccess: RemoteAccess{Consent: Consent{Mode: ConsentNone}, SSCL3Mode: SSCUserspace},
+	}
 }
 
-// DefaultJSON is the documented default configuration file.
-const DefaultJSON = `{
-  "state_dir": "/var/lib/gantry-agent",
-  "log": {"level": "info", "format": "json"},
-  "metrics": {"listen": "127.0.0.1:9101"},
-  "mqtt": {"keepalive": "30s", "max_backoff": "60s"},
-  "queue": {"max_mb": 64, "segment_mb": 8, "sync_delay": "2ms"},
-  "remote_access": {"consent": {"mode": "none"}}
-}
-`
-
-// Problem is one finding, with a JSON-pointer-like path such as
-// "/queue/max_mb".
-type Problem struct {
-	Path    string
-	Message string
+// QueueDir is Queue.Dir, or <StateDir>/queue when that is empty.
+func (c Config) QueueDir() string {
+	if c.Queue.Dir != "" {
+		return c.Queue.Dir
+	}
+	return filepath.Join(c.StateDir, "queue")
 }
 
-func (p Problem) String() string { return p.Path + ": " + p.Message }
-
-var compiled = func() *jsonschema.Schema {
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(schemaJSON))
-	if err != nil {
-		panic(fmt.Sprintf("config: embedded schema: %v", err))
+// RunningHoursFile is Rules.RunningHoursStateFile, or
+// <StateDir>/running-hours.json when that is empty.
+func (c Config) RunningHoursFile() string {
+	if c.Rules.RunningHoursStateFile != "" {
+		return c.Rules.RunningHoursStateFile
 	}
-	c := jsonschema.NewCompiler()
-	if err := c.AddResource("agent.schema.json", doc); err != nil {
-		panic(err)
-	}
-	return c.MustCompile("agent.schema.json")
-}()
-
-// Validate reports every problem of a configuration document.
-func Validate(data []byte) []Problem {
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
-	if err != nil {
-		return []Problem{{Path: "/", Message: fmt.Sprintf("not valid JSON: %v", err)}}
-	}
-	var ps []Problem
-	if err := compiled.Validate(doc); err != nil {
-		if ve, ok := err.(*jsonschema.ValidationError); ok {
-			ps = append(ps, leaves(ve)...)
-		} else {
-			ps = append(ps, Problem{Path: "/", Message: err.Error()})
-		}
-	}
-	if len(ps) > 0 {
-		return sortProblems(ps)
-	}
-	_, ps = parse(data)
-	return sortProblems(ps)
+	return filepath.Join(c.StateDir, "running-hours.json")
 }
 
-var printer = message.NewPrinter(language.English)
-
-func leaves(ve *jsonschema.ValidationError) []Problem {
-	if len(ve.Causes) == 0 {
-		path := "/" + strings.Join(ve.InstanceLocation, "/")
-		return []Problem{{Path: path, Message: ve.ErrorKind.LocalizedString(printer)}}
-	}
-	var out []Problem
-	for _, c := range ve.Causes {
-		out = append(out, leaves(c)...)
-	}
-	return out
-}
-
-func sortProblems(ps []Problem) []Problem {
-	sort.SliceStable(ps, func(i, j int) bool { return ps[i].Path < ps[j].Path })
-	return ps
-}
-
-// Parse validates data and returns the configuration, or an error listing
-// every problem.
+// Parse checks a configuration document and returns its Config. When the
+// document has problems the error is an *InvalidError listing all of them
+// (it wraps ErrInvalid).
 func Parse(data []byte) (Config, error) {
-	if ps := Validate(data); len(ps) > 0 {
-		msgs := make([]string, len(ps))
-		for i, p := range ps {
-			msgs[i] = p.String()
-		}
-		return Config{}, fmt.Errorf("invalid agent configuration:\n  %s", strings.Join(msgs, "\n  "))
+	c, ps := check(data)
+	if len(ps) > 0 {
+		return Config{}, &InvalidError{Problems: ps}
 	}
-	c, _ := parse(data)
 	return c, nil
 }
 
-// Load reads and parses a configuration file.
+// Load reads and parses the configuration file at path.
 func Load(path string) (Config, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
+		return Config{}, fmt.Errorf("config.Load: %w (pass the path of an existing file; 'gantry-agent config default' prints one to start from)", err)
 	}
-	c, err := Parse(b)
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
-		return Config{}, fmt.Errorf("%s: %w", path, err)
+		return Config{}, fmt.Errorf("config.Load: read %s: %w", path, err)
+	}
+	if len(data) > MaxFileSize {
+		return Config{}, fmt.Errorf("config.Load %s: %w: more than %d bytes; is this the right file?", path, ErrTooLarge, MaxFileSize)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("config.Load %s: %w", path, err)
 	}
 	return c, nil
 }
 
-// parse fills a Config from a schema-valid document and reports semantic
-// problems.
-func parse(data []byte) (Config, []Problem) {
-	c := Default()
-	var f file
-	var ps []Problem
-	if err := json.Unmarshal(data, &f); err != nil {
-		return c, []Problem{{Path: "/", Message: err.Error()}}
+// UnmarshalJSON parses data like Parse, so that a Config embedded in
+// another JSON document gets the same validation.
+func (c *Config) UnmarshalJSON(data []byte) error {
+	v, err := Parse(data)
+	if err != nil {
+		return err
 	}
-	dur := func(path string, s *string, dst *time.Duration, min, max time.Duration) {
-		if s == nil {
-			return
-		}
-		d, err := time.ParseDuration(*s)
-		switch {
-		case err != nil:
-			ps = append(ps, Problem{path, fmt.Sprintf("%q is not a duration like 30s or 2ms", *s)})
-		case d < min || d > max:
-			ps = append(ps, Problem{path, fmt.Sprintf("%v is outside %v..%v", d, min, max)})
-		default:
-			*dst = d
-		}
+	*c = v
+	return nil
+}
+
+// MarshalJSON writes c in the file format, every field present; Parse of
+// the result yields c again.
+func (c Config) MarshalJSON() ([]byte, error) {
+	level, ok := levelNames[c.Log.Level]
+	if !ok {
+		return nil, fmt.Errorf("config.Config.MarshalJSON: log level %v has no name in the file format; use debug, info, warn or error", c.Log.Level)
 	}
-	if f.StateDir != nil {
-		if !filepath.IsAbs(*f.StateDir) {
-			ps = append(ps, Problem{"/state_dir", "must be an absolute path"})
-		}
-		c.StateDir = *f.StateDir
+	f := fileConfig{
+		Server:       c.Server,
+		ServerCAFile: c.ServerCAFile,
+		DevAllowHTTP: c.DevAllowHTTP,
+		StateDir:     c.StateDir,
+		Log:          fileLog{Level: level, Format: string(c.Log.Format)},
+		Metrics:      fileMetrics{Listen: c.Metrics.Listen},
+		MQTT: fileMQTT{
+			KeepAlive:      dur(c.MQTT.KeepAlive),
+			ConnectTimeout: dur(c.MQTT.ConnectTimeout),
+			Reconnect:      fileBackoff{MinBackoff: dur(c.MQTT.Reconnect.Min), MaxBackoff: dur(c.MQTT.Reconnect.Max), Jitter: c.MQTT.Reconnect.Jitter},
+			Batch:          fileBatch{MaxMessages: c.MQTT.Batch.MaxMessages, MaxDelay: dur(c.MQTT.Batch.MaxDelay)},
+			InflightWindow: c.MQTT.InflightWindow,
+		},
+		Queue: fileQueue{Dir: c.Queue.Dir, MaxMB: c.Queue.MaxMB, SegmentMB: c.Queue.SegmentMB, SyncInterval: dur(c.Queue.SyncInterval)},
+		OPCUA: fileOPCUA{Endpoints: []fileEndpoint{}, Overrides: []fileOverride{}},
+		RemoteAccess: fileRemoteAccess{
+			Consent:   fileConsent{Mode: string(c.RemoteAccess.Consent.Mode), Path: c.RemoteAccess.Consent.Path},
+			WireGuard: fileWireGuard{ListenPort: c.RemoteAccess.WireGuard.ListenPort},
+			SSCL3Mode: string(c.RemoteAccess.SSCL3Mode),
+		},
+		Rules: fileRules{RunningHoursStateFile: c.Rules.RunningHoursStateFile},
 	}
-	if f.Log != nil {
-		if f.Log.Level != nil {
-			c.Log.Level = *f.Log.Level
-		}
-		if f.Log.Format != nil {
-			c.Log.Format = *f.Log.Format
-		}
+	for _, e := range c.OPCUA.Endpoints {
+		f.OPCUA.Endpoints = append(f.OPCUA.Endpoints, fileEndpoint{
+			Name: e.Name, URL: e.URL, SecurityMode: string(e.SecurityMode), SecurityPolicy: string(e.SecurityPolicy),
+			Auth: fileAuth{Type: string(e.Auth.Type), Username: e.Auth.Username, PasswordFile: e.Auth.PasswordFile, CertFile: e.Auth.CertFile, KeyFile: e.Auth.KeyFile},
+		})
 	}
-	if f.Metrics != nil && f.Metrics.Listen != nil {
-		c.Metrics.Listen = *f.Metrics.Listen
-		if c.Metrics.Listen != "off" {
-			if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
-				ps = append(ps, Problem{"/metrics/listen", fmt.Sprintf("%q is not host:port or off", c.Metrics.Listen)})
-			}
+	for _, o := range c.OPCUA.Overrides {
+		fo := fileOverride{NodeID: o.NodeID, Disabled: o.Disabled}
+		if o.SamplingInterval != 0 {
+			fo.SamplingInterval = dur(o.SamplingInterval)
 		}
+		if o.Deadband != nil {
+			fo.Deadband = &fileDeadband{Type: string(o.Deadband.Type), Value: o.Deadband.Value}
+		}
+		f.OPCUA.Overrides = append(f.OPCUA.Overrides, fo)
 	}
-	if f.MQTT != nil {
-		dur("/mqtt/keepalive", f.MQTT.KeepAlive, &c.MQTT.KeepAlive, 5*time.Second, 20*time.Minute)
-		dur("/mqtt/max_backoff", f.MQTT.MaxBackoff, &c.MQTT.MaxBackoff, time.Second, time.Hour)
+	return json.Marshal(f)
+}
+
+// DefaultJSON returns the default configuration as an indented file,
+// identical to firmware-config/agent.default.json.
+func DefaultJSON() []byte {
+	b, err := json.MarshalIndent(Default(), "", "  ")
+	if err != nil {
+		panic(fmt.Sprintf("config.DefaultJSON: %v", err)) // Default is a constant; a test covers it
 	}
-	if f.Queue != nil {
-		if f.Queue.Dir != nil {
-			c.Queue.Dir = *f.Queue.Dir
-		}
-		if f.Queue.MaxMB != nil {
-			c.Queue.MaxMB = *f.Queue.MaxMB
-		}
-		if f.Queue.SegmentMB != nil {
-			c.Queue.SegmentMB = *f.Queue.SegmentMB
-		}
-		if c.Queue.SegmentMB > c.Queue.MaxMB {
-			ps = append(ps, Problem{"/queue/segment_mb", fmt.Sprintf("%d is larger than max_mb (%d); segments must fit in the queue", c.Queue.SegmentMB, c.Queue.MaxMB)})
-		}
-		dur("/queue/sync_delay", f.Queue.SyncDelay, &c.Queue.SyncDelay, 0, time.Second)
+	return append(b, '\n')
+}
+
+var levelNames = map[slog.Level]string{
+	slog.LevelDebug: "debug",
+	slog.LevelInfo:  "info",
+	slog.LevelWarn:  "warn",
+	slog.LevelError: "error",
+}
+
+// dur formats d as a Go duration without zero tails: "1m", not "1m0s".
+func dur(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
 	}
-	if c.Queue.Dir == "" {
-		c.Queue.Dir = filepath.Join(c.StateDir, "queue")
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
 	}
-	if f.RemoteAccess != nil && f.RemoteAccess.Consent != nil {
-		if f.RemoteAccess.Consent.Mode != nil {
-			c.Consent.Mode = *f.RemoteAccess.Consent.Mode
-		}
-		if f.RemoteAccess.Consent.Path != nil {
-			c.Consent.Path = *f.RemoteAccess.Consent.Path
-		}
-		if c.Consent.Mode != "none" && c.Consent.Path == "" {
-			ps = append(ps, Problem{"/remote_access/consent/path", fmt.Sprintf("consent mode %q needs the path of the file or GPIO value to read", c.Consent.Mode)})
-		}
-	}
-	return c, ps
+	return s
+}
+
+// fileConfig and the types below are the file format, for MarshalJSON.
+// Reading goes through the validating walker in check.go instead.
+type fileConfig struct {
+	Server       string           `json:"server"`
+	ServerCAFile string           `json:"server_ca_file"`
+	DevAllowHTTP bool             `json:"dev_allow_http"`
+	StateDir     string           `json:"state_dir"`
+	Log          fileLog          `json:"log"`
+	Metrics      fileMetrics      `json:"metrics"`
+	MQTT         fileMQTT         `json:"mqtt"`
+	Queue        fileQueue        `json:"queue"`
+	OPCUA        fileOPCUA        `json:"opcua"`
+	RemoteAccess fileRemoteAccess `json:"remote_access"`
+	Rules        fileRules        `json:"rules"`
+}
+
+type fileLog struct {
+	Level  string `json:"level"`
+	Format string `json:"format"`
+}
+
+type fileMetrics struct {
+	Listen string `json:"listen"`
+}
+
+type fileMQTT struct {
+	KeepAlive      string      `json:"keepalive"`
+	ConnectTimeout string      `json:"connect_timeout"`
+	Reconnect      fileBackoff `json:"reconnect"`
+	Batch          fileBatch   `json:"batch"`
+	InflightWindow int         `json:"inflight_window"`
+}
+
+type fileBackoff struct {
+	MinBackoff string  `json:"min_backoff"`
+	MaxBackoff string  `json:"max_backoff"`
+	Jitter     float64 `json:"jitter"`
+}
+
+type fileBatch struct {
+	MaxMessages int    `json:"max_messages"`
+	MaxDelay    string `json:"max_delay"`
+}
+
+type fileQueue struct {
+	Dir          string `json:"dir"`
+	MaxMB        int    `json:"max_mb"`
+	SegmentMB    int    `json:"segment_mb"`
+	SyncInterval string `json:"sync_interval"`
+}
+
+type fileOPCUA struct {
+	Endpoints []fileEndpoint `json:"endpoints"`
+	Overrides []fileOverride `json:"overrides"`
+}
+
+type fileEndpoint struct {
+	Name           string   `json:"name"`
+	URL            string   `json:"url"`
+	SecurityMode   string   `json:"security_mode"`
+	SecurityPolicy string   `json:"security_policy"`
+	Auth           fileAuth `json:"auth"`
+}
+
+type fileAuth struct {
+	Type         string `json:"type"`
+	Username     string `json:"username,omitempty"`
+	PasswordFile string `json:"password_file,omitempty"`
+	CertFile     string `json:"cert_file,omitempty"`
+	KeyFile      string `json:"key_file,omitempty"`
+}
+
+type fileOverride struct {
+	NodeID           string        `json:"node_id"`
+	SamplingInterval string        `json:"sampling_interval,omitempty"`
+	Deadband         *fileDeadband `json:"deadband,omitempty"`
+	Disabled         bool          `json:"disabled,omitempty"`
+}
+
+type fileDeadband struct {
+	Type  string  `json:"type"`
+	Value float64 `json:"value"`
+}
+
+type fileRemoteAccess struct {
+	Consent   fileConsent   `json:"consent"`
+	WireGuard fileWireGuard `json:"wireguard"`
+	SSCL3Mode string        `json:"ssc_l3_mode"`
+}
+
+type fileConsent struct {
+	Mode string `json:"mode"`
+	Path string `json:"path"`
+}
+
+type fileWireGuard struct {
+	ListenPort int `json:"listen_port"`
+}
+
+type fileRules struct {
+	RunningHoursStateFile string `json:"running_hours_state_file"`
 }

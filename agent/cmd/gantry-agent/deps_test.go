@@ -21,18 +21,3 @@ func TestDependencyGuard(t *testing.T) {
 		}
 	}
 }
-
-func TestHelpAndVersion(t *testing.T) {
-	var out strings.Builder
-	if err := run(t.Context(), []string{"help"}, &out, &out); err != nil || !strings.Contains(out.String(), "gantry-agent enroll") {
-		t.Errorf("help: %v\n%s", err, out.String())
-	}
-	out.Reset()
-	if err := run(t.Context(), []string{"frobnicate"}, &out, &out); err == nil || !strings.Contains(err.Error(), "unknown command") {
-		t.Errorf("unknown command: %v", err)
-	}
-	out.Reset()
-	if err := run(t.Context(), []string{"run", "--state-dir", t.TempDir(), "--metrics-listen", "off"}, &out, &out); err == nil || !strings.Contains(err.Error(), "not enrolled") {
-		t.Errorf("run without enrollment: %v", err)
-	}
-}

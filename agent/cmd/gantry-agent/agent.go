@@ -1,0 +1,275 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/gantry-iot/gantry/agent/collector"
+	"github.com/gantry-iot/gantry/agent/config"
+	"github.com/gantry-iot/gantry/agent/control"
+	"github.com/gantry-iot/gantry/agent/enroll"
+	"github.com/gantry-iot/gantry/agent/forward"
+	"github.com/gantry-iot/gantry/agent/link"
+	"github.com/gantry-iot/gantry/agent/queue"
+	"github.com/gantry-iot/gantry/pkg/command"
+	"github.com/gantry-iot/gantry/pkg/machinemodel"
+	"github.com/gantry-iot/gantry/pkg/topics"
+	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// loadConfig returns the configuration file's Config, or the defaults
+// when no file is named.
+func loadConfig(path string) (config.Config, error) {
+	if path == "" {
+		return config.Default(), nil
+	}
+	return config.Load(path)
+}
+
+// enrollCmd implements 'gantry-agent enroll'.
+func enrollCmd(ctx context.Context, args []string, std stdio) error {
+	fs := newFlags("enroll", "--server URL --token TOKEN [flags]", std)
+	o := enroll.Options{AgentVersion: version}
+	cfgFile := fs.String("config", "", "configuration file whose server, state_dir and server_ca_file are the defaults of the flags below")
+	fs.StringVar(&o.Server, "server", "", "control plane URL, e.g. https://gantry.example.com (default: server of --config)")
+	fs.StringVar(&o.Token, "token", "", "one-time enrollment token")
+	fs.StringVar(&o.StateDir, "state-dir", "", "state directory (default: state_dir of --config, "+config.DefaultStateDir+")")
+	fs.StringVar(&o.ServerCAFile, "server-ca", "", "PEM file to trust for the control plane's HTTPS certificate (private CA; default: server_ca_file of --config)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("enroll takes only flags, got %q", fs.Args())
+	}
+	cfg, err := loadConfig(*cfgFile)
+	if err != nil {
+		return err
+	}
+	if o.Server == "" {
+		o.Server = cfg.Server
+	}
+	if o.StateDir == "" {
+		o.StateDir = cfg.StateDir
+	}
+	if o.ServerCAFile == "" {
+		o.ServerCAFile = cfg.ServerCAFile
+	}
+	st, err := enroll.Enroll(ctx, o)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(std.out, "enrolled as device %s; broker %s; state in %s\n", st.DeviceID, st.MQTTURL, o.StateDir)
+	return nil
+}
+
+// runCmd implements 'gantry-agent run'.
+func runCmd(ctx context.Context, args []string, std stdio) error {
+	fs := newFlags("run", "[flags]", std)
+	cfgFile := fs.String("config", "", "configuration file (see firmware-config/); the flags below override it")
+	dir := fs.String("state-dir", "", "state directory written by enroll (default: state_dir of the config, "+config.DefaultStateDir+")")
+	metrics := fs.String("metrics-listen", "", "Prometheus metrics address, or off (default: metrics.listen of the config, "+config.DefaultMetricsListen+")")
+	tplFile := fs.String("opcua-template", "", "OPC-UA template (JSON: endpoint_url, security_mode, data_points) to collect machine data from")
+	simulate := fs.Float64("simulate", 0, "simulated agent: produce this many telemetry batches per second (a counter) instead of real machine data")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("run takes only flags, got %q", fs.Args())
+	}
+	cfg, err := loadConfig(*cfgFile)
+	if err != nil {
+		return err
+	}
+	if *dir != "" {
+		cfg.StateDir = *dir
+	}
+	if *metrics != "" {
+		cfg.Metrics.Listen = *metrics
+	}
+	var tpl *machinemodel.OPCUA
+	if *tplFile != "" {
+		b, err := os.ReadFile(*tplFile)
+		if err != nil {
+			return err
+		}
+		var t machinemodel.OPCUA
+		if err := json.Unmarshal(b, &t); err != nil {
+			return fmt.Errorf("%s: %w", *tplFile, err)
+		}
+		if ps := t.Validate(); len(ps) > 0 {
+			return fmt.Errorf("%s: %w", *tplFile, ps.Err())
+		}
+		tpl = &t
+	}
+	logger := cfg.Log.NewLogger(std.err).With("version", version)
+	return serve(ctx, cfg, *simulate, tpl, logger)
+}
+
+func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machinemodel.OPCUA, logger *slog.Logger) error {
+	dir, metricsAddr := cfg.StateDir, cfg.Metrics.Listen
+	collectorRestarts := make(chan struct{}, 1)
+	st, cert, pool, err := enroll.Load(dir)
+	if err != nil {
+		return err
+	}
+	logger = logger.With("device", st.DeviceID)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	connected := prometheus.NewGauge(prometheus.GaugeOpts{Name: "gantry_agent_connected", Help: "1 while the MQTT session to the control plane is up."})
+	commands := prometheus.NewCounter(prometheus.CounterOpts{Name: "gantry_agent_commands_received_total", Help: "Command messages received."})
+	reg.MustRegister(connected, commands)
+	if metricsAddr != config.MetricsOff {
+		ln, err := net.Listen("tcp", metricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics: listen on %s: %w (choose another with --metrics-listen)", metricsAddr, err)
+		}
+		srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+		logger.Info("metrics listening", "addr", ln.Addr().String())
+	}
+	verifier, err := command.NewVerifier(st.CommandPublicKey, st.DeviceID, filepath.Join(dir, "nonces.json"), nil)
+	if err != nil {
+		return err
+	}
+	handler := control.New(verifier, control.Actions{
+		ReloadConfig: func() error {
+			_, _, _, err := enroll.Load(dir) // re-read and check the state directory
+			return err
+		},
+		RestartCollector: func() error {
+			if tpl == nil {
+				return fmt.Errorf("%w: no OPC-UA template is configured", control.ErrUnavailable)
+			}
+			select {
+			case collectorRestarts <- struct{}{}:
+			default: // a restart is already pending
+			}
+			return nil
+		},
+	}, logger)
+	var lnk atomic.Pointer[link.Link]
+	l, err := link.Dial(ctx, link.Config{DeviceID: st.DeviceID, BrokerURL: st.MQTTURL, Certificate: cert, RootCAs: pool, AgentVersion: version,
+		KeepAlive: cfg.MQTT.KeepAlive, MaxBackoff: cfg.MQTT.Reconnect.Max,
+		OnCommand: func(p []byte) {
+			commands.Inc()
+			ack := handler.Handle(p)
+			if l := lnk.Load(); l != nil {
+				pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				if err := l.Publish(pctx, topics.CmdAck, ack); err != nil {
+					logger.Warn("command ack not sent", "err", err)
+				}
+			}
+		}}, logger)
+	if err != nil {
+		return err
+	}
+	lnk.Store(l)
+	connected.Set(1)
+	qdir := cfg.QueueDir()
+	// The queue reads a zero SyncDelay as "default"; the config's 0s means
+	// "do not wait", which the shortest window gives.
+	q, err := queue.Open(qdir, queue.Options{MaxBytes: int64(cfg.Queue.MaxMB) << 20, SegmentBytes: int64(cfg.Queue.SegmentMB) << 20, SyncDelay: max(cfg.Queue.SyncInterval, time.Nanosecond), Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	fw := forward.New(q, l, cfg.MQTT.InflightWindow, logger)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_agent_queue_records", Help: "Records waiting in the store-and-forward queue."}, func() float64 { return float64(q.Stats().Records) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_agent_queue_bytes", Help: "Bytes of the store-and-forward queue on disk."}, func() float64 { return float64(q.Stats().Bytes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_queue_dropped_total", Help: "Records dropped because the queue was full."}, func() float64 { return float64(q.Stats().Dropped) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_messages_sent_total", Help: "Telemetry messages acknowledged by the broker."}, func() float64 { return float64(fw.Stats.Acked.Load()) }))
+	fctx, stopForward := context.WithCancel(ctx)
+	defer stopForward()
+	go func() {
+		if err := fw.Run(fctx); err != nil && !errors.Is(err, context.Canceled) {
+			logger.Error("forwarder stopped", "err", err)
+		}
+	}()
+	if simulate > 0 {
+		go simulateTelemetry(fctx, q, simulate, logger)
+	}
+	if tpl != nil {
+		col, err := collector.New(*tpl, func(samples []collector.Sample) {
+			b := &gantryv1.TelemetryBatch{}
+			for _, s := range samples {
+				b.Samples = append(b.Samples, &gantryv1.Sample{Point: s.Point, Value: s.Value, Status: s.Status, At: timestamppb.New(s.At)})
+			}
+			payload, _ := proto.Marshal(b)
+			if _, err := q.Append(fctx, payload); err != nil && fctx.Err() == nil {
+				logger.Warn("telemetry not queued", "err", err)
+			}
+		}, collector.Options{Logger: logger})
+		if err != nil {
+			return err
+		}
+		go func() {
+			for {
+				cctx, cancel := context.WithCancel(fctx)
+				done := make(chan struct{})
+				go func() { _ = col.Run(cctx); close(done) }()
+				select {
+				case <-fctx.Done():
+					cancel()
+					<-done
+					return
+				case <-collectorRestarts:
+					logger.Info("restarting the OPC-UA collector on command")
+					cancel()
+					<-done
+				}
+			}
+		}()
+	}
+	logger.Info("agent running", "queue", qdir, "simulate", simulate)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			logger.Info("agent stopping")
+			stopForward()
+			return l.Close()
+		case <-tick.C:
+			if l.Connected() {
+				connected.Set(1)
+			} else {
+				connected.Set(0)
+			}
+		}
+	}
+}
+
+// simulateTelemetry appends a batch with an increasing counter rate times
+// per second, continuing from the queue's last sequence after a restart.
+func simulateTelemetry(ctx context.Context, q *queue.Queue, rate float64, logger *slog.Logger) {
+	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			b, _ := proto.Marshal(&gantryv1.TelemetryBatch{Samples: []*gantryv1.Sample{{Point: "sim.counter", Value: float64(now.UnixNano()), At: timestamppb.New(now)}}})
+			if _, err := q.Append(ctx, b); err != nil && ctx.Err() == nil {
+				logger.Warn("simulated telemetry not queued", "err", err)
+			}
+		}
+	}
+}
