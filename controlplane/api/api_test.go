@@ -282,6 +282,11 @@ func TestDelegation(t *testing.T) {
 		if _, err := admin.AssignRole(ctx, connect.NewRequest(&gantryv1.AssignRoleRequest{UserId: f.users["A/me"].ID, RoleId: "tenant_admin"})); err != nil {
 			t.Errorf("admin makes another admin: %v", err)
 		}
+		// The same for a service-provider tenant: Tenant Admin exists once
+		// per tenant kind and must resolve for each kind.
+		if _, err := f.roles("P/admin").AssignRole(ctx, connect.NewRequest(&gantryv1.AssignRoleRequest{UserId: f.users["P/st"].ID, RoleId: "tenant_admin"})); err != nil {
+			t.Errorf("provider admin makes another provider admin: %v", err)
+		}
 		// Tenant Admin must be tenant-wide.
 		_, err = admin.AssignRole(ctx, connect.NewRequest(&gantryv1.AssignRoleRequest{UserId: f.users["A/mo"].ID, RoleId: "tenant_admin", Scope: &gantryv1.Scope{Kind: "facility", Id: "F1"}}))
 		if err == nil {

@@ -22,8 +22,12 @@ func (c *Caller) role(id authz.RoleID) (authz.Role, error) {
 	if r, ok := c.Principal.CustomRoles[id]; ok {
 		return r, nil
 	}
-	if r, ok := authz.BuiltinRole(id); ok && r.Kind == c.Tenant.Kind {
-		return r, nil
+	// Tenant Admin exists once per tenant kind, so look the role up among
+	// the built-ins of the caller's kind rather than by ID alone.
+	for _, r := range authz.BuiltinRoles(c.Tenant.Kind) {
+		if r.ID == id {
+			return r, nil
+		}
 	}
 	return authz.Role{}, errkind.Invalidf("role_id", "unknown role %q for a %s tenant; list the roles with ListRoles", id, c.Tenant.Kind)
 }
