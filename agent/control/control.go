@@ -21,6 +21,8 @@ import (
 type Actions struct {
 	ReloadConfig     func() error
 	RestartCollector func() error
+	TunnelUp         func(*gantryv1.TunnelUp) error
+	TunnelDown       func(grantID string) error
 }
 
 // Stats counts command outcomes.
@@ -68,6 +70,16 @@ func (h *Handler) Handle(payload []byte) []byte {
 		err = run(h.act.ReloadConfig)
 	case *gantryv1.Command_RestartCollector:
 		err = run(h.act.RestartCollector)
+	case *gantryv1.Command_TunnelUp:
+		err = ErrUnavailable
+		if h.act.TunnelUp != nil {
+			err = h.act.TunnelUp(c.GetTunnelUp())
+		}
+	case *gantryv1.Command_TunnelDown:
+		err = ErrUnavailable
+		if h.act.TunnelDown != nil {
+			err = h.act.TunnelDown(c.GetTunnelDown().GetGrantId())
+		}
 	default:
 		err = errors.New("unknown command; update the agent")
 	}

@@ -84,12 +84,17 @@ func Dial(ctx context.Context, cfg Config, logger *slog.Logger) (*Link, error) {
 		SetBinaryWill(stateTopic, statePayload(false, cfg.AgentVersion), 1, true).
 		SetOnConnectHandler(func(c paho.Client) {
 			logger.Info("connected to broker", "broker", u.Host)
-			c.Publish(stateTopic, 1, true, statePayload(true, cfg.AgentVersion))
-			c.Subscribe(topics.Device(cfg.DeviceID, topics.Cmd), 1, func(_ paho.Client, m paho.Message) {
+			// Subscribe before announcing "online": the control plane
+			// sends pending commands (e.g. tunnels) when it sees it.
+			st := c.Subscribe(topics.Device(cfg.DeviceID, topics.Cmd), 1, func(_ paho.Client, m paho.Message) {
 				if cfg.OnCommand != nil {
 					cfg.OnCommand(m.Payload())
 				}
 			})
+			if !st.WaitTimeout(10*time.Second) || st.Error() != nil {
+				logger.Warn("command subscription not confirmed", "err", st.Error())
+			}
+			c.Publish(stateTopic, 1, true, statePayload(true, cfg.AgentVersion))
 		}).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			logger.Warn("broker connection lost; reconnecting with backoff", "err", err)

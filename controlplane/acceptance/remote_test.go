@@ -2,17 +2,23 @@ package acceptance
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/gantry-iot/gantry/agent/agenttest"
 	"github.com/gantry-iot/gantry/controlplane/server/servertest"
 	"github.com/gantry-iot/gantry/controlplane/store"
 	"github.com/gantry-iot/gantry/controlplane/store/storetest"
+	"github.com/gantry-iot/gantry/pkg/wsconn"
 	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
 	"github.com/gantry-iot/gantry/proto/gantry/v1/gantryv1connect"
+	"github.com/gantry-iot/gantry/testbed/rfbserver"
 )
 
 func (w *world) remoteClient(key string) gantryv1connect.RemoteAccessServiceClient {
@@ -61,6 +67,11 @@ func runRemoteRow(t *testing.T, w *world, r rule) error {
 			t.Errorf("row %s: request %v", r.ID, resp.Msg.Request)
 		}
 		return err
+	case "use remote access VNC":
+		if r.Expected == "allow" {
+			w.startAgent(t, "D1")
+		}
+		return w.useVNC(ctx, c, w.id(r.Target))
 	}
 	t.Fatalf("row %s: no driver for remote-access action %q", r.ID, r.Action)
 	return nil
@@ -127,4 +138,56 @@ func TestRule_ActivatingAnActiveGrantExtendsIt(t *testing.T) {
 			t.Errorf("provider reads internal grant: %v", err)
 		}
 	})
+}
+
+// startAgent enrolls an in-process agent as device dev whose tunnels reach
+// the world's VNC target (10.0.0.10:5900) on a local rfbserver.
+func (w *world) startAgent(t *testing.T, dev string) *agenttest.Agent {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	rfb := rfbserver.New(rfbserver.Config{Width: 64, Height: 48}, nil)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { rfb.Serve(ctx, l); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; rfb.Close() })
+	tok, err := w.deviceClient("P1/ST").CreateEnrollmentToken(ctx, connect.NewRequest(&gantryv1.CreateEnrollmentTokenRequest{DeviceId: w.id(dev)}))
+	if err != nil {
+		t.Fatalf("enrollment token for %s: %v", dev, err)
+	}
+	var d net.Dialer
+	return agenttest.Start(t, w.srv.URL, tok.Msg.Token, agenttest.Options{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if addr == "10.0.0.10:5900" {
+			addr = l.Addr().String()
+		}
+		return d.DialContext(ctx, network, addr)
+	}})
+}
+
+// useVNC opens a VNC session on a case and really connects: the RFB
+// server's greeting must arrive through the WebSocket, the hub and the
+// agent.
+func (w *world) useVNC(ctx context.Context, c gantryv1connect.RemoteAccessServiceClient, caseID string) error {
+	s, err := c.OpenSession(ctx, connect.NewRequest(&gantryv1.OpenSessionRequest{CaseId: caseID, ConnectionType: "vnc"}))
+	if err != nil {
+		return err
+	}
+	if s.Msg.Target != "10.0.0.10:5900" {
+		return fmt.Errorf("session target %q, want the template's 10.0.0.10:5900", s.Msg.Target)
+	}
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := wsconn.Dial(dctx, "ws"+strings.TrimPrefix(w.srv.URL, "http")+s.Msg.WebsocketPath+"?token="+s.Msg.Token, nil)
+	if err != nil {
+		return fmt.Errorf("session allowed but not opened: %w", err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	greeting := make([]byte, 12)
+	if _, err := io.ReadFull(conn, greeting); err != nil || string(greeting) != "RFB 003.008\n" {
+		return fmt.Errorf("no RFB greeting through the session: %q %v", greeting, err)
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/gantry-iot/gantry/controlplane/cases"
@@ -35,6 +36,29 @@ type Server struct {
 	publicURL string
 	enroll    *Enrollment
 	commands  *commands.Dispatcher
+	remote    RemoteSessions
+}
+
+// RemoteSessions issues remote-access session tokens and learns about
+// grant changes (controlplane/remote).
+type RemoteSessions interface {
+	Issue(u cases.Use) (id, token string, expires time.Time)
+	// GrantsChanged reconciles tunnels with grants now.
+	GrantsChanged()
+	// WebSocketPath is where tokens are redeemed.
+	WebSocketPath() string
+}
+
+// WithRemote enables remote-access sessions.
+func (s *Server) WithRemote(r RemoteSessions) *Server {
+	s.remote = r
+	return s
+}
+
+func (s *Server) grantsChanged() {
+	if s.remote != nil {
+		s.remote.GrantsChanged()
+	}
 }
 
 // WithCommands enables sending commands to devices.

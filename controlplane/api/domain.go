@@ -354,6 +354,7 @@ func (s *caseService) UpdateCase(ctx context.Context, req *connect.Request[gantr
 	if err != nil {
 		return nil, err
 	}
+	s.grantsChanged() // closing a case ends its grant
 	return connect.NewResponse(&gantryv1.UpdateCaseResponse{Case: casePB(v)}), nil
 }
 

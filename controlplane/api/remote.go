@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"connectrpc.com/connect"
@@ -34,6 +35,7 @@ func (s *remoteService) ActivateRemoteAccess(ctx context.Context, req *connect.R
 	if err != nil {
 		return nil, err
 	}
+	s.grantsChanged()
 	return connect.NewResponse(&gantryv1.ActivateRemoteAccessResponse{Grant: grantPB(&g, time.Now())}), nil
 }
 
@@ -42,6 +44,7 @@ func (s *remoteService) DeactivateRemoteAccess(ctx context.Context, req *connect
 	if err != nil {
 		return nil, err
 	}
+	s.grantsChanged()
 	return connect.NewResponse(&gantryv1.DeactivateRemoteAccessResponse{Grant: grantPB(&g, time.Now())}), nil
 }
 
@@ -70,5 +73,19 @@ func (s *remoteService) DecideAccessRequest(ctx context.Context, req *connect.Re
 	if err != nil {
 		return nil, err
 	}
+	s.grantsChanged()
 	return connect.NewResponse(&gantryv1.DecideAccessRequestResponse{Request: requestPB(r), Grant: grantPB(g, time.Now())}), nil
+}
+
+func (s *remoteService) OpenSession(ctx context.Context, req *connect.Request[gantryv1.OpenSessionRequest]) (*connect.Response[gantryv1.OpenSessionResponse], error) {
+	if s.remote == nil {
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("remote access is not enabled on this control plane (it runs without a WireGuard hub)"))
+	}
+	u, err := s.cases.AuthorizeUse(ctx, CallerFrom(ctx), req.Msg.CaseId, req.Msg.ConnectionType, req.Msg.Target, true)
+	if err != nil {
+		return nil, err
+	}
+	id, tok, exp := s.remote.Issue(u)
+	return connect.NewResponse(&gantryv1.OpenSessionResponse{SessionId: id, Token: tok, WebsocketPath: s.remote.WebSocketPath(),
+		TokenExpiresAt: timestamppb.New(exp), Target: u.Target, GrantId: u.GrantID, GrantExpiresAt: timestamppb.New(u.GrantExpires)}), nil
 }

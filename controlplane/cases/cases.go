@@ -349,6 +349,15 @@ func (s *Service) Update(ctx context.Context, c *identity.Caller, id, state, ass
 	if err := s.repo.UpdateCase(ctx, cs); err != nil {
 		return View{}, fmt.Errorf("update case: %w", err)
 	}
+	if cs.State == store.StateClosed {
+		// Closing a case ends its remote access (SPEC §4).
+		if g, err := s.grants().LatestGrant(ctx, cs.ID); err == nil && g.Active(cs.UpdatedAt) {
+			if err := s.grants().EndGrant(ctx, g.ID, c.User.ID, cs.UpdatedAt); err != nil {
+				return View{}, fmt.Errorf("end the closed case's grant: %w", err)
+			}
+			s.audit(ctx, cs.TenantID, c, "remote_access.deactivate", cs.ID, "case closed")
+		}
+	}
 	return s.view(cs), nil
 }
 

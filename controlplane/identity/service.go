@@ -159,6 +159,12 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*Caller, erro
 	return c, nil
 }
 
+// CallerFor loads a user's current principal (roles and scopes as
+// stored now), e.g. to re-authorize a long-lived session.
+func (s *Service) CallerFor(ctx context.Context, userID string) (*Caller, error) {
+	return s.callerFor(ctx, userID)
+}
+
 // callerFor loads a user's principal.
 func (s *Service) callerFor(ctx context.Context, userID string) (*Caller, error) {
 	u, err := s.store.GetUser(ctx, userID)

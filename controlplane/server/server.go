@@ -10,8 +10,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gantry-iot/gantry/controlplane/api"
@@ -19,10 +22,12 @@ import (
 	"github.com/gantry-iot/gantry/controlplane/broker"
 	"github.com/gantry-iot/gantry/controlplane/cases"
 	"github.com/gantry-iot/gantry/controlplane/commands"
+	"github.com/gantry-iot/gantry/controlplane/errkind"
 	"github.com/gantry-iot/gantry/controlplane/fleet"
 	"github.com/gantry-iot/gantry/controlplane/identity"
 	"github.com/gantry-iot/gantry/controlplane/pki"
 	portalpkg "github.com/gantry-iot/gantry/controlplane/portal"
+	"github.com/gantry-iot/gantry/controlplane/remote"
 	"github.com/gantry-iot/gantry/controlplane/store"
 	"github.com/gantry-iot/gantry/controlplane/telemetry"
 	"github.com/gantry-iot/gantry/pkg/topics"
@@ -52,6 +57,12 @@ type Config struct {
 	MQTTPublicURL string
 	// HistoryRetention bounds the stored value history (default 7 days).
 	HistoryRetention time.Duration
+	// WGPort is the WireGuard hub's UDP port (0: a free port); the hub
+	// runs with the embedded broker, which carries its commands.
+	WGPort int
+	// WGPublicHost is the hub's host as agents reach it (default: the
+	// portal URL's host).
+	WGPublicHost string
 
 	// Store, when set, is used instead of opening StoreDSN (tests). The
 	// server closes it on Close.
@@ -85,6 +96,15 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("--mqtt-listen %q: want host:port or off", c.MQTTListen)
 		}
 	}
+	if c.WGPort < 0 {
+		c.WGPort = 51820
+		if c.Dev {
+			c.WGPort = 0 // agents learn the port from each TunnelUp
+		}
+	}
+	if c.WGPort > 65535 {
+		return fmt.Errorf("--wg-port %d: want a UDP port 0..65535", c.WGPort)
+	}
 	if c.HistoryRetention <= 0 {
 		c.HistoryRetention = 7 * 24 * time.Hour
 	}
@@ -109,6 +129,12 @@ type Server struct {
 	ln       net.Listener
 	http     *http.Server
 	URL      string
+
+	// Remote access (nil without the embedded broker).
+	Hub      *remote.Hub
+	Tunnels  *remote.Tunnels
+	Sessions *remote.Sessions
+	tunnels  atomic.Pointer[remote.Tunnels]
 }
 
 // New opens the store and builds the services; it listens but does not serve yet.
@@ -214,6 +240,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 			return nil, err
 		}
 		apiSrv.WithCommands(d)
+		if err := s.startRemote(cfg, d, apiSrv, mux, logger); err != nil {
+			s.Close()
+			return nil, err
+		}
 	}
 	apiSrv.WithEnrollment(api.Enrollment{Repo: st, CA: s.CA, CommandKey: cmdKey, MQTTURL: mqttURL}).Mount(mux)
 	if cfg.Demo {
@@ -232,6 +262,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer stopStreams()
 	if s.ingest != nil {
 		go s.ingest.Prune(base, s.cfg.HistoryRetention, time.Hour)
+	}
+	var bg sync.WaitGroup
+	defer func() { stopStreams(); bg.Wait() }()
+	if s.Tunnels != nil {
+		bg.Go(func() { s.Tunnels.Run(base) })
+		bg.Go(func() { s.Sessions.Run(base) })
 	}
 	s.http.BaseContext = func(net.Listener) context.Context { return base }
 	errc := make(chan error, 1)
@@ -259,6 +295,9 @@ func (s *Server) Serve(ctx context.Context) error {
 
 // Close releases the broker, store and listener.
 func (s *Server) Close() error {
+	if s.Hub != nil {
+		s.Hub.Close()
+	}
 	if s.Broker != nil {
 		s.Broker.Close()
 	}
@@ -328,6 +367,11 @@ func (s *Server) startBroker(ctx context.Context, cfg Config, logger *slog.Logge
 			return
 		}
 		setOnline(id, st.Online)
+		// Agents announce "online" after subscribing to their commands:
+		// the moment to (re)send their tunnels.
+		if t := s.tunnels.Load(); t != nil && st.Online {
+			t.DeviceOnline(id)
+		}
 	})
 }
 
@@ -337,3 +381,89 @@ type lazyLocator struct{ fleet *fleet.Service }
 func (l *lazyLocator) Locate(ctx context.Context, tenantID string, s authz.Scope) (authz.Location, error) {
 	return l.fleet.Locate(ctx, tenantID, s)
 }
+
+// startRemote starts the WireGuard hub, the tunnel manager and the session
+// broker, and mounts the sessions' WebSocket.
+func (s *Server) startRemote(cfg Config, d *commands.Dispatcher, apiSrv *api.Server, mux *http.ServeMux, logger *slog.Logger) error {
+	host := cfg.WGPublicHost
+	if host == "" {
+		if u, err := url.Parse(s.URL); err == nil && u.Hostname() != "" {
+			host = u.Hostname()
+		}
+	}
+	hub, err := remote.NewHub(remote.HubConfig{ListenPort: cfg.WGPort, PublicHost: host, Logger: logger.With("component", "wg-hub")})
+	if err != nil {
+		return fmt.Errorf("%w (choose another UDP port with --wg-port)", err)
+	}
+	s.Hub = hub
+	var sessions *remote.Sessions
+	tunnels := remote.NewTunnels(hub, grantSource{s.Store, s.Cases}, d, func(grantID, reason string) {
+		sessions.EndGrant(grantID, reason)
+	}, logger.With("component", "tunnels"))
+	sessions = remote.NewSessions(remote.SessionsConfig{
+		Tunnels: tunnels,
+		Hub:     hub,
+		Recheck: s.recheckUse,
+		Audit: func(ctx context.Context, u cases.Use, action, detail string) {
+			if err := s.Store.AppendAudit(ctx, store.AuditEvent{TenantID: u.CaseTenantID, ActorID: u.UserID, Action: action, Target: u.CaseID, Detail: detail, At: time.Now().UTC()}); err != nil {
+				logger.Error("audit append failed", "action", action, "err", err)
+			}
+		},
+		Logger:   logger.With("component", "sessions"),
+		Registry: s.reg,
+	})
+	s.Tunnels, s.Sessions = tunnels, sessions
+	s.tunnels.Store(tunnels)
+	apiSrv.WithRemote(remoteHooks{sessions, tunnels})
+	mux.Handle("GET "+remote.WebSocketPath, sessions)
+	return nil
+}
+
+// recheckUse re-authorizes a live session with the user's current roles,
+// the case's state and the grant. Only a decisive answer (denied, not
+// found, precondition) ends a session; a store hiccup does not.
+func (s *Server) recheckUse(ctx context.Context, u cases.Use) error {
+	c, err := s.Identity.CallerFor(ctx, u.UserID)
+	if errors.Is(err, store.ErrNotFound) {
+		return errors.New("the user no longer exists")
+	}
+	if err != nil {
+		s.log.Warn("session recheck failed", "err", err)
+		return nil
+	}
+	now, err := s.Cases.AuthorizeUse(ctx, c, u.CaseID, u.ConnectionType, u.Target, false)
+	if err != nil {
+		switch errkind.Of(err) {
+		case errkind.Denied, errkind.NotFound, errkind.Precondition, errkind.Invalid:
+			return err
+		}
+		s.log.Warn("session recheck failed", "err", err)
+		return nil
+	}
+	if now.GrantID != u.GrantID {
+		return errors.New("the grant this session used has ended")
+	}
+	return nil
+}
+
+type grantSource struct {
+	st store.Store
+	cs *cases.Service
+}
+
+func (g grantSource) ListActiveGrants(ctx context.Context, now time.Time) ([]store.Grant, error) {
+	return g.st.ListActiveGrants(ctx, now)
+}
+
+func (g grantSource) GrantTargets(ctx context.Context, gr store.Grant) ([]string, error) {
+	return g.cs.GrantTargets(ctx, gr)
+}
+
+type remoteHooks struct {
+	s *remote.Sessions
+	t *remote.Tunnels
+}
+
+func (r remoteHooks) Issue(u cases.Use) (string, string, time.Time) { return r.s.Issue(u) }
+func (r remoteHooks) GrantsChanged()                                { r.t.Kick() }
+func (r remoteHooks) WebSocketPath() string                         { return remote.WebSocketPath }

@@ -398,6 +398,9 @@ type AccessRequest struct {
 type Grants interface {
 	// LatestGrant returns the case's most recent grant (ErrNotFound if none).
 	LatestGrant(ctx context.Context, caseID string) (Grant, error)
+	// ListActiveGrants returns every grant in force at now, of all
+	// tenants (for the control plane's tunnel manager).
+	ListActiveGrants(ctx context.Context, now time.Time) ([]Grant, error)
 	CreateGrant(ctx context.Context, g Grant) (Grant, error)
 	// ExtendGrant moves an active grant's expiry.
 	ExtendGrant(ctx context.Context, id string, expires time.Time) error

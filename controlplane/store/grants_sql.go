@@ -31,6 +31,14 @@ func (d *db) LatestGrant(ctx context.Context, caseID string) (Grant, error) {
 	return g, nil
 }
 
+func (d *db) ListActiveGrants(ctx context.Context, now time.Time) ([]Grant, error) {
+	rows, err := d.query(ctx, d.sql, `SELECT `+grantCols+` FROM grants WHERE deactivated_at = 0 AND expires_at > ? ORDER BY activated_at, id`, toMicros(now))
+	if err != nil {
+		return nil, fmt.Errorf("store.ListActiveGrants: %w", err)
+	}
+	return collect(rows, scanGrant)
+}
+
 func (d *db) CreateGrant(ctx context.Context, g Grant) (Grant, error) {
 	g.ID, g.ActivatedAt = newID(g.ID), nowIfZero(g.ActivatedAt)
 	g.ExpiresAt = g.ExpiresAt.UTC().Truncate(time.Microsecond)

@@ -138,6 +138,18 @@ func (r RemoteAccess) Validate() Problems {
 	return ps
 }
 
+// Targets returns the template's host:port targets of a connection type
+// (none for SSC, which works on subnets).
+func (r RemoteAccess) Targets(conn string) []string {
+	switch conn {
+	case ConnVNC:
+		return r.VNCTargets
+	case ConnDataLink:
+		return r.DataLinkTargets
+	}
+	return nil
+}
+
 // Allows reports whether the template allows connection type conn to target.
 func (r RemoteAccess) Allows(conn, target string) bool {
 	var ts []string

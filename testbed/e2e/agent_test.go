@@ -53,9 +53,10 @@ type buildError struct {
 func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
 
 type controlPlane struct {
-	url  string
-	cmd  *exec.Cmd
-	http *http.Client
+	url     string
+	cmd     *exec.Cmd
+	http    *http.Client
+	dataDir string
 }
 
 // startControlPlane runs gantry-controlplane --dev on free ports.
@@ -63,7 +64,8 @@ func startControlPlane(t *testing.T) *controlPlane {
 	t.Helper()
 	bin := binaries(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, filepath.Join(bin, "gantry-controlplane"), "serve", "--dev", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--data-dir", t.TempDir())
+	dataDir := t.TempDir()
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "gantry-controlplane"), "serve", "--dev", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--data-dir", dataDir)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +91,7 @@ func startControlPlane(t *testing.T) *controlPlane {
 	})
 	sc := bufio.NewScanner(out)
 	re := regexp.MustCompile(`listening on (http://\S+)`)
-	cp := &controlPlane{cmd: cmd, http: &http.Client{Timeout: 20 * time.Second}}
+	cp := &controlPlane{cmd: cmd, http: &http.Client{Timeout: 20 * time.Second}, dataDir: dataDir}
 	for sc.Scan() {
 		if m := re.FindStringSubmatch(sc.Text()); m != nil {
 			cp.url = m[1]

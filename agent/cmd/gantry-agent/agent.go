@@ -24,6 +24,7 @@ import (
 	"github.com/gantry-iot/gantry/agent/forward"
 	"github.com/gantry-iot/gantry/agent/link"
 	"github.com/gantry-iot/gantry/agent/queue"
+	"github.com/gantry-iot/gantry/agent/tunnel"
 	"github.com/gantry-iot/gantry/pkg/command"
 	"github.com/gantry-iot/gantry/pkg/machinemodel"
 	"github.com/gantry-iot/gantry/pkg/topics"
@@ -147,7 +148,22 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 	if err != nil {
 		return err
 	}
+	var consent func() error
+	switch cfg.RemoteAccess.Consent.Mode {
+	case config.ConsentFile:
+		consent = tunnel.FileConsent(cfg.RemoteAccess.Consent.Path, false)
+	case config.ConsentGPIO:
+		consent = tunnel.FileConsent(cfg.RemoteAccess.Consent.Path, true)
+	}
+	tunnels := tunnel.New(tunnel.Options{Logger: logger.With("component", "tunnel"), Consent: consent, ListenPort: cfg.RemoteAccess.WireGuard.ListenPort})
+	defer tunnels.Close()
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_agent_tunnels", Help: "Remote-access tunnels up (one per active grant)."}, func() float64 { return float64(len(tunnels.Active())) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_tunnel_connections_total", Help: "Connections forwarded to machine-network targets."}, func() float64 { return float64(tunnels.Stats.ConnsOpened.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_tunnel_refused_total", Help: "Tunnel connection requests refused (target not allowed, no consent, unreachable)."}, func() float64 { return float64(tunnels.Stats.ConnsRefused.Load()) }))
 	handler := control.New(verifier, control.Actions{
+		TunnelUp:   tunnels.Up,
+		TunnelDown: tunnels.Down,
 		ReloadConfig: func() error {
 			_, _, _, err := enroll.Load(dir) // re-read and check the state directory
 			return err

@@ -71,6 +71,8 @@ func newServeFlags(cfg *server.Config, logLevel *string) *flag.FlagSet {
 	fs.StringVar(&cfg.ConferenceURL, "conference-url", "https://meet.example.com", "base URL of the conferencing provider; each case gets <url>/gantry-case-<id>")
 	fs.StringVar(&cfg.MQTTListen, "mqtt-listen", "", "embedded MQTT broker TLS address (default 127.0.0.1:8883 with --dev, :8883 otherwise; \"off\" to use an external broker)")
 	fs.StringVar(&cfg.MQTTPublicURL, "mqtt-public-url", "", "broker URL handed to devices at enrollment, e.g. tls://gantry.example.com:8883 (default: the embedded broker's address)")
+	fs.IntVar(&cfg.WGPort, "wg-port", -1, "UDP port of the WireGuard hub for remote access (default 51820; with --dev a free port; 0: a free port)")
+	fs.StringVar(&cfg.WGPublicHost, "wg-public-host", "", "host agents send WireGuard packets to (default: the host of --portal-url or the listen address)")
 	fs.DurationVar(&cfg.HistoryRetention, "history-retention", 7*24*time.Hour, "how long machine-data history is kept")
 	fs.StringVar(logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return fs

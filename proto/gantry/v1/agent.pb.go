@@ -40,6 +40,8 @@ type Command struct {
 	//	*Command_Ping
 	//	*Command_ReloadConfig
 	//	*Command_RestartCollector
+	//	*Command_TunnelUp
+	//	*Command_TunnelDown
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -137,6 +139,24 @@ func (x *Command) GetRestartCollector() *RestartCollector {
 	return nil
 }
 
+func (x *Command) GetTunnelUp() *TunnelUp {
+	if x != nil {
+		if x, ok := x.Body.(*Command_TunnelUp); ok {
+			return x.TunnelUp
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetTunnelDown() *TunnelDown {
+	if x != nil {
+		if x, ok := x.Body.(*Command_TunnelDown); ok {
+			return x.TunnelDown
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -153,11 +173,23 @@ type Command_RestartCollector struct {
 	RestartCollector *RestartCollector `protobuf:"bytes,12,opt,name=restart_collector,json=restartCollector,proto3,oneof"`
 }
 
+type Command_TunnelUp struct {
+	TunnelUp *TunnelUp `protobuf:"bytes,13,opt,name=tunnel_up,json=tunnelUp,proto3,oneof"`
+}
+
+type Command_TunnelDown struct {
+	TunnelDown *TunnelDown `protobuf:"bytes,14,opt,name=tunnel_down,json=tunnelDown,proto3,oneof"`
+}
+
 func (*Command_Ping) isCommand_Body() {}
 
 func (*Command_ReloadConfig) isCommand_Body() {}
 
 func (*Command_RestartCollector) isCommand_Body() {}
+
+func (*Command_TunnelUp) isCommand_Body() {}
+
+func (*Command_TunnelDown) isCommand_Body() {}
 
 type Ping struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -267,6 +299,170 @@ func (*RestartCollector) Descriptor() ([]byte, []int) {
 	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
+// TunnelUp brings up (or replaces) the agent's userspace WireGuard peer
+// for one remote-access grant (SPEC §4). Keys are fresh for every grant
+// and every (re)send; the agent keeps them in memory only.
+type TunnelUp struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	GrantId string                 `protobuf:"bytes,1,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	// WireGuard keys, 32 bytes each: the agent's private key for this grant,
+	// the hub's public key and a preshared key.
+	PrivateKey   []byte `protobuf:"bytes,2,opt,name=private_key,json=privateKey,proto3" json:"private_key,omitempty"`
+	HubPublicKey []byte `protobuf:"bytes,3,opt,name=hub_public_key,json=hubPublicKey,proto3" json:"hub_public_key,omitempty"`
+	PresharedKey []byte `protobuf:"bytes,4,opt,name=preshared_key,json=presharedKey,proto3" json:"preshared_key,omitempty"`
+	// The hub's UDP endpoint, host:port.
+	HubEndpoint string `protobuf:"bytes,5,opt,name=hub_endpoint,json=hubEndpoint,proto3" json:"hub_endpoint,omitempty"`
+	// The agent's and the hub's addresses inside the tunnel (IPv4).
+	Address    string `protobuf:"bytes,6,opt,name=address,proto3" json:"address,omitempty"`
+	HubAddress string `protobuf:"bytes,7,opt,name=hub_address,json=hubAddress,proto3" json:"hub_address,omitempty"`
+	// host:port targets on the machine network the agent may connect to for
+	// this grant (from the machine model's remote-access template).
+	Targets []string `protobuf:"bytes,8,rep,name=targets,proto3" json:"targets,omitempty"`
+	// The agent tears the tunnel down at this instant even if it never
+	// receives TunnelDown.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TunnelUp) Reset() {
+	*x = TunnelUp{}
+	mi := &file_gantry_v1_agent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TunnelUp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TunnelUp) ProtoMessage() {}
+
+func (x *TunnelUp) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_agent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TunnelUp.ProtoReflect.Descriptor instead.
+func (*TunnelUp) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *TunnelUp) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
+func (x *TunnelUp) GetPrivateKey() []byte {
+	if x != nil {
+		return x.PrivateKey
+	}
+	return nil
+}
+
+func (x *TunnelUp) GetHubPublicKey() []byte {
+	if x != nil {
+		return x.HubPublicKey
+	}
+	return nil
+}
+
+func (x *TunnelUp) GetPresharedKey() []byte {
+	if x != nil {
+		return x.PresharedKey
+	}
+	return nil
+}
+
+func (x *TunnelUp) GetHubEndpoint() string {
+	if x != nil {
+		return x.HubEndpoint
+	}
+	return ""
+}
+
+func (x *TunnelUp) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *TunnelUp) GetHubAddress() string {
+	if x != nil {
+		return x.HubAddress
+	}
+	return ""
+}
+
+func (x *TunnelUp) GetTargets() []string {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+func (x *TunnelUp) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+// TunnelDown ends a grant's tunnel and every connection through it.
+type TunnelDown struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GrantId       string                 `protobuf:"bytes,1,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TunnelDown) Reset() {
+	*x = TunnelDown{}
+	mi := &file_gantry_v1_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TunnelDown) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TunnelDown) ProtoMessage() {}
+
+func (x *TunnelDown) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TunnelDown.ProtoReflect.Descriptor instead.
+func (*TunnelDown) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *TunnelDown) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
 // SignedCommand is the payload on gantry/v1/dev/{id}/cmd.
 type SignedCommand struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -280,7 +476,7 @@ type SignedCommand struct {
 
 func (x *SignedCommand) Reset() {
 	*x = SignedCommand{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[4]
+	mi := &file_gantry_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -292,7 +488,7 @@ func (x *SignedCommand) String() string {
 func (*SignedCommand) ProtoMessage() {}
 
 func (x *SignedCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[4]
+	mi := &file_gantry_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -305,7 +501,7 @@ func (x *SignedCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedCommand.ProtoReflect.Descriptor instead.
 func (*SignedCommand) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SignedCommand) GetCommand() []byte {
@@ -336,7 +532,7 @@ type CommandAck struct {
 
 func (x *CommandAck) Reset() {
 	*x = CommandAck{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[5]
+	mi := &file_gantry_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -348,7 +544,7 @@ func (x *CommandAck) String() string {
 func (*CommandAck) ProtoMessage() {}
 
 func (x *CommandAck) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[5]
+	mi := &file_gantry_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -361,7 +557,7 @@ func (x *CommandAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandAck.ProtoReflect.Descriptor instead.
 func (*CommandAck) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CommandAck) GetNonce() string {
@@ -406,7 +602,7 @@ type TelemetryBatch struct {
 
 func (x *TelemetryBatch) Reset() {
 	*x = TelemetryBatch{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[6]
+	mi := &file_gantry_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -418,7 +614,7 @@ func (x *TelemetryBatch) String() string {
 func (*TelemetryBatch) ProtoMessage() {}
 
 func (x *TelemetryBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[6]
+	mi := &file_gantry_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -431,7 +627,7 @@ func (x *TelemetryBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TelemetryBatch.ProtoReflect.Descriptor instead.
 func (*TelemetryBatch) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TelemetryBatch) GetSeq() uint64 {
@@ -463,7 +659,7 @@ type Sample struct {
 
 func (x *Sample) Reset() {
 	*x = Sample{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[7]
+	mi := &file_gantry_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -475,7 +671,7 @@ func (x *Sample) String() string {
 func (*Sample) ProtoMessage() {}
 
 func (x *Sample) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[7]
+	mi := &file_gantry_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -488,7 +684,7 @@ func (x *Sample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sample.ProtoReflect.Descriptor instead.
 func (*Sample) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Sample) GetPoint() string {
@@ -523,7 +719,7 @@ var File_gantry_v1_agent_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x15gantry/v1/agent.proto\x12\tgantry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x02\n" +
+	"\x15gantry/v1/agent.proto\x12\tgantry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd9\x03\n" +
 	"\aCommand\x12\x14\n" +
 	"\x05nonce\x18\x01 \x01(\tR\x05nonce\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x127\n" +
@@ -533,11 +729,30 @@ const file_gantry_v1_agent_proto_rawDesc = "" +
 	"\x04ping\x18\n" +
 	" \x01(\v2\x0f.gantry.v1.PingH\x00R\x04ping\x12>\n" +
 	"\rreload_config\x18\v \x01(\v2\x17.gantry.v1.ReloadConfigH\x00R\freloadConfig\x12J\n" +
-	"\x11restart_collector\x18\f \x01(\v2\x1b.gantry.v1.RestartCollectorH\x00R\x10restartCollectorB\x06\n" +
+	"\x11restart_collector\x18\f \x01(\v2\x1b.gantry.v1.RestartCollectorH\x00R\x10restartCollector\x122\n" +
+	"\ttunnel_up\x18\r \x01(\v2\x13.gantry.v1.TunnelUpH\x00R\btunnelUp\x128\n" +
+	"\vtunnel_down\x18\x0e \x01(\v2\x15.gantry.v1.TunnelDownH\x00R\n" +
+	"tunnelDownB\x06\n" +
 	"\x04body\"\x06\n" +
 	"\x04Ping\"\x0e\n" +
 	"\fReloadConfig\"\x12\n" +
-	"\x10RestartCollector\"G\n" +
+	"\x10RestartCollector\"\xc4\x02\n" +
+	"\bTunnelUp\x12\x19\n" +
+	"\bgrant_id\x18\x01 \x01(\tR\agrantId\x12\x1f\n" +
+	"\vprivate_key\x18\x02 \x01(\fR\n" +
+	"privateKey\x12$\n" +
+	"\x0ehub_public_key\x18\x03 \x01(\fR\fhubPublicKey\x12#\n" +
+	"\rpreshared_key\x18\x04 \x01(\fR\fpresharedKey\x12!\n" +
+	"\fhub_endpoint\x18\x05 \x01(\tR\vhubEndpoint\x12\x18\n" +
+	"\aaddress\x18\x06 \x01(\tR\aaddress\x12\x1f\n" +
+	"\vhub_address\x18\a \x01(\tR\n" +
+	"hubAddress\x12\x18\n" +
+	"\atargets\x18\b \x03(\tR\atargets\x129\n" +
+	"\n" +
+	"expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"'\n" +
+	"\n" +
+	"TunnelDown\x12\x19\n" +
+	"\bgrant_id\x18\x01 \x01(\tR\agrantId\"G\n" +
 	"\rSignedCommand\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\fR\tsignature\"t\n" +
@@ -568,32 +783,37 @@ func file_gantry_v1_agent_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_agent_proto_rawDescData
 }
 
-var file_gantry_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_gantry_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_gantry_v1_agent_proto_goTypes = []any{
 	(*Command)(nil),               // 0: gantry.v1.Command
 	(*Ping)(nil),                  // 1: gantry.v1.Ping
 	(*ReloadConfig)(nil),          // 2: gantry.v1.ReloadConfig
 	(*RestartCollector)(nil),      // 3: gantry.v1.RestartCollector
-	(*SignedCommand)(nil),         // 4: gantry.v1.SignedCommand
-	(*CommandAck)(nil),            // 5: gantry.v1.CommandAck
-	(*TelemetryBatch)(nil),        // 6: gantry.v1.TelemetryBatch
-	(*Sample)(nil),                // 7: gantry.v1.Sample
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*TunnelUp)(nil),              // 4: gantry.v1.TunnelUp
+	(*TunnelDown)(nil),            // 5: gantry.v1.TunnelDown
+	(*SignedCommand)(nil),         // 6: gantry.v1.SignedCommand
+	(*CommandAck)(nil),            // 7: gantry.v1.CommandAck
+	(*TelemetryBatch)(nil),        // 8: gantry.v1.TelemetryBatch
+	(*Sample)(nil),                // 9: gantry.v1.Sample
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
 }
 var file_gantry_v1_agent_proto_depIdxs = []int32{
-	8, // 0: gantry.v1.Command.issued_at:type_name -> google.protobuf.Timestamp
-	8, // 1: gantry.v1.Command.expires_at:type_name -> google.protobuf.Timestamp
-	1, // 2: gantry.v1.Command.ping:type_name -> gantry.v1.Ping
-	2, // 3: gantry.v1.Command.reload_config:type_name -> gantry.v1.ReloadConfig
-	3, // 4: gantry.v1.Command.restart_collector:type_name -> gantry.v1.RestartCollector
-	8, // 5: gantry.v1.CommandAck.at:type_name -> google.protobuf.Timestamp
-	7, // 6: gantry.v1.TelemetryBatch.samples:type_name -> gantry.v1.Sample
-	8, // 7: gantry.v1.Sample.at:type_name -> google.protobuf.Timestamp
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	10, // 0: gantry.v1.Command.issued_at:type_name -> google.protobuf.Timestamp
+	10, // 1: gantry.v1.Command.expires_at:type_name -> google.protobuf.Timestamp
+	1,  // 2: gantry.v1.Command.ping:type_name -> gantry.v1.Ping
+	2,  // 3: gantry.v1.Command.reload_config:type_name -> gantry.v1.ReloadConfig
+	3,  // 4: gantry.v1.Command.restart_collector:type_name -> gantry.v1.RestartCollector
+	4,  // 5: gantry.v1.Command.tunnel_up:type_name -> gantry.v1.TunnelUp
+	5,  // 6: gantry.v1.Command.tunnel_down:type_name -> gantry.v1.TunnelDown
+	10, // 7: gantry.v1.TunnelUp.expires_at:type_name -> google.protobuf.Timestamp
+	10, // 8: gantry.v1.CommandAck.at:type_name -> google.protobuf.Timestamp
+	9,  // 9: gantry.v1.TelemetryBatch.samples:type_name -> gantry.v1.Sample
+	10, // 10: gantry.v1.Sample.at:type_name -> google.protobuf.Timestamp
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_agent_proto_init() }
@@ -605,6 +825,8 @@ func file_gantry_v1_agent_proto_init() {
 		(*Command_Ping)(nil),
 		(*Command_ReloadConfig)(nil),
 		(*Command_RestartCollector)(nil),
+		(*Command_TunnelUp)(nil),
+		(*Command_TunnelDown)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -612,7 +834,7 @@ func file_gantry_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_agent_proto_rawDesc), len(file_gantry_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

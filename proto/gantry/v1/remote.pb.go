@@ -741,6 +741,163 @@ func (x *DecideAccessRequestResponse) GetGrant() *Grant {
 	return nil
 }
 
+type OpenSessionRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	CaseId string                 `protobuf:"bytes,1,opt,name=case_id,json=caseId,proto3" json:"case_id,omitempty"`
+	// vnc or data_link.
+	ConnectionType string `protobuf:"bytes,2,opt,name=connection_type,json=connectionType,proto3" json:"connection_type,omitempty"`
+	// host:port on the machine network; empty: the template's first target
+	// of that connection type.
+	Target        string `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenSessionRequest) Reset() {
+	*x = OpenSessionRequest{}
+	mi := &file_gantry_v1_remote_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenSessionRequest) ProtoMessage() {}
+
+func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_remote_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenSessionRequest.ProtoReflect.Descriptor instead.
+func (*OpenSessionRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_remote_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *OpenSessionRequest) GetCaseId() string {
+	if x != nil {
+		return x.CaseId
+	}
+	return ""
+}
+
+func (x *OpenSessionRequest) GetConnectionType() string {
+	if x != nil {
+		return x.ConnectionType
+	}
+	return ""
+}
+
+func (x *OpenSessionRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+type OpenSessionResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// Single-use; valid for 60 seconds; send it as the token query
+	// parameter of websocket_path.
+	Token          string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	WebsocketPath  string                 `protobuf:"bytes,3,opt,name=websocket_path,json=websocketPath,proto3" json:"websocket_path,omitempty"`
+	TokenExpiresAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=token_expires_at,json=tokenExpiresAt,proto3" json:"token_expires_at,omitempty"`
+	Target         string                 `protobuf:"bytes,5,opt,name=target,proto3" json:"target,omitempty"`
+	GrantId        string                 `protobuf:"bytes,6,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	GrantExpiresAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=grant_expires_at,json=grantExpiresAt,proto3" json:"grant_expires_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *OpenSessionResponse) Reset() {
+	*x = OpenSessionResponse{}
+	mi := &file_gantry_v1_remote_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenSessionResponse) ProtoMessage() {}
+
+func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_remote_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenSessionResponse.ProtoReflect.Descriptor instead.
+func (*OpenSessionResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_remote_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *OpenSessionResponse) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *OpenSessionResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *OpenSessionResponse) GetWebsocketPath() string {
+	if x != nil {
+		return x.WebsocketPath
+	}
+	return ""
+}
+
+func (x *OpenSessionResponse) GetTokenExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TokenExpiresAt
+	}
+	return nil
+}
+
+func (x *OpenSessionResponse) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *OpenSessionResponse) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
+func (x *OpenSessionResponse) GetGrantExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.GrantExpiresAt
+	}
+	return nil
+}
+
 var File_gantry_v1_remote_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_remote_proto_rawDesc = "" +
@@ -797,13 +954,27 @@ const file_gantry_v1_remote_proto_rawDesc = "" +
 	"\aapprove\x18\x02 \x01(\bR\aapprove\"y\n" +
 	"\x1bDecideAccessRequestResponse\x122\n" +
 	"\arequest\x18\x01 \x01(\v2\x18.gantry.v1.AccessRequestR\arequest\x12&\n" +
-	"\x05grant\x18\x02 \x01(\v2\x10.gantry.v1.GrantR\x05grant2\x93\x04\n" +
+	"\x05grant\x18\x02 \x01(\v2\x10.gantry.v1.GrantR\x05grant\"n\n" +
+	"\x12OpenSessionRequest\x12\x17\n" +
+	"\acase_id\x18\x01 \x01(\tR\x06caseId\x12'\n" +
+	"\x0fconnection_type\x18\x02 \x01(\tR\x0econnectionType\x12\x16\n" +
+	"\x06target\x18\x03 \x01(\tR\x06target\"\xb0\x02\n" +
+	"\x13OpenSessionResponse\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12%\n" +
+	"\x0ewebsocket_path\x18\x03 \x01(\tR\rwebsocketPath\x12D\n" +
+	"\x10token_expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0etokenExpiresAt\x12\x16\n" +
+	"\x06target\x18\x05 \x01(\tR\x06target\x12\x19\n" +
+	"\bgrant_id\x18\x06 \x01(\tR\agrantId\x12D\n" +
+	"\x10grant_expires_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0egrantExpiresAt2\xe1\x04\n" +
 	"\x13RemoteAccessService\x12g\n" +
 	"\x14ActivateRemoteAccess\x12&.gantry.v1.ActivateRemoteAccessRequest\x1a'.gantry.v1.ActivateRemoteAccessResponse\x12m\n" +
 	"\x16DeactivateRemoteAccess\x12(.gantry.v1.DeactivateRemoteAccessRequest\x1a).gantry.v1.DeactivateRemoteAccessResponse\x12X\n" +
 	"\x0fGetRemoteAccess\x12!.gantry.v1.GetRemoteAccessRequest\x1a\".gantry.v1.GetRemoteAccessResponse\x12d\n" +
 	"\x13RequestRemoteAccess\x12%.gantry.v1.RequestRemoteAccessRequest\x1a&.gantry.v1.RequestRemoteAccessResponse\x12d\n" +
-	"\x13DecideAccessRequest\x12%.gantry.v1.DecideAccessRequestRequest\x1a&.gantry.v1.DecideAccessRequestResponseB7Z5github.com/gantry-iot/gantry/proto/gantry/v1;gantryv1b\x06proto3"
+	"\x13DecideAccessRequest\x12%.gantry.v1.DecideAccessRequestRequest\x1a&.gantry.v1.DecideAccessRequestResponse\x12L\n" +
+	"\vOpenSession\x12\x1d.gantry.v1.OpenSessionRequest\x1a\x1e.gantry.v1.OpenSessionResponseB7Z5github.com/gantry-iot/gantry/proto/gantry/v1;gantryv1b\x06proto3"
 
 var (
 	file_gantry_v1_remote_proto_rawDescOnce sync.Once
@@ -817,7 +988,7 @@ func file_gantry_v1_remote_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_remote_proto_rawDescData
 }
 
-var file_gantry_v1_remote_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_gantry_v1_remote_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_gantry_v1_remote_proto_goTypes = []any{
 	(*Grant)(nil),                          // 0: gantry.v1.Grant
 	(*AccessRequest)(nil),                  // 1: gantry.v1.AccessRequest
@@ -831,13 +1002,15 @@ var file_gantry_v1_remote_proto_goTypes = []any{
 	(*RequestRemoteAccessResponse)(nil),    // 9: gantry.v1.RequestRemoteAccessResponse
 	(*DecideAccessRequestRequest)(nil),     // 10: gantry.v1.DecideAccessRequestRequest
 	(*DecideAccessRequestResponse)(nil),    // 11: gantry.v1.DecideAccessRequestResponse
-	(*timestamppb.Timestamp)(nil),          // 12: google.protobuf.Timestamp
+	(*OpenSessionRequest)(nil),             // 12: gantry.v1.OpenSessionRequest
+	(*OpenSessionResponse)(nil),            // 13: gantry.v1.OpenSessionResponse
+	(*timestamppb.Timestamp)(nil),          // 14: google.protobuf.Timestamp
 }
 var file_gantry_v1_remote_proto_depIdxs = []int32{
-	12, // 0: gantry.v1.Grant.activated_at:type_name -> google.protobuf.Timestamp
-	12, // 1: gantry.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
-	12, // 2: gantry.v1.Grant.deactivated_at:type_name -> google.protobuf.Timestamp
-	12, // 3: gantry.v1.AccessRequest.created_at:type_name -> google.protobuf.Timestamp
+	14, // 0: gantry.v1.Grant.activated_at:type_name -> google.protobuf.Timestamp
+	14, // 1: gantry.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
+	14, // 2: gantry.v1.Grant.deactivated_at:type_name -> google.protobuf.Timestamp
+	14, // 3: gantry.v1.AccessRequest.created_at:type_name -> google.protobuf.Timestamp
 	0,  // 4: gantry.v1.ActivateRemoteAccessResponse.grant:type_name -> gantry.v1.Grant
 	0,  // 5: gantry.v1.DeactivateRemoteAccessResponse.grant:type_name -> gantry.v1.Grant
 	0,  // 6: gantry.v1.GetRemoteAccessResponse.grant:type_name -> gantry.v1.Grant
@@ -845,21 +1018,25 @@ var file_gantry_v1_remote_proto_depIdxs = []int32{
 	1,  // 8: gantry.v1.RequestRemoteAccessResponse.request:type_name -> gantry.v1.AccessRequest
 	1,  // 9: gantry.v1.DecideAccessRequestResponse.request:type_name -> gantry.v1.AccessRequest
 	0,  // 10: gantry.v1.DecideAccessRequestResponse.grant:type_name -> gantry.v1.Grant
-	2,  // 11: gantry.v1.RemoteAccessService.ActivateRemoteAccess:input_type -> gantry.v1.ActivateRemoteAccessRequest
-	4,  // 12: gantry.v1.RemoteAccessService.DeactivateRemoteAccess:input_type -> gantry.v1.DeactivateRemoteAccessRequest
-	6,  // 13: gantry.v1.RemoteAccessService.GetRemoteAccess:input_type -> gantry.v1.GetRemoteAccessRequest
-	8,  // 14: gantry.v1.RemoteAccessService.RequestRemoteAccess:input_type -> gantry.v1.RequestRemoteAccessRequest
-	10, // 15: gantry.v1.RemoteAccessService.DecideAccessRequest:input_type -> gantry.v1.DecideAccessRequestRequest
-	3,  // 16: gantry.v1.RemoteAccessService.ActivateRemoteAccess:output_type -> gantry.v1.ActivateRemoteAccessResponse
-	5,  // 17: gantry.v1.RemoteAccessService.DeactivateRemoteAccess:output_type -> gantry.v1.DeactivateRemoteAccessResponse
-	7,  // 18: gantry.v1.RemoteAccessService.GetRemoteAccess:output_type -> gantry.v1.GetRemoteAccessResponse
-	9,  // 19: gantry.v1.RemoteAccessService.RequestRemoteAccess:output_type -> gantry.v1.RequestRemoteAccessResponse
-	11, // 20: gantry.v1.RemoteAccessService.DecideAccessRequest:output_type -> gantry.v1.DecideAccessRequestResponse
-	16, // [16:21] is the sub-list for method output_type
-	11, // [11:16] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	14, // 11: gantry.v1.OpenSessionResponse.token_expires_at:type_name -> google.protobuf.Timestamp
+	14, // 12: gantry.v1.OpenSessionResponse.grant_expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 13: gantry.v1.RemoteAccessService.ActivateRemoteAccess:input_type -> gantry.v1.ActivateRemoteAccessRequest
+	4,  // 14: gantry.v1.RemoteAccessService.DeactivateRemoteAccess:input_type -> gantry.v1.DeactivateRemoteAccessRequest
+	6,  // 15: gantry.v1.RemoteAccessService.GetRemoteAccess:input_type -> gantry.v1.GetRemoteAccessRequest
+	8,  // 16: gantry.v1.RemoteAccessService.RequestRemoteAccess:input_type -> gantry.v1.RequestRemoteAccessRequest
+	10, // 17: gantry.v1.RemoteAccessService.DecideAccessRequest:input_type -> gantry.v1.DecideAccessRequestRequest
+	12, // 18: gantry.v1.RemoteAccessService.OpenSession:input_type -> gantry.v1.OpenSessionRequest
+	3,  // 19: gantry.v1.RemoteAccessService.ActivateRemoteAccess:output_type -> gantry.v1.ActivateRemoteAccessResponse
+	5,  // 20: gantry.v1.RemoteAccessService.DeactivateRemoteAccess:output_type -> gantry.v1.DeactivateRemoteAccessResponse
+	7,  // 21: gantry.v1.RemoteAccessService.GetRemoteAccess:output_type -> gantry.v1.GetRemoteAccessResponse
+	9,  // 22: gantry.v1.RemoteAccessService.RequestRemoteAccess:output_type -> gantry.v1.RequestRemoteAccessResponse
+	11, // 23: gantry.v1.RemoteAccessService.DecideAccessRequest:output_type -> gantry.v1.DecideAccessRequestResponse
+	13, // 24: gantry.v1.RemoteAccessService.OpenSession:output_type -> gantry.v1.OpenSessionResponse
+	19, // [19:25] is the sub-list for method output_type
+	13, // [13:19] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_remote_proto_init() }
@@ -873,7 +1050,7 @@ func file_gantry_v1_remote_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_remote_proto_rawDesc), len(file_gantry_v1_remote_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	RemoteAccessService_GetRemoteAccess_FullMethodName        = "/gantry.v1.RemoteAccessService/GetRemoteAccess"
 	RemoteAccessService_RequestRemoteAccess_FullMethodName    = "/gantry.v1.RemoteAccessService/RequestRemoteAccess"
 	RemoteAccessService_DecideAccessRequest_FullMethodName    = "/gantry.v1.RemoteAccessService/DecideAccessRequest"
+	RemoteAccessService_OpenSession_FullMethodName            = "/gantry.v1.RemoteAccessService/OpenSession"
 )
 
 // RemoteAccessServiceClient is the client API for RemoteAccessService service.
@@ -44,6 +45,12 @@ type RemoteAccessServiceClient interface {
 	// DecideAccessRequest approves (which activates) or declines a request
 	// (operator side, as for activation).
 	DecideAccessRequest(ctx context.Context, in *DecideAccessRequestRequest, opts ...grpc.CallOption) (*DecideAccessRequestResponse, error)
+	// OpenSession authorizes the caller to use the case's active grant for
+	// one connection (SPEC §4: internal cases — Service Case Management =
+	// manage in the operator tenant; shared cases — provider users with
+	// Remote Access = manage in scope) and returns a single-use token for
+	// the WebSocket at websocket_path. Every attempt is audited.
+	OpenSession(ctx context.Context, in *OpenSessionRequest, opts ...grpc.CallOption) (*OpenSessionResponse, error)
 }
 
 type remoteAccessServiceClient struct {
@@ -104,6 +111,16 @@ func (c *remoteAccessServiceClient) DecideAccessRequest(ctx context.Context, in 
 	return out, nil
 }
 
+func (c *remoteAccessServiceClient) OpenSession(ctx context.Context, in *OpenSessionRequest, opts ...grpc.CallOption) (*OpenSessionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(OpenSessionResponse)
+	err := c.cc.Invoke(ctx, RemoteAccessService_OpenSession_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RemoteAccessServiceServer is the server API for RemoteAccessService service.
 // All implementations must embed UnimplementedRemoteAccessServiceServer
 // for forward compatibility.
@@ -120,6 +137,12 @@ type RemoteAccessServiceServer interface {
 	// DecideAccessRequest approves (which activates) or declines a request
 	// (operator side, as for activation).
 	DecideAccessRequest(context.Context, *DecideAccessRequestRequest) (*DecideAccessRequestResponse, error)
+	// OpenSession authorizes the caller to use the case's active grant for
+	// one connection (SPEC §4: internal cases — Service Case Management =
+	// manage in the operator tenant; shared cases — provider users with
+	// Remote Access = manage in scope) and returns a single-use token for
+	// the WebSocket at websocket_path. Every attempt is audited.
+	OpenSession(context.Context, *OpenSessionRequest) (*OpenSessionResponse, error)
 	mustEmbedUnimplementedRemoteAccessServiceServer()
 }
 
@@ -144,6 +167,9 @@ func (UnimplementedRemoteAccessServiceServer) RequestRemoteAccess(context.Contex
 }
 func (UnimplementedRemoteAccessServiceServer) DecideAccessRequest(context.Context, *DecideAccessRequestRequest) (*DecideAccessRequestResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DecideAccessRequest not implemented")
+}
+func (UnimplementedRemoteAccessServiceServer) OpenSession(context.Context, *OpenSessionRequest) (*OpenSessionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method OpenSession not implemented")
 }
 func (UnimplementedRemoteAccessServiceServer) mustEmbedUnimplementedRemoteAccessServiceServer() {}
 func (UnimplementedRemoteAccessServiceServer) testEmbeddedByValue()                             {}
@@ -256,6 +282,24 @@ func _RemoteAccessService_DecideAccessRequest_Handler(srv interface{}, ctx conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RemoteAccessService_OpenSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OpenSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RemoteAccessServiceServer).OpenSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RemoteAccessService_OpenSession_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RemoteAccessServiceServer).OpenSession(ctx, req.(*OpenSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RemoteAccessService_ServiceDesc is the grpc.ServiceDesc for RemoteAccessService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -282,6 +326,10 @@ var RemoteAccessService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DecideAccessRequest",
 			Handler:    _RemoteAccessService_DecideAccessRequest_Handler,
+		},
+		{
+			MethodName: "OpenSession",
+			Handler:    _RemoteAccessService_OpenSession_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -50,6 +50,9 @@ const (
 	// RemoteAccessServiceDecideAccessRequestProcedure is the fully-qualified name of the
 	// RemoteAccessService's DecideAccessRequest RPC.
 	RemoteAccessServiceDecideAccessRequestProcedure = "/gantry.v1.RemoteAccessService/DecideAccessRequest"
+	// RemoteAccessServiceOpenSessionProcedure is the fully-qualified name of the RemoteAccessService's
+	// OpenSession RPC.
+	RemoteAccessServiceOpenSessionProcedure = "/gantry.v1.RemoteAccessService/OpenSession"
 )
 
 // RemoteAccessServiceClient is a client for the gantry.v1.RemoteAccessService service.
@@ -66,6 +69,12 @@ type RemoteAccessServiceClient interface {
 	// DecideAccessRequest approves (which activates) or declines a request
 	// (operator side, as for activation).
 	DecideAccessRequest(context.Context, *connect.Request[v1.DecideAccessRequestRequest]) (*connect.Response[v1.DecideAccessRequestResponse], error)
+	// OpenSession authorizes the caller to use the case's active grant for
+	// one connection (SPEC §4: internal cases — Service Case Management =
+	// manage in the operator tenant; shared cases — provider users with
+	// Remote Access = manage in scope) and returns a single-use token for
+	// the WebSocket at websocket_path. Every attempt is audited.
+	OpenSession(context.Context, *connect.Request[v1.OpenSessionRequest]) (*connect.Response[v1.OpenSessionResponse], error)
 }
 
 // NewRemoteAccessServiceClient constructs a client for the gantry.v1.RemoteAccessService service.
@@ -109,6 +118,12 @@ func NewRemoteAccessServiceClient(httpClient connect.HTTPClient, baseURL string,
 			connect.WithSchema(remoteAccessServiceMethods.ByName("DecideAccessRequest")),
 			connect.WithClientOptions(opts...),
 		),
+		openSession: connect.NewClient[v1.OpenSessionRequest, v1.OpenSessionResponse](
+			httpClient,
+			baseURL+RemoteAccessServiceOpenSessionProcedure,
+			connect.WithSchema(remoteAccessServiceMethods.ByName("OpenSession")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -119,6 +134,7 @@ type remoteAccessServiceClient struct {
 	getRemoteAccess        *connect.Client[v1.GetRemoteAccessRequest, v1.GetRemoteAccessResponse]
 	requestRemoteAccess    *connect.Client[v1.RequestRemoteAccessRequest, v1.RequestRemoteAccessResponse]
 	decideAccessRequest    *connect.Client[v1.DecideAccessRequestRequest, v1.DecideAccessRequestResponse]
+	openSession            *connect.Client[v1.OpenSessionRequest, v1.OpenSessionResponse]
 }
 
 // ActivateRemoteAccess calls gantry.v1.RemoteAccessService.ActivateRemoteAccess.
@@ -146,6 +162,11 @@ func (c *remoteAccessServiceClient) DecideAccessRequest(ctx context.Context, req
 	return c.decideAccessRequest.CallUnary(ctx, req)
 }
 
+// OpenSession calls gantry.v1.RemoteAccessService.OpenSession.
+func (c *remoteAccessServiceClient) OpenSession(ctx context.Context, req *connect.Request[v1.OpenSessionRequest]) (*connect.Response[v1.OpenSessionResponse], error) {
+	return c.openSession.CallUnary(ctx, req)
+}
+
 // RemoteAccessServiceHandler is an implementation of the gantry.v1.RemoteAccessService service.
 type RemoteAccessServiceHandler interface {
 	// ActivateRemoteAccess grants remote access on a case for a time box
@@ -160,6 +181,12 @@ type RemoteAccessServiceHandler interface {
 	// DecideAccessRequest approves (which activates) or declines a request
 	// (operator side, as for activation).
 	DecideAccessRequest(context.Context, *connect.Request[v1.DecideAccessRequestRequest]) (*connect.Response[v1.DecideAccessRequestResponse], error)
+	// OpenSession authorizes the caller to use the case's active grant for
+	// one connection (SPEC §4: internal cases — Service Case Management =
+	// manage in the operator tenant; shared cases — provider users with
+	// Remote Access = manage in scope) and returns a single-use token for
+	// the WebSocket at websocket_path. Every attempt is audited.
+	OpenSession(context.Context, *connect.Request[v1.OpenSessionRequest]) (*connect.Response[v1.OpenSessionResponse], error)
 }
 
 // NewRemoteAccessServiceHandler builds an HTTP handler from the service implementation. It returns
@@ -199,6 +226,12 @@ func NewRemoteAccessServiceHandler(svc RemoteAccessServiceHandler, opts ...conne
 		connect.WithSchema(remoteAccessServiceMethods.ByName("DecideAccessRequest")),
 		connect.WithHandlerOptions(opts...),
 	)
+	remoteAccessServiceOpenSessionHandler := connect.NewUnaryHandler(
+		RemoteAccessServiceOpenSessionProcedure,
+		svc.OpenSession,
+		connect.WithSchema(remoteAccessServiceMethods.ByName("OpenSession")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/gantry.v1.RemoteAccessService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case RemoteAccessServiceActivateRemoteAccessProcedure:
@@ -211,6 +244,8 @@ func NewRemoteAccessServiceHandler(svc RemoteAccessServiceHandler, opts ...conne
 			remoteAccessServiceRequestRemoteAccessHandler.ServeHTTP(w, r)
 		case RemoteAccessServiceDecideAccessRequestProcedure:
 			remoteAccessServiceDecideAccessRequestHandler.ServeHTTP(w, r)
+		case RemoteAccessServiceOpenSessionProcedure:
+			remoteAccessServiceOpenSessionHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -238,4 +273,8 @@ func (UnimplementedRemoteAccessServiceHandler) RequestRemoteAccess(context.Conte
 
 func (UnimplementedRemoteAccessServiceHandler) DecideAccessRequest(context.Context, *connect.Request[v1.DecideAccessRequestRequest]) (*connect.Response[v1.DecideAccessRequestResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.RemoteAccessService.DecideAccessRequest is not implemented"))
+}
+
+func (UnimplementedRemoteAccessServiceHandler) OpenSession(context.Context, *connect.Request[v1.OpenSessionRequest]) (*connect.Response[v1.OpenSessionResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.RemoteAccessService.OpenSession is not implemented"))
 }

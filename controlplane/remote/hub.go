@@ -1,0 +1,226 @@
+// Package remote brokers remote-access sessions (SPEC §4): the WireGuard
+// hub that agents connect to while a grant is active, the manager that
+// brings agents' tunnels up and down as grants start and end, and the
+// sessions that relay a user's VNC or data-link connection from a
+// WebSocket through the hub and the agent to the machine.
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gantry-iot/gantry/pkg/tunnelproto"
+	"github.com/gantry-iot/gantry/pkg/wg"
+)
+
+// DefaultPrefix is the hub's tunnel network: the hub takes the first
+// address, agents the others, one per active grant.
+var DefaultPrefix = netip.MustParsePrefix("100.96.0.0/16")
+
+// HubConfig configures the hub.
+type HubConfig struct {
+	// ListenPort is the UDP port (0: a free port).
+	ListenPort int
+	// PublicHost is the host agents send WireGuard packets to (the
+	// control plane's address as agents see it).
+	PublicHost string
+	Prefix     netip.Prefix
+	Logger     *slog.Logger
+}
+
+// Hub is the control plane's userspace WireGuard interface. Each active
+// grant is one peer with its own keys and a single /32 address, so the
+// hub reaches an agent only through that grant's keys, and a peer can
+// send only from its own address (WireGuard's cryptokey routing).
+type Hub struct {
+	cfg   HubConfig
+	iface *wg.Interface
+	pub   wg.Key
+	log   *slog.Logger
+
+	mu    sync.Mutex
+	peers map[string]*hubPeer // by grant ID
+	used  map[netip.Addr]bool
+	next  netip.Addr
+}
+
+type hubPeer struct {
+	Peer
+	key wg.Key // the agent's public key
+}
+
+// Peer is what an agent needs to join the hub for one grant.
+type Peer struct {
+	GrantID      string
+	PrivateKey   wg.Key // the agent's, fresh per grant
+	PresharedKey wg.Key
+	HubPublicKey wg.Key
+	HubEndpoint  string
+	Address      netip.Addr
+	HubAddress   netip.Addr
+}
+
+// NewHub starts the hub.
+func NewHub(cfg HubConfig) (*Hub, error) {
+	if !cfg.Prefix.IsValid() {
+		cfg.Prefix = DefaultPrefix
+	}
+	if !cfg.Prefix.Addr().Is4() || cfg.Prefix.Bits() > 28 {
+		return nil, fmt.Errorf("hub: tunnel network %s must be IPv4 and at least a /28", cfg.Prefix)
+	}
+	if cfg.PublicHost == "" {
+		cfg.PublicHost = "127.0.0.1"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	key, err := wg.NewPrivateKey()
+	if err != nil {
+		return nil, err
+	}
+	addr := cfg.Prefix.Masked().Addr().Next()
+	iface, err := wg.New(wg.Config{PrivateKey: key, Address: addr, ListenPort: cfg.ListenPort, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("hub: %w", err)
+	}
+	h := &Hub{cfg: cfg, iface: iface, pub: key.Public(), log: cfg.Logger, peers: map[string]*hubPeer{}, used: map[netip.Addr]bool{addr: true}, next: addr.Next()}
+	h.log.Info("wireguard hub listening", "udp_port", iface.ListenPort(), "network", cfg.Prefix, "address", addr)
+	return h, nil
+}
+
+// Endpoint is host:port agents connect to.
+func (h *Hub) Endpoint() string {
+	return net.JoinHostPort(h.cfg.PublicHost, strconv.Itoa(h.iface.ListenPort()))
+}
+
+// ErrNoAddress is returned when the tunnel network is exhausted.
+var ErrNoAddress = errors.New("hub: no free tunnel address; too many active grants for the tunnel network")
+
+func (h *Hub) allocLocked() (netip.Addr, error) {
+	p := h.cfg.Prefix.Masked()
+	for range 1 << (32 - p.Bits()) {
+		a := h.next
+		if h.next = a.Next(); !p.Contains(h.next) {
+			h.next = p.Addr().Next()
+		}
+		// Skip the network address, the broadcast address and used ones.
+		if !p.Contains(a) || a == p.Addr() || !p.Contains(a.Next()) || h.used[a] {
+			continue
+		}
+		h.used[a] = true
+		return a, nil
+	}
+	return netip.Addr{}, ErrNoAddress
+}
+
+// AddPeer creates (or re-keys) the peer of a grant: fresh keys, the same
+// tunnel address if the grant already had one.
+func (h *Hub) AddPeer(grantID string) (Peer, error) {
+	priv, err := wg.NewPrivateKey()
+	if err != nil {
+		return Peer{}, err
+	}
+	psk, err := wg.NewPresharedKey()
+	if err != nil {
+		return Peer{}, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var addr netip.Addr
+	if old := h.peers[grantID]; old != nil {
+		addr = old.Address
+		if err := h.iface.RemovePeer(old.key); err != nil {
+			return Peer{}, err
+		}
+	} else if addr, err = h.allocLocked(); err != nil {
+		return Peer{}, err
+	}
+	p := &hubPeer{Peer: Peer{GrantID: grantID, PrivateKey: priv, PresharedKey: psk, HubPublicKey: h.pub, HubEndpoint: h.Endpoint(),
+		Address: addr, HubAddress: h.iface.Address()}, key: priv.Public()}
+	if err := h.iface.SetPeer(wg.Peer{PublicKey: p.key, PresharedKey: psk, AllowedIPs: []netip.Prefix{netip.PrefixFrom(addr, 32)}}); err != nil {
+		delete(h.used, addr)
+		delete(h.peers, grantID)
+		return Peer{}, err
+	}
+	h.peers[grantID] = p
+	return p.Peer, nil
+}
+
+// RemovePeer removes a grant's peer: from then on no packet of that
+// grant's keys is accepted.
+func (h *Hub) RemovePeer(grantID string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p := h.peers[grantID]
+	if p == nil {
+		return
+	}
+	if err := h.iface.RemovePeer(p.key); err != nil {
+		h.log.Error("hub: remove peer", "grant", grantID, "err", err)
+	}
+	delete(h.peers, grantID)
+	delete(h.used, p.Address)
+}
+
+// HasPeer reports whether a grant has a peer.
+func (h *Hub) HasPeer(grantID string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.peers[grantID] != nil
+}
+
+// Handshake returns the time of the grant's peer's last handshake (zero:
+// none yet).
+func (h *Hub) Handshake(grantID string) time.Time {
+	h.mu.Lock()
+	p := h.peers[grantID]
+	h.mu.Unlock()
+	if p == nil {
+		return time.Time{}
+	}
+	if s, ok := h.iface.Stats()[p.key]; ok && s.LastHandshakeUnix > 0 {
+		return time.Unix(s.LastHandshakeUnix, 0)
+	}
+	return time.Time{}
+}
+
+// Dial opens a connection to target through the grant's agent.
+func (h *Hub) Dial(ctx context.Context, grantID, target string) (net.Conn, error) {
+	h.mu.Lock()
+	p := h.peers[grantID]
+	h.mu.Unlock()
+	if p == nil {
+		return nil, fmt.Errorf("the tunnel of grant %s is not up (the edge device may be offline)", grantID)
+	}
+	line, err := tunnelproto.Request{GrantID: grantID, Target: target}.Encode()
+	if err != nil {
+		return nil, err
+	}
+	c, err := h.iface.DialTCP(ctx, netip.AddrPortFrom(p.Address, tunnelproto.Port))
+	if err != nil {
+		return nil, fmt.Errorf("the edge device is not reachable through its tunnel: %w", err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	if _, err := c.Write(line); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if err := tunnelproto.ReadResponse(c); err != nil {
+		c.Close()
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// Close stops the hub.
+func (h *Hub) Close() { h.iface.Close() }

@@ -1,0 +1,232 @@
+package remote
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/gantry-iot/gantry/controlplane/store"
+	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
+)
+
+// Sender delivers signed commands to devices and waits for the ack.
+type Sender interface {
+	Send(ctx context.Context, deviceID string, c *gantryv1.Command, ttl time.Duration) (*gantryv1.CommandAck, error)
+}
+
+// GrantSource lists active grants and the targets their tunnels may reach.
+type GrantSource interface {
+	ListActiveGrants(ctx context.Context, now time.Time) ([]store.Grant, error)
+	GrantTargets(ctx context.Context, g store.Grant) ([]string, error)
+}
+
+// Tunnels keeps agents' tunnels in line with active grants: a grant that
+// becomes active gets a hub peer and a TunnelUp command to its device; a
+// grant that ends (deactivation, expiry, case closing) loses its peer, its
+// sessions and gets TunnelDown. It retries unacknowledged TunnelUps and
+// re-keys when a device reconnects (its agent may have restarted).
+type Tunnels struct {
+	hub   *Hub
+	src   GrantSource
+	send  Sender
+	log   *slog.Logger
+	onEnd func(grantID, reason string)
+	kick  chan struct{}
+	retry time.Duration
+
+	mu    sync.Mutex
+	state map[string]*tunnelState
+}
+
+type tunnelState struct {
+	grant    store.Grant
+	acked    bool
+	sending  bool
+	gen      int // bumped when an in-flight send becomes stale
+	lastSend time.Time
+	ready    chan struct{} // closed when the agent acknowledged TunnelUp
+}
+
+// NewTunnels returns a manager; onEnd is called when a grant's tunnel
+// ends so its sessions close.
+func NewTunnels(hub *Hub, src GrantSource, send Sender, onEnd func(grantID, reason string), logger *slog.Logger) *Tunnels {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Tunnels{hub: hub, src: src, send: send, log: logger, onEnd: onEnd, kick: make(chan struct{}, 1), retry: 3 * time.Second, state: map[string]*tunnelState{}}
+}
+
+// Kick reconciles now (after activation, deactivation, case changes).
+func (t *Tunnels) Kick() {
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+}
+
+// DeviceOnline re-sends the tunnels of a device that (re)connected: its
+// agent may have restarted and lost them.
+func (t *Tunnels) DeviceOnline(deviceID string) {
+	t.mu.Lock()
+	for _, st := range t.state {
+		if st.grant.DeviceID != deviceID {
+			continue
+		}
+		// Whatever is in flight went to the previous connection.
+		st.gen++
+		st.sending, st.lastSend = false, time.Time{}
+		if st.acked {
+			st.acked, st.ready = false, make(chan struct{})
+		}
+	}
+	t.mu.Unlock()
+	t.Kick()
+}
+
+// Run reconciles every second and on Kick until ctx ends.
+func (t *Tunnels) Run(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		t.reconcile(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-t.kick:
+		}
+	}
+}
+
+func (t *Tunnels) reconcile(ctx context.Context) {
+	now := time.Now()
+	gs, err := t.src.ListActiveGrants(ctx, now)
+	if err != nil {
+		if ctx.Err() == nil {
+			t.log.Error("tunnels: list active grants", "err", err)
+		}
+		return
+	}
+	active := map[string]bool{}
+	t.mu.Lock()
+	for _, g := range gs {
+		active[g.ID] = true
+		st := t.state[g.ID]
+		if st == nil {
+			st = &tunnelState{grant: g, ready: make(chan struct{})}
+			t.state[g.ID] = st
+		}
+		if !g.ExpiresAt.Equal(st.grant.ExpiresAt) && st.acked {
+			// Extended: the agent must learn the new expiry.
+			st.acked, st.lastSend, st.ready = false, time.Time{}, make(chan struct{})
+		}
+		st.grant = g
+		if !st.acked && !st.sending && now.Sub(st.lastSend) >= t.retry {
+			st.sending, st.lastSend = true, now
+			go t.up(ctx, st, g, st.gen)
+		}
+	}
+	var ended []store.Grant
+	for id, st := range t.state {
+		if !active[id] {
+			ended = append(ended, st.grant)
+			delete(t.state, id)
+		}
+	}
+	t.mu.Unlock()
+	for _, g := range ended {
+		t.hub.RemovePeer(g.ID)
+		if t.onEnd != nil {
+			t.onEnd(g.ID, "the remote-access grant ended")
+		}
+		t.log.Info("tunnel down", "grant", g.ID, "device", g.DeviceID)
+		go t.down(ctx, g)
+	}
+}
+
+func (t *Tunnels) up(ctx context.Context, st *tunnelState, g store.Grant, gen int) {
+	err := t.sendUp(ctx, g)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.state[g.ID] != st || st.gen != gen {
+		return // ended or superseded meanwhile
+	}
+	st.sending = false
+	if err != nil {
+		t.log.Warn("tunnel up not acknowledged; will retry", "grant", g.ID, "device", g.DeviceID, "err", err)
+		return
+	}
+	if !st.acked {
+		st.acked = true
+		close(st.ready)
+	}
+	t.log.Info("tunnel up", "grant", g.ID, "device", g.DeviceID)
+}
+
+func (t *Tunnels) sendUp(ctx context.Context, g store.Grant) error {
+	targets, err := t.src.GrantTargets(ctx, g)
+	if err != nil {
+		return err
+	}
+	if len(targets) == 0 {
+		return fmt.Errorf("the grant's template lists no targets")
+	}
+	p, err := t.hub.AddPeer(g.ID)
+	if err != nil {
+		return err
+	}
+	cmd := &gantryv1.Command{Body: &gantryv1.Command_TunnelUp{TunnelUp: &gantryv1.TunnelUp{
+		GrantId: g.ID, PrivateKey: p.PrivateKey[:], HubPublicKey: p.HubPublicKey[:], PresharedKey: p.PresharedKey[:],
+		HubEndpoint: p.HubEndpoint, Address: p.Address.String(), HubAddress: p.HubAddress.String(),
+		Targets: targets, ExpiresAt: timestamppb.New(g.ExpiresAt)}}}
+	ack, err := t.send.Send(ctx, g.DeviceID, cmd, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	if !ack.Ok {
+		return fmt.Errorf("the agent refused: %s", ack.Error)
+	}
+	return nil
+}
+
+func (t *Tunnels) down(ctx context.Context, g store.Grant) {
+	cmd := &gantryv1.Command{Body: &gantryv1.Command_TunnelDown{TunnelDown: &gantryv1.TunnelDown{GrantId: g.ID}}}
+	if _, err := t.send.Send(ctx, g.DeviceID, cmd, 5*time.Second); err != nil {
+		// The hub dropped the peer already; the agent's tunnel is inert
+		// and ends at the grant's expiry at the latest.
+		t.log.Info("tunnel down not acknowledged", "grant", g.ID, "device", g.DeviceID, "err", err)
+	}
+}
+
+// Wait blocks until the grant's tunnel is up (acknowledged by the agent)
+// or ctx ends.
+func (t *Tunnels) Wait(ctx context.Context, grantID string) error {
+	for {
+		t.mu.Lock()
+		st := t.state[grantID]
+		var ready chan struct{}
+		if st != nil {
+			ready = st.ready
+		}
+		t.mu.Unlock()
+		if st == nil {
+			t.Kick()
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("the tunnel of this grant did not come up: %w", ctx.Err())
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
+		}
+		select {
+		case <-ready:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("the edge device did not bring its tunnel up (is it online?): %w", ctx.Err())
+		}
+	}
+}

@@ -1,0 +1,239 @@
+// Package wg runs a userspace WireGuard interface (wireguard-go with the
+// gVisor netstack, no root, no kernel module) for the control plane's hub
+// and the agent's per-grant tunnels, and generates WireGuard keys.
+package wg
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"golang.org/x/crypto/curve25519"
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun/netstack"
+)
+
+// MTU of the tunnel interfaces: 1420 leaves room for WireGuard's overhead
+// inside a 1500-byte path.
+const MTU = 1420
+
+// Key is a Curve25519 key (private, public or preshared).
+type Key [32]byte
+
+// NewPrivateKey returns a fresh, clamped private key.
+func NewPrivateKey() (Key, error) {
+	var k Key
+	if _, err := rand.Read(k[:]); err != nil {
+		return Key{}, err
+	}
+	k[0] &= 248
+	k[31] = (k[31] & 127) | 64
+	return k, nil
+}
+
+// NewPresharedKey returns 32 random bytes.
+func NewPresharedKey() (Key, error) {
+	var k Key
+	_, err := rand.Read(k[:])
+	return k, err
+}
+
+// Public returns the public key of private key k.
+func (k Key) Public() Key {
+	var p Key
+	pub, err := curve25519.X25519(k[:], curve25519.Basepoint)
+	if err != nil {
+		panic(err) // only for low-order points, impossible for a clamped key
+	}
+	copy(p[:], pub)
+	return p
+}
+
+// Hex is the key as WireGuard's configuration protocol writes it.
+func (k Key) Hex() string { return hex.EncodeToString(k[:]) }
+
+// KeyFromBytes checks the length of b.
+func KeyFromBytes(b []byte) (Key, error) {
+	var k Key
+	if len(b) != len(k) {
+		return Key{}, fmt.Errorf("a WireGuard key has 32 bytes, got %d", len(b))
+	}
+	copy(k[:], b)
+	return k, nil
+}
+
+// Interface is one userspace WireGuard interface with its own TCP/IP
+// stack.
+type Interface struct {
+	dev  *device.Device
+	net  *netstack.Net
+	addr netip.Addr
+}
+
+// Config is an interface's own configuration.
+type Config struct {
+	PrivateKey Key
+	Address    netip.Addr // the interface's address inside the tunnel
+	ListenPort int        // UDP; 0 picks a free port
+	Logger     *slog.Logger
+}
+
+// New creates and brings up an interface.
+func New(cfg Config) (*Interface, error) {
+	if !cfg.Address.IsValid() {
+		return nil, fmt.Errorf("wg: the interface needs an address")
+	}
+	tdev, tnet, err := netstack.CreateNetTUN([]netip.Addr{cfg.Address}, nil, MTU)
+	if err != nil {
+		return nil, fmt.Errorf("wg: create netstack: %w", err)
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	logger := &device.Logger{
+		Verbosef: func(f string, a ...any) { lg.Debug("wireguard: " + fmt.Sprintf(f, a...)) },
+		Errorf:   func(f string, a ...any) { lg.Warn("wireguard: " + fmt.Sprintf(f, a...)) },
+	}
+	dev := device.NewDevice(tdev, conn.NewDefaultBind(), logger)
+	if err := dev.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=%d\n", cfg.PrivateKey.Hex(), cfg.ListenPort)); err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("wg: configure: %w", err)
+	}
+	if err := dev.Up(); err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("wg: up: %w (is UDP port %d free?)", err, cfg.ListenPort)
+	}
+	return &Interface{dev: dev, net: tnet, addr: cfg.Address}, nil
+}
+
+// Peer is a WireGuard peer.
+type Peer struct {
+	PublicKey    Key
+	PresharedKey Key
+	// Endpoint is the peer's UDP address; empty lets the peer's first
+	// handshake set it (the hub never knows agents' addresses in advance).
+	Endpoint   netip.AddrPort
+	AllowedIPs []netip.Prefix
+	// KeepaliveSeconds > 0 sends keepalives, so the side behind NAT
+	// initiates the handshake at once and keeps the mapping open.
+	KeepaliveSeconds int
+}
+
+// SetPeer adds a peer or replaces an existing one with the same key.
+func (i *Interface) SetPeer(p Peer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "public_key=%s\nreplace_allowed_ips=true\npreshared_key=%s\n", p.PublicKey.Hex(), p.PresharedKey.Hex())
+	if p.Endpoint.IsValid() {
+		fmt.Fprintf(&b, "endpoint=%s\n", p.Endpoint)
+	}
+	for _, a := range p.AllowedIPs {
+		fmt.Fprintf(&b, "allowed_ip=%s\n", a)
+	}
+	if p.KeepaliveSeconds > 0 {
+		fmt.Fprintf(&b, "persistent_keepalive_interval=%d\n", p.KeepaliveSeconds)
+	}
+	if err := i.dev.IpcSet(b.String()); err != nil {
+		return fmt.Errorf("wg: set peer: %w", err)
+	}
+	return nil
+}
+
+// RemovePeer removes a peer; its packets are dropped from then on.
+func (i *Interface) RemovePeer(pub Key) error {
+	if err := i.dev.IpcSet(fmt.Sprintf("public_key=%s\nremove=true\n", pub.Hex())); err != nil {
+		return fmt.Errorf("wg: remove peer: %w", err)
+	}
+	return nil
+}
+
+// ListenPort is the UDP port the interface listens on.
+func (i *Interface) ListenPort() int {
+	s, err := i.dev.IpcGet()
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(s, "\n") {
+		if v, ok := strings.CutPrefix(line, "listen_port="); ok {
+			n, _ := strconv.Atoi(v)
+			return n
+		}
+	}
+	return 0
+}
+
+// PeerStats are a peer's counters.
+type PeerStats struct {
+	RxBytes, TxBytes  int64
+	LastHandshakeUnix int64
+}
+
+// Stats returns per-peer counters keyed by public key.
+func (i *Interface) Stats() map[Key]PeerStats {
+	s, err := i.dev.IpcGet()
+	out := map[Key]PeerStats{}
+	if err != nil {
+		return out
+	}
+	var cur *PeerStats
+	var key Key
+	flush := func() {
+		if cur != nil {
+			out[key] = *cur
+		}
+	}
+	for line := range strings.SplitSeq(s, "\n") {
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "public_key":
+			flush()
+			b, _ := hex.DecodeString(v)
+			key, _ = KeyFromBytes(b)
+			cur = &PeerStats{}
+		case "rx_bytes":
+			if cur != nil {
+				cur.RxBytes, _ = strconv.ParseInt(v, 10, 64)
+			}
+		case "tx_bytes":
+			if cur != nil {
+				cur.TxBytes, _ = strconv.ParseInt(v, 10, 64)
+			}
+		case "last_handshake_time_sec":
+			if cur != nil {
+				cur.LastHandshakeUnix, _ = strconv.ParseInt(v, 10, 64)
+			}
+		}
+	}
+	flush()
+	return out
+}
+
+// Address is the interface's address inside the tunnel.
+func (i *Interface) Address() netip.Addr { return i.addr }
+
+// DialTCP connects through the tunnel.
+func (i *Interface) DialTCP(ctx context.Context, to netip.AddrPort) (net.Conn, error) {
+	return i.net.DialContextTCPAddrPort(ctx, to)
+}
+
+// ListenTCP listens on the interface's address.
+func (i *Interface) ListenTCP(port int) (net.Listener, error) {
+	return i.net.ListenTCPAddrPort(netip.AddrPortFrom(i.addr, uint16(port)))
+}
+
+// Net is the interface's TCP/IP stack, for UDP and ping (SSC).
+func (i *Interface) Net() *netstack.Net { return i.net }
+
+// Close tears the interface down: its UDP socket closes and every
+// connection through it fails.
+func (i *Interface) Close() { i.dev.Close() }
