@@ -146,7 +146,7 @@ func TestDataPointRulesValidate(t *testing.T) {
 		{"NaN hysteresis", base(func(d *DataPoint) { d.WarnAbove, d.Hysteresis = f(10), math.NaN() }), "hysteresis", "finite"},
 		{"hysteresis without threshold", base(func(d *DataPoint) { d.Hysteresis = 1 }), "hysteresis", "set a threshold"},
 		{"delay without threshold", base(func(d *DataPoint) { d.DelayMS = 1 }), "delay_ms", "set a threshold"},
-		{"delay too long", base(func(d *DataPoint) { d.WarnAbove, d.DelayMS = f(1), MaxDelayMS + 1 }), "delay_ms", "at most"},
+		{"delay too long", base(func(d *DataPoint) { d.WarnAbove, d.DelayMS = f(1), MaxDelayMS+1 }), "delay_ms", "at most"},
 		{"unknown role", base(func(d *DataPoint) { d.Role = "hours" }), "role", "use running"},
 		{"energy in Wh", base(func(d *DataPoint) { d.Role, d.Unit = RoleEnergyKWh, "Wh" }), "unit", "kWh"},
 		{"power in W", base(func(d *DataPoint) { d.Role, d.Unit = RolePowerKW, "W" }), "unit", "kW"},
