@@ -252,6 +252,7 @@ type point struct {
 	name    string
 	role    string
 	delay   time.Duration
+	timed   bool    // in Engine.timed: needs the agent clock
 	latches []latch // alarm_above, warn_above, alarm_below, warn_below (those set)
 	level   Level
 
@@ -345,6 +346,7 @@ func New(points []machinemodel.DataPoint, opts Options) (*Engine, error) {
 		e.byName[d.Name] = p
 		e.order = append(e.order, p)
 		if p.delay > 0 || p.role == machinemodel.RoleRunning || p.role == machinemodel.RolePowerKW {
+			p.timed = true
 			e.timed = append(e.timed, p)
 		}
 	}
@@ -391,8 +393,11 @@ func (e *Engine) ObserveBatch(ss []Sample) []Event {
 }
 
 func (e *Engine) observe(p *point, s Sample, evs []Event) []Event {
-	now := e.opts.Clock()
 	t := s.At
+	var now time.Time // agent clock, read only when needed
+	if t.IsZero() || p.timed {
+		now = e.opts.Clock()
+	}
 	if t.IsZero() {
 		t = now
 	}
@@ -449,7 +454,9 @@ func (e *Engine) observe(p *point, s Sample, evs []Event) []Event {
 	}
 	p.value, p.haveValue = v, true
 	p.lastAt, p.haveAt = t, true
-	p.offset = t.Sub(now)
+	if p.timed {
+		p.offset = t.Sub(now)
+	}
 	for i := range p.latches {
 		l := &p.latches[i]
 		if l.wants(v) {
