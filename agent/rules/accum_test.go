@@ -99,6 +99,9 @@ func TestEnergyCounter(t *testing.T) {
 		{"reset counts from the new value", []step{{at: 0, v: 100}, {at: 60, v: 103}, {at: 120, v: 2}, {at: 180, v: 4}}, 5},
 		{"out-of-order reading is not a reset", []step{{at: 0, v: 100}, {at: 60, v: 103}, {at: 30, v: 101}, {at: 90, v: 104}}, 4},
 		{"bad reading ignored", []step{{at: 0, v: 100}, {at: 60, v: 0, status: bad}, {at: 120, v: 101}}, 1},
+		{"glitch to zero is not a reset", []step{{at: 0, v: 100}, {at: 60, v: 0}, {at: 120, v: 101}}, 1},
+		{"glitch over several readings", []step{{at: 0, v: 100}, {at: 60, v: 0}, {at: 70, v: 0}, {at: 120, v: 101}}, 1},
+		{"real reset then counting", []step{{at: 0, v: 100}, {at: 60, v: 0}, {at: 120, v: 2}, {at: 180, v: 150}}, 150},
 		{"long gaps are not capped", []step{{at: 0, v: 100}, {at: 86400, v: 200}}, 100},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -65,7 +65,10 @@
 //   - energy_kwh: a monotonic counter; consumption is the sum of its
 //     increases. A decrease is a counter reset or rollover: counting
 //     continues from the new value (the part consumed between the reset
-//     and the new reading is lost, which never overcounts).
+//     and the new reading is lost, which never overcounts). If the first
+//     rise after a "reset" reaches the reading before it, the drop was a
+//     glitch (a PLC briefly reporting 0) and only the rise over the old
+//     reading counts.
 //   - power_kw: integrated with the trapezoidal rule between accounting
 //     points (samples and ticks; a tick is a point holding the last value),
 //     each interval capped at MaxGap. Negative power counts as zero: the
@@ -267,6 +270,9 @@ type point struct {
 	energy  float64
 	counter float64 // energy_kwh: last reading, valid if haveCtr
 	haveCtr bool
+	// energy_kwh: the reading before a reset, until the counter next rises
+	preReset  float64
+	haveReset bool
 }
 
 type latch struct {
@@ -437,20 +443,7 @@ func (e *Engine) observe(p *point, s Sample, evs []Event) []Event {
 		p.cursor = t
 	}
 	if p.role == machinemodel.RoleEnergyKWh {
-		switch {
-		case !p.haveCtr:
-		case v >= p.counter:
-			if v > p.counter {
-				p.energy += v - p.counter
-				e.dirty = true
-			}
-		default:
-			e.logLimited("counter-reset", "rules: energy counter went down (reset or rollover); counting from the new value", "point", p.name, "from", p.counter, "to", v)
-		}
-		if !p.haveCtr || v != p.counter {
-			p.counter, p.haveCtr = v, true
-			e.dirty = true
-		}
+		e.count(p, v)
 	}
 	p.value, p.haveValue = v, true
 	p.lastAt, p.haveAt = t, true
@@ -468,6 +461,34 @@ func (e *Engine) observe(p *point, s Sample, evs []Event) []Event {
 		}
 	}
 	return e.settle(p, t, evs)
+}
+
+// count adds an energy counter reading. A decrease is a reset: counting
+// continues from the new value. When the first increase after a reset
+// reaches the reading before the reset, the "reset" was a glitch (a PLC
+// briefly reporting 0): only the increase over the pre-reset reading
+// counts, so the whole counter is not counted twice.
+func (e *Engine) count(p *point, v float64) {
+	switch {
+	case !p.haveCtr:
+	case v > p.counter:
+		d := v - p.counter
+		if p.haveReset && v >= p.preReset {
+			d = v - p.preReset
+		}
+		p.haveReset = false
+		p.energy += d
+	case v < p.counter:
+		if !p.haveReset || p.counter > p.preReset {
+			p.preReset = p.counter
+		}
+		p.haveReset = true
+		e.logLimited("counter-reset", "rules: energy counter went down (reset or rollover); counting from the new value", "point", p.name, "from", p.counter, "to", v)
+	}
+	if !p.haveCtr || v != p.counter {
+		p.counter, p.haveCtr = v, true
+		e.dirty = true
+	}
 }
 
 // settle flips the latches whose delay has elapsed by source time t, in
