@@ -129,6 +129,7 @@ const (
 	LevelAlarm
 )
 
+// String returns the level's name.
 func (l Level) String() string {
 	switch l {
 	case LevelOK:
