@@ -32,6 +32,16 @@ type RemoteAccess struct {
 }
 
 // DataPoint is one OPC-UA variable the agent collects.
+//
+// The threshold fields drive the agent's edge rules (agent/rules): a value
+// above WarnAbove/AlarmAbove or below WarnBelow/AlarmBelow raises a warning
+// or alarm; a raised level clears only once the value is back past the
+// threshold by Hysteresis (threshold − hysteresis for "above",
+// threshold + hysteresis for "below"); both raising and clearing must hold
+// for DelayMS before they take effect. Role marks a point the agent
+// accumulates: running hours from a running condition, or energy from a
+// kWh counter or a kW power value. Every rules field is optional; a
+// document without them is valid as before.
 type DataPoint struct {
 	NodeID             string   `json:"node_id"`
 	Name               string   `json:"name"`
@@ -41,6 +51,23 @@ type DataPoint struct {
 	DeadbandValue      float64  `json:"deadband_value,omitempty"`
 	WarnAbove          *float64 `json:"warn_above,omitempty"`
 	AlarmAbove         *float64 `json:"alarm_above,omitempty"`
+	WarnBelow          *float64 `json:"warn_below,omitempty"`
+	AlarmBelow         *float64 `json:"alarm_below,omitempty"`
+	Hysteresis         float64  `json:"hysteresis,omitempty"` // ≥ 0, in the point's unit
+	DelayMS            uint32   `json:"delay_ms,omitempty"`   // ≤ MaxDelayMS
+	Role               string   `json:"role,omitempty"`       // "", running, energy_kwh, power_kw
+}
+
+// Roles of a data point for the agent's accumulators.
+const (
+	RoleRunning   = "running"    // value ≠ 0 means the machine runs: running hours
+	RoleEnergyKWh = "energy_kwh" // monotonic energy counter in kWh
+	RolePowerKW   = "power_kw"   // power in kW, integrated over time to kWh
+)
+
+// HasThresholds reports whether any threshold is set.
+func (d DataPoint) HasThresholds() bool {
+	return d.WarnAbove != nil || d.AlarmAbove != nil || d.WarnBelow != nil || d.AlarmBelow != nil
 }
 
 // OPCUA is a machine model's OPC-UA template.
@@ -81,6 +108,7 @@ func (ps Problems) Err() error {
 const (
 	MaxTargets    = 32
 	MaxDataPoints = 20000
+	MaxDelayMS    = 3_600_000 // one hour
 )
 
 // Validate checks a remote-access template.
@@ -266,17 +294,87 @@ func (o OPCUA) Validate() Problems {
 		default:
 			add(p+".deadband_type", "%q: use none, absolute or percent", d.DeadbandType)
 		}
-		for _, th := range []struct {
-			name string
-			v    *float64
-		}{{"warn_above", d.WarnAbove}, {"alarm_above", d.AlarmAbove}} {
-			if th.v != nil && (math.IsNaN(*th.v) || math.IsInf(*th.v, 0)) {
-				add(p+"."+th.name, "must be a finite number")
+		for _, pr := range d.ValidateRules() {
+			add(p+"."+pr.Path, "%s", pr.Message)
+		}
+	}
+	return ps
+}
+
+func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+
+// ValidateRules checks the rules fields of one data point (thresholds,
+// hysteresis, delay, role); paths are relative to the data point, e.g.
+// "warn_below". OPCUA.Validate includes these problems under
+// "opcua.data_points[i]".
+func (d DataPoint) ValidateRules() Problems {
+	var ps Problems
+	add := func(path, f string, a ...any) { ps = append(ps, Problem{path, fmt.Sprintf(f, a...)}) }
+	thresholds := []struct {
+		name string
+		v    *float64
+	}{{"warn_above", d.WarnAbove}, {"alarm_above", d.AlarmAbove}, {"warn_below", d.WarnBelow}, {"alarm_below", d.AlarmBelow}}
+	ok := true // all thresholds finite: the order checks make sense
+	for _, th := range thresholds {
+		if th.v != nil && !finite(*th.v) {
+			add(th.name, "must be a finite number")
+			ok = false
+		}
+	}
+	if ok {
+		if d.WarnAbove != nil && d.AlarmAbove != nil && *d.WarnAbove > *d.AlarmAbove {
+			add("warn_above", "warning threshold %g is above the alarm threshold %g", *d.WarnAbove, *d.AlarmAbove)
+		}
+		if d.WarnBelow != nil && d.AlarmBelow != nil && *d.WarnBelow < *d.AlarmBelow {
+			add("warn_below", "warning threshold %g is below the alarm threshold %g; warn_below must be ≥ alarm_below", *d.WarnBelow, *d.AlarmBelow)
+		}
+		// Every "below" threshold must lie under every "above" threshold
+		// (with room for the hysteresis), or a value could be too high and
+		// too low at once.
+		hi, lo := math.Inf(1), math.Inf(-1)
+		hiName, loName := "", ""
+		for _, th := range thresholds[:2] {
+			if th.v != nil && *th.v < hi {
+				hi, hiName = *th.v, th.name
 			}
 		}
-		if d.WarnAbove != nil && d.AlarmAbove != nil && *d.WarnAbove > *d.AlarmAbove {
-			add(p+".warn_above", "warning threshold %g is above the alarm threshold %g", *d.WarnAbove, *d.AlarmAbove)
+		for _, th := range thresholds[2:] {
+			if th.v != nil && *th.v > lo {
+				lo, loName = *th.v, th.name
+			}
 		}
+		if hiName != "" && loName != "" {
+			switch {
+			case lo >= hi:
+				add(loName, "%g must be below %s (%g)", lo, hiName, hi)
+			case finite(d.Hysteresis) && d.Hysteresis >= 0 && d.Hysteresis >= hi-lo:
+				add("hysteresis", "%g is too large: it must be less than the gap between %s (%g) and %s (%g)", d.Hysteresis, loName, lo, hiName, hi)
+			}
+		}
+	}
+	if !finite(d.Hysteresis) || d.Hysteresis < 0 {
+		add("hysteresis", "must be a finite number ≥ 0")
+	} else if d.Hysteresis != 0 && !d.HasThresholds() {
+		add("hysteresis", "set a threshold (warn_above, alarm_above, warn_below or alarm_below) to use a hysteresis")
+	}
+	if d.DelayMS > MaxDelayMS {
+		add("delay_ms", "at most %d (one hour)", MaxDelayMS)
+	} else if d.DelayMS != 0 && !d.HasThresholds() {
+		add("delay_ms", "set a threshold (warn_above, alarm_above, warn_below or alarm_below) to use a delay")
+	}
+	unit := func(want string) {
+		if d.Unit != "" && !strings.EqualFold(d.Unit, want) {
+			add("unit", "a point with role %s must be in %s, not %q (convert on the PLC or leave the role empty)", d.Role, want, d.Unit)
+		}
+	}
+	switch d.Role {
+	case "", RoleRunning:
+	case RoleEnergyKWh:
+		unit("kWh")
+	case RolePowerKW:
+		unit("kW")
+	default:
+		add("role", "%q: use running, energy_kwh or power_kw, or leave it empty", d.Role)
 	}
 	return ps
 }

@@ -2,6 +2,7 @@ package machinemodel
 
 import (
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 )
@@ -108,6 +109,161 @@ func FuzzTemplates(f *testing.F) {
 		var o OPCUA
 		if json.Unmarshal(op, &o) == nil {
 			_ = o.Validate()
+		}
+	})
+}
+
+func TestDataPointRulesValidate(t *testing.T) {
+	base := func(mod func(*DataPoint)) DataPoint {
+		d := DataPoint{NodeID: "ns=2;i=1", Name: "P"}
+		mod(&d)
+		return d
+	}
+	for _, tc := range []struct {
+		name string
+		d    DataPoint
+		path string // "" = valid
+		msg  string
+	}{
+		{"no rules", base(func(d *DataPoint) {}), "", ""},
+		{"all thresholds", base(func(d *DataPoint) {
+			d.WarnAbove, d.AlarmAbove, d.WarnBelow, d.AlarmBelow, d.Hysteresis, d.DelayMS = f(70), f(85), f(10), f(5), 2, 5000
+		}), "", ""},
+		{"below only", base(func(d *DataPoint) { d.WarnBelow, d.AlarmBelow = f(3), f(1) }), "", ""},
+		{"equal warn and alarm", base(func(d *DataPoint) { d.WarnAbove, d.AlarmAbove = f(5), f(5) }), "", ""},
+		{"running role", base(func(d *DataPoint) { d.Role = RoleRunning }), "", ""},
+		{"energy role kWh", base(func(d *DataPoint) { d.Role, d.Unit = RoleEnergyKWh, "kWh" }), "", ""},
+		{"power role no unit", base(func(d *DataPoint) { d.Role = RolePowerKW }), "", ""},
+		{"power with thresholds", base(func(d *DataPoint) { d.Role, d.Unit, d.WarnAbove = RolePowerKW, "kW", f(30) }), "", ""},
+		{"NaN warn_below", base(func(d *DataPoint) { d.WarnBelow = f(math.NaN()) }), "warn_below", "finite"},
+		{"Inf alarm_below", base(func(d *DataPoint) { d.AlarmBelow = f(math.Inf(-1)) }), "alarm_below", "finite"},
+		{"warn above alarm", base(func(d *DataPoint) { d.WarnAbove, d.AlarmAbove = f(10), f(5) }), "warn_above", "above the alarm"},
+		{"warn below alarm", base(func(d *DataPoint) { d.WarnBelow, d.AlarmBelow = f(1), f(5) }), "warn_below", "≥ alarm_below"},
+		{"below over above", base(func(d *DataPoint) { d.WarnAbove, d.WarnBelow = f(10), f(20) }), "warn_below", "must be below warn_above"},
+		{"below equals above", base(func(d *DataPoint) { d.AlarmAbove, d.AlarmBelow = f(10), f(10) }), "alarm_below", "must be below alarm_above"},
+		{"hysteresis bridges the gap", base(func(d *DataPoint) { d.WarnAbove, d.WarnBelow, d.Hysteresis = f(10), f(5), 5 }), "hysteresis", "too large"},
+		{"negative hysteresis", base(func(d *DataPoint) { d.WarnAbove, d.Hysteresis = f(10), -1 }), "hysteresis", "≥ 0"},
+		{"NaN hysteresis", base(func(d *DataPoint) { d.WarnAbove, d.Hysteresis = f(10), math.NaN() }), "hysteresis", "finite"},
+		{"hysteresis without threshold", base(func(d *DataPoint) { d.Hysteresis = 1 }), "hysteresis", "set a threshold"},
+		{"delay without threshold", base(func(d *DataPoint) { d.DelayMS = 1 }), "delay_ms", "set a threshold"},
+		{"delay too long", base(func(d *DataPoint) { d.WarnAbove, d.DelayMS = f(1), MaxDelayMS+1 }), "delay_ms", "at most"},
+		{"unknown role", base(func(d *DataPoint) { d.Role = "hours" }), "role", "use running"},
+		{"energy in Wh", base(func(d *DataPoint) { d.Role, d.Unit = RoleEnergyKWh, "Wh" }), "unit", "kWh"},
+		{"power in W", base(func(d *DataPoint) { d.Role, d.Unit = RolePowerKW, "W" }), "unit", "kW"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := OPCUA{EndpointURL: "opc.tcp://10.0.0.5:4840", SecurityMode: "None", DataPoints: []DataPoint{tc.d}}
+			ps := o.Validate()
+			if tc.path == "" {
+				if len(ps) != 0 {
+					t.Fatalf("want valid, got %v", ps)
+				}
+				return
+			}
+			want := "opcua.data_points[0]." + tc.path
+			for _, p := range ps {
+				if p.Path == want && strings.Contains(p.Message, tc.msg) {
+					return
+				}
+			}
+			t.Errorf("want problem at %s mentioning %q, got %v", want, tc.msg, ps)
+		})
+	}
+}
+
+// TestDataPointJSONCompat: documents written before the rules fields
+// existed decode and validate unchanged, and the new fields are omitted
+// when unset, so old readers see the same JSON.
+func TestDataPointJSONCompat(t *testing.T) {
+	old := `{"node_id":"ns=2;s=cnc1.Temperature","name":"Temperature","unit":"°C","sampling_interval_ms":1000,"warn_above":70,"alarm_above":85}`
+	var d DataPoint
+	if err := json.Unmarshal([]byte(old), &d); err != nil {
+		t.Fatal(err)
+	}
+	if ps := d.ValidateRules(); len(ps) != 0 {
+		t.Fatalf("old point: %v", ps)
+	}
+	out, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(out) != old {
+		t.Errorf("round trip changed the document:\n got %s\nwant %s", out, old)
+	}
+	full := `{"node_id":"ns=2;i=1","name":"P","warn_above":70,"alarm_above":85,"warn_below":10,"alarm_below":5,"hysteresis":2,"delay_ms":5000,"role":"power_kw"}`
+	var d2 DataPoint
+	if err := json.Unmarshal([]byte(full), &d2); err != nil {
+		t.Fatal(err)
+	}
+	if d2.WarnBelow == nil || *d2.WarnBelow != 10 || *d2.AlarmBelow != 5 || d2.Hysteresis != 2 || d2.DelayMS != 5000 || d2.Role != RolePowerKW {
+		t.Errorf("decoded %+v", d2)
+	}
+}
+
+// FuzzDataPoint: Validate never panics, every problem path names a field of
+// the point, and a point without problems has ordered, finite thresholds
+// and a known role.
+func FuzzDataPoint(f *testing.F) {
+	f.Add([]byte(`{"node_id":"ns=2;i=1","name":"x","warn_above":70,"alarm_above":85,"hysteresis":2,"delay_ms":100}`))
+	f.Add([]byte(`{"node_id":"ns=2;i=1","name":"x","warn_below":10,"alarm_below":5,"role":"running"}`))
+	f.Add([]byte(`{"node_id":"ns=2;i=1","name":"x","warn_above":1,"warn_below":2,"hysteresis":-1,"role":"x"}`))
+	f.Add([]byte(`{"node_id":"ns=2;i=1","name":"x","role":"energy_kwh","unit":"Wh","delay_ms":4000000}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var d DataPoint
+		if json.Unmarshal(data, &d) != nil {
+			return
+		}
+		ps := d.ValidateRules()
+		for _, p := range ps {
+			switch p.Path {
+			case "warn_above", "alarm_above", "warn_below", "alarm_below", "hysteresis", "delay_ms", "role", "unit":
+			default:
+				t.Fatalf("problem with unexpected path %q: %v", p.Path, p)
+			}
+			if p.Message == "" {
+				t.Fatalf("empty message at %s", p.Path)
+			}
+		}
+		if len(ps) != 0 {
+			return
+		}
+		for _, v := range []*float64{d.WarnAbove, d.AlarmAbove, d.WarnBelow, d.AlarmBelow} {
+			if v != nil && (math.IsNaN(*v) || math.IsInf(*v, 0)) {
+				t.Fatalf("accepted a non-finite threshold: %+v", d)
+			}
+		}
+		if d.WarnAbove != nil && d.AlarmAbove != nil && *d.WarnAbove > *d.AlarmAbove {
+			t.Fatalf("accepted warn_above > alarm_above: %+v", d)
+		}
+		if d.WarnBelow != nil && d.AlarmBelow != nil && *d.WarnBelow < *d.AlarmBelow {
+			t.Fatalf("accepted warn_below < alarm_below: %+v", d)
+		}
+		for _, hi := range []*float64{d.WarnAbove, d.AlarmAbove} {
+			for _, lo := range []*float64{d.WarnBelow, d.AlarmBelow} {
+				if hi != nil && lo != nil && !(*lo+d.Hysteresis < *hi) && !(*hi-*lo > d.Hysteresis) {
+					t.Fatalf("accepted overlapping bands: %+v", d)
+				}
+			}
+		}
+		if !(d.Hysteresis >= 0) || d.DelayMS > MaxDelayMS {
+			t.Fatalf("accepted hysteresis %g / delay %d", d.Hysteresis, d.DelayMS)
+		}
+		switch d.Role {
+		case "", RoleRunning, RoleEnergyKWh, RolePowerKW:
+		default:
+			t.Fatalf("accepted role %q", d.Role)
+		}
+		// Decoding what we encode gives the same point (JSON round trip).
+		out, err := json.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back DataPoint
+		if err := json.Unmarshal(out, &back); err != nil {
+			t.Fatal(err)
+		}
+		if ps := back.ValidateRules(); len(ps) != 0 {
+			t.Fatalf("round trip made a valid point invalid: %v", ps)
 		}
 	})
 }
