@@ -22,8 +22,12 @@ func (c *Caller) role(id authz.RoleID) (authz.Role, error) {
 	if r, ok := c.Principal.CustomRoles[id]; ok {
 		return r, nil
 	}
-	if r, ok := authz.BuiltinRole(id); ok && r.Kind == c.Tenant.Kind {
-		return r, nil
+	// Per kind: Tenant Admin exists once per tenant kind, and
+	// authz.BuiltinRole returns only its operator entry.
+	for _, r := range authz.BuiltinRoles(c.Tenant.Kind) {
+		if r.ID == id {
+			return r, nil
+		}
 	}
 	return authz.Role{}, errkind.Invalidf("role_id", "unknown role %q for a %s tenant; list the roles with ListRoles", id, c.Tenant.Kind)
 }
@@ -238,6 +242,11 @@ func isAdmin(c *Caller) bool {
 	}
 	return false
 }
+
+// IsTenantAdmin reports whether the caller holds Tenant Admin (and is not
+// pending): what company information, custom roles and the audit log
+// require. Pages use it to decide what to show; the service still checks.
+func (c *Caller) IsTenantAdmin() bool { return isAdmin(c) }
 
 func requireAdmin(c *Caller, what string) error {
 	if !isAdmin(c) {
