@@ -99,6 +99,7 @@ func scopeText(s authz.Scope) string {
 
 type assignmentView struct {
 	ID, Role, Scope string
+	RoleID          authz.RoleID
 	// Revocable: the caller may assign this role, so the page offers to
 	// revoke it; the service decides (own or last Tenant Admin, scope).
 	Revocable bool
@@ -154,7 +155,7 @@ func (p *Portal) renderUsers(w http.ResponseWriter, r *http.Request, c *identity
 	for _, u := range us {
 		row := userRow{User: u}
 		for _, a := range as[u.ID] {
-			row.Assignments = append(row.Assignments, assignmentView{ID: a.ID, Role: c.RoleName(a.Role), Scope: scopeText(a.Scope), Revocable: assignable[a.Role]})
+			row.Assignments = append(row.Assignments, assignmentView{ID: a.ID, RoleID: a.Role, Role: c.RoleName(a.Role), Scope: scopeText(a.Scope), Revocable: assignable[a.Role]})
 		}
 		if u.Status == store.UserPending {
 			pending = append(pending, row)
@@ -275,7 +276,7 @@ func (p *Portal) auditPage(w http.ResponseWriter, r *http.Request, c *identity.C
 		evs = evs[:limit]
 		older = evs[len(evs)-1].ID
 	}
-	names := map[string]string{"system": "system"}
+	names := map[string]string{"system": "system", c.Tenant.ID: c.Tenant.Name}
 	if us, err := p.id.ListUsers(r.Context(), c); err == nil {
 		for _, u := range us {
 			names[u.ID] = u.DisplayName + " <" + u.Email + ">"
