@@ -127,10 +127,10 @@ func (p *Portal) renderUsers(w http.ResponseWriter, r *http.Request, c *identity
 		p.fail(w, c, err)
 		return
 	}
-	// The roles the caller may assign: identity.ListRoles applies the
-	// delegation rules of authz.CheckAssign, the same check AssignRole,
+	// The roles the caller may assign: identity.AssignableRoles applies
+	// the delegation rules of authz.CheckAssign, the same check AssignRole,
 	// InviteUser and VerifyUser make.
-	roles, err := p.id.ListRoles(ctx, c, true)
+	roles, err := p.id.AssignableRoles(ctx, c)
 	if err != nil {
 		p.fail(w, c, err)
 		return

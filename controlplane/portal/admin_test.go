@@ -335,6 +335,44 @@ func TestRoleDropdownFollowsDelegation(t *testing.T) {
 	}
 }
 
+// TestScopedUserManager: a role that manages users in one facility is
+// offered the roles it may assign there, and the server keeps it inside
+// that facility.
+func TestScopedUserManager(t *testing.T) {
+	srv := demo(t)
+	ctx := context.Background()
+	admin := newBrowser(t, srv.URL)
+	admin.login("admin@nordwerk.example")
+	admin.post("/roles", url.Values{"name": {"Facility Lead"}, "rank": {"45"}, "manage_users": {"on"}, "feature_digital_shopfloor": {"read"}})
+	oisc := user(t, srv, "oisc@nordwerk.example")
+	crs, _ := srv.Store.ListCustomRoles(ctx, oisc.TenantID)
+	fs, err := srv.Store.ListFacilities(ctx, oisc.TenantID)
+	if err != nil || len(crs) != 1 || len(fs) == 0 {
+		t.Fatalf("setup: %v %v %v", crs, fs, err)
+	}
+	if code, body := admin.post("/users/"+oisc.ID+"/roles", url.Values{"role": {string(crs[0].ID)}, "scope_kind": {"facility"}, "scope_id": {fs[0].ID}}); code != 200 || !strings.Contains(body, "Facility "+fs[0].ID) {
+		t.Fatalf("assign facility-scoped manager: %d", code)
+	}
+	lead := newBrowser(t, srv.URL)
+	lead.login("oisc@nordwerk.example")
+	_, body := lead.get("/users")
+	got := selectOptions(t, body, "assign-role")
+	slices.Sort(got)
+	if diff := cmp.Diff([]string{"machine_operator", "operator_internal_service_cases"}, got); diff != "" {
+		t.Errorf("facility manager's role options (-want +got):\n%s", diff)
+	}
+	mo := user(t, srv, "mo@nordwerk.example")
+	if code, body := lead.post("/users/"+mo.ID+"/roles", url.Values{"role": {"operator_internal_service_cases"}}); code != 403 || !strings.Contains(body, "assign-error") {
+		t.Errorf("tenant-wide assignment by a facility manager: %d", code)
+	}
+	if code, _ := lead.post("/users/"+mo.ID+"/roles", url.Values{"role": {"operator_internal_service_cases"}, "scope_kind": {"facility"}, "scope_id": {fs[0].ID}}); code != 200 {
+		t.Errorf("assignment inside the facility: %d", code)
+	}
+	if a, ok := hasRole(assignments(t, srv, mo), authz.OperatorInternalCases); !ok || a.Scope.ID != fs[0].ID {
+		t.Errorf("facility assignment not stored: %+v", a)
+	}
+}
+
 // TestAuditPage: newest first, paged, shows the invitation.
 func TestAuditPage(t *testing.T) {
 	srv := demo(t)
