@@ -75,6 +75,37 @@ func (s *Service) ListRoles(ctx context.Context, c *Caller, assignableOnly bool)
 	return out, nil
 }
 
+// AssignableRoles lists the roles the caller may assign somewhere:
+// tenant-wide, or inside a scope in which one of the caller's roles
+// manages users (the same authz.CheckAssign decision AssignRole makes for
+// that scope). Pages offer exactly these; the service still checks the
+// scope actually chosen.
+func (s *Service) AssignableRoles(ctx context.Context, c *Caller) ([]RoleView, error) {
+	all, err := s.ListRoles(ctx, c, false)
+	if err != nil {
+		return nil, err
+	}
+	var scopes []authz.Location
+	for _, a := range c.Principal.Assignments {
+		if r, err := c.role(a.Role); err == nil && r.ManageUsers && a.Scope.Kind != authz.ScopeTenant {
+			scopes = append(scopes, authz.Location{Tenant: c.Tenant.ID, Chain: []authz.Scope{a.Scope}})
+		}
+	}
+	var out []RoleView
+	for _, rv := range all {
+		for _, loc := range scopes {
+			if rv.CanAssign {
+				break
+			}
+			rv.CanAssign = authz.CheckAssign(c.Principal, rv.Role, loc, tenantInfo(c.Tenant)) == nil
+		}
+		if rv.CanAssign {
+			out = append(out, rv)
+		}
+	}
+	return out, nil
+}
+
 func hasTenantRole(t store.Tenant, r authz.TenantRole) bool {
 	for _, x := range t.TenantRoles {
 		if x == r {
@@ -242,6 +273,11 @@ func isAdmin(c *Caller) bool {
 	}
 	return false
 }
+
+// IsTenantAdmin reports whether the caller holds Tenant Admin (and is not
+// pending): what company information, custom roles and the audit log
+// require. Pages use it to decide what to show; the service still checks.
+func (c *Caller) IsTenantAdmin() bool { return isAdmin(c) }
 
 func requireAdmin(c *Caller, what string) error {
 	if !isAdmin(c) {

@@ -213,32 +213,6 @@ func (p *Portal) postMessage(w http.ResponseWriter, r *http.Request, c *identity
 	http.Redirect(w, r, "/cases/"+id+"#chat", http.StatusSeeOther)
 }
 
-func (p *Portal) usersPage(w http.ResponseWriter, r *http.Request, c *identity.Caller) {
-	us, err := p.id.ListUsers(r.Context(), c)
-	if err != nil {
-		p.fail(w, c, err)
-		return
-	}
-	as, err := p.id.TenantAssignments(r.Context(), c)
-	if err != nil {
-		p.fail(w, c, err)
-		return
-	}
-	type row struct {
-		store.User
-		Roles []string
-	}
-	var rows []row
-	for _, u := range us {
-		rr := row{User: u}
-		for _, a := range as[u.ID] {
-			rr.Roles = append(rr.Roles, c.RoleName(a.Role))
-		}
-		rows = append(rows, rr)
-	}
-	p.render(w, http.StatusOK, "users", map[string]any{"Nav": navFor(c, "users"), "Users": rows})
-}
-
 func (p *Portal) devicesPage(w http.ResponseWriter, r *http.Request, c *identity.Caller) {
 	ds, err := p.fleet.ListDevices(r.Context(), c)
 	if err != nil {

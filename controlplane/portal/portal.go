@@ -53,11 +53,13 @@ func New(id *identity.Service, fl *fleet.Service, cs *cases.Service, secure bool
 	funcs := template.FuncMap{
 		"when":  func(t time.Time) string { return t.Local().Format("2006-01-02 15:04") },
 		"label": stateLabel,
+		"args":  templateArgs,
+		"scope": func(k authz.ScopeKind) string { return stateLabel(string(k)) },
 		"connName": func(c string) string {
 			return map[string]string{"vnc": "VNC tunnel", "data_link": "SSC Data Link", "ssc": "Secure Service Connect"}[c]
 		},
 	}
-	for _, page := range []string{"login", "cases", "case", "newcase", "users", "devices", "error", "invite", "register"} {
+	for _, page := range []string{"login", "cases", "case", "newcase", "users", "devices", "error", "invite", "register", "userdelete", "audit", "roles", "company"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+page+".html")
 		if err != nil {
 			return nil, err
@@ -65,6 +67,17 @@ func New(id *identity.Service, fl *fleet.Service, cs *cases.Service, secure bool
 		p.tmpl[page] = t
 	}
 	return p, nil
+}
+
+// templateArgs builds a map from key/value pairs, for sub-templates that
+// need more than one value.
+func templateArgs(kv ...any) map[string]any {
+	m := make(map[string]any, len(kv)/2)
+	for i := 0; i+1 < len(kv); i += 2 {
+		k, _ := kv[i].(string)
+		m[k] = kv[i+1]
+	}
+	return m
 }
 
 func stateLabel(s string) string {
@@ -91,6 +104,18 @@ func (p *Portal) Mount(mux *http.ServeMux) {
 	mux.HandleFunc("POST /cases/{id}/messages", p.authed(p.postMessage))
 	mux.HandleFunc("POST /cases/{id}/remote/{action}", p.authed(p.remoteAction))
 	mux.HandleFunc("GET /users", p.authed(p.usersPage))
+	mux.HandleFunc("POST /users/invite", p.authed(p.inviteUser))
+	mux.HandleFunc("POST /users/{id}/roles", p.authed(p.assignRole))
+	mux.HandleFunc("POST /users/{id}/roles/{aid}/revoke", p.authed(p.revokeRole))
+	mux.HandleFunc("POST /users/{id}/verify", p.authed(p.verifyUser))
+	mux.HandleFunc("GET /users/{id}/delete", p.authed(p.deleteUserPage))
+	mux.HandleFunc("POST /users/{id}/delete", p.authed(p.deleteUser))
+	mux.HandleFunc("GET /audit", p.authed(p.auditPage))
+	mux.HandleFunc("GET /roles", p.authed(p.rolesPage))
+	mux.HandleFunc("POST /roles", p.authed(p.createRole))
+	mux.HandleFunc("POST /roles/{id}/delete", p.authed(p.deleteRole))
+	mux.HandleFunc("GET /company", p.authed(p.companyPage))
+	mux.HandleFunc("POST /company", p.authed(p.updateCompany))
 	mux.HandleFunc("GET /devices", p.authed(p.devicesPage))
 }
 
@@ -102,6 +127,7 @@ type nav struct {
 	Cases         bool
 	MyInternal    bool
 	Users         bool
+	Admin         bool // Tenant Admin: audit log, custom roles, company
 	Devices       bool
 	Active        string
 	CanCreateCase bool
@@ -118,6 +144,7 @@ func navFor(c *identity.Caller, active string) nav {
 		n.MyInternal = n.MyInternal || a.Role == authz.MaintenanceEngineer
 	}
 	n.Users = c.ManagesUsers()
+	n.Admin = c.IsTenantAdmin()
 	n.Devices = eff[authz.EdgeDevices] >= authz.Read || (c.Tenant.Kind == authz.KindOperator && eff[authz.DigitalShopfloor] >= authz.Read)
 	n.CanCreateCase = c.Tenant.Kind == authz.KindOperator && (eff[authz.ServiceCaseManagement] >= authz.Manage || eff[authz.InternalServiceCases] >= authz.Manage)
 	return n

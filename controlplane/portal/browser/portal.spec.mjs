@@ -22,14 +22,14 @@ const browser = await chromium.launch({
 
 const step = (name) => console.log('step:', name);
 
-async function login(email, viewport = { width: 1280, height: 800 }) {
+async function login(email, viewport = { width: 1280, height: 800 }, pw = password) {
   const ctx = await browser.newContext({ viewport });
   const page = await ctx.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
   await page.goto(base + '/login');
   await page.fill('input[name=email]', email);
-  await page.fill('input[name=password]', password);
+  await page.fill('input[name=password]', pw);
   await Promise.all([page.waitForURL(/\/(cases|users|devices)/), page.click('button[type=submit]')]);
   return { ctx, page, errors };
 }
@@ -125,7 +125,87 @@ try {
   await lp.waitForSelector('[data-testid=login-error]');
   await lp.screenshot({ path: path.join(shots, 'login-error.png') });
 
-  for (const s of [me, mo, st, tab, admin]) assert.deepEqual(s.errors, [], 'page errors: ' + s.errors);
+  step('tenant admin: invite a user; the invitee accepts and logs in');
+  assert.equal(await admin.page.locator('[data-testid=nav-audit]').count(), 1);
+  await admin.page.fill('[data-testid=invite-email]', 'invited@nordwerk.example');
+  await admin.page.selectOption('[data-testid=invite-role]', 'machine_operator');
+  await Promise.all([admin.page.waitForLoadState('load'), admin.page.click('[data-testid=invite-submit]')]);
+  const link = await admin.page.locator('[data-testid=invite-link]').getAttribute('href');
+  assert.match(link, /\/invite\?token=/);
+  await admin.page.screenshot({ path: path.join(shots, 'users-invited.png'), fullPage: true });
+  const invitee = await browser.newContext();
+  const ip = await invitee.newPage();
+  await ip.goto(link.startsWith('http') ? link : base + link);
+  await ip.fill('input[name=display_name]', 'Invited Operator');
+  await ip.fill('input[name=password]', 'invited-password-1');
+  await ip.click('button[type=submit]');
+  await ip.waitForSelector('[data-testid=invite-done]');
+  const invited = await login('invited@nordwerk.example', undefined, 'invited-password-1');
+  assert.equal(await invited.page.locator('[data-testid=who]').innerText(), 'Invited Operator');
+  assert.equal(await invited.page.locator('[data-testid=nav-users]').count(), 0, 'invited operator must not see user management');
+
+  step('tenant admin: assign and revoke a role');
+  await admin.page.goto(base + '/users');
+  const moRow = admin.page.locator('tr[data-testid=user][data-email="mo@nordwerk.example"]');
+  await moRow.locator('[data-testid=assign-role]').selectOption('workshop_manager');
+  await Promise.all([admin.page.waitForURL(/#u-/), moRow.locator('[data-testid=assign]').click()]);
+  const wmRole = moRow.locator('li[data-role=workshop_manager]');
+  await wmRole.waitFor();
+  assert.match(await wmRole.innerText(), /Workshop Manager/);
+  assert.equal(await admin.page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1), false, 'users page scrolls sideways');
+  await admin.page.screenshot({ path: path.join(shots, 'users-assigned.png'), fullPage: true });
+  await Promise.all([admin.page.waitForURL(/#u-/), wmRole.locator('[data-testid=revoke]').click()]);
+  await admin.page.waitForLoadState('load');
+  assert.equal(await moRow.locator('li[data-role=workshop_manager]').count(), 0, 'role not revoked');
+  assert.equal(await moRow.locator('li[data-role=machine_operator]').count(), 1);
+
+  step('the service error shows next to the form');
+  const adminRow = admin.page.locator('tr[data-testid=user][data-email="admin@nordwerk.example"]');
+  await Promise.all([admin.page.waitForLoadState('load'), adminRow.locator('li[data-role=tenant_admin] [data-testid=revoke]').click()]);
+  assert.match(await adminRow.locator('[data-testid=revoke-error]').innerText(), /remove their own Tenant Admin role/);
+
+  step('role choices follow delegation: Acme admin cannot newly assign Service Manager');
+  const acme = await login('admin@acme.example');
+  await acme.page.waitForSelector('[data-testid=users]');
+  const offered = await acme.page.locator('[data-testid=invite-role] option').evaluateAll((os) => os.map((o) => o.value));
+  assert.ok(offered.includes('service_technician'), 'assignable role missing: ' + offered);
+  assert.ok(!offered.includes('service_manager'), 'deprecated Service Manager offered: ' + offered);
+  assert.ok((await acme.page.locator('li[data-role=service_manager]').count()) > 0, 'held Service Manager role is listed');
+
+  step('audit log shows the invitation');
+  await admin.page.click('[data-testid=nav-audit]');
+  await admin.page.waitForURL(/\/audit$/);
+  const inviteEvent = admin.page.locator('[data-testid=audit-event][data-action="user.invite"]').first();
+  assert.match(await inviteEvent.innerText(), /invited@nordwerk\.example/);
+  const actions = await admin.page.locator('[data-testid=audit-event]').evaluateAll((rs) => rs.map((r) => r.dataset.action));
+  assert.ok(actions.indexOf('role.revoke') < actions.indexOf('role.assign'), 'newest first: ' + actions);
+  assert.equal(await admin.page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1), false, 'audit page scrolls sideways');
+  await admin.page.screenshot({ path: path.join(shots, 'audit.png'), fullPage: true });
+
+  step('custom roles and company appearance');
+  await admin.page.click('[data-testid=nav-roles]');
+  await admin.page.fill('[data-testid=role-form] input[name=name]', 'Shift Lead');
+  await admin.page.fill('[data-testid=role-form] input[name=rank]', '45');
+  await admin.page.selectOption('[data-testid=role-form] select[name=feature_digital_shopfloor]', 'read');
+  await Promise.all([admin.page.waitForURL(/\/roles$/), admin.page.click('[data-testid=create-role]')]);
+  await admin.page.locator('[data-testid=role]', { hasText: 'Shift Lead' }).waitFor();
+  await admin.page.screenshot({ path: path.join(shots, 'roles.png'), fullPage: true });
+  await admin.page.click('[data-testid=nav-company]');
+  await admin.page.fill('[data-testid=primary-color]', '#aa3300');
+  await Promise.all([admin.page.waitForURL(/saved=1/), admin.page.click('[data-testid=company-save]')]);
+  await admin.page.screenshot({ path: path.join(shots, 'company.png'), fullPage: true });
+  await me.page.goto(base + '/cases');
+  assert.equal(await me.page.locator('header.top').evaluate((el) => getComputedStyle(el).backgroundColor), 'rgb(170, 51, 0)', 'brand colour applies to every user of the tenant');
+  await st.page.goto(base + '/cases');
+  assert.notEqual(await st.page.locator('header.top').evaluate((el) => getComputedStyle(el).backgroundColor), 'rgb(170, 51, 0)', 'brand colour leaks to another tenant');
+
+  step('non-admins get 403 on admin pages');
+  for (const p of ['/users', '/audit', '/roles', '/company']) {
+    const resp = await me.page.goto(base + p);
+    assert.equal(resp.status(), 403, p);
+  }
+
+  for (const s of [me, mo, st, tab, admin, invited, acme]) assert.deepEqual(s.errors, [], 'page errors: ' + s.errors);
   console.log('browser test passed');
 } finally {
   await browser.close();
