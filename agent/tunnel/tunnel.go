@@ -377,22 +377,35 @@ func (m *Manager) serve(t *tunnel, c net.Conn) {
 	m.log.Info("tunnel connection closed", "grant", t.grant, "target", req.Target, "bytes_to_target", up, "bytes_from_target", down)
 }
 
-// Splice copies a→b and b→a until either side ends, then closes both.
-// It returns the bytes copied each way.
+// Splice copies a→b and b→a until both directions end, then closes
+// both. When one side finishes sending, the other side's write half is
+// closed (TCP half-close), so answers still flow back; an error in either
+// direction closes everything. It returns the bytes copied each way.
 func Splice(a, b net.Conn) (aToB, bToA int64) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		bToA, _ = io.Copy(a, b)
-		a.Close()
-		b.Close()
+		bToA = pipe(a, b)
 	}()
-	aToB, _ = io.Copy(b, a)
+	aToB = pipe(b, a)
+	wg.Wait()
 	a.Close()
 	b.Close()
-	wg.Wait()
 	return aToB, bToA
+}
+
+// pipe copies src to dst; at src's EOF it half-closes dst, on an error it
+// closes both.
+func pipe(dst, src net.Conn) int64 {
+	n, err := io.Copy(dst, src)
+	cw, ok := dst.(interface{ CloseWrite() error })
+	if err == nil && ok && cw.CloseWrite() == nil {
+		return n
+	}
+	dst.Close()
+	src.Close()
+	return n
 }
 
 // FileConsent returns a Consent check that requires the file at path to

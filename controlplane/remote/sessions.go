@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gantry-iot/gantry/controlplane/cases"
+	"github.com/gantry-iot/gantry/pkg/wsconn"
 )
 
 // WebSocketPath is where sessions are opened.
@@ -251,6 +252,17 @@ func (s *Sessions) relay(ss *session) {
 		if err != nil {
 			s.end(ss, "the client closed the session")
 			break
+		}
+		if typ == websocket.TextMessage {
+			// The only text message is the client's half-close.
+			b, _ := io.ReadAll(io.LimitReader(rd, 16))
+			cw, ok := ss.conn.(interface{ CloseWrite() error })
+			if string(b) != wsconn.HalfClose || !ok {
+				s.end(ss, "protocol error: only binary WebSocket messages are relayed")
+				break
+			}
+			_ = cw.CloseWrite()
+			continue
 		}
 		if typ != websocket.BinaryMessage {
 			s.end(ss, "protocol error: only binary WebSocket messages are relayed")

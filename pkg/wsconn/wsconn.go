@@ -93,6 +93,19 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// HalfClose is the text message that tells the control plane the client
+// has finished sending (TCP half-close); binary data may still arrive.
+const HalfClose = "eof"
+
+// CloseWrite signals the end of the client's data, like TCP's half-close:
+// the control plane half-closes the connection to the target, which may
+// still answer.
+func (c *Conn) CloseWrite() error {
+	c.wm.Lock()
+	defer c.wm.Unlock()
+	return c.ws.WriteMessage(websocket.TextMessage, []byte(HalfClose))
+}
+
 // Close sends a normal close frame and closes the connection.
 func (c *Conn) Close() error {
 	c.wm.Lock()

@@ -34,7 +34,7 @@ func binaries(t *testing.T) string {
 		if buildErr != nil {
 			return
 		}
-		out, err := exec.Command("go", "build", "-o", binDir+"/", "../../controlplane/cmd/gantry-controlplane", "../../agent/cmd/gantry-agent").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", binDir+"/", "../../controlplane/cmd/gantry-controlplane", "../../agent/cmd/gantry-agent", "../../controlplane/cmd/gantryctl").CombinedOutput()
 		if err != nil {
 			buildErr = &buildError{err, string(out)}
 		}

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -56,7 +58,26 @@ func listenLoopback(t *testing.T) net.Listener {
 	return l
 }
 
-func newRemoteWorld(t *testing.T) *remoteWorld {
+func newRemoteWorld(t *testing.T) *remoteWorld { return newRemoteWorldOn(t, nil) }
+
+// restartable is a control plane on fixed addresses that a test can stop
+// and start again.
+type restartable struct {
+	httpAddr, mqttAddr, dataDir string
+	cmd                         *exec.Cmd
+}
+
+func (r *restartable) start(t *testing.T) *controlPlane {
+	r.cmd = runControlPlane(t, r.httpAddr, r.mqttAddr, r.dataDir)
+	return &controlPlane{url: "http://" + r.httpAddr, cmd: r.cmd, http: &http.Client{Timeout: 20 * time.Second}, dataDir: r.dataDir}
+}
+
+func (r *restartable) stop() {
+	_ = r.cmd.Process.Signal(os.Interrupt)
+	_, _ = r.cmd.Process.Wait()
+}
+
+func newRemoteWorldOn(t *testing.T, rs *restartable) *remoteWorld {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &remoteWorld{rfb: rfbserver.New(rfbserver.Config{Width: 320, Height: 200}, nil)}
@@ -74,7 +95,11 @@ func newRemoteWorld(t *testing.T) *remoteWorld {
 		w.rfb.Close()
 	})
 
-	w.cp = startControlPlane(t)
+	if rs != nil {
+		w.cp = rs.start(t)
+	} else {
+		w.cp = startControlPlane(t)
+	}
 	cp := w.cp
 	// The Master Data Manager points the demo model's template at the
 	// test targets.
@@ -320,4 +345,127 @@ func TestRemoteAccessVNC(t *testing.T) {
 	if _, err := ra.OpenSession(ctx, connect.NewRequest(&gantryv1.OpenSessionRequest{CaseId: caseID, ConnectionType: "vnc"})); connect.CodeOf(err) != connect.CodeFailedPrecondition {
 		t.Errorf("session after deactivation: %v", err)
 	}
+}
+
+// TestGantryctlTunnel: SSC Data Link through gantryctl — 100 MB through
+// the local port, the control plane, the hub and the agent process to
+// tcpecho and back, checksummed; a disallowed target is refused; vnc
+// exposes the HMI to a native viewer (go-vnc here).
+func TestGantryctlTunnel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real processes")
+	}
+	w := newRemoteWorld(t)
+	ctx := context.Background()
+	me := w.cases(t, "me@nordwerk.example")
+	cs, err := me.CreateCase(ctx, connect.NewRequest(&gantryv1.CreateCaseRequest{AssetId: w.assetID, Kind: "internal", Title: "PLC diagnostics"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caseID := cs.Msg.Case.Id
+	home := t.TempDir()
+	ctl := func(args ...string) *exec.Cmd {
+		c := exec.Command(filepath.Join(binaries(t), "gantryctl"), append([]string{"--server", w.cp.url}, args...)...)
+		c.Env = append(os.Environ(), "HOME="+home, "GANTRY_PASSWORD=gantry-demo-1", "XDG_CONFIG_HOME="+home)
+		return c
+	}
+	if out, err := ctl("login", "--email", "me@nordwerk.example").CombinedOutput(); err != nil {
+		t.Fatalf("login: %v\n%s", err, out)
+	}
+	if out, err := ctl("remote", "activate", caseID, "--minutes", "30").CombinedOutput(); err != nil || !strings.Contains(string(out), "ACTIVE") {
+		t.Fatalf("activate: %v\n%s", err, out)
+	}
+	// A target the template does not list is refused.
+	if out, err := ctl("tunnel", caseID, "--target", "127.0.0.1:22").CombinedOutput(); err == nil || !strings.Contains(string(out), "not allowed") {
+		t.Errorf("disallowed target: %v\n%s", err, out)
+	}
+	// Start a tunnel and read its local address.
+	addrOf := func(c *exec.Cmd) string {
+		out, err := c.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if testing.Verbose() {
+			c.Stderr = os.Stderr
+		}
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Process.Kill(); _, _ = c.Process.Wait() })
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil {
+			t.Fatalf("gantryctl printed no address: %v", err)
+		}
+		f := strings.Fields(strings.TrimSpace(line))
+		i := len(f) - 1
+		for i > 0 && !strings.Contains(f[i], "127.0.0.1:") {
+			i--
+		}
+		return f[i]
+	}
+	local := addrOf(ctl("tunnel", caseID, "--target", w.echoAddr, "--listen", "127.0.0.1:0"))
+	c, err := net.Dial("tcp", local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 100 << 20
+	start := time.Now()
+	sent, recv, err := tcpecho.RoundTrip(ctx, c, n, 42)
+	c.Close()
+	if err != nil || sent != recv {
+		t.Fatalf("100 MB round trip through gantryctl tunnel: %v", err)
+	}
+	t.Logf("100 MB each way through gantryctl tunnel in %v (%.1f MB/s each way)", time.Since(start).Round(time.Millisecond), float64(n)/(1<<20)/time.Since(start).Seconds())
+
+	// gantryctl vnc: a native viewer reads the test pattern.
+	vncLocal := addrOf(ctl("vnc", caseID, "--listen", "127.0.0.1:0"))
+	vc, err := net.Dial("tcp", vncLocal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, msgs := vncClient(t, vc)
+	firstFrame(t, cc, msgs, w.rfb.Generation())
+	cc.Close()
+}
+
+// TestRemoteAccessSurvivesControlPlaneRestart: grants live in the store;
+// after a control-plane restart (new hub keys, new hub port) the agent
+// reconnects and its tunnel is brought up again without a new activation.
+func TestRemoteAccessSurvivesControlPlaneRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real processes")
+	}
+	rs := &restartable{httpAddr: freePort(t), mqttAddr: freePort(t), dataDir: t.TempDir()}
+	w := newRemoteWorldOn(t, rs)
+	ctx := context.Background()
+	cs, err := w.cases(t, "me@nordwerk.example").CreateCase(ctx, connect.NewRequest(&gantryv1.CreateCaseRequest{AssetId: w.assetID, Kind: "internal", Title: "Restart drill"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caseID := cs.Msg.Case.Id
+	if _, err := w.remote(t, "me@nordwerk.example").ActivateRemoteAccess(ctx, connect.NewRequest(&gantryv1.ActivateRemoteAccessRequest{CaseId: caseID})); err != nil {
+		t.Fatal(err)
+	}
+	c, err := w.dialSession(ctx, w.remote(t, "me@nordwerk.example"), caseID, "vnc", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	rs.stop()
+	w.cp = rs.start(t)
+	ra := w.remote(t, "me@nordwerk.example")
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		c, err = w.dialSession(ctx, ra, caseID, "vnc", "")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no session after the control plane restarted: %v", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	cc, msgs := vncClient(t, c)
+	firstFrame(t, cc, msgs, w.rfb.Generation())
+	cc.Close()
 }

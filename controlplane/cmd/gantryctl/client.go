@@ -103,17 +103,9 @@ func (e *env) dial() (*grpc.ClientConn, error) {
 	if u.Scheme == "http" {
 		creds = insecure.NewCredentials()
 	} else {
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-		if e.g.ca != "" {
-			pem, err := os.ReadFile(e.g.ca)
-			if err != nil {
-				return nil, fmt.Errorf("--ca: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("--ca %s: no PEM certificates found", e.g.ca)
-			}
-			cfg.RootCAs = pool
+		cfg, err := e.tlsConfig()
+		if err != nil {
+			return nil, err
 		}
 		creds = credentials.NewTLS(cfg)
 	}
@@ -127,6 +119,23 @@ func (e *env) dial() (*grpc.ClientConn, error) {
 	}
 	e.conn, err = grpc.NewClient(host, grpc.WithTransportCredentials(creds))
 	return e.conn, err
+}
+
+// tlsConfig trusts the system roots, or the --ca bundle.
+func (e *env) tlsConfig() (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if e.g.ca != "" {
+		pem, err := os.ReadFile(e.g.ca)
+		if err != nil {
+			return nil, fmt.Errorf("--ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca %s: no PEM certificates found", e.g.ca)
+		}
+		cfg.RootCAs = pool
+	}
+	return cfg, nil
 }
 
 // authed returns a context carrying the saved session token.

@@ -22,6 +22,9 @@ var domainCommands = map[string]command{
 	"customers":  sub(map[string]command{"orgs": cmdOrgsList, "create-org": cmdOrgCreate, "list": cmdCustomersList, "create": cmdCustomerCreate, "invite": cmdCustomerInvite, "machines": cmdMachinesList, "add-machine": cmdMachineCreate, "propose": cmdPropose, "contracts": cmdContracts, "add-contract": cmdAddContract, "set-external": cmdSetExternal}),
 	"models":     sub(map[string]command{"list": cmdModelsList, "show": cmdModelShow, "apply": cmdModelApply}),
 	"devices":    sub(map[string]command{"list": cmdDevicesList, "create": cmdDeviceCreate, "link": cmdDeviceLink, "enroll-token": cmdEnrollToken, "command": cmdDeviceCommand, "values": cmdDeviceValues}),
+	"remote":     sub(map[string]command{"show": cmdRemoteShow, "activate": cmdRemoteActivate, "deactivate": cmdRemoteDeactivate, "request": cmdRemoteRequest, "decide": cmdRemoteDecide}),
+	"vnc":        cmdVNC,
+	"tunnel":     cmdTunnel,
 	"cases":      sub(map[string]command{"list": cmdCasesList, "create": cmdCaseCreate, "show": cmdCaseShow, "update": cmdCaseUpdate, "chat": cmdChat, "say": cmdSay}),
 }
 

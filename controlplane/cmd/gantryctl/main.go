@@ -85,6 +85,19 @@ Service cases:
   cases chat CASE_ID [--follow]      read (and follow) the case's chat
   cases say CASE_ID MESSAGE…         post to the case's chat
 
+Remote access (SPEC §4):
+  remote show CASE_ID                 the case's grant and access requests
+  remote activate CASE_ID [--minutes N]   activate (or extend) remote access (operator side)
+  remote deactivate CASE_ID           end remote access; live sessions close within a second
+  remote request CASE_ID --reason R [--minutes N]   ask the operator to activate (providers)
+  remote decide REQUEST_ID --approve|--decline
+  vnc CASE_ID [--listen 127.0.0.1:5900] [--target HOST:PORT]
+                             expose the machine's VNC server on a local port for a
+                             native viewer (each viewer connection is one audited session)
+  tunnel CASE_ID --target HOST:PORT [--listen 127.0.0.1:N]
+                             SSC Data Link: forward a local TCP port to a template-allowed
+                             target on the machine network (e.g. a PLC on 102, 502, 4840)
+
 Global flags:
   --server URL   control plane URL (default $GANTRY_SERVER or http://127.0.0.1:8080)
   --json         print responses as JSON
