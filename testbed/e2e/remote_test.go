@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -58,7 +59,7 @@ func listenLoopback(t *testing.T) net.Listener {
 	return l
 }
 
-func newRemoteWorld(t *testing.T) *remoteWorld { return newRemoteWorldOn(t, nil) }
+func newRemoteWorld(t *testing.T) *remoteWorld { return newRemoteWorldOn(t, nil, "") }
 
 // restartable is a control plane on fixed addresses that a test can stop
 // and start again.
@@ -77,12 +78,18 @@ func (r *restartable) stop() {
 	_, _ = r.cmd.Process.Wait()
 }
 
-func newRemoteWorldOn(t *testing.T, rs *restartable) *remoteWorld {
+// newRemoteWorldOn builds the world on a restartable control plane (nil:
+// a throwaway one) with the template's VNC target at vncAddr (empty: the
+// world's rfbserver).
+func newRemoteWorldOn(t *testing.T, rs *restartable, vncAddr string) *remoteWorld {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &remoteWorld{rfb: rfbserver.New(rfbserver.Config{Width: 320, Height: 200}, nil)}
 	vl, el := listenLoopback(t), listenLoopback(t)
 	w.vncAddr, w.echoAddr = vl.Addr().String(), el.Addr().String()
+	if vncAddr != "" {
+		w.vncAddr = vncAddr
+	}
 	done := make(chan struct{}, 2)
 	go func() { w.rfb.Serve(ctx, vl); done <- struct{}{} }()
 	go func() { tcpecho.Serve(ctx, el); done <- struct{}{} }()
@@ -436,7 +443,7 @@ func TestRemoteAccessSurvivesControlPlaneRestart(t *testing.T) {
 		t.Skip("runs real processes")
 	}
 	rs := &restartable{httpAddr: freePort(t), mqttAddr: freePort(t), dataDir: t.TempDir()}
-	w := newRemoteWorldOn(t, rs)
+	w := newRemoteWorldOn(t, rs, "")
 	ctx := context.Background()
 	cs, err := w.cases(t, "me@nordwerk.example").CreateCase(ctx, connect.NewRequest(&gantryv1.CreateCaseRequest{AssetId: w.assetID, Kind: "internal", Title: "Restart drill"}))
 	if err != nil {
@@ -468,4 +475,122 @@ func TestRemoteAccessSurvivesControlPlaneRestart(t *testing.T) {
 	cc, msgs := vncClient(t, c)
 	firstFrame(t, cc, msgs, w.rfb.Generation())
 	cc.Close()
+}
+
+// x11vnc runs a real VNC server (x11vnc on an Xvfb display whose root
+// window is filled with one colour) and returns its address.
+func x11vnc(t *testing.T, color string) string {
+	t.Helper()
+	for _, bin := range []string{"Xvfb", "x11vnc", "xsetroot"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("%s not installed (apt-get install -y xvfb x11vnc x11-xserver-utils; .ci/deps does it)", bin)
+		}
+	}
+	r, wr, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := exec.Command("Xvfb", "-displayfd", "3", "-screen", "0", "320x200x24", "-nolisten", "tcp", "-noreset")
+	x.ExtraFiles = []*os.File{wr}
+	if err := x.Start(); err != nil {
+		t.Fatal(err)
+	}
+	wr.Close()
+	t.Cleanup(func() { _ = x.Process.Kill(); _, _ = x.Process.Wait() })
+	line, err := bufio.NewReader(r).ReadString('\n')
+	r.Close()
+	if err != nil {
+		t.Fatalf("Xvfb printed no display: %v", err)
+	}
+	display := ":" + strings.TrimSpace(line)
+	if out, err := exec.Command("xsetroot", "-display", display, "-solid", color).CombinedOutput(); err != nil {
+		t.Fatalf("xsetroot: %v\n%s", err, out)
+	}
+	addr := freePort(t)
+	_, port, _ := net.SplitHostPort(addr)
+	v := exec.Command("x11vnc", "-display", display, "-rfbport", port, "-localhost", "-nopw", "-forever", "-shared", "-norc", "-quiet", "-noxdamage", "-noshm", "-nocursor")
+	if err := v.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = v.Process.Kill(); _, _ = v.Process.Wait() })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("x11vnc does not listen on %s: %v", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestRemoteAccessX11VNC: the same VNC path against a real VNC server:
+// x11vnc on Xvfb from Debian; every pixel of the first frame read through
+// WebSocket, hub and agent has the root window's colour.
+func TestRemoteAccessX11VNC(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real processes")
+	}
+	addr := x11vnc(t, "#ff8000")
+	w := newRemoteWorldOn(t, nil, addr)
+	ctx := context.Background()
+	cs, err := w.cases(t, "me@nordwerk.example").CreateCase(ctx, connect.NewRequest(&gantryv1.CreateCaseRequest{AssetId: w.assetID, Kind: "internal", Title: "HMI check"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ra := w.remote(t, "me@nordwerk.example")
+	if _, err := ra.ActivateRemoteAccess(ctx, connect.NewRequest(&gantryv1.ActivateRemoteAccessRequest{CaseId: cs.Msg.Case.Id})); err != nil {
+		t.Fatal(err)
+	}
+	c, err := w.dialSession(ctx, ra, cs.Msg.Case.Id, "vnc", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, msgs := vncClient(t, c)
+	defer cc.Close()
+	if cc.FrameBufferWidth != 320 || cc.FrameBufferHeight != 200 {
+		t.Fatalf("framebuffer %dx%d, want 320x200", cc.FrameBufferWidth, cc.FrameBufferHeight)
+	}
+	// x11vnc polls the screen: ask for full frames until one shows the
+	// painted root window, and check every pixel of it.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if err := cc.FramebufferUpdateRequest(false, 0, 0, 320, 200); err != nil {
+			t.Fatal(err)
+		}
+		var fu *vnc.FramebufferUpdateMessage
+		select {
+		case m := <-msgs:
+			fu, _ = m.(*vnc.FramebufferUpdateMessage)
+		case <-time.After(10 * time.Second):
+			t.Fatal("no framebuffer update from x11vnc")
+		}
+		if fu == nil {
+			continue
+		}
+		pixels, bad := 0, ""
+		for _, r := range fu.Rectangles {
+			raw, ok := r.Enc.(*vnc.RawEncoding)
+			if !ok {
+				t.Fatalf("encoding %T", r.Enc)
+			}
+			for i, px := range raw.Colors {
+				if bad == "" && (px.R != 255 || px.G != 128 || px.B != 0) {
+					bad = fmt.Sprintf("pixel %d of rectangle at %d,%d is %v", i, r.X, r.Y, px)
+				}
+			}
+			pixels += len(raw.Colors)
+		}
+		if bad == "" && pixels == 320*200 {
+			return
+		}
+		t.Logf("frame: %d rectangles, %d pixels, %s", len(fu.Rectangles), pixels, bad)
+		if time.Now().After(deadline) {
+			t.Fatalf("x11vnc frame through the tunnel: %d pixels, %s; want all #ff8000", pixels, bad)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
