@@ -2,6 +2,7 @@ package acceptance
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -170,24 +171,122 @@ func (w *world) startAgent(t *testing.T, dev string) *agenttest.Agent {
 // server's greeting must arrive through the WebSocket, the hub and the
 // agent.
 func (w *world) useVNC(ctx context.Context, c gantryv1connect.RemoteAccessServiceClient, caseID string) error {
-	s, err := c.OpenSession(ctx, connect.NewRequest(&gantryv1.OpenSessionRequest{CaseId: caseID, ConnectionType: "vnc"}))
+	conn, err := w.openVNC(ctx, c, caseID)
 	if err != nil {
 		return err
 	}
+	return conn.Close()
+}
+
+// openVNC opens a session and returns it after the RFB greeting.
+func (w *world) openVNC(ctx context.Context, c gantryv1connect.RemoteAccessServiceClient, caseID string) (net.Conn, error) {
+	s, err := c.OpenSession(ctx, connect.NewRequest(&gantryv1.OpenSessionRequest{CaseId: caseID, ConnectionType: "vnc"}))
+	if err != nil {
+		return nil, err
+	}
 	if s.Msg.Target != "10.0.0.10:5900" {
-		return fmt.Errorf("session target %q, want the template's 10.0.0.10:5900", s.Msg.Target)
+		return nil, fmt.Errorf("session target %q, want the template's 10.0.0.10:5900", s.Msg.Target)
 	}
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	conn, err := wsconn.Dial(dctx, "ws"+strings.TrimPrefix(w.srv.URL, "http")+s.Msg.WebsocketPath+"?token="+s.Msg.Token, nil)
 	if err != nil {
-		return fmt.Errorf("session allowed but not opened: %w", err)
+		return nil, fmt.Errorf("session allowed but not opened: %w", err)
 	}
-	defer conn.Close()
 	_ = conn.SetReadDeadline(time.Now().Add(15 * time.Second))
 	greeting := make([]byte, 12)
 	if _, err := io.ReadFull(conn, greeting); err != nil || string(greeting) != "RFB 003.008\n" {
-		return fmt.Errorf("no RFB greeting through the session: %q %v", greeting, err)
+		conn.Close()
+		return nil, fmt.Errorf("no RFB greeting through the session: %q %v", greeting, err)
 	}
-	return nil
+	_ = conn.SetReadDeadline(time.Time{})
+	return conn, nil
+}
+
+// waitClosed waits for the server to end a session and returns the close
+// reason and how long it took.
+func waitClosed(t *testing.T, conn net.Conn, within time.Duration) (string, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	_ = conn.SetReadDeadline(start.Add(within))
+	_, err := io.Copy(io.Discard, conn)
+	var cr *wsconn.CloseReason
+	if !errors.As(err, &cr) {
+		t.Fatalf("session not ended by the server within %v: %v", within, err)
+	}
+	return cr.Text, time.Since(start)
+}
+
+// TestRule_LiveSessionsEndWhenAccessEnds: role removal, expiry and device
+// unlink end a live session within 1 s (3 s allowed under -race), with
+// the reason in the WebSocket close frame; more denials for "use".
+func TestRule_LiveSessionsEndWhenAccessEnds(t *testing.T) {
+	storetest.ForEach(t, func(t *testing.T, newStore storetest.Factory) {
+		w := newWorld(t, newStore(t))
+		w.startAgent(t, "D1")
+		ctx := context.Background()
+		me := w.remoteClient("O1/ME")
+
+		// Role removal.
+		conn, err := w.openVNC(ctx, me, w.id("I1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		admin := gantryv1connect.NewRoleServiceClient(http.DefaultClient, w.srv.URL, connect.WithProtoJSON(), servertest.Bearer(w.actor("O1/admin").Token))
+		as, err := admin.ListAssignments(ctx, connect.NewRequest(&gantryv1.ListAssignmentsRequest{UserId: w.actor("O1/ME").ID}))
+		if err != nil || len(as.Msg.Assignments) != 1 {
+			t.Fatalf("ME's assignments: %v %v", as, err)
+		}
+		if _, err := admin.RevokeRole(ctx, connect.NewRequest(&gantryv1.RevokeRoleRequest{AssignmentId: as.Msg.Assignments[0].Id})); err != nil {
+			t.Fatal(err)
+		}
+		reason, took := waitClosed(t, conn, 10*time.Second)
+		t.Logf("role removed → session closed in %v: %s", took.Round(time.Millisecond), reason)
+		if took > 3*time.Second || !strings.Contains(reason, "access ended") {
+			t.Errorf("role removal: closed after %v with %q", took, reason)
+		}
+
+		// Expiry: the grant on I1 runs out in a moment.
+		mo := w.remoteClient("O1/MO")
+		conn, err = w.openVNC(ctx, mo, w.id("I1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := w.srv.Store.LatestGrant(ctx, w.id("I1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		expires := time.Now().Add(500 * time.Millisecond)
+		if err := w.srv.Store.ExtendGrant(ctx, g.ID, expires); err != nil {
+			t.Fatal(err)
+		}
+		reason, _ = waitClosed(t, conn, 10*time.Second)
+		if late := time.Since(expires); late > 3*time.Second || !strings.Contains(reason, "expired") {
+			t.Errorf("expiry: closed %v after expiry with %q", late, reason)
+		}
+
+		// Device unlink: the shared case S1's grant belongs to D1.
+		st := w.remoteClient("P1/ST")
+		conn, err = w.openVNC(ctx, st, w.id("S1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.srv.Store.LinkDevice(ctx, w.id("D1"), ""); err != nil {
+			t.Fatal(err)
+		}
+		reason, took = waitClosed(t, conn, 10*time.Second)
+		if took > 3*time.Second || !strings.Contains(reason, "no longer serves") {
+			t.Errorf("device unlink: closed after %v with %q", took, reason)
+		}
+
+		// More "use" denials: Master Data Manager and an unrelated provider.
+		for _, who := range []string{"P1/MDM", "P2/ST", "O2/MO", "O1/admin"} {
+			_, err := w.remoteClient(who).OpenSession(ctx, connect.NewRequest(&gantryv1.OpenSessionRequest{CaseId: w.id("S1"), ConnectionType: "vnc"}))
+			switch connect.CodeOf(err) {
+			case connect.CodePermissionDenied, connect.CodeNotFound:
+			default:
+				t.Errorf("%s uses S1: %v", who, err)
+			}
+		}
+	})
 }

@@ -94,6 +94,15 @@ func (s *Service) authorizeUse(ctx context.Context, c *identity.Caller, caseID, 
 	if !allowedType {
 		return Use{}, cs, errkind.Invalidf("connection_type", "the grant allows %v, not %s", g.ConnectionTypes, conn)
 	}
+	// The grant is bound to the device that served the asset when it was
+	// activated: unlinking or replacing the device ends its use.
+	a, err := s.repo.GetAsset(ctx, g.AssetID)
+	if err != nil {
+		return Use{}, cs, err
+	}
+	if dev, err := s.grants().DeviceForMachine(ctx, a.CustomerMachineID); a.CustomerMachineID == "" || err != nil || dev.ID != g.DeviceID {
+		return Use{}, cs, errkind.New(errkind.Precondition, "case_id", "the edge device of this grant no longer serves asset %s; activate remote access again", a.Name)
+	}
 	ra, err := s.template(ctx, g.AssetID)
 	if err != nil {
 		return Use{}, cs, err

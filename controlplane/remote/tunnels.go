@@ -57,7 +57,7 @@ func NewTunnels(hub *Hub, src GrantSource, send Sender, onEnd func(grantID, reas
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Tunnels{hub: hub, src: src, send: send, log: logger, onEnd: onEnd, kick: make(chan struct{}, 1), retry: 3 * time.Second, state: map[string]*tunnelState{}}
+	return &Tunnels{hub: hub, src: src, send: send, log: logger, onEnd: onEnd, kick: make(chan struct{}, 1), retry: 2 * time.Second, state: map[string]*tunnelState{}}
 }
 
 // Kick reconciles now (after activation, deactivation, case changes).
