@@ -204,7 +204,7 @@ func seedDomain(ctx context.Context, st store.Store, tenants map[string]store.Te
 			if err != nil {
 				return "", err
 			}
-			in, err := st.CreateCase(ctx, store.Case{TenantID: nord.ID, AssetID: assets[1].ID, Kind: store.CaseInternal, Title: "Coolant pump noisy",
+			in, err := st.CreateCase(ctx, store.Case{TenantID: nord.ID, AssetID: assets[0].ID, Kind: store.CaseInternal, Title: "Coolant pump noisy",
 				Description: "Check before calling the machine builder.", State: store.StateInProgress, CreatedBy: me.ID, AssigneeID: me.ID})
 			if err != nil {
 				return "", err

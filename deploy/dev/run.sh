@@ -10,7 +10,8 @@ bin/gantry-controlplane serve --dev --data-dir "$data" "$@" &
 cp=$!
 agent=""
 sim=""
-cleanup() { [ -n "$agent" ] && kill "$agent" 2>/dev/null; [ -n "$sim" ] && kill "$sim" 2>/dev/null; kill "$cp" 2>/dev/null; wait 2>/dev/null; }
+peers=()
+cleanup() { [ -n "$agent" ] && kill "$agent" 2>/dev/null; [ -n "$sim" ] && kill "$sim" 2>/dev/null; for p in "${peers[@]}"; do kill "$p" 2>/dev/null; done; kill "$cp" 2>/dev/null; wait 2>/dev/null; }
 trap cleanup EXIT INT TERM
 
 # Wait for the API (the first start seeds the demo data), then enroll the
@@ -36,9 +37,27 @@ cat > "$data/opcua-template.json" <<'JSON'
   {"node_id": "ns=1;s=cnc1.Running", "name": "Running", "sampling_interval_ms": 1000},
   {"node_id": "ns=1;s=cnc1.EnergyCounter", "name": "Energy", "unit": "kWh", "sampling_interval_ms": 1000}]}
 JSON
+# A simulated HMI (VNC test pattern) and PLC port (TCP echo) on the
+# gateway's loopback, and the demo model's remote-access template pointed
+# at them (once), so remote sessions work out of the box.
+bin/rfbserver --listen 127.0.0.1:5900 >"$data/rfbserver.log" 2>&1 &
+peers+=($!)
+bin/tcpecho --listen 127.0.0.1:5020 >"$data/tcpecho.log" 2>&1 &
+peers+=($!)
+if [ ! -f "$data/remote-demo.done" ]; then
+  (
+    export HOME="$PWD/$data/gantryctl" GANTRY_PASSWORD=gantry-demo-1
+    ctl() { bin/gantryctl --server http://127.0.0.1:8080 "$@"; }
+    ctl login --email mdm@acme.example >/dev/null
+    id=$(ctl --json models list | grep -o '"id": *"[^"]*"' | head -1 | sed -E 's/.*"([^"]+)"$/\1/')
+    ctl --json models show "$id" | sed -e 's/192\.168\.10\.20:5900/127.0.0.1:5900/' -e 's/192\.168\.10\.30:502"/127.0.0.1:5020"/' >"$data/demo-model.json"
+    ctl models apply -f "$data/demo-model.json" >/dev/null
+  ) && touch "$data/remote-demo.done" || echo "run: could not point the demo model at the local test peers (remote sessions will fail)" >&2
+fi
 if [ -f "$data/agent/device.json" ]; then
   bin/gantry-agent run --state-dir "$data/agent" --metrics-listen 127.0.0.1:9101 --opcua-template "$data/opcua-template.json" 2>"$data/agent.log" &
   agent=$!
   echo "Simulated agent: demo gateway enrolled, collecting from the OPC-UA simulator on opc.tcp://127.0.0.1:4840 (log: $data/agent.log, metrics: http://127.0.0.1:9101/metrics)"
+  echo "Remote access: the demo gateway reaches a VNC test pattern on 127.0.0.1:5900 and a TCP echo 'PLC' on 127.0.0.1:5020 (see README: Remote access)"
 fi
 wait "$cp"
