@@ -261,7 +261,9 @@ func TestRule_LiveSessionsEndWhenAccessEnds(t *testing.T) {
 			t.Fatal(err)
 		}
 		reason, _ = waitClosed(t, conn, 10*time.Second)
-		if late := time.Since(expires); late > 3*time.Second || !strings.Contains(reason, "expired") {
+		// Whichever notices first words it: the session re-check ("expired")
+		// or the tunnel manager ending the grant.
+		if late := time.Since(expires); late > 3*time.Second || !strings.Contains(reason, "expired") && !strings.Contains(reason, "grant ended") {
 			t.Errorf("expiry: closed %v after expiry with %q", late, reason)
 		}
 
@@ -277,6 +279,46 @@ func TestRule_LiveSessionsEndWhenAccessEnds(t *testing.T) {
 		reason, took = waitClosed(t, conn, 10*time.Second)
 		if took > 3*time.Second || !strings.Contains(reason, "no longer serves") {
 			t.Errorf("device unlink: closed after %v with %q", took, reason)
+		}
+
+		// Case closing ends the grant and the session (WM may use I1 too).
+		if err := w.srv.Store.LinkDevice(ctx, w.id("D1"), w.id("CM-A1")); err != nil {
+			t.Fatal(err)
+		}
+		conn, err = w.openVNC(ctx, w.remoteClient("O1/WM"), w.id("I1"))
+		if err == nil {
+			t.Fatal("session opened on I1 after its grant expired")
+		}
+		if _, err := w.remoteClient("O1/OISC").ActivateRemoteAccess(ctx, connect.NewRequest(&gantryv1.ActivateRemoteAccessRequest{CaseId: w.id("I1"), DurationMinutes: 10})); err != nil {
+			t.Fatal(err)
+		}
+		conn, err = w.openVNC(ctx, w.remoteClient("O1/WM"), w.id("I1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.caseClient("O1/ME2").UpdateCase(ctx, connect.NewRequest(&gantryv1.UpdateCaseRequest{Id: w.id("I1"), State: "closed"})); err != nil {
+			t.Fatal(err)
+		}
+		reason, took = waitClosed(t, conn, 10*time.Second)
+		if took > 3*time.Second || !strings.Contains(reason, "grant ended") && !strings.Contains(reason, "not active") && !strings.Contains(reason, "closed") {
+			t.Errorf("case closing: closed after %v with %q", took, reason)
+		}
+		// Every attempt and every session is in the operator's audit log,
+		// sessions with their byte counts.
+		audit := gantryv1connect.NewAuditServiceClient(http.DefaultClient, w.srv.URL, connect.WithProtoJSON(), servertest.Bearer(w.actor("O1/admin").Token))
+		evs, err := audit.ListAudit(ctx, connect.NewRequest(&gantryv1.ListAuditRequest{Limit: 200}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		count := map[string]int{}
+		for _, e := range evs.Msg.Events {
+			count[e.Action]++
+			if e.Action == "remote_access.session" && (!strings.Contains(e.Detail, "bytes to the machine") || !strings.Contains(e.Detail, "10.0.0.10:5900") || e.Target == "") {
+				t.Errorf("session audit lacks target/bytes: %+v", e)
+			}
+		}
+		if count["remote_access.use"] < 4 || count["remote_access.session"] < 4 || count["remote_access.use_denied"] < 1 {
+			t.Errorf("audit counts %v: want every allowed attempt, denied attempt and ended session", count)
 		}
 
 		// More "use" denials: Master Data Manager and an unrelated provider.
