@@ -1,0 +1,179 @@
+package agentsim_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gantry-iot/gantry/testbed/agentsim"
+)
+
+// TestScaleLoad measures agentsim against one control plane process at
+// growing numbers of agents, each against a fresh control plane, and
+// compares with a 1-agent baseline measured in the same run. Not part of
+// the normal test run:
+//
+//	GANTRY_BENCH=1 GANTRY_AGENTSIM_N=1000,5000,10000 GANTRY_AGENTSIM_RUN=20s \
+//	  go test -run TestScaleLoad -v -timeout 60m ./testbed/agentsim
+//
+// Defaults: N=1000 (the smoke variant `make bench` runs), 20 s of
+// publishing, 1 message/s per agent with 10 values each.
+func TestScaleLoad(t *testing.T) {
+	if os.Getenv("GANTRY_BENCH") == "" {
+		t.Skip("load measurement: set GANTRY_BENCH=1 (see make bench)")
+	}
+	sizes := []int{1000}
+	if v := os.Getenv("GANTRY_AGENTSIM_N"); v != "" {
+		sizes = nil
+		for f := range strings.SplitSeq(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				t.Fatalf("GANTRY_AGENTSIM_N=%q: want a comma-separated list of agent counts", v)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	run := 20 * time.Second
+	if v := os.Getenv("GANTRY_AGENTSIM_RUN"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			t.Fatalf("GANTRY_AGENTSIM_RUN=%q: want a duration", v)
+		}
+		run = d
+	}
+	base := measure(t, 1, run)
+	results := []scaleResult{base}
+	for _, n := range sizes {
+		results = append(results, measure(t, n, run))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n| agents | enrolled/s | connect time | acked msgs/s | ingested msgs/s | values/s | p50 / p99 publish | control plane CPU | control plane RSS | agentsim CPU | agentsim RSS | errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range results {
+		fmt.Fprintf(&b, "| %d | %.0f | %v | %.0f | %.0f | %.0f | %v / %v | %.2f cores | %.0f MiB | %.2f cores | %.0f MiB | %s |\n",
+			r.sum.Connected, r.sum.EnrolledPerSec, r.sum.ConnectTime.Round(time.Millisecond), r.sum.AckedPerSec, r.ingestedPerSec, r.sum.AckedPerSec*10,
+			r.sum.P50.Round(10*time.Microsecond), r.sum.P99.Round(10*time.Microsecond), r.cpCores, mib(r.cpRSS), r.simCores, mib(r.simRSS), errString(r.sum.Errors))
+	}
+	fmt.Fprintf(&b, "\nratios against the 1-agent baseline:\n\n| agents | connect time | msg rate | p99 latency | control plane RSS | control plane CPU | agentsim RSS |\n|---|---|---|---|---|---|---|\n")
+	for _, r := range results[1:] {
+		fmt.Fprintf(&b, "| %d | %.1f× | %.0f× | %.1f× | %.1f× | %.1f× | %.1f× |\n", r.sum.Connected,
+			ratio(r.sum.ConnectTime.Seconds(), base.sum.ConnectTime.Seconds()), ratio(r.sum.AckedPerSec, base.sum.AckedPerSec),
+			ratio(r.sum.P99.Seconds(), base.sum.P99.Seconds()), ratio(float64(r.cpRSS), float64(base.cpRSS)),
+			ratio(r.cpCores, base.cpCores), ratio(float64(r.simRSS), float64(base.simRSS)))
+	}
+	t.Log(b.String())
+}
+
+type scaleResult struct {
+	sum             agentsim.Summary
+	ingestedPerSec  float64
+	cpCores         float64 // control plane CPU during publishing
+	simCores        float64
+	cpRSS, simRSS   int64 // peaks during publishing
+	ingested, dupes float64
+}
+
+// measure runs n agents for run against a fresh control plane process.
+func measure(t *testing.T, n int, run time.Duration) scaleResult {
+	t.Helper()
+	cp := startControlPlane(t, t.TempDir())
+	pid := cp.cmd.Process.Pid
+	// Enrollment writes four fsync'd files per agent: keep the state dirs
+	// in memory where possible so the disk does not set the pace.
+	stateParent := ""
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		stateParent = "/dev/shm"
+	}
+	state, err := os.MkdirTemp(stateParent, "agentsim-bench-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(state) })
+	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	sim, err := agentsim.New(agentsim.Config{Server: cp.url, Email: demoEmail, Password: demoPassword,
+		Agents: n, Rate: 1, Batch: 10, Run: run, Concurrency: 32, ConnectConcurrency: 256, StateDir: state, Progress: 5 * time.Second}, logger.With("n", n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res scaleResult
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		res.sum, err = sim.Run(context.Background())
+		done <- err
+	}()
+	select {
+	case <-sim.Ready():
+	case err := <-done:
+		t.Fatalf("%d agents: Run ended before publishing: %v %+v", n, err, res.sum)
+	}
+	cpu0, sim0, ing0, t0 := agentsim.ProcCPU(pid), agentsim.ProcCPU(0), cp.metric(t, "gantry_telemetry_batches_total"), time.Now()
+	var peakMu sync.Mutex
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tk := time.NewTicker(time.Second)
+		defer tk.Stop()
+		for {
+			a, b := agentsim.ProcRSS(pid), agentsim.ProcRSS(0)
+			peakMu.Lock()
+			res.cpRSS, res.simRSS = max(res.cpRSS, a), max(res.simRSS, b)
+			peakMu.Unlock()
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+			}
+		}
+	}()
+	time.Sleep(run - 500*time.Millisecond)
+	cpu1, sim1, ing1, t1 := agentsim.ProcCPU(pid), agentsim.ProcCPU(0), cp.metric(t, "gantry_telemetry_batches_total"), time.Now()
+	close(stop)
+	<-sampled
+	if err := <-done; err != nil {
+		t.Fatalf("%d agents: %v", n, err)
+	}
+	el := t1.Sub(t0).Seconds()
+	res.cpCores, res.simCores = (cpu1-cpu0).Seconds()/el, (sim1-sim0).Seconds()/el
+	res.ingestedPerSec = (ing1 - ing0) / el
+	// No loss: every acknowledged batch is ingested, once.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res.ingested, res.dupes = cp.metric(t, "gantry_telemetry_batches_total"), cp.metric(t, "gantry_telemetry_duplicates_total")
+		if res.ingested >= float64(res.sum.Acked) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if res.ingested != float64(res.sum.Acked) || res.dupes != 0 {
+		t.Errorf("%d agents: control plane ingested %v batches (%v duplicates), agentsim saw %d acked", n, res.ingested, res.dupes, res.sum.Acked)
+	}
+	t.Logf("%d agents: %+v", n, res.sum)
+	return res
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+func errString(m map[string]int64) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	var parts []string
+	for k, v := range m {
+		parts = append(parts, fmt.Sprintf("%s %d", k, v))
+	}
+	return strings.Join(parts, ", ")
+}
