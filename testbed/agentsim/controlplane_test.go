@@ -68,9 +68,10 @@ type controlPlane struct {
 	http *http.Client
 }
 
-func startControlPlane(t testing.TB, dataDir string) *controlPlane {
+func startControlPlane(t testing.TB, dataDir string, extra ...string) *controlPlane {
 	t.Helper()
-	cmd := exec.Command(controlPlaneBinary(t), "serve", "--dev", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-level", "warn")
+	args := append([]string{"serve", "--dev", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-level", "warn"}, extra...)
+	cmd := exec.Command(controlPlaneBinary(t), args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
