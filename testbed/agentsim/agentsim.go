@@ -208,9 +208,15 @@ func (s *Sim) Run(ctx context.Context) (Summary, error) {
 	}
 
 	agents, err := s.provision(ctx, root, &sum)
+	if sum.EnrollTime > 0 {
+		sum.EnrolledPerSec = float64(sum.Enrolled) / sum.EnrollTime.Seconds()
+	}
 	s.log.Info("enrollment done", "reused", sum.Reused, "enrolled", sum.Enrolled, "of", s.cfg.Agents, "took", sum.EnrollTime.Round(time.Millisecond), "per_second", round1(sum.EnrolledPerSec))
 	if err != nil {
 		s.finish(&sum)
+		if ctx.Err() != nil {
+			return sum, nil // interrupted: a clean stop
+		}
 		return sum, err
 	}
 
@@ -278,9 +284,6 @@ func (s *Sim) finish(sum *Summary) {
 		sum.RSS = ProcRSS(0)
 	}
 	sum.CPU = ProcCPU(0)
-	if sum.EnrollTime > 0 {
-		sum.EnrolledPerSec = float64(sum.Enrolled) / sum.EnrollTime.Seconds()
-	}
 	if sum.RunTime > 0 {
 		sum.AckedPerSec = float64(sum.Acked) / sum.RunTime.Seconds()
 	}
@@ -303,10 +306,11 @@ func (s *Sim) provision(ctx context.Context, root string, sum *Summary) ([]*agen
 	if len(todo) == 0 {
 		return agents, nil
 	}
-	api, err := s.login(ctx)
+	api, closeAPI, err := s.login(ctx)
 	if err != nil {
 		return nil, err
 	}
+	defer closeAPI()
 	run := make([]byte, 3)
 	_, _ = crand.Read(run)
 	prefix := "agentsim-" + hex.EncodeToString(run)
@@ -376,28 +380,30 @@ func (s *Sim) enrollOne(ctx context.Context, api gantryv1connect.DeviceServiceCl
 	return nil
 }
 
-// login returns a DeviceService client authenticated as cfg.Email.
-func (s *Sim) login(ctx context.Context) (gantryv1connect.DeviceServiceClient, error) {
+// login returns a DeviceService client authenticated as cfg.Email and a
+// function that closes its idle connections.
+func (s *Sim) login(ctx context.Context) (gantryv1connect.DeviceServiceClient, func(), error) {
 	if s.cfg.Email == "" || s.cfg.Password == "" {
-		return nil, errors.New("agentsim: --email and --password (or GANTRY_PASSWORD) of a user with Edge Devices = manage are needed to register devices")
+		return nil, nil, errors.New("agentsim: --email and --password (or GANTRY_PASSWORD) of a user with Edge Devices = manage are needed to register devices")
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = s.cfg.Concurrency
 	if s.cfg.ServerCA != "" {
 		b, err := os.ReadFile(s.cfg.ServerCA)
 		if err != nil {
-			return nil, fmt.Errorf("agentsim: --server-ca: %w", err)
+			return nil, nil, fmt.Errorf("agentsim: --server-ca: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("agentsim: --server-ca %s holds no PEM certificate", s.cfg.ServerCA)
+			return nil, nil, fmt.Errorf("agentsim: --server-ca %s holds no PEM certificate", s.cfg.ServerCA)
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	hc := &http.Client{Transport: tr, Timeout: 60 * time.Second}
 	r, err := gantryv1connect.NewSessionServiceClient(hc, s.cfg.Server).Login(ctx, connect.NewRequest(&gantryv1.LoginRequest{Email: s.cfg.Email, Password: s.cfg.Password}))
 	if err != nil {
-		return nil, fmt.Errorf("agentsim: login as %s: %w", s.cfg.Email, err)
+		tr.CloseIdleConnections()
+		return nil, nil, fmt.Errorf("agentsim: login as %s: %w", s.cfg.Email, err)
 	}
 	tok := r.Msg.Token
 	auth := connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
@@ -406,7 +412,7 @@ func (s *Sim) login(ctx context.Context) (gantryv1connect.DeviceServiceClient, e
 			return next(ctx, req)
 		}
 	})
-	return gantryv1connect.NewDeviceServiceClient(hc, s.cfg.Server, connect.WithInterceptors(auth)), nil
+	return gantryv1connect.NewDeviceServiceClient(hc, s.cfg.Server, connect.WithInterceptors(auth)), tr.CloseIdleConnections, nil
 }
 
 // connect dials every agent's MQTT session and returns those connected.

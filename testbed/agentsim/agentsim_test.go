@@ -10,6 +10,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
 
 	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
 	"github.com/gantry-iot/gantry/testbed/agentsim"
@@ -62,6 +63,11 @@ func TestRun(t *testing.T) {
 	const agents = 20
 	cp := startControlPlane(t, t.TempDir())
 	dc := cp.devices(t)
+	// Every goroutine of the simulated agents ends with Run (the test's
+	// own HTTP client keeps its idle connections).
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"))
 	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	sim, err := agentsim.New(agentsim.Config{Server: cp.url, Email: demoEmail, Password: demoPassword,
 		Agents: agents, Rate: 5, Batch: 4, Concurrency: 8, Progress: -1}, logger)

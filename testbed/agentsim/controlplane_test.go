@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -63,9 +64,10 @@ func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
 // separate process, so its RSS and CPU can be measured apart from the
 // simulated agents).
 type controlPlane struct {
-	url  string
-	cmd  *exec.Cmd
-	http *http.Client
+	url      string
+	cmd      *exec.Cmd
+	http     *http.Client
+	stopOnce sync.Once
 }
 
 func startControlPlane(t testing.TB, dataDir string, extra ...string) *controlPlane {
@@ -82,20 +84,10 @@ func startControlPlane(t testing.TB, dataDir string, extra ...string) *controlPl
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
+	cp := &controlPlane{cmd: cmd, http: &http.Client{Timeout: 30 * time.Second}}
+	t.Cleanup(cp.stop)
 	sc := bufio.NewScanner(out)
 	re := regexp.MustCompile(`listening on (http://\S+)`)
-	cp := &controlPlane{cmd: cmd, http: &http.Client{Timeout: 30 * time.Second}}
 	for sc.Scan() {
 		if m := re.FindStringSubmatch(sc.Text()); m != nil {
 			cp.url = m[1]
@@ -109,6 +101,22 @@ func startControlPlane(t testing.TB, dataDir string, extra ...string) *controlPl
 		t.Fatal("control plane printed no URL")
 	}
 	return cp
+}
+
+// stop interrupts the control plane and waits for it to exit (killing it
+// after 15 s). Safe to call more than once.
+func (cp *controlPlane) stop() {
+	cp.stopOnce.Do(func() {
+		_ = cp.cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = cp.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = cp.cmd.Process.Kill()
+			<-done
+		}
+	})
 }
 
 // devices returns a DeviceService client logged in as the demo user.
@@ -170,6 +178,17 @@ func online(t testing.TB, dc gantryv1connect.DeviceServiceClient, ids []string) 
 		}
 	}
 	return n
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 // eventually polls cond every 100 ms until it holds or within passes.
