@@ -84,7 +84,9 @@ func startControlPlane(t testing.TB, dataDir string, extra ...string) *controlPl
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	cp := &controlPlane{cmd: cmd, http: &http.Client{Timeout: 30 * time.Second}}
+	// Its own transport: a restarted control plane on the same port must
+	// not get the previous one's idle connections.
+	cp := &controlPlane{cmd: cmd, http: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone(), Timeout: 30 * time.Second}}
 	t.Cleanup(cp.stop)
 	sc := bufio.NewScanner(out)
 	re := regexp.MustCompile(`listening on (http://\S+)`)

@@ -146,15 +146,28 @@ func TestReconnectLoad(t *testing.T) {
 	stopped := time.Since(t0)
 	cp2 := startControlPlane(t, dataDir, ports...)
 	up := time.Since(t0)
-	var connected float64
+	var connected, at20s float64
+	want := float64(len(sim.DeviceIDs()))
+	var half, ninety time.Duration
 	for {
 		connected = cp2.metric(t, "gantry_mqtt_connected_devices")
-		if connected >= float64(len(sim.DeviceIDs())) || time.Since(t0) > 5*time.Minute {
+		el := time.Since(t0)
+		if half == 0 && connected >= want/2 {
+			half = el
+		}
+		if ninety == 0 && connected >= want*0.9 {
+			ninety = el
+		}
+		if el <= 20*time.Second {
+			at20s = connected
+		}
+		if connected >= want || el > 5*time.Minute {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	all := time.Since(t0)
+	t.Logf("reconnect: 50%% after %v, 90%% after %v, %v of %v within 20 s of the stop", half.Round(time.Millisecond), ninety.Round(time.Millisecond), at20s, want)
 	time.Sleep(3 * time.Second)
 	cancel()
 	if err := <-done; err != nil {
