@@ -34,6 +34,15 @@ var (
 	buildErr  error
 )
 
+// TestMain removes the built binary after the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
 // controlPlaneBinary builds gantry-controlplane once per test binary.
 func controlPlaneBinary(t testing.TB) string {
 	t.Helper()
