@@ -1,0 +1,329 @@
+package agentsim_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/gantry-iot/gantry/testbed/agentsim"
+)
+
+// TestScaleLoad measures agentsim against one control plane process at
+// growing numbers of agents, each against a fresh control plane, and
+// compares with a 1-agent baseline measured in the same run. Not part of
+// the normal test run:
+//
+//	GANTRY_BENCH=1 GANTRY_AGENTSIM_N=1000,5000,10000 GANTRY_AGENTSIM_RUN=20s \
+//	  go test -run TestScaleLoad -v -timeout 60m ./testbed/agentsim
+//
+// Defaults: N=1000 (the smoke variant `make bench` runs), 20 s of
+// publishing, 1 message/s per agent (GANTRY_AGENTSIM_RATE) with 10 values
+// each. GANTRY_AGENTSIM_STORE=postgres runs the control planes on a fresh
+// database each in the server of GANTRY_TEST_POSTGRES instead of SQLite.
+func TestScaleLoad(t *testing.T) {
+	if os.Getenv("GANTRY_BENCH") == "" {
+		t.Skip("load measurement: set GANTRY_BENCH=1 (see make bench)")
+	}
+	sizes := []int{1000}
+	if v := os.Getenv("GANTRY_AGENTSIM_N"); v != "" {
+		sizes = nil
+		for f := range strings.SplitSeq(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				t.Fatalf("GANTRY_AGENTSIM_N=%q: want a comma-separated list of agent counts", v)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	run := 20 * time.Second
+	if v := os.Getenv("GANTRY_AGENTSIM_RUN"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			t.Fatalf("GANTRY_AGENTSIM_RUN=%q: want a duration", v)
+		}
+		run = d
+	}
+	rate := 1.0
+	if v := os.Getenv("GANTRY_AGENTSIM_RATE"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 {
+			t.Fatalf("GANTRY_AGENTSIM_RATE=%q: want messages per second per agent", v)
+		}
+		rate = f
+	}
+	var store func(t *testing.T) string // DSN of a fresh store; nil: SQLite
+	switch v := os.Getenv("GANTRY_AGENTSIM_STORE"); v {
+	case "", "sqlite":
+	case "postgres":
+		store = freshPostgres
+	default:
+		t.Fatalf("GANTRY_AGENTSIM_STORE=%q: want sqlite or postgres", v)
+	}
+	base := measure(t, 1, rate, run, store)
+	results := []scaleResult{base}
+	for _, n := range sizes {
+		results = append(results, measure(t, n, rate, run, store))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n| agents | enrolled/s | connect time | acked msgs/s | ingested msgs/s | values/s | p50 / p99 publish | control plane CPU | control plane RSS | agentsim CPU | agentsim RSS | duplicates | errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range results {
+		fmt.Fprintf(&b, "| %d | %.0f | %v | %.0f | %.0f | %.0f | %v / %v | %.2f cores | %.0f MiB | %.2f cores | %.0f MiB | %.0f | %s |\n",
+			r.sum.Connected, r.sum.EnrolledPerSec, r.sum.ConnectTime.Round(time.Millisecond), r.sum.AckedPerSec, r.ingestedPerSec, r.sum.AckedPerSec*10,
+			r.sum.P50.Round(10*time.Microsecond), r.sum.P99.Round(10*time.Microsecond), r.cpCores, mib(r.cpRSS), r.simCores, mib(r.simRSS), r.dupes, errString(r.sum.Errors))
+	}
+	fmt.Fprintf(&b, "\nratios against the 1-agent baseline:\n\n| agents | connect time | msg rate | p99 latency | control plane RSS | control plane CPU | agentsim RSS |\n|---|---|---|---|---|---|---|\n")
+	for _, r := range results[1:] {
+		fmt.Fprintf(&b, "| %d | %.1f× | %.0f× | %.1f× | %.1f× | %.1f× | %.1f× |\n", r.sum.Connected,
+			ratio(r.sum.ConnectTime.Seconds(), base.sum.ConnectTime.Seconds()), ratio(r.sum.AckedPerSec, base.sum.AckedPerSec),
+			ratio(r.sum.P99.Seconds(), base.sum.P99.Seconds()), ratio(float64(r.cpRSS), float64(base.cpRSS)),
+			ratio(r.cpCores, base.cpCores), ratio(float64(r.simRSS), float64(base.simRSS)))
+	}
+	// One log call per line: make bench keeps only lines naming the test file.
+	for line := range strings.Lines(b.String()) {
+		t.Log(strings.TrimRight(line, "\n"))
+	}
+}
+
+// TestReconnectLoad connects N agents (GANTRY_AGENTSIM_RECONNECT_N,
+// default 1000) to a control plane, restarts the control plane on the same
+// ports and data, and measures how long until every agent is connected
+// again (the agents' links reconnect on their own, with paho's backoff).
+//
+//	GANTRY_BENCH=1 GANTRY_AGENTSIM_RECONNECT_N=10000 go test -run TestReconnectLoad -v -timeout 30m ./testbed/agentsim
+func TestReconnectLoad(t *testing.T) {
+	if os.Getenv("GANTRY_BENCH") == "" {
+		t.Skip("load measurement: set GANTRY_BENCH=1 (see make bench)")
+	}
+	n := 1000
+	if v := os.Getenv("GANTRY_AGENTSIM_RECONNECT_N"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 {
+			t.Fatalf("GANTRY_AGENTSIM_RECONNECT_N=%q: want an agent count", v)
+		}
+	}
+	dataDir := t.TempDir()
+	ports := []string{"--listen", freePort(t), "--mqtt-listen", freePort(t)}
+	cp := startControlPlane(t, dataDir, ports...)
+	state, err := os.MkdirTemp(shmDir(), "agentsim-bench-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(state) })
+	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	sim, err := agentsim.New(agentsim.Config{Server: cp.url, Email: demoEmail, Password: demoPassword,
+		Agents: n, Rate: 1, Batch: 10, Concurrency: 32, StateDir: state, Progress: 5 * time.Second}, logger.With("n", n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	var sum agentsim.Summary
+	go func() {
+		var err error
+		sum, err = sim.Run(ctx)
+		done <- err
+	}()
+	select {
+	case <-sim.Ready():
+	case err := <-done:
+		t.Fatalf("Run ended before publishing: %v", err)
+	}
+	time.Sleep(3 * time.Second)
+	t0 := time.Now()
+	cp.stop()
+	stopped := time.Since(t0)
+	cp2 := startControlPlane(t, dataDir, ports...)
+	up := time.Since(t0)
+	var connected, at20s float64
+	want := float64(len(sim.DeviceIDs()))
+	var half, ninety time.Duration
+	for {
+		connected = cp2.metric(t, "gantry_mqtt_connected_devices")
+		el := time.Since(t0)
+		if half == 0 && connected >= want/2 {
+			half = el
+		}
+		if ninety == 0 && connected >= want*0.9 {
+			ninety = el
+		}
+		if el <= 20*time.Second {
+			at20s = connected
+		}
+		if connected >= want || el > 5*time.Minute {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	all := time.Since(t0)
+	t.Logf("reconnect: 50%% after %v, 90%% after %v, %v of %v within 20 s of the stop", half.Round(time.Millisecond), ninety.Round(time.Millisecond), at20s, want)
+	time.Sleep(3 * time.Second)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d agents (first connect %v): control plane stopped in %v, serving again %v after the stop began; %v agents connected again %v after the stop began (%v after it served); run errors %v",
+		n, sum.ConnectTime.Round(time.Millisecond), stopped.Round(time.Millisecond), up.Round(time.Millisecond), connected, all.Round(time.Millisecond), (all - up).Round(time.Millisecond), sum.Errors)
+}
+
+// shmDir is /dev/shm where it exists: enrollment writes four fsync'd files
+// per agent, which the disk should not pace.
+func shmDir() string {
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		return "/dev/shm"
+	}
+	return ""
+}
+
+type scaleResult struct {
+	sum             agentsim.Summary
+	ingestedPerSec  float64
+	cpCores         float64 // control plane CPU during publishing
+	simCores        float64
+	cpRSS, simRSS   int64 // peaks during publishing
+	ingested, dupes float64
+}
+
+// measure runs n agents for run against a fresh control plane process.
+func measure(t *testing.T, n int, rate float64, run time.Duration, store func(*testing.T) string) scaleResult {
+	t.Helper()
+	var extra []string
+	if store != nil {
+		extra = []string{"--store", store(t)}
+	}
+	cp := startControlPlane(t, t.TempDir(), extra...)
+	pid := cp.cmd.Process.Pid
+	state, err := os.MkdirTemp(shmDir(), "agentsim-bench-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(state) })
+	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	sim, err := agentsim.New(agentsim.Config{Server: cp.url, Email: demoEmail, Password: demoPassword,
+		Agents: n, Rate: rate, Batch: 10, Run: run, Concurrency: 32, ConnectConcurrency: 256, StateDir: state, Progress: 5 * time.Second}, logger.With("n", n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res scaleResult
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		res.sum, err = sim.Run(context.Background())
+		done <- err
+	}()
+	select {
+	case <-sim.Ready():
+	case err := <-done:
+		t.Fatalf("%d agents: Run ended before publishing: %v %+v", n, err, res.sum)
+	}
+	cpu0, sim0, ing0, t0 := agentsim.ProcCPU(pid), agentsim.ProcCPU(0), cp.metric(t, "gantry_telemetry_batches_total"), time.Now()
+	var peakMu sync.Mutex
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tk := time.NewTicker(time.Second)
+		defer tk.Stop()
+		for {
+			a, b := agentsim.ProcRSS(pid), agentsim.ProcRSS(0)
+			peakMu.Lock()
+			res.cpRSS, res.simRSS = max(res.cpRSS, a), max(res.simRSS, b)
+			peakMu.Unlock()
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+			}
+		}
+	}()
+	time.Sleep(run - 500*time.Millisecond)
+	cpu1, sim1, ing1, t1 := agentsim.ProcCPU(pid), agentsim.ProcCPU(0), cp.metric(t, "gantry_telemetry_batches_total"), time.Now()
+	close(stop)
+	<-sampled
+	if err := <-done; err != nil {
+		t.Fatalf("%d agents: %v", n, err)
+	}
+	el := t1.Sub(t0).Seconds()
+	res.cpCores, res.simCores = (cpu1-cpu0).Seconds()/el, (sim1-sim0).Seconds()/el
+	res.ingestedPerSec = (ing1 - ing0) / el
+	// No loss: every acknowledged batch is ingested, once.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res.ingested, res.dupes = cp.metric(t, "gantry_telemetry_batches_total"), cp.metric(t, "gantry_telemetry_duplicates_total")
+		if res.ingested-res.dupes >= float64(res.sum.Acked) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// No loss: acked ≤ unique batches ingested ≤ sent (a publish that timed
+	// out may still have arrived). Redeliveries after a reconnect are
+	// allowed because the control plane counts them as duplicates.
+	if unique := res.ingested - res.dupes; unique < float64(res.sum.Acked) || unique > float64(res.sum.Sent) {
+		t.Errorf("%d agents: control plane ingested %v batches (%v duplicates), agentsim sent %d, saw %d acked", n, res.ingested, res.dupes, res.sum.Sent, res.sum.Acked)
+	}
+	t.Logf("%d agents: %+v", n, res.sum)
+	return res
+}
+
+// freshPostgres creates a database for one control plane in the server of
+// GANTRY_TEST_POSTGRES and drops it after the test.
+func freshPostgres(t *testing.T) string {
+	t.Helper()
+	dsn := os.Getenv("GANTRY_TEST_POSTGRES")
+	if dsn == "" {
+		t.Fatal("GANTRY_AGENTSIM_STORE=postgres needs GANTRY_TEST_POSTGRES (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)")
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("GANTRY_TEST_POSTGRES: %v", err)
+	}
+	admin, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close() })
+	name := fmt.Sprintf("agentsim_%d", time.Now().UnixNano())
+	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
+		t.Fatalf("create database: %v", err)
+	}
+	// Registered before the control plane starts, so it runs after it stops.
+	t.Cleanup(func() {
+		if _, err := admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)"); err != nil {
+			t.Logf("drop database %s: %v", name, err)
+		}
+	})
+	u.Path = "/" + name
+	return u.String()
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+func errString(m map[string]int64) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	var parts []string
+	for k, v := range m {
+		parts = append(parts, fmt.Sprintf("%s %d", k, v))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
+}
