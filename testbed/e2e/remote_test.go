@@ -271,6 +271,23 @@ func TestRemoteAccessVNC(t *testing.T) {
 		t.Fatalf("data link round trip of %d bytes: %v (sent %x, received %x)", n, err, sent[:4], recv[:4])
 	}
 	dl.Close()
+	// A malformed RFB handshake ends only that session: the VNC server
+	// closes it, the live go-vnc session keeps working.
+	bad, err := w.dialSession(ctx, ra, caseID, "vnc", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	greeting := make([]byte, 12)
+	if _, err := io.ReadFull(bad, greeting); err != nil {
+		t.Fatal(err)
+	}
+	bad.Write([]byte("RFB 009.999\n\x00\xff garbage"))
+	bad.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, bad); err != nil {
+		t.Errorf("malformed RFB: session not closed cleanly by the machine side: %v", err)
+	}
+	bad.Close()
+	firstFrame(t, cc, msgs, w.rfb.Generation())
 	// Targets the template does not allow are refused before any tunnel.
 	if _, err := ra.OpenSession(ctx, connect.NewRequest(&gantryv1.OpenSessionRequest{CaseId: caseID, ConnectionType: "data_link", Target: "127.0.0.1:22"})); connect.CodeOf(err) != connect.CodeInvalidArgument {
 		t.Errorf("disallowed target: %v", err)
