@@ -29,6 +29,7 @@ import (
 	portalpkg "github.com/gantry-iot/gantry/controlplane/portal"
 	"github.com/gantry-iot/gantry/controlplane/remote"
 	"github.com/gantry-iot/gantry/controlplane/store"
+	"github.com/gantry-iot/gantry/controlplane/notify"
 	"github.com/gantry-iot/gantry/controlplane/telemetry"
 	"github.com/gantry-iot/gantry/pkg/topics"
 	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
@@ -353,6 +354,10 @@ func (s *Server) startBroker(ctx context.Context, cfg Config, logger *slog.Logge
 			func() float64 { return float64(b.Stats.SubDenied.Load()) }))
 	s.ingest = telemetry.New(s.Store, s.reg, logger)
 	if err := b.Subscribe(topics.Wildcard(topics.Telemetry), s.ingest.Handle); err != nil {
+		return err
+	}
+	// Edge-rule events become notifications (and, optionally, cases).
+	if err := b.Subscribe(topics.Wildcard(topics.Events), notify.New(s.Store, s.reg, logger).Handle); err != nil {
 		return err
 	}
 	// Retained state and the agents' wills drive online status.
