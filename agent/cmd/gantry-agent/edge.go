@@ -102,14 +102,15 @@ func (e *edge) append(ctx context.Context, rec *gantryv1.QueuedRecord, what stri
 }
 
 // run ticks the rules engine every tick (firing delayed transitions and
-// counting time) and queues the totals every totalsEvery, until ctx ends.
+// counting time) and queues the totals at the first tick and then every
+// totalsEvery, until ctx ends.
 func (e *edge) run(ctx context.Context, tick, totalsEvery time.Duration) {
 	if e.rules == nil {
 		return
 	}
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	last := e.now()
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
