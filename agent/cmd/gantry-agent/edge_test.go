@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -120,6 +121,7 @@ func TestEdgeSinkQueuesEvents(t *testing.T) {
 // TestEdgeRunTicks: run's ticks fire delayed transitions into the queue
 // and stop with the context.
 func TestEdgeRunTicks(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	q, err := queue.Open(t.TempDir(), queue.Options{})
 	if err != nil {
 		t.Fatal(err)
