@@ -147,3 +147,21 @@ func TestIngest(t *testing.T) {
 		}
 	})
 }
+
+// FuzzHandle: any payload on any topic is ingested or rejected without a
+// panic, and never creates a notification for an unknown device.
+func FuzzHandle(f *testing.F) {
+	st := storetest.SQLite(f)
+	in := notify.New(st, nil, nil)
+	at := time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC)
+	seed, _ := proto.Marshal(&gantryv1.EventBatch{Seq: 1, Events: []*gantryv1.Event{ev("temp", "ok", "alarm", 90, at)}})
+	f.Add("gantry/v1/dev/dev-1/events", seed)
+	f.Add("gantry/v1/dev/dev-1/telemetry", seed)
+	f.Add("gantry/v1/dev/+/events", []byte{0x0a, 0xff})
+	f.Fuzz(func(t *testing.T, topic string, payload []byte) {
+		in.Handle(topic, payload)
+	})
+	if ns, err := st.ListNotifications(context.Background(), store.NotificationQuery{}); err != nil || len(ns) != 0 {
+		f.Errorf("notifications for unknown devices: %v %v", ns, err)
+	}
+}
