@@ -58,6 +58,26 @@ func TestEdgeRulesNotification(t *testing.T) {
 	if machine == "" || asset == "" {
 		t.Fatalf("demo gateway not linked: %v", ds.Msg.Devices)
 	}
+	// The demo model's Temperature point opens a case on alarm (Nordwerk
+	// has Operator Internal Service).
+	mc := gantryv1connect.NewMachineModelServiceClient(c.http, base, connect.WithProtoJSON(), c.login(t, "mdm@acme.example"))
+	ms, err := mc.ListMachineModels(ctx, connect.NewRequest(&gantryv1.ListMachineModelsRequest{}))
+	if err != nil || len(ms.Msg.Models) == 0 {
+		t.Fatalf("models: %v %v", ms, err)
+	}
+	model := ms.Msg.Models[0]
+	marked := false
+	for _, d := range model.Opcua.DataPoints {
+		if d.Name == "Temperature" {
+			d.OpenCaseOnAlarm, marked = true, true
+		}
+	}
+	if !marked {
+		t.Fatalf("demo model has no Temperature point: %v", model.Opcua)
+	}
+	if _, err := mc.UpdateMachineModel(ctx, connect.NewRequest(&gantryv1.UpdateMachineModelRequest{Model: model})); err != nil {
+		t.Fatal(err)
+	}
 	dev, err := dc.CreateDevice(ctx, connect.NewRequest(&gantryv1.CreateDeviceRequest{Name: "Rules gateway", SerialNumber: "GW-RULES"}))
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +96,7 @@ func TestEdgeRulesNotification(t *testing.T) {
 	}
 	warn, alarm := 70.0, 80.0
 	tpl := machinemodel.OPCUA{EndpointURL: sim.Endpoint(), SecurityMode: "None", DataPoints: []machinemodel.DataPoint{
-		{NodeID: opcuasim.NodeID(ns, "cnc1", "Temperature"), Name: "temperature", Unit: "°C", SamplingIntervalMS: 100, WarnAbove: &warn, AlarmAbove: &alarm, Hysteresis: 2, DelayMS: 500},
+		{NodeID: opcuasim.NodeID(ns, "cnc1", "Temperature"), Name: "Temperature", Unit: "°C", SamplingIntervalMS: 100, WarnAbove: &warn, AlarmAbove: &alarm, Hysteresis: 2, DelayMS: 500},
 		{NodeID: opcuasim.NodeID(ns, "cnc1", "Running"), Name: "running", SamplingIntervalMS: 100, Role: machinemodel.RoleRunning},
 	}}
 	b, _ := json.Marshal(tpl)
@@ -108,11 +128,11 @@ func TestEdgeRulesNotification(t *testing.T) {
 		for _, v := range r.Msg.Values {
 			have[v.Point] = true
 		}
-		if have["temperature"] && have["running.running_hours"] {
+		if have["Temperature"] && have["running.running_hours"] {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("temperature and running.running_hours did not reach the control plane: %v", r.Msg.Values)
+			t.Fatalf("Temperature and running.running_hours did not reach the control plane: %v", r.Msg.Values)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -141,14 +161,33 @@ func TestEdgeRulesNotification(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("notification visible through the API %v after the change (delay 500 ms)", time.Since(changed).Round(time.Millisecond))
-	if got.Point != "temperature" || got.Level != "alarm" || got.FromLevel != "ok" || got.Value != 92.5 || got.Threshold != alarm || got.AssetId != asset || got.DeviceId != id {
+	if got.Point != "Temperature" || got.Level != "alarm" || got.FromLevel != "ok" || got.Value != 92.5 || got.Threshold != alarm || got.AssetId != asset || got.DeviceId != id {
 		t.Errorf("notification %v", got)
 	}
-	// The asset's operator reads it too.
-	oc := gantryv1connect.NewNotificationServiceClient(c.http, base, connect.WithProtoJSON(), c.login(t, "mo@nordwerk.example"))
+	// The asset's operator reads it too, and the internal case it opened.
+	moToken := c.login(t, "mo@nordwerk.example")
+	oc := gantryv1connect.NewNotificationServiceClient(c.http, base, connect.WithProtoJSON(), moToken)
 	r, err := oc.ListNotifications(ctx, connect.NewRequest(&gantryv1.ListNotificationsRequest{DeviceId: id}))
 	if err != nil || len(r.Msg.Notifications) != 1 || r.Msg.Notifications[0].Id != got.Id {
 		t.Errorf("operator's notifications: %v %v", r, err)
+	}
+	// The case is opened just after the notification is stored.
+	for deadline := time.Now().Add(5 * time.Second); got.CaseId == "" && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		r, err := nc.ListNotifications(ctx, connect.NewRequest(&gantryv1.ListNotificationsRequest{DeviceId: id, Limit: 1}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = r.Msg.Notifications[0]
+	}
+	if got.CaseId == "" {
+		t.Errorf("the alarm opened no case")
+	} else {
+		cc := gantryv1connect.NewCaseServiceClient(c.http, base, connect.WithProtoJSON(), moToken)
+		cs, err := cc.GetCase(ctx, connect.NewRequest(&gantryv1.GetCaseRequest{Id: got.CaseId}))
+		if err != nil || cs.Msg.Case.Kind != "internal" || cs.Msg.Case.AssetId != asset {
+			t.Errorf("automatic case: %v %v", cs, err)
+		}
 	}
 	// Clearing: back below the alarm threshold minus the hysteresis.
 	if err := sim.Set(opcuasim.NodeID(ns, "cnc1", "Temperature"), 40.0); err != nil {
