@@ -216,7 +216,7 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_agent_queue_records", Help: "Records waiting in the store-and-forward queue."}, func() float64 { return float64(q.Stats().Records) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_agent_queue_bytes", Help: "Bytes of the store-and-forward queue on disk."}, func() float64 { return float64(q.Stats().Bytes) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_queue_dropped_total", Help: "Records dropped because the queue was full."}, func() float64 { return float64(q.Stats().Dropped) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_messages_sent_total", Help: "Telemetry messages acknowledged by the broker."}, func() float64 { return float64(fw.Stats.Acked.Load()) }))
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_messages_sent_total", Help: "Queued messages (telemetry and events) acknowledged by the broker."}, func() float64 { return float64(fw.Stats.Acked.Load()) }))
 	// Goroutines below are owned by serve: on return it stops them and
 	// waits (before the rules engine's final save and the queue's close,
 	// which the earlier defers do).
