@@ -221,6 +221,7 @@ func (c *Collector) session(ctx context.Context) error {
 		case n := <-notify:
 			if n.Error != nil {
 				c.emit(pending)
+				c.lost()
 				err := fmt.Errorf("subscription: %w", n.Error)
 				c.setState(err.Error())
 				return err
@@ -249,12 +250,34 @@ func (c *Collector) session(ctx context.Context) error {
 				pending = nil
 			}
 			if time.Since(lastData) > c.opts.Watchdog {
+				c.lost()
 				err := errors.New("no data or keep-alive from the server within the watchdog period")
 				c.setState(err.Error())
 				return err
 			}
 		}
 	}
+}
+
+// StatusLost is the status of the samples the collector emits for every
+// data point when its session fails (subscription error or watchdog):
+// OPC-UA's Bad_NoCommunication (ua.StatusBadNoCommunication). Consumers treat the held values as
+// unknown from then on (the edge rules stop counting running time).
+const StatusLost uint32 = 0x80310000
+
+// lost emits a StatusLost sample for every data point and forgets the
+// last values, so the first value after the reconnect passes the
+// deadband.
+func (c *Collector) lost() {
+	now := time.Now()
+	out := make([]Sample, 0, len(c.tpl.DataPoints))
+	for _, d := range c.tpl.DataPoints {
+		out = append(out, Sample{Point: d.Name, Status: StatusLost, At: now})
+	}
+	c.mu.Lock()
+	clear(c.last)
+	c.mu.Unlock()
+	c.emit(out)
 }
 
 func (c *Collector) emit(s []Sample) {

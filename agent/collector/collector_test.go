@@ -104,6 +104,12 @@ func TestCollectFromSimulator(t *testing.T) {
 	// Fault: the server becomes unreachable and comes back; values flow again.
 	px.down()
 	waitFor(t, 10*time.Second, "the collector noticing the outage", func() bool { return c.State() != "connected" })
+	// Every point gets a bad sample, so consumers stop trusting held values.
+	for _, p := range []string{"temperature", "running", "gen3", "missing"} {
+		if !k.find(p, func(s Sample) bool { return s.Status == StatusLost }) {
+			t.Errorf("no connection-lost sample for %s", p)
+		}
+	}
 	px.up()
 	if err := sim.Set(opcuasim.NodeID(ns, "cnc1", "Temperature"), 12.5); err != nil {
 		t.Fatal(err)

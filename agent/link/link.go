@@ -146,23 +146,18 @@ func (l *Link) Close() error {
 	return nil
 }
 
-// PublishAsync starts a QoS 1 publish of a queued telemetry batch on the
-// device's telemetry topic, stamping it with its queue sequence seq (so the
-// control plane can recognise redeliveries); done gets nil after the
-// broker's PUBACK, or the error.
+// PublishAsync starts a QoS 1 publish of a queued record (a
+// gantryv1.QueuedRecord): samples as a TelemetryBatch on the device's
+// telemetry topic, events as an EventBatch on its events topic, stamped
+// with the queue sequence seq (so the control plane can recognise
+// redeliveries); done gets nil after the broker's PUBACK, or the error.
 func (l *Link) PublishAsync(seq uint64, payload []byte, done func(error)) {
-	var b gantryv1.TelemetryBatch
-	if err := proto.Unmarshal(payload, &b); err != nil {
-		done(badRecord{fmt.Errorf("queued record %d is not a telemetry batch: %w", seq, err)})
-		return
-	}
-	b.Seq = seq
-	out, err := proto.Marshal(&b)
+	kind, out, err := Message(seq, payload)
 	if err != nil {
 		done(err)
 		return
 	}
-	tok := l.client.Publish(topics.Device(l.cfg.DeviceID, topics.Telemetry), 1, false, out)
+	tok := l.client.Publish(topics.Device(l.cfg.DeviceID, kind), 1, false, out)
 	go func() {
 		if !tok.WaitTimeout(30 * time.Second) {
 			done(errors.New("no PUBACK within 30s"))
@@ -170,6 +165,33 @@ func (l *Link) PublishAsync(seq uint64, payload []byte, done func(error)) {
 		}
 		done(tok.Error())
 	}()
+}
+
+// Message turns the queue record seq into the message to publish and its
+// topic kind. A record that is not a QueuedRecord, or holds both samples
+// and events, gives a permanent error (see forward.Permanent).
+func Message(seq uint64, payload []byte) (topics.Kind, []byte, error) {
+	var r gantryv1.QueuedRecord
+	if err := proto.Unmarshal(payload, &r); err != nil {
+		return "", nil, badRecord{fmt.Errorf("queued record %d is not a queue record: %w", seq, err)}
+	}
+	var (
+		kind topics.Kind
+		msg  proto.Message
+	)
+	switch {
+	case len(r.Events) > 0 && len(r.Samples) > 0:
+		return "", nil, badRecord{fmt.Errorf("queued record %d holds both samples and events", seq)}
+	case len(r.Events) > 0:
+		kind, msg = topics.Events, &gantryv1.EventBatch{Seq: seq, Events: r.Events}
+	default:
+		kind, msg = topics.Telemetry, &gantryv1.TelemetryBatch{Seq: seq, Samples: r.Samples}
+	}
+	out, err := proto.Marshal(msg)
+	if err != nil {
+		return "", nil, err
+	}
+	return kind, out, nil
 }
 
 // badRecord is a permanent publish failure (see forward.Permanent).

@@ -104,6 +104,7 @@ func (s *Server) Mount(mux *http.ServeMux) {
 	mux.Handle(gantryv1connect.NewMachineModelServiceHandler(&modelService{s}, opts))
 	mux.Handle(gantryv1connect.NewCaseServiceHandler(&caseService{s}, opts))
 	mux.Handle(gantryv1connect.NewDeviceServiceHandler(&deviceService{s}, opts))
+	mux.Handle(gantryv1connect.NewNotificationServiceHandler(&notificationService{s}, opts))
 	mux.Handle(gantryv1connect.NewRemoteAccessServiceHandler(&remoteService{s}, opts))
 	mux.Handle(gantryv1connect.NewDocumentServiceHandler(&documentService{s}, opts, connect.WithReadMaxBytes(16<<20)))
 	mux.HandleFunc("GET /api/documents/{id}", s.downloadDocument)

@@ -144,3 +144,22 @@ func (s *deviceService) GetHistory(ctx context.Context, req *connect.Request[gan
 	}
 	return connect.NewResponse(out), nil
 }
+
+type notificationService struct{ *Server }
+
+func notificationPB(n store.Notification) *gantryv1.Notification {
+	return &gantryv1.Notification{Id: n.ID, AssetId: n.AssetID, DeviceId: n.DeviceID, Point: n.Point, Level: n.Level, FromLevel: n.FromLevel,
+		Value: n.Value, Threshold: n.Threshold, At: ts(n.At), CreatedAt: ts(n.CreatedAt), CaseId: n.CaseID}
+}
+
+func (s *notificationService) ListNotifications(ctx context.Context, req *connect.Request[gantryv1.ListNotificationsRequest]) (*connect.Response[gantryv1.ListNotificationsResponse], error) {
+	ns, err := s.fleet.Notifications(ctx, CallerFrom(ctx), req.Msg.DeviceId, int(req.Msg.Limit))
+	if err != nil {
+		return nil, err
+	}
+	out := &gantryv1.ListNotificationsResponse{}
+	for _, n := range ns {
+		out.Notifications = append(out.Notifications, notificationPB(n))
+	}
+	return connect.NewResponse(out), nil
+}

@@ -200,7 +200,8 @@ func modelPB(m fleet.Model) *gantryv1.MachineModel {
 		Opcua: &gantryv1.OpcuaTemplate{EndpointUrl: m.OPCUA.EndpointURL, SecurityMode: m.OPCUA.SecurityMode}}
 	for _, d := range m.OPCUA.DataPoints {
 		out.Opcua.DataPoints = append(out.Opcua.DataPoints, &gantryv1.DataPoint{NodeId: d.NodeID, Name: d.Name, Unit: d.Unit,
-			SamplingIntervalMs: d.SamplingIntervalMS, DeadbandType: d.DeadbandType, DeadbandValue: d.DeadbandValue, WarnAbove: d.WarnAbove, AlarmAbove: d.AlarmAbove})
+			SamplingIntervalMs: d.SamplingIntervalMS, DeadbandType: d.DeadbandType, DeadbandValue: d.DeadbandValue, WarnAbove: d.WarnAbove, AlarmAbove: d.AlarmAbove,
+			WarnBelow: d.WarnBelow, AlarmBelow: d.AlarmBelow, Hysteresis: d.Hysteresis, DelayMs: d.DelayMS, Role: d.Role, OpenCaseOnAlarm: d.OpenCaseOnAlarm})
 	}
 	return out
 }
@@ -217,7 +218,8 @@ func modelFromPB(m *gantryv1.MachineModel) (fleet.Model, error) {
 		out.OPCUA = machinemodel.OPCUA{EndpointURL: o.EndpointUrl, SecurityMode: o.SecurityMode}
 		for _, d := range o.DataPoints {
 			out.OPCUA.DataPoints = append(out.OPCUA.DataPoints, machinemodel.DataPoint{NodeID: d.NodeId, Name: d.Name, Unit: d.Unit,
-				SamplingIntervalMS: d.SamplingIntervalMs, DeadbandType: d.DeadbandType, DeadbandValue: d.DeadbandValue, WarnAbove: d.WarnAbove, AlarmAbove: d.AlarmAbove})
+				SamplingIntervalMS: d.SamplingIntervalMs, DeadbandType: d.DeadbandType, DeadbandValue: d.DeadbandValue, WarnAbove: d.WarnAbove, AlarmAbove: d.AlarmAbove,
+				WarnBelow: d.WarnBelow, AlarmBelow: d.AlarmBelow, Hysteresis: d.Hysteresis, DelayMS: d.DelayMs, Role: d.Role, OpenCaseOnAlarm: d.OpenCaseOnAlarm})
 		}
 	}
 	return out, nil

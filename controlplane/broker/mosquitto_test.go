@@ -124,6 +124,21 @@ func TestMosquittoACL(t *testing.T) {
 		t.Fatalf("spoofed telemetry delivered: %s", m)
 	case <-time.After(500 * time.Millisecond):
 	}
+	// Edge-rule events: own topic only (a spoof is published first; the
+	// first delivery must be the device's own).
+	if tok := cp.Subscribe(topics.Wildcard(topics.Events), 1, func(_ paho.Client, m paho.Message) { got <- m.Topic() + "=" + string(m.Payload()) }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	a.Publish(topics.Device("dev-b", topics.Events), 1, false, "spoof").WaitTimeout(5 * time.Second)
+	a.Publish(topics.Device("dev-a", topics.Events), 1, false, "own").WaitTimeout(5 * time.Second)
+	select {
+	case m := <-got:
+		if m != "gantry/v1/dev/dev-a/events=own" {
+			t.Fatalf("got %s", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("own events not delivered")
+	}
 	cmds := make(chan string, 4)
 	a.Subscribe(topics.Device("dev-b", topics.Cmd), 1, func(_ paho.Client, m paho.Message) { cmds <- m.Topic() }).WaitTimeout(5 * time.Second)
 	a.Subscribe(topics.Device("dev-a", topics.Cmd), 1, func(_ paho.Client, m paho.Message) { cmds <- m.Topic() }).WaitTimeout(5 * time.Second)

@@ -267,3 +267,31 @@ func (s *Service) History(ctx context.Context, c *identity.Caller, deviceID, poi
 	}
 	return s.repo.History(ctx, deviceID, point, from, to, limit)
 }
+
+// MaxNotifications bounds one ListNotifications answer.
+const MaxNotifications = 1000
+
+// Notifications returns a device's notifications, newest first, at most
+// limit (0: 100), to the readers of the device (as LatestValues).
+// Operators see only their own tenant's notifications, of the assets they
+// may read; providers see every notification of their device.
+func (s *Service) Notifications(ctx context.Context, c *identity.Caller, deviceID string, limit int) ([]store.Notification, error) {
+	if limit < 0 || limit > MaxNotifications {
+		return nil, errkind.Invalidf("limit", "between 1 and %d", MaxNotifications)
+	}
+	if _, err := s.GetDevice(ctx, c, deviceID); err != nil {
+		return nil, err
+	}
+	q := store.NotificationQuery{DeviceID: deviceID, Limit: limit}
+	if c.Tenant.Kind == authz.KindOperator {
+		assets, err := s.ListAssets(ctx, c, "")
+		if err != nil {
+			return nil, err
+		}
+		q.TenantID, q.AssetIDs = c.Tenant.ID, make([]string, 0, len(assets))
+		for _, a := range assets {
+			q.AssetIDs = append(q.AssetIDs, a.ID)
+		}
+	}
+	return s.repo.ListNotifications(ctx, q)
+}

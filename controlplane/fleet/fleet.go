@@ -63,6 +63,7 @@ type Repo interface {
 	GetUser(ctx context.Context, id string) (store.User, error)
 	LatestValues(ctx context.Context, deviceID string) ([]store.Sample, error)
 	History(ctx context.Context, deviceID, point string, from, to time.Time, limit int) ([]store.Sample, error)
+	ListNotifications(ctx context.Context, q store.NotificationQuery) ([]store.Notification, error)
 	CreateServiceContract(ctx context.Context, c store.ServiceContract) (store.ServiceContract, error)
 	ListServiceContracts(ctx context.Context, customerID string) ([]store.ServiceContract, error)
 }

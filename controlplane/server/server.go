@@ -25,6 +25,7 @@ import (
 	"github.com/gantry-iot/gantry/controlplane/errkind"
 	"github.com/gantry-iot/gantry/controlplane/fleet"
 	"github.com/gantry-iot/gantry/controlplane/identity"
+	"github.com/gantry-iot/gantry/controlplane/notify"
 	"github.com/gantry-iot/gantry/controlplane/pki"
 	portalpkg "github.com/gantry-iot/gantry/controlplane/portal"
 	"github.com/gantry-iot/gantry/controlplane/remote"
@@ -353,6 +354,10 @@ func (s *Server) startBroker(ctx context.Context, cfg Config, logger *slog.Logge
 			func() float64 { return float64(b.Stats.SubDenied.Load()) }))
 	s.ingest = telemetry.New(s.Store, s.reg, logger)
 	if err := b.Subscribe(topics.Wildcard(topics.Telemetry), s.ingest.Handle); err != nil {
+		return err
+	}
+	// Edge-rule events become notifications (and, optionally, cases).
+	if err := b.Subscribe(topics.Wildcard(topics.Events), notify.New(s.Store, s.reg, logger).Handle); err != nil {
 		return err
 	}
 	// Retained state and the agents' wills drive online status.

@@ -434,3 +434,47 @@ type Values interface {
 	// PruneHistory deletes history older than before.
 	PruneHistory(ctx context.Context, before time.Time) (int64, error)
 }
+
+// Notification is an edge-rule event of a device (a data point's level
+// changing between ok, warning and alarm) recorded for the operator
+// tenant of the asset the device's machine is linked to.
+type Notification struct {
+	ID        string
+	TenantID  string // the asset's operator tenant
+	AssetID   string
+	DeviceID  string
+	Point     string
+	Kind      string // "threshold"
+	Level     string // ok, warning or alarm
+	FromLevel string
+	Value     float64
+	Threshold float64
+	At        time.Time // the agent's source time of the transition
+	CreatedAt time.Time
+	CaseID    string // the automatic internal case it opened, if any
+}
+
+// NotificationQuery selects notifications, newest first. Empty fields do
+// not filter; AssetIDs, when not nil, is the set of allowed assets (an
+// empty non-nil set matches nothing).
+type NotificationQuery struct {
+	TenantID string
+	DeviceID string
+	AssetIDs []string
+	Limit    int // 0 → 100
+}
+
+// Notifications is the part of Store that holds notifications.
+type Notifications interface {
+	// AddNotification records n (ID and CreatedAt are set when empty). A
+	// notification with the same device, point, level and time is the same
+	// event delivered again: the stored one is returned with added false.
+	AddNotification(ctx context.Context, n Notification) (stored Notification, added bool, error error)
+	ListNotifications(ctx context.Context, q NotificationQuery) ([]Notification, error)
+	// SetNotificationCase records the case a notification opened.
+	SetNotificationCase(ctx context.Context, id, caseID string) error
+	// OpenAutoCase returns the ID of a case that a notification of the
+	// asset's point opened and that is not in state closedState ("" if
+	// there is none).
+	OpenAutoCase(ctx context.Context, assetID, point, closedState string) (string, error)
+}

@@ -192,6 +192,7 @@ type Store interface {
 	Contracts
 	Grants
 	Values
+	Notifications
 
 	Close() error
 }

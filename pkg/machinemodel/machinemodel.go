@@ -56,6 +56,11 @@ type DataPoint struct {
 	Hysteresis         float64  `json:"hysteresis,omitempty"` // ≥ 0, in the point's unit
 	DelayMS            uint32   `json:"delay_ms,omitempty"`   // ≤ MaxDelayMS
 	Role               string   `json:"role,omitempty"`       // "", running, energy_kwh, power_kw
+	// OpenCaseOnAlarm: the control plane opens an internal service case on
+	// the asset when this point reaches the alarm level (if the operator
+	// tenant has Operator Internal Service; at most one open automatic case
+	// per asset and point).
+	OpenCaseOnAlarm bool `json:"open_case_on_alarm,omitempty"`
 }
 
 // Roles of a data point for the agent's accumulators.

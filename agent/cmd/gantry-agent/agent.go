@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/gantry-iot/gantry/agent/forward"
 	"github.com/gantry-iot/gantry/agent/link"
 	"github.com/gantry-iot/gantry/agent/queue"
+	"github.com/gantry-iot/gantry/agent/rules"
 	"github.com/gantry-iot/gantry/agent/tunnel"
 	"github.com/gantry-iot/gantry/pkg/command"
 	"github.com/gantry-iot/gantry/pkg/machinemodel"
@@ -121,6 +123,10 @@ func runCmd(ctx context.Context, args []string, std stdio) error {
 	return serve(ctx, cfg, *simulate, tpl, logger)
 }
 
+// totalsInterval is how often the running hours and energy totals are
+// published as telemetry.
+const totalsInterval = time.Minute
+
 func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machinemodel.OPCUA, logger *slog.Logger) error {
 	dir, metricsAddr := cfg.StateDir, cfg.Metrics.Listen
 	collectorRestarts := make(chan struct{}, 1)
@@ -210,32 +216,44 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_agent_queue_records", Help: "Records waiting in the store-and-forward queue."}, func() float64 { return float64(q.Stats().Records) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_agent_queue_bytes", Help: "Bytes of the store-and-forward queue on disk."}, func() float64 { return float64(q.Stats().Bytes) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_queue_dropped_total", Help: "Records dropped because the queue was full."}, func() float64 { return float64(q.Stats().Dropped) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_messages_sent_total", Help: "Telemetry messages acknowledged by the broker."}, func() float64 { return float64(fw.Stats.Acked.Load()) }))
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_messages_sent_total", Help: "Queued messages (telemetry and events) acknowledged by the broker."}, func() float64 { return float64(fw.Stats.Acked.Load()) }))
+	// Goroutines below are owned by serve: on return it stops them and
+	// waits (before the rules engine's final save and the queue's close,
+	// which the earlier defers do).
+	var eng *rules.Engine
+	if tpl != nil {
+		eng, err = rules.New(tpl.DataPoints, rules.Options{StateFile: cfg.RunningHoursFile(), Logger: logger.With("component", "rules")})
+		if err != nil {
+			return fmt.Errorf("edge rules: %w", err)
+		}
+		defer func() {
+			if err := eng.Close(); err != nil {
+				logger.Warn("edge rules: final save failed", "file", cfg.RunningHoursFile(), "err", err)
+			}
+		}()
+	}
 	fctx, stopForward := context.WithCancel(ctx)
-	defer stopForward()
-	go func() {
+	var wg sync.WaitGroup
+	defer func() {
+		stopForward()
+		wg.Wait()
+	}()
+	wg.Go(func() {
 		if err := fw.Run(fctx); err != nil && !errors.Is(err, context.Canceled) {
 			logger.Error("forwarder stopped", "err", err)
 		}
-	}()
+	})
 	if simulate > 0 {
-		go simulateTelemetry(fctx, q, simulate, logger)
+		wg.Go(func() { simulateTelemetry(fctx, q, simulate, logger) })
 	}
 	if tpl != nil {
-		col, err := collector.New(*tpl, func(samples []collector.Sample) {
-			b := &gantryv1.TelemetryBatch{}
-			for _, s := range samples {
-				b.Samples = append(b.Samples, &gantryv1.Sample{Point: s.Point, Value: s.Value, Status: s.Status, At: timestamppb.New(s.At)})
-			}
-			payload, _ := proto.Marshal(b)
-			if _, err := q.Append(fctx, payload); err != nil && fctx.Err() == nil {
-				logger.Warn("telemetry not queued", "err", err)
-			}
-		}, collector.Options{Logger: logger})
+		ed := &edge{q: q, rules: eng, log: logger, now: time.Now}
+		col, err := collector.New(*tpl, func(samples []collector.Sample) { ed.samples(fctx, samples) }, collector.Options{Logger: logger})
 		if err != nil {
 			return err
 		}
-		go func() {
+		wg.Go(func() { ed.run(fctx, time.Second, totalsInterval) })
+		wg.Go(func() {
 			for {
 				cctx, cancel := context.WithCancel(fctx)
 				done := make(chan struct{})
@@ -251,7 +269,7 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 					<-done
 				}
 			}
-		}()
+		})
 	}
 	logger.Info("agent running", "queue", qdir, "simulate", simulate)
 	tick := time.NewTicker(time.Second)

@@ -715,6 +715,218 @@ func (x *Sample) GetStatus() uint32 {
 	return 0
 }
 
+// EventBatch is the payload on gantry/v1/dev/{id}/events: edge-rule events
+// raised by the agent, sent at QoS 1 through its durable queue.
+type EventBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent's queue sequence number of this batch (see TelemetryBatch).
+	Seq           uint64   `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Events        []*Event `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventBatch) Reset() {
+	*x = EventBatch{}
+	mi := &file_gantry_v1_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventBatch) ProtoMessage() {}
+
+func (x *EventBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
+func (*EventBatch) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *EventBatch) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *EventBatch) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// Event is a threshold level transition of one data point.
+type Event struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Data point name (from the machine model's OPC-UA template).
+	Point string `protobuf:"bytes,1,opt,name=point,proto3" json:"point,omitempty"`
+	// What raised it: "threshold".
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The new level and the level before: ok, warning or alarm.
+	Level     string `protobuf:"bytes,3,opt,name=level,proto3" json:"level,omitempty"`
+	FromLevel string `protobuf:"bytes,4,opt,name=from_level,json=fromLevel,proto3" json:"from_level,omitempty"`
+	// The value that held through the point's delay.
+	Value float64 `protobuf:"fixed64,5,opt,name=value,proto3" json:"value,omitempty"`
+	// The threshold whose crossing caused the transition.
+	Threshold float64 `protobuf:"fixed64,6,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	// Source time at which the transition happened.
+	At            *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_gantry_v1_agent_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_agent_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Event) GetPoint() string {
+	if x != nil {
+		return x.Point
+	}
+	return ""
+}
+
+func (x *Event) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Event) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+func (x *Event) GetFromLevel() string {
+	if x != nil {
+		return x.FromLevel
+	}
+	return ""
+}
+
+func (x *Event) GetValue() float64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+func (x *Event) GetThreshold() float64 {
+	if x != nil {
+		return x.Threshold
+	}
+	return 0
+}
+
+func (x *Event) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+// QueuedRecord is one record of the agent's store-and-forward queue (it is
+// never sent as such). Fields 1 and 2 are TelemetryBatch's, so a record
+// written before events existed (a bare TelemetryBatch) still reads as
+// telemetry. A record carries either samples (published as a
+// TelemetryBatch on .../telemetry) or events (published as an EventBatch
+// on .../events).
+type QueuedRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Samples       []*Sample              `protobuf:"bytes,2,rep,name=samples,proto3" json:"samples,omitempty"`
+	Events        []*Event               `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueuedRecord) Reset() {
+	*x = QueuedRecord{}
+	mi := &file_gantry_v1_agent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueuedRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueuedRecord) ProtoMessage() {}
+
+func (x *QueuedRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_agent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueuedRecord.ProtoReflect.Descriptor instead.
+func (*QueuedRecord) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *QueuedRecord) GetSamples() []*Sample {
+	if x != nil {
+		return x.Samples
+	}
+	return nil
+}
+
+func (x *QueuedRecord) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
 var File_gantry_v1_agent_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_agent_proto_rawDesc = "" +
@@ -769,7 +981,23 @@ const file_gantry_v1_agent_proto_rawDesc = "" +
 	"\x05point\x18\x01 \x01(\tR\x05point\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value\x12*\n" +
 	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x16\n" +
-	"\x06status\x18\x04 \x01(\rR\x06statusB7Z5github.com/gantry-iot/gantry/proto/gantry/v1;gantryv1b\x06proto3"
+	"\x06status\x18\x04 \x01(\rR\x06status\"H\n" +
+	"\n" +
+	"EventBatch\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12(\n" +
+	"\x06events\x18\x02 \x03(\v2\x10.gantry.v1.EventR\x06events\"\xc6\x01\n" +
+	"\x05Event\x12\x14\n" +
+	"\x05point\x18\x01 \x01(\tR\x05point\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x14\n" +
+	"\x05level\x18\x03 \x01(\tR\x05level\x12\x1d\n" +
+	"\n" +
+	"from_level\x18\x04 \x01(\tR\tfromLevel\x12\x14\n" +
+	"\x05value\x18\x05 \x01(\x01R\x05value\x12\x1c\n" +
+	"\tthreshold\x18\x06 \x01(\x01R\tthreshold\x12*\n" +
+	"\x02at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"k\n" +
+	"\fQueuedRecord\x12+\n" +
+	"\asamples\x18\x02 \x03(\v2\x11.gantry.v1.SampleR\asamples\x12(\n" +
+	"\x06events\x18\x03 \x03(\v2\x10.gantry.v1.EventR\x06eventsJ\x04\b\x01\x10\x02B7Z5github.com/gantry-iot/gantry/proto/gantry/v1;gantryv1b\x06proto3"
 
 var (
 	file_gantry_v1_agent_proto_rawDescOnce sync.Once
@@ -783,7 +1011,7 @@ func file_gantry_v1_agent_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_agent_proto_rawDescData
 }
 
-var file_gantry_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_gantry_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_gantry_v1_agent_proto_goTypes = []any{
 	(*Command)(nil),               // 0: gantry.v1.Command
 	(*Ping)(nil),                  // 1: gantry.v1.Ping
@@ -795,25 +1023,32 @@ var file_gantry_v1_agent_proto_goTypes = []any{
 	(*CommandAck)(nil),            // 7: gantry.v1.CommandAck
 	(*TelemetryBatch)(nil),        // 8: gantry.v1.TelemetryBatch
 	(*Sample)(nil),                // 9: gantry.v1.Sample
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*EventBatch)(nil),            // 10: gantry.v1.EventBatch
+	(*Event)(nil),                 // 11: gantry.v1.Event
+	(*QueuedRecord)(nil),          // 12: gantry.v1.QueuedRecord
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
 }
 var file_gantry_v1_agent_proto_depIdxs = []int32{
-	10, // 0: gantry.v1.Command.issued_at:type_name -> google.protobuf.Timestamp
-	10, // 1: gantry.v1.Command.expires_at:type_name -> google.protobuf.Timestamp
+	13, // 0: gantry.v1.Command.issued_at:type_name -> google.protobuf.Timestamp
+	13, // 1: gantry.v1.Command.expires_at:type_name -> google.protobuf.Timestamp
 	1,  // 2: gantry.v1.Command.ping:type_name -> gantry.v1.Ping
 	2,  // 3: gantry.v1.Command.reload_config:type_name -> gantry.v1.ReloadConfig
 	3,  // 4: gantry.v1.Command.restart_collector:type_name -> gantry.v1.RestartCollector
 	4,  // 5: gantry.v1.Command.tunnel_up:type_name -> gantry.v1.TunnelUp
 	5,  // 6: gantry.v1.Command.tunnel_down:type_name -> gantry.v1.TunnelDown
-	10, // 7: gantry.v1.TunnelUp.expires_at:type_name -> google.protobuf.Timestamp
-	10, // 8: gantry.v1.CommandAck.at:type_name -> google.protobuf.Timestamp
+	13, // 7: gantry.v1.TunnelUp.expires_at:type_name -> google.protobuf.Timestamp
+	13, // 8: gantry.v1.CommandAck.at:type_name -> google.protobuf.Timestamp
 	9,  // 9: gantry.v1.TelemetryBatch.samples:type_name -> gantry.v1.Sample
-	10, // 10: gantry.v1.Sample.at:type_name -> google.protobuf.Timestamp
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	13, // 10: gantry.v1.Sample.at:type_name -> google.protobuf.Timestamp
+	11, // 11: gantry.v1.EventBatch.events:type_name -> gantry.v1.Event
+	13, // 12: gantry.v1.Event.at:type_name -> google.protobuf.Timestamp
+	9,  // 13: gantry.v1.QueuedRecord.samples:type_name -> gantry.v1.Sample
+	11, // 14: gantry.v1.QueuedRecord.events:type_name -> gantry.v1.Event
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_agent_proto_init() }
@@ -834,7 +1069,7 @@ func file_gantry_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_agent_proto_rawDesc), len(file_gantry_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -168,6 +168,232 @@ func (x *EdgeDevice) GetCreatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+type Notification struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The operator asset the device's machine is linked to.
+	AssetId  string `protobuf:"bytes,2,opt,name=asset_id,json=assetId,proto3" json:"asset_id,omitempty"`
+	DeviceId string `protobuf:"bytes,3,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Point    string `protobuf:"bytes,4,opt,name=point,proto3" json:"point,omitempty"`
+	// ok, warning or alarm; from_level is the level before.
+	Level     string  `protobuf:"bytes,5,opt,name=level,proto3" json:"level,omitempty"`
+	FromLevel string  `protobuf:"bytes,6,opt,name=from_level,json=fromLevel,proto3" json:"from_level,omitempty"`
+	Value     float64 `protobuf:"fixed64,7,opt,name=value,proto3" json:"value,omitempty"`
+	Threshold float64 `protobuf:"fixed64,8,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	// When the transition happened (the agent's source time).
+	At *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=at,proto3" json:"at,omitempty"`
+	// When the control plane recorded it.
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// The internal service case the alarm opened, if any.
+	CaseId        string `protobuf:"bytes,11,opt,name=case_id,json=caseId,proto3" json:"case_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Notification) Reset() {
+	*x = Notification{}
+	mi := &file_gantry_v1_devices_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Notification) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Notification) ProtoMessage() {}
+
+func (x *Notification) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_devices_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Notification.ProtoReflect.Descriptor instead.
+func (*Notification) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Notification) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Notification) GetAssetId() string {
+	if x != nil {
+		return x.AssetId
+	}
+	return ""
+}
+
+func (x *Notification) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *Notification) GetPoint() string {
+	if x != nil {
+		return x.Point
+	}
+	return ""
+}
+
+func (x *Notification) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+func (x *Notification) GetFromLevel() string {
+	if x != nil {
+		return x.FromLevel
+	}
+	return ""
+}
+
+func (x *Notification) GetValue() float64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+func (x *Notification) GetThreshold() float64 {
+	if x != nil {
+		return x.Threshold
+	}
+	return 0
+}
+
+func (x *Notification) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *Notification) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Notification) GetCaseId() string {
+	if x != nil {
+		return x.CaseId
+	}
+	return ""
+}
+
+type ListNotificationsRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// At most 1000; default 100.
+	Limit         int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNotificationsRequest) Reset() {
+	*x = ListNotificationsRequest{}
+	mi := &file_gantry_v1_devices_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNotificationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNotificationsRequest) ProtoMessage() {}
+
+func (x *ListNotificationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_devices_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNotificationsRequest.ProtoReflect.Descriptor instead.
+func (*ListNotificationsRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ListNotificationsRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *ListNotificationsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListNotificationsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Notifications []*Notification        `protobuf:"bytes,1,rep,name=notifications,proto3" json:"notifications,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNotificationsResponse) Reset() {
+	*x = ListNotificationsResponse{}
+	mi := &file_gantry_v1_devices_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNotificationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNotificationsResponse) ProtoMessage() {}
+
+func (x *ListNotificationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_devices_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNotificationsResponse.ProtoReflect.Descriptor instead.
+func (*ListNotificationsResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ListNotificationsResponse) GetNotifications() []*Notification {
+	if x != nil {
+		return x.Notifications
+	}
+	return nil
+}
+
 type Value struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Point         string                 `protobuf:"bytes,1,opt,name=point,proto3" json:"point,omitempty"`
@@ -181,7 +407,7 @@ type Value struct {
 
 func (x *Value) Reset() {
 	*x = Value{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[1]
+	mi := &file_gantry_v1_devices_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -193,7 +419,7 @@ func (x *Value) String() string {
 func (*Value) ProtoMessage() {}
 
 func (x *Value) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[1]
+	mi := &file_gantry_v1_devices_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -206,7 +432,7 @@ func (x *Value) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Value.ProtoReflect.Descriptor instead.
 func (*Value) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{1}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Value) GetPoint() string {
@@ -253,7 +479,7 @@ type GetLatestValuesRequest struct {
 
 func (x *GetLatestValuesRequest) Reset() {
 	*x = GetLatestValuesRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[2]
+	mi := &file_gantry_v1_devices_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -265,7 +491,7 @@ func (x *GetLatestValuesRequest) String() string {
 func (*GetLatestValuesRequest) ProtoMessage() {}
 
 func (x *GetLatestValuesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[2]
+	mi := &file_gantry_v1_devices_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -278,7 +504,7 @@ func (x *GetLatestValuesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLatestValuesRequest.ProtoReflect.Descriptor instead.
 func (*GetLatestValuesRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{2}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetLatestValuesRequest) GetDeviceId() string {
@@ -297,7 +523,7 @@ type GetLatestValuesResponse struct {
 
 func (x *GetLatestValuesResponse) Reset() {
 	*x = GetLatestValuesResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[3]
+	mi := &file_gantry_v1_devices_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -309,7 +535,7 @@ func (x *GetLatestValuesResponse) String() string {
 func (*GetLatestValuesResponse) ProtoMessage() {}
 
 func (x *GetLatestValuesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[3]
+	mi := &file_gantry_v1_devices_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -322,7 +548,7 @@ func (x *GetLatestValuesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLatestValuesResponse.ProtoReflect.Descriptor instead.
 func (*GetLatestValuesResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{3}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetLatestValuesResponse) GetValues() []*Value {
@@ -346,7 +572,7 @@ type GetHistoryRequest struct {
 
 func (x *GetHistoryRequest) Reset() {
 	*x = GetHistoryRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[4]
+	mi := &file_gantry_v1_devices_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -358,7 +584,7 @@ func (x *GetHistoryRequest) String() string {
 func (*GetHistoryRequest) ProtoMessage() {}
 
 func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[4]
+	mi := &file_gantry_v1_devices_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -371,7 +597,7 @@ func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{4}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetHistoryRequest) GetDeviceId() string {
@@ -418,7 +644,7 @@ type GetHistoryResponse struct {
 
 func (x *GetHistoryResponse) Reset() {
 	*x = GetHistoryResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[5]
+	mi := &file_gantry_v1_devices_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -430,7 +656,7 @@ func (x *GetHistoryResponse) String() string {
 func (*GetHistoryResponse) ProtoMessage() {}
 
 func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[5]
+	mi := &file_gantry_v1_devices_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -443,7 +669,7 @@ func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{5}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetHistoryResponse) GetValues() []*Value {
@@ -461,7 +687,7 @@ type ListDevicesRequest struct {
 
 func (x *ListDevicesRequest) Reset() {
 	*x = ListDevicesRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[6]
+	mi := &file_gantry_v1_devices_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -473,7 +699,7 @@ func (x *ListDevicesRequest) String() string {
 func (*ListDevicesRequest) ProtoMessage() {}
 
 func (x *ListDevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[6]
+	mi := &file_gantry_v1_devices_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -486,7 +712,7 @@ func (x *ListDevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDevicesRequest.ProtoReflect.Descriptor instead.
 func (*ListDevicesRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{6}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{9}
 }
 
 type ListDevicesResponse struct {
@@ -498,7 +724,7 @@ type ListDevicesResponse struct {
 
 func (x *ListDevicesResponse) Reset() {
 	*x = ListDevicesResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[7]
+	mi := &file_gantry_v1_devices_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +736,7 @@ func (x *ListDevicesResponse) String() string {
 func (*ListDevicesResponse) ProtoMessage() {}
 
 func (x *ListDevicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[7]
+	mi := &file_gantry_v1_devices_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +749,7 @@ func (x *ListDevicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDevicesResponse.ProtoReflect.Descriptor instead.
 func (*ListDevicesResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{7}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListDevicesResponse) GetDevices() []*EdgeDevice {
@@ -542,7 +768,7 @@ type GetDeviceRequest struct {
 
 func (x *GetDeviceRequest) Reset() {
 	*x = GetDeviceRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[8]
+	mi := &file_gantry_v1_devices_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -554,7 +780,7 @@ func (x *GetDeviceRequest) String() string {
 func (*GetDeviceRequest) ProtoMessage() {}
 
 func (x *GetDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[8]
+	mi := &file_gantry_v1_devices_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -567,7 +793,7 @@ func (x *GetDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceRequest.ProtoReflect.Descriptor instead.
 func (*GetDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{8}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetDeviceRequest) GetId() string {
@@ -586,7 +812,7 @@ type GetDeviceResponse struct {
 
 func (x *GetDeviceResponse) Reset() {
 	*x = GetDeviceResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[9]
+	mi := &file_gantry_v1_devices_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +824,7 @@ func (x *GetDeviceResponse) String() string {
 func (*GetDeviceResponse) ProtoMessage() {}
 
 func (x *GetDeviceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[9]
+	mi := &file_gantry_v1_devices_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +837,7 @@ func (x *GetDeviceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceResponse.ProtoReflect.Descriptor instead.
 func (*GetDeviceResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{9}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetDeviceResponse) GetDevice() *EdgeDevice {
@@ -632,7 +858,7 @@ type CreateDeviceRequest struct {
 
 func (x *CreateDeviceRequest) Reset() {
 	*x = CreateDeviceRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[10]
+	mi := &file_gantry_v1_devices_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -644,7 +870,7 @@ func (x *CreateDeviceRequest) String() string {
 func (*CreateDeviceRequest) ProtoMessage() {}
 
 func (x *CreateDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[10]
+	mi := &file_gantry_v1_devices_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -657,7 +883,7 @@ func (x *CreateDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateDeviceRequest.ProtoReflect.Descriptor instead.
 func (*CreateDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{10}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateDeviceRequest) GetName() string {
@@ -690,7 +916,7 @@ type CreateDeviceResponse struct {
 
 func (x *CreateDeviceResponse) Reset() {
 	*x = CreateDeviceResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[11]
+	mi := &file_gantry_v1_devices_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -702,7 +928,7 @@ func (x *CreateDeviceResponse) String() string {
 func (*CreateDeviceResponse) ProtoMessage() {}
 
 func (x *CreateDeviceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[11]
+	mi := &file_gantry_v1_devices_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -715,7 +941,7 @@ func (x *CreateDeviceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateDeviceResponse.ProtoReflect.Descriptor instead.
 func (*CreateDeviceResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{11}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateDeviceResponse) GetDevice() *EdgeDevice {
@@ -735,7 +961,7 @@ type LinkDeviceRequest struct {
 
 func (x *LinkDeviceRequest) Reset() {
 	*x = LinkDeviceRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[12]
+	mi := &file_gantry_v1_devices_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +973,7 @@ func (x *LinkDeviceRequest) String() string {
 func (*LinkDeviceRequest) ProtoMessage() {}
 
 func (x *LinkDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[12]
+	mi := &file_gantry_v1_devices_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +986,7 @@ func (x *LinkDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkDeviceRequest.ProtoReflect.Descriptor instead.
 func (*LinkDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{12}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LinkDeviceRequest) GetId() string {
@@ -786,7 +1012,7 @@ type LinkDeviceResponse struct {
 
 func (x *LinkDeviceResponse) Reset() {
 	*x = LinkDeviceResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[13]
+	mi := &file_gantry_v1_devices_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +1024,7 @@ func (x *LinkDeviceResponse) String() string {
 func (*LinkDeviceResponse) ProtoMessage() {}
 
 func (x *LinkDeviceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[13]
+	mi := &file_gantry_v1_devices_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +1037,7 @@ func (x *LinkDeviceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkDeviceResponse.ProtoReflect.Descriptor instead.
 func (*LinkDeviceResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{13}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *LinkDeviceResponse) GetDevice() *EdgeDevice {
@@ -832,7 +1058,7 @@ type CreateEnrollmentTokenRequest struct {
 
 func (x *CreateEnrollmentTokenRequest) Reset() {
 	*x = CreateEnrollmentTokenRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[14]
+	mi := &file_gantry_v1_devices_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +1070,7 @@ func (x *CreateEnrollmentTokenRequest) String() string {
 func (*CreateEnrollmentTokenRequest) ProtoMessage() {}
 
 func (x *CreateEnrollmentTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[14]
+	mi := &file_gantry_v1_devices_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +1083,7 @@ func (x *CreateEnrollmentTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnrollmentTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateEnrollmentTokenRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{14}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CreateEnrollmentTokenRequest) GetDeviceId() string {
@@ -886,7 +1112,7 @@ type CreateEnrollmentTokenResponse struct {
 
 func (x *CreateEnrollmentTokenResponse) Reset() {
 	*x = CreateEnrollmentTokenResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[15]
+	mi := &file_gantry_v1_devices_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +1124,7 @@ func (x *CreateEnrollmentTokenResponse) String() string {
 func (*CreateEnrollmentTokenResponse) ProtoMessage() {}
 
 func (x *CreateEnrollmentTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[15]
+	mi := &file_gantry_v1_devices_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +1137,7 @@ func (x *CreateEnrollmentTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnrollmentTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateEnrollmentTokenResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{15}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CreateEnrollmentTokenResponse) GetToken() string {
@@ -947,7 +1173,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[16]
+	mi := &file_gantry_v1_devices_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -959,7 +1185,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[16]
+	mi := &file_gantry_v1_devices_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -972,7 +1198,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{16}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *EnrollRequest) GetToken() string {
@@ -1013,7 +1239,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[17]
+	mi := &file_gantry_v1_devices_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1025,7 +1251,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[17]
+	mi := &file_gantry_v1_devices_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1038,7 +1264,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{17}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EnrollResponse) GetDeviceId() string {
@@ -1089,7 +1315,7 @@ type DeviceState struct {
 
 func (x *DeviceState) Reset() {
 	*x = DeviceState{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[18]
+	mi := &file_gantry_v1_devices_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1101,7 +1327,7 @@ func (x *DeviceState) String() string {
 func (*DeviceState) ProtoMessage() {}
 
 func (x *DeviceState) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[18]
+	mi := &file_gantry_v1_devices_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1114,7 +1340,7 @@ func (x *DeviceState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceState.ProtoReflect.Descriptor instead.
 func (*DeviceState) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{18}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DeviceState) GetOnline() bool {
@@ -1151,7 +1377,7 @@ type SendCommandRequest struct {
 
 func (x *SendCommandRequest) Reset() {
 	*x = SendCommandRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[19]
+	mi := &file_gantry_v1_devices_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1163,7 +1389,7 @@ func (x *SendCommandRequest) String() string {
 func (*SendCommandRequest) ProtoMessage() {}
 
 func (x *SendCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[19]
+	mi := &file_gantry_v1_devices_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1176,7 +1402,7 @@ func (x *SendCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendCommandRequest.ProtoReflect.Descriptor instead.
 func (*SendCommandRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{19}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SendCommandRequest) GetDeviceId() string {
@@ -1213,7 +1439,7 @@ type SendCommandResponse struct {
 
 func (x *SendCommandResponse) Reset() {
 	*x = SendCommandResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[20]
+	mi := &file_gantry_v1_devices_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1451,7 @@ func (x *SendCommandResponse) String() string {
 func (*SendCommandResponse) ProtoMessage() {}
 
 func (x *SendCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[20]
+	mi := &file_gantry_v1_devices_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1238,7 +1464,7 @@ func (x *SendCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendCommandResponse.ProtoReflect.Descriptor instead.
 func (*SendCommandResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{20}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SendCommandResponse) GetNonce() string {
@@ -1290,7 +1516,27 @@ const file_gantry_v1_devices_proto_rawDesc = "" +
 	"\tlast_seen\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x1a\n" +
 	"\benrolled\x18\f \x01(\bR\benrolled\x129\n" +
 	"\n" +
-	"created_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x94\x01\n" +
+	"created_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xd5\x02\n" +
+	"\fNotification\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
+	"\basset_id\x18\x02 \x01(\tR\aassetId\x12\x1b\n" +
+	"\tdevice_id\x18\x03 \x01(\tR\bdeviceId\x12\x14\n" +
+	"\x05point\x18\x04 \x01(\tR\x05point\x12\x14\n" +
+	"\x05level\x18\x05 \x01(\tR\x05level\x12\x1d\n" +
+	"\n" +
+	"from_level\x18\x06 \x01(\tR\tfromLevel\x12\x14\n" +
+	"\x05value\x18\a \x01(\x01R\x05value\x12\x1c\n" +
+	"\tthreshold\x18\b \x01(\x01R\tthreshold\x12*\n" +
+	"\x02at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x129\n" +
+	"\n" +
+	"created_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x17\n" +
+	"\acase_id\x18\v \x01(\tR\x06caseId\"M\n" +
+	"\x18ListNotificationsRequest\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\"Z\n" +
+	"\x19ListNotificationsResponse\x12=\n" +
+	"\rnotifications\x18\x01 \x03(\v2\x17.gantry.v1.NotificationR\rnotifications\"\x94\x01\n" +
 	"\x05Value\x12\x14\n" +
 	"\x05point\x18\x01 \x01(\tR\x05point\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value\x12\x16\n" +
@@ -1369,7 +1615,9 @@ const file_gantry_v1_devices_proto_rawDesc = "" +
 	"\vSendCommand\x12\x1d.gantry.v1.SendCommandRequest\x1a\x1e.gantry.v1.SendCommandResponse\x12X\n" +
 	"\x0fGetLatestValues\x12!.gantry.v1.GetLatestValuesRequest\x1a\".gantry.v1.GetLatestValuesResponse\x12I\n" +
 	"\n" +
-	"GetHistory\x12\x1c.gantry.v1.GetHistoryRequest\x1a\x1d.gantry.v1.GetHistoryResponse2R\n" +
+	"GetHistory\x12\x1c.gantry.v1.GetHistoryRequest\x1a\x1d.gantry.v1.GetHistoryResponse2u\n" +
+	"\x13NotificationService\x12^\n" +
+	"\x11ListNotifications\x12#.gantry.v1.ListNotificationsRequest\x1a$.gantry.v1.ListNotificationsResponse2R\n" +
 	"\x11EnrollmentService\x12=\n" +
 	"\x06Enroll\x12\x18.gantry.v1.EnrollRequest\x1a\x19.gantry.v1.EnrollResponseB7Z5github.com/gantry-iot/gantry/proto/gantry/v1;gantryv1b\x06proto3"
 
@@ -1385,68 +1633,76 @@ func file_gantry_v1_devices_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_devices_proto_rawDescData
 }
 
-var file_gantry_v1_devices_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_gantry_v1_devices_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_gantry_v1_devices_proto_goTypes = []any{
 	(*EdgeDevice)(nil),                    // 0: gantry.v1.EdgeDevice
-	(*Value)(nil),                         // 1: gantry.v1.Value
-	(*GetLatestValuesRequest)(nil),        // 2: gantry.v1.GetLatestValuesRequest
-	(*GetLatestValuesResponse)(nil),       // 3: gantry.v1.GetLatestValuesResponse
-	(*GetHistoryRequest)(nil),             // 4: gantry.v1.GetHistoryRequest
-	(*GetHistoryResponse)(nil),            // 5: gantry.v1.GetHistoryResponse
-	(*ListDevicesRequest)(nil),            // 6: gantry.v1.ListDevicesRequest
-	(*ListDevicesResponse)(nil),           // 7: gantry.v1.ListDevicesResponse
-	(*GetDeviceRequest)(nil),              // 8: gantry.v1.GetDeviceRequest
-	(*GetDeviceResponse)(nil),             // 9: gantry.v1.GetDeviceResponse
-	(*CreateDeviceRequest)(nil),           // 10: gantry.v1.CreateDeviceRequest
-	(*CreateDeviceResponse)(nil),          // 11: gantry.v1.CreateDeviceResponse
-	(*LinkDeviceRequest)(nil),             // 12: gantry.v1.LinkDeviceRequest
-	(*LinkDeviceResponse)(nil),            // 13: gantry.v1.LinkDeviceResponse
-	(*CreateEnrollmentTokenRequest)(nil),  // 14: gantry.v1.CreateEnrollmentTokenRequest
-	(*CreateEnrollmentTokenResponse)(nil), // 15: gantry.v1.CreateEnrollmentTokenResponse
-	(*EnrollRequest)(nil),                 // 16: gantry.v1.EnrollRequest
-	(*EnrollResponse)(nil),                // 17: gantry.v1.EnrollResponse
-	(*DeviceState)(nil),                   // 18: gantry.v1.DeviceState
-	(*SendCommandRequest)(nil),            // 19: gantry.v1.SendCommandRequest
-	(*SendCommandResponse)(nil),           // 20: gantry.v1.SendCommandResponse
-	(*timestamppb.Timestamp)(nil),         // 21: google.protobuf.Timestamp
+	(*Notification)(nil),                  // 1: gantry.v1.Notification
+	(*ListNotificationsRequest)(nil),      // 2: gantry.v1.ListNotificationsRequest
+	(*ListNotificationsResponse)(nil),     // 3: gantry.v1.ListNotificationsResponse
+	(*Value)(nil),                         // 4: gantry.v1.Value
+	(*GetLatestValuesRequest)(nil),        // 5: gantry.v1.GetLatestValuesRequest
+	(*GetLatestValuesResponse)(nil),       // 6: gantry.v1.GetLatestValuesResponse
+	(*GetHistoryRequest)(nil),             // 7: gantry.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),            // 8: gantry.v1.GetHistoryResponse
+	(*ListDevicesRequest)(nil),            // 9: gantry.v1.ListDevicesRequest
+	(*ListDevicesResponse)(nil),           // 10: gantry.v1.ListDevicesResponse
+	(*GetDeviceRequest)(nil),              // 11: gantry.v1.GetDeviceRequest
+	(*GetDeviceResponse)(nil),             // 12: gantry.v1.GetDeviceResponse
+	(*CreateDeviceRequest)(nil),           // 13: gantry.v1.CreateDeviceRequest
+	(*CreateDeviceResponse)(nil),          // 14: gantry.v1.CreateDeviceResponse
+	(*LinkDeviceRequest)(nil),             // 15: gantry.v1.LinkDeviceRequest
+	(*LinkDeviceResponse)(nil),            // 16: gantry.v1.LinkDeviceResponse
+	(*CreateEnrollmentTokenRequest)(nil),  // 17: gantry.v1.CreateEnrollmentTokenRequest
+	(*CreateEnrollmentTokenResponse)(nil), // 18: gantry.v1.CreateEnrollmentTokenResponse
+	(*EnrollRequest)(nil),                 // 19: gantry.v1.EnrollRequest
+	(*EnrollResponse)(nil),                // 20: gantry.v1.EnrollResponse
+	(*DeviceState)(nil),                   // 21: gantry.v1.DeviceState
+	(*SendCommandRequest)(nil),            // 22: gantry.v1.SendCommandRequest
+	(*SendCommandResponse)(nil),           // 23: gantry.v1.SendCommandResponse
+	(*timestamppb.Timestamp)(nil),         // 24: google.protobuf.Timestamp
 }
 var file_gantry_v1_devices_proto_depIdxs = []int32{
-	21, // 0: gantry.v1.EdgeDevice.last_seen:type_name -> google.protobuf.Timestamp
-	21, // 1: gantry.v1.EdgeDevice.created_at:type_name -> google.protobuf.Timestamp
-	21, // 2: gantry.v1.Value.at:type_name -> google.protobuf.Timestamp
-	1,  // 3: gantry.v1.GetLatestValuesResponse.values:type_name -> gantry.v1.Value
-	21, // 4: gantry.v1.GetHistoryRequest.from:type_name -> google.protobuf.Timestamp
-	21, // 5: gantry.v1.GetHistoryRequest.to:type_name -> google.protobuf.Timestamp
-	1,  // 6: gantry.v1.GetHistoryResponse.values:type_name -> gantry.v1.Value
-	0,  // 7: gantry.v1.ListDevicesResponse.devices:type_name -> gantry.v1.EdgeDevice
-	0,  // 8: gantry.v1.GetDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
-	0,  // 9: gantry.v1.CreateDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
-	0,  // 10: gantry.v1.LinkDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
-	21, // 11: gantry.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	21, // 12: gantry.v1.DeviceState.at:type_name -> google.protobuf.Timestamp
-	6,  // 13: gantry.v1.DeviceService.ListDevices:input_type -> gantry.v1.ListDevicesRequest
-	8,  // 14: gantry.v1.DeviceService.GetDevice:input_type -> gantry.v1.GetDeviceRequest
-	10, // 15: gantry.v1.DeviceService.CreateDevice:input_type -> gantry.v1.CreateDeviceRequest
-	12, // 16: gantry.v1.DeviceService.LinkDevice:input_type -> gantry.v1.LinkDeviceRequest
-	14, // 17: gantry.v1.DeviceService.CreateEnrollmentToken:input_type -> gantry.v1.CreateEnrollmentTokenRequest
-	19, // 18: gantry.v1.DeviceService.SendCommand:input_type -> gantry.v1.SendCommandRequest
-	2,  // 19: gantry.v1.DeviceService.GetLatestValues:input_type -> gantry.v1.GetLatestValuesRequest
-	4,  // 20: gantry.v1.DeviceService.GetHistory:input_type -> gantry.v1.GetHistoryRequest
-	16, // 21: gantry.v1.EnrollmentService.Enroll:input_type -> gantry.v1.EnrollRequest
-	7,  // 22: gantry.v1.DeviceService.ListDevices:output_type -> gantry.v1.ListDevicesResponse
-	9,  // 23: gantry.v1.DeviceService.GetDevice:output_type -> gantry.v1.GetDeviceResponse
-	11, // 24: gantry.v1.DeviceService.CreateDevice:output_type -> gantry.v1.CreateDeviceResponse
-	13, // 25: gantry.v1.DeviceService.LinkDevice:output_type -> gantry.v1.LinkDeviceResponse
-	15, // 26: gantry.v1.DeviceService.CreateEnrollmentToken:output_type -> gantry.v1.CreateEnrollmentTokenResponse
-	20, // 27: gantry.v1.DeviceService.SendCommand:output_type -> gantry.v1.SendCommandResponse
-	3,  // 28: gantry.v1.DeviceService.GetLatestValues:output_type -> gantry.v1.GetLatestValuesResponse
-	5,  // 29: gantry.v1.DeviceService.GetHistory:output_type -> gantry.v1.GetHistoryResponse
-	17, // 30: gantry.v1.EnrollmentService.Enroll:output_type -> gantry.v1.EnrollResponse
-	22, // [22:31] is the sub-list for method output_type
-	13, // [13:22] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	24, // 0: gantry.v1.EdgeDevice.last_seen:type_name -> google.protobuf.Timestamp
+	24, // 1: gantry.v1.EdgeDevice.created_at:type_name -> google.protobuf.Timestamp
+	24, // 2: gantry.v1.Notification.at:type_name -> google.protobuf.Timestamp
+	24, // 3: gantry.v1.Notification.created_at:type_name -> google.protobuf.Timestamp
+	1,  // 4: gantry.v1.ListNotificationsResponse.notifications:type_name -> gantry.v1.Notification
+	24, // 5: gantry.v1.Value.at:type_name -> google.protobuf.Timestamp
+	4,  // 6: gantry.v1.GetLatestValuesResponse.values:type_name -> gantry.v1.Value
+	24, // 7: gantry.v1.GetHistoryRequest.from:type_name -> google.protobuf.Timestamp
+	24, // 8: gantry.v1.GetHistoryRequest.to:type_name -> google.protobuf.Timestamp
+	4,  // 9: gantry.v1.GetHistoryResponse.values:type_name -> gantry.v1.Value
+	0,  // 10: gantry.v1.ListDevicesResponse.devices:type_name -> gantry.v1.EdgeDevice
+	0,  // 11: gantry.v1.GetDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
+	0,  // 12: gantry.v1.CreateDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
+	0,  // 13: gantry.v1.LinkDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
+	24, // 14: gantry.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	24, // 15: gantry.v1.DeviceState.at:type_name -> google.protobuf.Timestamp
+	9,  // 16: gantry.v1.DeviceService.ListDevices:input_type -> gantry.v1.ListDevicesRequest
+	11, // 17: gantry.v1.DeviceService.GetDevice:input_type -> gantry.v1.GetDeviceRequest
+	13, // 18: gantry.v1.DeviceService.CreateDevice:input_type -> gantry.v1.CreateDeviceRequest
+	15, // 19: gantry.v1.DeviceService.LinkDevice:input_type -> gantry.v1.LinkDeviceRequest
+	17, // 20: gantry.v1.DeviceService.CreateEnrollmentToken:input_type -> gantry.v1.CreateEnrollmentTokenRequest
+	22, // 21: gantry.v1.DeviceService.SendCommand:input_type -> gantry.v1.SendCommandRequest
+	5,  // 22: gantry.v1.DeviceService.GetLatestValues:input_type -> gantry.v1.GetLatestValuesRequest
+	7,  // 23: gantry.v1.DeviceService.GetHistory:input_type -> gantry.v1.GetHistoryRequest
+	2,  // 24: gantry.v1.NotificationService.ListNotifications:input_type -> gantry.v1.ListNotificationsRequest
+	19, // 25: gantry.v1.EnrollmentService.Enroll:input_type -> gantry.v1.EnrollRequest
+	10, // 26: gantry.v1.DeviceService.ListDevices:output_type -> gantry.v1.ListDevicesResponse
+	12, // 27: gantry.v1.DeviceService.GetDevice:output_type -> gantry.v1.GetDeviceResponse
+	14, // 28: gantry.v1.DeviceService.CreateDevice:output_type -> gantry.v1.CreateDeviceResponse
+	16, // 29: gantry.v1.DeviceService.LinkDevice:output_type -> gantry.v1.LinkDeviceResponse
+	18, // 30: gantry.v1.DeviceService.CreateEnrollmentToken:output_type -> gantry.v1.CreateEnrollmentTokenResponse
+	23, // 31: gantry.v1.DeviceService.SendCommand:output_type -> gantry.v1.SendCommandResponse
+	6,  // 32: gantry.v1.DeviceService.GetLatestValues:output_type -> gantry.v1.GetLatestValuesResponse
+	8,  // 33: gantry.v1.DeviceService.GetHistory:output_type -> gantry.v1.GetHistoryResponse
+	3,  // 34: gantry.v1.NotificationService.ListNotifications:output_type -> gantry.v1.ListNotificationsResponse
+	20, // 35: gantry.v1.EnrollmentService.Enroll:output_type -> gantry.v1.EnrollResponse
+	26, // [26:36] is the sub-list for method output_type
+	16, // [16:26] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_devices_proto_init() }
@@ -1460,9 +1716,9 @@ func file_gantry_v1_devices_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_devices_proto_rawDesc), len(file_gantry_v1_devices_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   24,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_gantry_v1_devices_proto_goTypes,
 		DependencyIndexes: file_gantry_v1_devices_proto_depIdxs,

@@ -1980,8 +1980,19 @@ type DataPoint struct {
 	DeadbandValue float64  `protobuf:"fixed64,6,opt,name=deadband_value,json=deadbandValue,proto3" json:"deadband_value,omitempty"`
 	WarnAbove     *float64 `protobuf:"fixed64,7,opt,name=warn_above,json=warnAbove,proto3,oneof" json:"warn_above,omitempty"`
 	AlarmAbove    *float64 `protobuf:"fixed64,8,opt,name=alarm_above,json=alarmAbove,proto3,oneof" json:"alarm_above,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	WarnBelow     *float64 `protobuf:"fixed64,9,opt,name=warn_below,json=warnBelow,proto3,oneof" json:"warn_below,omitempty"`
+	AlarmBelow    *float64 `protobuf:"fixed64,10,opt,name=alarm_below,json=alarmBelow,proto3,oneof" json:"alarm_below,omitempty"`
+	// Threshold hysteresis (>= 0, in the point's unit).
+	Hysteresis float64 `protobuf:"fixed64,11,opt,name=hysteresis,proto3" json:"hysteresis,omitempty"`
+	// How long a threshold condition must hold before its level changes.
+	DelayMs uint32 `protobuf:"varint,12,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
+	// Accumulator role: "", running, energy_kwh or power_kw.
+	Role string `protobuf:"bytes,13,opt,name=role,proto3" json:"role,omitempty"`
+	// An alarm of this point opens an internal service case on the asset
+	// (when the operator tenant has Operator Internal Service).
+	OpenCaseOnAlarm bool `protobuf:"varint,14,opt,name=open_case_on_alarm,json=openCaseOnAlarm,proto3" json:"open_case_on_alarm,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *DataPoint) Reset() {
@@ -2068,6 +2079,48 @@ func (x *DataPoint) GetAlarmAbove() float64 {
 		return *x.AlarmAbove
 	}
 	return 0
+}
+
+func (x *DataPoint) GetWarnBelow() float64 {
+	if x != nil && x.WarnBelow != nil {
+		return *x.WarnBelow
+	}
+	return 0
+}
+
+func (x *DataPoint) GetAlarmBelow() float64 {
+	if x != nil && x.AlarmBelow != nil {
+		return *x.AlarmBelow
+	}
+	return 0
+}
+
+func (x *DataPoint) GetHysteresis() float64 {
+	if x != nil {
+		return x.Hysteresis
+	}
+	return 0
+}
+
+func (x *DataPoint) GetDelayMs() uint32 {
+	if x != nil {
+		return x.DelayMs
+	}
+	return 0
+}
+
+func (x *DataPoint) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *DataPoint) GetOpenCaseOnAlarm() bool {
+	if x != nil {
+		return x.OpenCaseOnAlarm
+	}
+	return false
 }
 
 type OpcuaTemplate struct {
@@ -4299,7 +4352,7 @@ const file_gantry_v1_domain_proto_rawDesc = "" +
 	"\vvnc_targets\x18\x02 \x03(\tR\n" +
 	"vncTargets\x12*\n" +
 	"\x11data_link_targets\x18\x03 \x03(\tR\x0fdataLinkTargets\x12'\n" +
-	"\x0fmachine_subnets\x18\x04 \x03(\tR\x0emachineSubnets\"\xb3\x02\n" +
+	"\x0fmachine_subnets\x18\x04 \x03(\tR\x0emachineSubnets\"\x98\x04\n" +
 	"\tDataPoint\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -4310,9 +4363,22 @@ const file_gantry_v1_domain_proto_rawDesc = "" +
 	"\n" +
 	"warn_above\x18\a \x01(\x01H\x00R\twarnAbove\x88\x01\x01\x12$\n" +
 	"\valarm_above\x18\b \x01(\x01H\x01R\n" +
-	"alarmAbove\x88\x01\x01B\r\n" +
+	"alarmAbove\x88\x01\x01\x12\"\n" +
+	"\n" +
+	"warn_below\x18\t \x01(\x01H\x02R\twarnBelow\x88\x01\x01\x12$\n" +
+	"\valarm_below\x18\n" +
+	" \x01(\x01H\x03R\n" +
+	"alarmBelow\x88\x01\x01\x12\x1e\n" +
+	"\n" +
+	"hysteresis\x18\v \x01(\x01R\n" +
+	"hysteresis\x12\x19\n" +
+	"\bdelay_ms\x18\f \x01(\rR\adelayMs\x12\x12\n" +
+	"\x04role\x18\r \x01(\tR\x04role\x12+\n" +
+	"\x12open_case_on_alarm\x18\x0e \x01(\bR\x0fopenCaseOnAlarmB\r\n" +
 	"\v_warn_aboveB\x0e\n" +
-	"\f_alarm_above\"\x8e\x01\n" +
+	"\f_alarm_aboveB\r\n" +
+	"\v_warn_belowB\x0e\n" +
+	"\f_alarm_below\"\x8e\x01\n" +
 	"\rOpcuaTemplate\x12!\n" +
 	"\fendpoint_url\x18\x01 \x01(\tR\vendpointUrl\x12#\n" +
 	"\rsecurity_mode\x18\x02 \x01(\tR\fsecurityMode\x125\n" +

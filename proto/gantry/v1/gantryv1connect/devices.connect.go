@@ -25,6 +25,8 @@ const _ = connect.IsAtLeastVersion1_13_0
 const (
 	// DeviceServiceName is the fully-qualified name of the DeviceService service.
 	DeviceServiceName = "gantry.v1.DeviceService"
+	// NotificationServiceName is the fully-qualified name of the NotificationService service.
+	NotificationServiceName = "gantry.v1.NotificationService"
 	// EnrollmentServiceName is the fully-qualified name of the EnrollmentService service.
 	EnrollmentServiceName = "gantry.v1.EnrollmentService"
 )
@@ -60,6 +62,9 @@ const (
 	// DeviceServiceGetHistoryProcedure is the fully-qualified name of the DeviceService's GetHistory
 	// RPC.
 	DeviceServiceGetHistoryProcedure = "/gantry.v1.DeviceService/GetHistory"
+	// NotificationServiceListNotificationsProcedure is the fully-qualified name of the
+	// NotificationService's ListNotifications RPC.
+	NotificationServiceListNotificationsProcedure = "/gantry.v1.NotificationService/ListNotifications"
 	// EnrollmentServiceEnrollProcedure is the fully-qualified name of the EnrollmentService's Enroll
 	// RPC.
 	EnrollmentServiceEnrollProcedure = "/gantry.v1.EnrollmentService/Enroll"
@@ -341,6 +346,86 @@ func (UnimplementedDeviceServiceHandler) GetLatestValues(context.Context, *conne
 
 func (UnimplementedDeviceServiceHandler) GetHistory(context.Context, *connect.Request[v1.GetHistoryRequest]) (*connect.Response[v1.GetHistoryResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.DeviceService.GetHistory is not implemented"))
+}
+
+// NotificationServiceClient is a client for the gantry.v1.NotificationService service.
+type NotificationServiceClient interface {
+	// ListNotifications returns a device's notifications, newest first, to
+	// the readers of the device (the same rule as GetLatestValues): providers
+	// with Edge Devices ≥ read on it; operators with Digital Shopfloor ≥ read
+	// on its asset, who see only their own tenant's notifications of assets
+	// they may read.
+	ListNotifications(context.Context, *connect.Request[v1.ListNotificationsRequest]) (*connect.Response[v1.ListNotificationsResponse], error)
+}
+
+// NewNotificationServiceClient constructs a client for the gantry.v1.NotificationService service.
+// By default, it uses the Connect protocol with the binary Protobuf Codec, asks for gzipped
+// responses, and sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the
+// connect.WithGRPC() or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewNotificationServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) NotificationServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	notificationServiceMethods := v1.File_gantry_v1_devices_proto.Services().ByName("NotificationService").Methods()
+	return &notificationServiceClient{
+		listNotifications: connect.NewClient[v1.ListNotificationsRequest, v1.ListNotificationsResponse](
+			httpClient,
+			baseURL+NotificationServiceListNotificationsProcedure,
+			connect.WithSchema(notificationServiceMethods.ByName("ListNotifications")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// notificationServiceClient implements NotificationServiceClient.
+type notificationServiceClient struct {
+	listNotifications *connect.Client[v1.ListNotificationsRequest, v1.ListNotificationsResponse]
+}
+
+// ListNotifications calls gantry.v1.NotificationService.ListNotifications.
+func (c *notificationServiceClient) ListNotifications(ctx context.Context, req *connect.Request[v1.ListNotificationsRequest]) (*connect.Response[v1.ListNotificationsResponse], error) {
+	return c.listNotifications.CallUnary(ctx, req)
+}
+
+// NotificationServiceHandler is an implementation of the gantry.v1.NotificationService service.
+type NotificationServiceHandler interface {
+	// ListNotifications returns a device's notifications, newest first, to
+	// the readers of the device (the same rule as GetLatestValues): providers
+	// with Edge Devices ≥ read on it; operators with Digital Shopfloor ≥ read
+	// on its asset, who see only their own tenant's notifications of assets
+	// they may read.
+	ListNotifications(context.Context, *connect.Request[v1.ListNotificationsRequest]) (*connect.Response[v1.ListNotificationsResponse], error)
+}
+
+// NewNotificationServiceHandler builds an HTTP handler from the service implementation. It returns
+// the path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewNotificationServiceHandler(svc NotificationServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	notificationServiceMethods := v1.File_gantry_v1_devices_proto.Services().ByName("NotificationService").Methods()
+	notificationServiceListNotificationsHandler := connect.NewUnaryHandler(
+		NotificationServiceListNotificationsProcedure,
+		svc.ListNotifications,
+		connect.WithSchema(notificationServiceMethods.ByName("ListNotifications")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/gantry.v1.NotificationService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case NotificationServiceListNotificationsProcedure:
+			notificationServiceListNotificationsHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedNotificationServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedNotificationServiceHandler struct{}
+
+func (UnimplementedNotificationServiceHandler) ListNotifications(context.Context, *connect.Request[v1.ListNotificationsRequest]) (*connect.Response[v1.ListNotificationsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.NotificationService.ListNotifications is not implemented"))
 }
 
 // EnrollmentServiceClient is a client for the gantry.v1.EnrollmentService service.
