@@ -27,7 +27,7 @@ deps: ## install what builds and tests need (Debian packages as root, Go modules
 	bash .ci/deps
 
 test: deps ## run all tests with -race against the local PostgreSQL and Mosquitto
-	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -timeout 25m ./...
 
 proto: ## regenerate Go code from proto/ (protoc from Debian's protobuf-compiler, plugins pinned in go.mod)
 	protoc -I proto -I /usr/include \

@@ -83,6 +83,9 @@ func TestCaseRules(t *testing.T) {
 	storetest.ForEach(t, func(t *testing.T, newStore storetest.Factory) {
 		for _, r := range rules {
 			t.Run(r.ID+"_"+strings.ReplaceAll(r.Action, " ", "_"), func(t *testing.T) {
+				// Every row builds its own world (store, server, agent), so
+				// rows run in parallel; they mostly wait on the databases.
+				t.Parallel()
 				if why := pendingAction(r); why != "" {
 					t.Skipf("row %s: %s", r.ID, why)
 				}
