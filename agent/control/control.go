@@ -23,6 +23,7 @@ type Actions struct {
 	RestartCollector func() error
 	TunnelUp         func(*gantryv1.TunnelUp) error
 	TunnelDown       func(grantID string) error
+	Browse           func(*gantryv1.Browse) (*gantryv1.BrowseResult, error)
 }
 
 // Stats counts command outcomes.
@@ -74,6 +75,11 @@ func (h *Handler) Handle(payload []byte) []byte {
 		err = ErrUnavailable
 		if h.act.TunnelUp != nil {
 			err = h.act.TunnelUp(c.GetTunnelUp())
+		}
+	case *gantryv1.Command_Browse:
+		err = ErrUnavailable
+		if h.act.Browse != nil {
+			ack.Browse, err = h.act.Browse(c.GetBrowse())
 		}
 	case *gantryv1.Command_TunnelDown:
 		err = ErrUnavailable

@@ -109,6 +109,42 @@ func (s *deviceService) SendCommand(ctx context.Context, req *connect.Request[ga
 	return connect.NewResponse(&gantryv1.SendCommandResponse{Nonce: ack.Nonce, Ok: ack.Ok, Error: ack.Error, RoundTripMs: uint32(time.Since(start).Milliseconds())}), nil
 }
 
+func (s *deviceService) BrowseDevice(ctx context.Context, req *connect.Request[gantryv1.BrowseDeviceRequest]) (*connect.Response[gantryv1.BrowseDeviceResponse], error) {
+	m := req.Msg
+	timeout := time.Duration(m.TimeoutSeconds) * time.Second
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	if timeout > time.Minute {
+		return nil, errkind.Invalidf("timeout_seconds", "at most 60")
+	}
+	if len(m.EndpointUrl) > 500 || len(m.NodeId) > 500 {
+		return nil, errkind.Invalidf("endpoint_url", "endpoint URL and node ID are at most 500 characters")
+	}
+	if m.MaxDepth > 10 || m.MaxNodes > 5000 {
+		return nil, errkind.Invalidf("max_depth", "max_depth at most 10, max_nodes at most 5000")
+	}
+	d, err := s.fleet.DeviceToBrowse(ctx, CallerFrom(ctx), m.DeviceId)
+	if err != nil {
+		return nil, err
+	}
+	if s.commands == nil {
+		return nil, errkind.New(errkind.Precondition, "", "commands need the embedded MQTT broker, which is switched off")
+	}
+	cmd := &gantryv1.Command{Body: &gantryv1.Command_Browse{Browse: &gantryv1.Browse{EndpointUrl: m.EndpointUrl, NodeId: m.NodeId, MaxDepth: m.MaxDepth, MaxNodes: m.MaxNodes}}}
+	ack, err := s.commands.Send(ctx, d.ID, cmd, timeout)
+	if errors.Is(err, commands.ErrNoAck) {
+		return nil, errkind.New(errkind.Precondition, "", "%v", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !ack.Ok {
+		return nil, errkind.New(errkind.Precondition, "", "the agent could not browse: %s", ack.Error)
+	}
+	return connect.NewResponse(&gantryv1.BrowseDeviceResponse{Nodes: ack.GetBrowse().GetNodes(), Truncated: ack.GetBrowse().GetTruncated()}), nil
+}
+
 func valuePB(v store.Sample) *gantryv1.Value {
 	return &gantryv1.Value{Point: v.Point, Value: v.Value, Status: v.Status, At: ts(v.At), BatchSeq: v.BatchSeq}
 }

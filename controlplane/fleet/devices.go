@@ -237,6 +237,26 @@ func (s *Service) DeviceToCommand(ctx context.Context, c *identity.Caller, id st
 	return d, err
 }
 
+// DeviceToBrowse returns a device whose agent the caller may have browse
+// an OPC-UA server: providers with Machine Models = manage (to build
+// templates) or Edge Devices = manage, in the device's scope.
+func (s *Service) DeviceToBrowse(ctx context.Context, c *identity.Caller, id string) (store.EdgeDevice, error) {
+	if err := requireKind(c, authz.KindServiceProvider, "browsing machines through edge devices"); err != nil {
+		return store.EdgeDevice{}, err
+	}
+	d, loc, err := s.device(ctx, c, id, authz.Read, "read this device")
+	if err != nil {
+		return store.EdgeDevice{}, err
+	}
+	if need(c.Principal, authz.EdgeDevices, authz.Manage, loc, "") == nil {
+		return d, nil
+	}
+	if err := need(c.Principal, authz.MachineModels, authz.Manage, loc, "browse a machine's OPC-UA address space (Machine Models or Edge Devices = manage)"); err != nil {
+		return store.EdgeDevice{}, err
+	}
+	return d, nil
+}
+
 // LatestValues returns a device's latest data (readers of the device).
 func (s *Service) LatestValues(ctx context.Context, c *identity.Caller, deviceID string) ([]store.Sample, error) {
 	if _, err := s.GetDevice(ctx, c, deviceID); err != nil {

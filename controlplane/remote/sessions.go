@@ -353,10 +353,8 @@ func (s *Sessions) Run(ctx context.Context) {
 		}
 		s.mu.Unlock()
 		for _, ss := range s.snapshot() {
-			if now.After(ss.use.GrantExpires) {
-				s.end(ss, "the remote-access grant expired")
-				continue
-			}
+			// The re-check sees the grant as it is now (an extension keeps
+			// the session; expiry, deactivation and closing end it).
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			err := s.cfg.Recheck(rctx, ss.use)
 			cancel()

@@ -105,6 +105,24 @@ func TestOPCUADataPath(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// Browse: a Master Data Manager has the agent browse the machine's
+	// address space to pick nodes for a template; 1st Level Support may not.
+	mdm := gantryv1connect.NewDeviceServiceClient(c.http, base, connect.WithProtoJSON(), c.login(t, "mdm@acme.example"))
+	br, err := mdm.BrowseDevice(ctx, connect.NewRequest(&gantryv1.BrowseDeviceRequest{DeviceId: id, MaxDepth: 4}))
+	if err != nil {
+		t.Fatalf("browse: %v", err)
+	}
+	want, found := opcuasim.NodeID(ns, "cnc1", "SpindleSpeed"), false
+	for _, n := range br.Msg.Nodes {
+		found = found || n.NodeId == want
+	}
+	if !found {
+		t.Errorf("browse result lacks %s (%d nodes)", want, len(br.Msg.Nodes))
+	}
+	fls := gantryv1connect.NewDeviceServiceClient(c.http, base, connect.WithProtoJSON(), c.login(t, "1ls@acme.example"))
+	if _, err := fls.BrowseDevice(ctx, connect.NewRequest(&gantryv1.BrowseDeviceRequest{DeviceId: id})); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Errorf("1st Level Support browses: %v", err)
+	}
 	// restart_collector is now available on the device.
 	rc, err := dc.SendCommand(ctx, connect.NewRequest(&gantryv1.SendCommandRequest{DeviceId: id, Command: "restart_collector"}))
 	if err != nil || !rc.Msg.Ok {

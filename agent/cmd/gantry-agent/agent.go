@@ -170,6 +170,9 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 	handler := control.New(verifier, control.Actions{
 		TunnelUp:   tunnels.Up,
 		TunnelDown: tunnels.Down,
+		Browse: func(b *gantryv1.Browse) (*gantryv1.BrowseResult, error) {
+			return browse(ctx, b, tpl)
+		},
 		ReloadConfig: func() error {
 			_, _, _, err := enroll.Load(dir) // re-read and check the state directory
 			return err
@@ -306,4 +309,26 @@ func simulateTelemetry(ctx context.Context, q *queue.Queue, rate float64, logger
 			}
 		}
 	}
+}
+
+// browse runs a Browse command: the endpoint defaults to the template's.
+func browse(ctx context.Context, b *gantryv1.Browse, tpl *machinemodel.OPCUA) (*gantryv1.BrowseResult, error) {
+	r := collector.BrowseRequest{Endpoint: b.GetEndpointUrl(), Root: b.GetNodeId(), MaxDepth: int(b.GetMaxDepth()), MaxNodes: int(b.GetMaxNodes())}
+	if r.Endpoint == "" {
+		if tpl == nil {
+			return nil, errors.New("give an endpoint_url: this agent has no OPC-UA template")
+		}
+		r.Endpoint = tpl.EndpointURL
+	}
+	bctx, cancel := context.WithTimeout(ctx, 25*time.Second)
+	defer cancel()
+	nodes, truncated, err := collector.Browse(bctx, r)
+	if err != nil {
+		return nil, err
+	}
+	out := &gantryv1.BrowseResult{Truncated: truncated}
+	for _, n := range nodes {
+		out.Nodes = append(out.Nodes, &gantryv1.BrowsedNode{NodeId: n.NodeID, ParentId: n.ParentID, BrowseName: n.BrowseName, DisplayName: n.DisplayName, NodeClass: n.NodeClass, Depth: uint32(n.Depth)})
+	}
+	return out, nil
 }

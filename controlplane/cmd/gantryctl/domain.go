@@ -21,7 +21,7 @@ var domainCommands = map[string]command{
 	"proposals":  sub(map[string]command{"list": cmdProposalsList, "accept": cmdProposalAccept, "reject": cmdProposalReject}),
 	"customers":  sub(map[string]command{"orgs": cmdOrgsList, "create-org": cmdOrgCreate, "list": cmdCustomersList, "create": cmdCustomerCreate, "invite": cmdCustomerInvite, "machines": cmdMachinesList, "add-machine": cmdMachineCreate, "propose": cmdPropose, "contracts": cmdContracts, "add-contract": cmdAddContract, "set-external": cmdSetExternal}),
 	"models":     sub(map[string]command{"list": cmdModelsList, "show": cmdModelShow, "apply": cmdModelApply}),
-	"devices":    sub(map[string]command{"list": cmdDevicesList, "create": cmdDeviceCreate, "link": cmdDeviceLink, "enroll-token": cmdEnrollToken, "command": cmdDeviceCommand, "values": cmdDeviceValues}),
+	"devices":    sub(map[string]command{"list": cmdDevicesList, "create": cmdDeviceCreate, "link": cmdDeviceLink, "enroll-token": cmdEnrollToken, "command": cmdDeviceCommand, "values": cmdDeviceValues, "browse": cmdDeviceBrowse}),
 	"remote":     sub(map[string]command{"show": cmdRemoteShow, "activate": cmdRemoteActivate, "deactivate": cmdRemoteDeactivate, "request": cmdRemoteRequest, "decide": cmdRemoteDecide}),
 	"vnc":        cmdVNC,
 	"tunnel":     cmdTunnel,
@@ -813,6 +813,35 @@ func cmdDeviceValues(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintln(w, "POINT\tVALUE\tSTATUS\tAT")
 		for _, v := range r.Values {
 			fmt.Fprintf(w, "%s\t%g\t%d\t%s\n", v.Point, v.Value, v.Status, v.At.AsTime().Local().Format("15:04:05"))
+		}
+	})
+}
+
+func cmdDeviceBrowse(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "devices browse")
+	endpoint := fs.String("endpoint", "", "OPC-UA endpoint opc.tcp://host:port (default: the agent's template endpoint)")
+	node := fs.String("node", "", "start node, e.g. ns=2;s=Machine1 (default: the Objects folder)")
+	depth := fs.Uint("depth", 3, "how many levels to follow (at most 10)")
+	max := fs.Uint("max", 1000, "at most this many nodes (at most 5000)")
+	id, err := oneArg(fs, args, "DEVICE_ID")
+	if err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewDeviceServiceClient(e.conn).BrowseDevice(actx, &gantryv1.BrowseDeviceRequest{DeviceId: id, EndpointUrl: *endpoint, NodeId: *node, MaxDepth: uint32(*depth), MaxNodes: uint32(*max)})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) {
+		fmt.Fprintln(w, "NODE ID\tCLASS\tNAME")
+		for _, n := range r.Nodes {
+			fmt.Fprintf(w, "%s%s\t%s\t%s\n", strings.Repeat("  ", int(n.Depth)-1), n.NodeId, strings.TrimPrefix(n.NodeClass, "NodeClass"), n.DisplayName)
+		}
+		if r.Truncated {
+			fmt.Fprintln(w, "(truncated: raise --depth or --max, or start from a deeper --node)")
 		}
 	})
 }

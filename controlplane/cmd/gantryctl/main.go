@@ -76,6 +76,8 @@ Edge devices:
   devices enroll-token DEVICE_ID [--ttl 1h]   one-time token and the gantry-agent enroll command
   devices command DEVICE_ID ping|reload_config|restart_collector   signed command, waits for the ack
   devices values DEVICE_ID                    latest machine data of the device
+  devices browse DEVICE_ID [--endpoint opc.tcp://…] [--node ID] [--depth 3]
+                             the agent browses the machine's OPC-UA address space
 
 Service cases:
   cases list [--kind internal|shared] [--mine] [--state S] [--asset ID]

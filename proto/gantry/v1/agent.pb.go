@@ -42,6 +42,7 @@ type Command struct {
 	//	*Command_RestartCollector
 	//	*Command_TunnelUp
 	//	*Command_TunnelDown
+	//	*Command_Browse
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -157,6 +158,15 @@ func (x *Command) GetTunnelDown() *TunnelDown {
 	return nil
 }
 
+func (x *Command) GetBrowse() *Browse {
+	if x != nil {
+		if x, ok := x.Body.(*Command_Browse); ok {
+			return x.Browse
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -181,6 +191,10 @@ type Command_TunnelDown struct {
 	TunnelDown *TunnelDown `protobuf:"bytes,14,opt,name=tunnel_down,json=tunnelDown,proto3,oneof"`
 }
 
+type Command_Browse struct {
+	Browse *Browse `protobuf:"bytes,15,opt,name=browse,proto3,oneof"`
+}
+
 func (*Command_Ping) isCommand_Body() {}
 
 func (*Command_ReloadConfig) isCommand_Body() {}
@@ -190,6 +204,8 @@ func (*Command_RestartCollector) isCommand_Body() {}
 func (*Command_TunnelUp) isCommand_Body() {}
 
 func (*Command_TunnelDown) isCommand_Body() {}
+
+func (*Command_Browse) isCommand_Body() {}
 
 type Ping struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -524,8 +540,10 @@ type CommandAck struct {
 	Nonce string                 `protobuf:"bytes,1,opt,name=nonce,proto3" json:"nonce,omitempty"`
 	Ok    bool                   `protobuf:"varint,2,opt,name=ok,proto3" json:"ok,omitempty"`
 	// Why a command was refused or failed.
-	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
-	At            *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=at,proto3" json:"at,omitempty"`
+	Error string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	At    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=at,proto3" json:"at,omitempty"`
+	// The result of a Browse command.
+	Browse        *BrowseResult `protobuf:"bytes,5,opt,name=browse,proto3" json:"browse,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -588,6 +606,228 @@ func (x *CommandAck) GetAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *CommandAck) GetBrowse() *BrowseResult {
+	if x != nil {
+		return x.Browse
+	}
+	return nil
+}
+
+// Browse asks the agent to browse an OPC-UA server's address space (so a
+// Master Data Manager can pick nodes for a template). The agent connects
+// with security None, follows hierarchical references forward from node_id
+// breadth first, and reports what it found in the ack.
+type Browse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// opc.tcp://host:port; empty: the endpoint of the agent's template.
+	EndpointUrl string `protobuf:"bytes,1,opt,name=endpoint_url,json=endpointUrl,proto3" json:"endpoint_url,omitempty"`
+	// Start node; empty: the Objects folder (i=85).
+	NodeId string `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// Default 3, at most 10.
+	MaxDepth uint32 `protobuf:"varint,3,opt,name=max_depth,json=maxDepth,proto3" json:"max_depth,omitempty"`
+	// Default 1000, at most 5000.
+	MaxNodes      uint32 `protobuf:"varint,4,opt,name=max_nodes,json=maxNodes,proto3" json:"max_nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Browse) Reset() {
+	*x = Browse{}
+	mi := &file_gantry_v1_agent_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Browse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Browse) ProtoMessage() {}
+
+func (x *Browse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_agent_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Browse.ProtoReflect.Descriptor instead.
+func (*Browse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Browse) GetEndpointUrl() string {
+	if x != nil {
+		return x.EndpointUrl
+	}
+	return ""
+}
+
+func (x *Browse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *Browse) GetMaxDepth() uint32 {
+	if x != nil {
+		return x.MaxDepth
+	}
+	return 0
+}
+
+func (x *Browse) GetMaxNodes() uint32 {
+	if x != nil {
+		return x.MaxNodes
+	}
+	return 0
+}
+
+type BrowseResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Nodes []*BrowsedNode         `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// True when max_depth or max_nodes cut the walk short.
+	Truncated     bool `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BrowseResult) Reset() {
+	*x = BrowseResult{}
+	mi := &file_gantry_v1_agent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BrowseResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BrowseResult) ProtoMessage() {}
+
+func (x *BrowseResult) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_agent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BrowseResult.ProtoReflect.Descriptor instead.
+func (*BrowseResult) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *BrowseResult) GetNodes() []*BrowsedNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *BrowseResult) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+type BrowsedNode struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	NodeId      string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	ParentId    string                 `protobuf:"bytes,2,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
+	BrowseName  string                 `protobuf:"bytes,3,opt,name=browse_name,json=browseName,proto3" json:"browse_name,omitempty"`
+	DisplayName string                 `protobuf:"bytes,4,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	// Object, Variable, Method, ObjectType, VariableType, ReferenceType,
+	// DataType or View.
+	NodeClass     string `protobuf:"bytes,5,opt,name=node_class,json=nodeClass,proto3" json:"node_class,omitempty"`
+	Depth         uint32 `protobuf:"varint,6,opt,name=depth,proto3" json:"depth,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BrowsedNode) Reset() {
+	*x = BrowsedNode{}
+	mi := &file_gantry_v1_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BrowsedNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BrowsedNode) ProtoMessage() {}
+
+func (x *BrowsedNode) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BrowsedNode.ProtoReflect.Descriptor instead.
+func (*BrowsedNode) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *BrowsedNode) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *BrowsedNode) GetParentId() string {
+	if x != nil {
+		return x.ParentId
+	}
+	return ""
+}
+
+func (x *BrowsedNode) GetBrowseName() string {
+	if x != nil {
+		return x.BrowseName
+	}
+	return ""
+}
+
+func (x *BrowsedNode) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *BrowsedNode) GetNodeClass() string {
+	if x != nil {
+		return x.NodeClass
+	}
+	return ""
+}
+
+func (x *BrowsedNode) GetDepth() uint32 {
+	if x != nil {
+		return x.Depth
+	}
+	return 0
+}
+
 // TelemetryBatch is the payload on gantry/v1/dev/{id}/telemetry: values
 // collected by the agent, sent at QoS 1 through its durable queue.
 type TelemetryBatch struct {
@@ -602,7 +842,7 @@ type TelemetryBatch struct {
 
 func (x *TelemetryBatch) Reset() {
 	*x = TelemetryBatch{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[8]
+	mi := &file_gantry_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +854,7 @@ func (x *TelemetryBatch) String() string {
 func (*TelemetryBatch) ProtoMessage() {}
 
 func (x *TelemetryBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[8]
+	mi := &file_gantry_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +867,7 @@ func (x *TelemetryBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TelemetryBatch.ProtoReflect.Descriptor instead.
 func (*TelemetryBatch) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TelemetryBatch) GetSeq() uint64 {
@@ -659,7 +899,7 @@ type Sample struct {
 
 func (x *Sample) Reset() {
 	*x = Sample{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[9]
+	mi := &file_gantry_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +911,7 @@ func (x *Sample) String() string {
 func (*Sample) ProtoMessage() {}
 
 func (x *Sample) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[9]
+	mi := &file_gantry_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +924,7 @@ func (x *Sample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sample.ProtoReflect.Descriptor instead.
 func (*Sample) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Sample) GetPoint() string {
@@ -728,7 +968,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[10]
+	mi := &file_gantry_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -740,7 +980,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[10]
+	mi := &file_gantry_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -753,7 +993,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EventBatch) GetSeq() uint64 {
@@ -792,7 +1032,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[11]
+	mi := &file_gantry_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -804,7 +1044,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[11]
+	mi := &file_gantry_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -817,7 +1057,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Event) GetPoint() string {
@@ -885,7 +1125,7 @@ type QueuedRecord struct {
 
 func (x *QueuedRecord) Reset() {
 	*x = QueuedRecord{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[12]
+	mi := &file_gantry_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1137,7 @@ func (x *QueuedRecord) String() string {
 func (*QueuedRecord) ProtoMessage() {}
 
 func (x *QueuedRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[12]
+	mi := &file_gantry_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1150,7 @@ func (x *QueuedRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueuedRecord.ProtoReflect.Descriptor instead.
 func (*QueuedRecord) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *QueuedRecord) GetSamples() []*Sample {
@@ -931,7 +1171,7 @@ var File_gantry_v1_agent_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x15gantry/v1/agent.proto\x12\tgantry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd9\x03\n" +
+	"\x15gantry/v1/agent.proto\x12\tgantry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x04\n" +
 	"\aCommand\x12\x14\n" +
 	"\x05nonce\x18\x01 \x01(\tR\x05nonce\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x127\n" +
@@ -944,7 +1184,8 @@ const file_gantry_v1_agent_proto_rawDesc = "" +
 	"\x11restart_collector\x18\f \x01(\v2\x1b.gantry.v1.RestartCollectorH\x00R\x10restartCollector\x122\n" +
 	"\ttunnel_up\x18\r \x01(\v2\x13.gantry.v1.TunnelUpH\x00R\btunnelUp\x128\n" +
 	"\vtunnel_down\x18\x0e \x01(\v2\x15.gantry.v1.TunnelDownH\x00R\n" +
-	"tunnelDownB\x06\n" +
+	"tunnelDown\x12+\n" +
+	"\x06browse\x18\x0f \x01(\v2\x11.gantry.v1.BrowseH\x00R\x06browseB\x06\n" +
 	"\x04body\"\x06\n" +
 	"\x04Ping\"\x0e\n" +
 	"\fReloadConfig\"\x12\n" +
@@ -967,13 +1208,31 @@ const file_gantry_v1_agent_proto_rawDesc = "" +
 	"\bgrant_id\x18\x01 \x01(\tR\agrantId\"G\n" +
 	"\rSignedCommand\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\x12\x1c\n" +
-	"\tsignature\x18\x02 \x01(\fR\tsignature\"t\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature\"\xa5\x01\n" +
 	"\n" +
 	"CommandAck\x12\x14\n" +
 	"\x05nonce\x18\x01 \x01(\tR\x05nonce\x12\x0e\n" +
 	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12*\n" +
-	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"O\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12/\n" +
+	"\x06browse\x18\x05 \x01(\v2\x17.gantry.v1.BrowseResultR\x06browse\"~\n" +
+	"\x06Browse\x12!\n" +
+	"\fendpoint_url\x18\x01 \x01(\tR\vendpointUrl\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x1b\n" +
+	"\tmax_depth\x18\x03 \x01(\rR\bmaxDepth\x12\x1b\n" +
+	"\tmax_nodes\x18\x04 \x01(\rR\bmaxNodes\"Z\n" +
+	"\fBrowseResult\x12,\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x16.gantry.v1.BrowsedNodeR\x05nodes\x12\x1c\n" +
+	"\ttruncated\x18\x02 \x01(\bR\ttruncated\"\xbc\x01\n" +
+	"\vBrowsedNode\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
+	"\tparent_id\x18\x02 \x01(\tR\bparentId\x12\x1f\n" +
+	"\vbrowse_name\x18\x03 \x01(\tR\n" +
+	"browseName\x12!\n" +
+	"\fdisplay_name\x18\x04 \x01(\tR\vdisplayName\x12\x1d\n" +
+	"\n" +
+	"node_class\x18\x05 \x01(\tR\tnodeClass\x12\x14\n" +
+	"\x05depth\x18\x06 \x01(\rR\x05depth\"O\n" +
 	"\x0eTelemetryBatch\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12+\n" +
 	"\asamples\x18\x02 \x03(\v2\x11.gantry.v1.SampleR\asamples\"x\n" +
@@ -1011,7 +1270,7 @@ func file_gantry_v1_agent_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_agent_proto_rawDescData
 }
 
-var file_gantry_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_gantry_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_gantry_v1_agent_proto_goTypes = []any{
 	(*Command)(nil),               // 0: gantry.v1.Command
 	(*Ping)(nil),                  // 1: gantry.v1.Ping
@@ -1021,34 +1280,40 @@ var file_gantry_v1_agent_proto_goTypes = []any{
 	(*TunnelDown)(nil),            // 5: gantry.v1.TunnelDown
 	(*SignedCommand)(nil),         // 6: gantry.v1.SignedCommand
 	(*CommandAck)(nil),            // 7: gantry.v1.CommandAck
-	(*TelemetryBatch)(nil),        // 8: gantry.v1.TelemetryBatch
-	(*Sample)(nil),                // 9: gantry.v1.Sample
-	(*EventBatch)(nil),            // 10: gantry.v1.EventBatch
-	(*Event)(nil),                 // 11: gantry.v1.Event
-	(*QueuedRecord)(nil),          // 12: gantry.v1.QueuedRecord
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*Browse)(nil),                // 8: gantry.v1.Browse
+	(*BrowseResult)(nil),          // 9: gantry.v1.BrowseResult
+	(*BrowsedNode)(nil),           // 10: gantry.v1.BrowsedNode
+	(*TelemetryBatch)(nil),        // 11: gantry.v1.TelemetryBatch
+	(*Sample)(nil),                // 12: gantry.v1.Sample
+	(*EventBatch)(nil),            // 13: gantry.v1.EventBatch
+	(*Event)(nil),                 // 14: gantry.v1.Event
+	(*QueuedRecord)(nil),          // 15: gantry.v1.QueuedRecord
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
 }
 var file_gantry_v1_agent_proto_depIdxs = []int32{
-	13, // 0: gantry.v1.Command.issued_at:type_name -> google.protobuf.Timestamp
-	13, // 1: gantry.v1.Command.expires_at:type_name -> google.protobuf.Timestamp
+	16, // 0: gantry.v1.Command.issued_at:type_name -> google.protobuf.Timestamp
+	16, // 1: gantry.v1.Command.expires_at:type_name -> google.protobuf.Timestamp
 	1,  // 2: gantry.v1.Command.ping:type_name -> gantry.v1.Ping
 	2,  // 3: gantry.v1.Command.reload_config:type_name -> gantry.v1.ReloadConfig
 	3,  // 4: gantry.v1.Command.restart_collector:type_name -> gantry.v1.RestartCollector
 	4,  // 5: gantry.v1.Command.tunnel_up:type_name -> gantry.v1.TunnelUp
 	5,  // 6: gantry.v1.Command.tunnel_down:type_name -> gantry.v1.TunnelDown
-	13, // 7: gantry.v1.TunnelUp.expires_at:type_name -> google.protobuf.Timestamp
-	13, // 8: gantry.v1.CommandAck.at:type_name -> google.protobuf.Timestamp
-	9,  // 9: gantry.v1.TelemetryBatch.samples:type_name -> gantry.v1.Sample
-	13, // 10: gantry.v1.Sample.at:type_name -> google.protobuf.Timestamp
-	11, // 11: gantry.v1.EventBatch.events:type_name -> gantry.v1.Event
-	13, // 12: gantry.v1.Event.at:type_name -> google.protobuf.Timestamp
-	9,  // 13: gantry.v1.QueuedRecord.samples:type_name -> gantry.v1.Sample
-	11, // 14: gantry.v1.QueuedRecord.events:type_name -> gantry.v1.Event
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	8,  // 7: gantry.v1.Command.browse:type_name -> gantry.v1.Browse
+	16, // 8: gantry.v1.TunnelUp.expires_at:type_name -> google.protobuf.Timestamp
+	16, // 9: gantry.v1.CommandAck.at:type_name -> google.protobuf.Timestamp
+	9,  // 10: gantry.v1.CommandAck.browse:type_name -> gantry.v1.BrowseResult
+	10, // 11: gantry.v1.BrowseResult.nodes:type_name -> gantry.v1.BrowsedNode
+	12, // 12: gantry.v1.TelemetryBatch.samples:type_name -> gantry.v1.Sample
+	16, // 13: gantry.v1.Sample.at:type_name -> google.protobuf.Timestamp
+	14, // 14: gantry.v1.EventBatch.events:type_name -> gantry.v1.Event
+	16, // 15: gantry.v1.Event.at:type_name -> google.protobuf.Timestamp
+	12, // 16: gantry.v1.QueuedRecord.samples:type_name -> gantry.v1.Sample
+	14, // 17: gantry.v1.QueuedRecord.events:type_name -> gantry.v1.Event
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_agent_proto_init() }
@@ -1062,6 +1327,7 @@ func file_gantry_v1_agent_proto_init() {
 		(*Command_RestartCollector)(nil),
 		(*Command_TunnelUp)(nil),
 		(*Command_TunnelDown)(nil),
+		(*Command_Browse)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1069,7 +1335,7 @@ func file_gantry_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_agent_proto_rawDesc), len(file_gantry_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

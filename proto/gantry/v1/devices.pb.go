@@ -1495,11 +1495,150 @@ func (x *SendCommandResponse) GetRoundTripMs() uint32 {
 	return 0
 }
 
+type BrowseDeviceRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// Empty: the endpoint of the agent's OPC-UA template.
+	EndpointUrl string `protobuf:"bytes,2,opt,name=endpoint_url,json=endpointUrl,proto3" json:"endpoint_url,omitempty"`
+	// Empty: the Objects folder.
+	NodeId   string `protobuf:"bytes,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	MaxDepth uint32 `protobuf:"varint,4,opt,name=max_depth,json=maxDepth,proto3" json:"max_depth,omitempty"`
+	MaxNodes uint32 `protobuf:"varint,5,opt,name=max_nodes,json=maxNodes,proto3" json:"max_nodes,omitempty"`
+	// How long to wait for the agent (default 30, at most 60).
+	TimeoutSeconds uint32 `protobuf:"varint,6,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *BrowseDeviceRequest) Reset() {
+	*x = BrowseDeviceRequest{}
+	mi := &file_gantry_v1_devices_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BrowseDeviceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BrowseDeviceRequest) ProtoMessage() {}
+
+func (x *BrowseDeviceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_devices_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BrowseDeviceRequest.ProtoReflect.Descriptor instead.
+func (*BrowseDeviceRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *BrowseDeviceRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *BrowseDeviceRequest) GetEndpointUrl() string {
+	if x != nil {
+		return x.EndpointUrl
+	}
+	return ""
+}
+
+func (x *BrowseDeviceRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *BrowseDeviceRequest) GetMaxDepth() uint32 {
+	if x != nil {
+		return x.MaxDepth
+	}
+	return 0
+}
+
+func (x *BrowseDeviceRequest) GetMaxNodes() uint32 {
+	if x != nil {
+		return x.MaxNodes
+	}
+	return 0
+}
+
+func (x *BrowseDeviceRequest) GetTimeoutSeconds() uint32 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
+type BrowseDeviceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nodes         []*BrowsedNode         `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Truncated     bool                   `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BrowseDeviceResponse) Reset() {
+	*x = BrowseDeviceResponse{}
+	mi := &file_gantry_v1_devices_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BrowseDeviceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BrowseDeviceResponse) ProtoMessage() {}
+
+func (x *BrowseDeviceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_devices_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BrowseDeviceResponse.ProtoReflect.Descriptor instead.
+func (*BrowseDeviceResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *BrowseDeviceResponse) GetNodes() []*BrowsedNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *BrowseDeviceResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
 var File_gantry_v1_devices_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_devices_proto_rawDesc = "" +
 	"\n" +
-	"\x17gantry/v1/devices.proto\x12\tgantry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcb\x03\n" +
+	"\x17gantry/v1/devices.proto\x12\tgantry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15gantry/v1/agent.proto\"\xcb\x03\n" +
 	"\n" +
 	"EdgeDevice\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
@@ -1604,7 +1743,17 @@ const file_gantry_v1_devices_proto_rawDesc = "" +
 	"\x05nonce\x18\x01 \x01(\tR\x05nonce\x12\x0e\n" +
 	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12\"\n" +
-	"\rround_trip_ms\x18\x04 \x01(\rR\vroundTripMs2\xa0\x05\n" +
+	"\rround_trip_ms\x18\x04 \x01(\rR\vroundTripMs\"\xd1\x01\n" +
+	"\x13BrowseDeviceRequest\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12!\n" +
+	"\fendpoint_url\x18\x02 \x01(\tR\vendpointUrl\x12\x17\n" +
+	"\anode_id\x18\x03 \x01(\tR\x06nodeId\x12\x1b\n" +
+	"\tmax_depth\x18\x04 \x01(\rR\bmaxDepth\x12\x1b\n" +
+	"\tmax_nodes\x18\x05 \x01(\rR\bmaxNodes\x12'\n" +
+	"\x0ftimeout_seconds\x18\x06 \x01(\rR\x0etimeoutSeconds\"b\n" +
+	"\x14BrowseDeviceResponse\x12,\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x16.gantry.v1.BrowsedNodeR\x05nodes\x12\x1c\n" +
+	"\ttruncated\x18\x02 \x01(\bR\ttruncated2\xf1\x05\n" +
 	"\rDeviceService\x12L\n" +
 	"\vListDevices\x12\x1d.gantry.v1.ListDevicesRequest\x1a\x1e.gantry.v1.ListDevicesResponse\x12F\n" +
 	"\tGetDevice\x12\x1b.gantry.v1.GetDeviceRequest\x1a\x1c.gantry.v1.GetDeviceResponse\x12O\n" +
@@ -1612,7 +1761,8 @@ const file_gantry_v1_devices_proto_rawDesc = "" +
 	"\n" +
 	"LinkDevice\x12\x1c.gantry.v1.LinkDeviceRequest\x1a\x1d.gantry.v1.LinkDeviceResponse\x12j\n" +
 	"\x15CreateEnrollmentToken\x12'.gantry.v1.CreateEnrollmentTokenRequest\x1a(.gantry.v1.CreateEnrollmentTokenResponse\x12L\n" +
-	"\vSendCommand\x12\x1d.gantry.v1.SendCommandRequest\x1a\x1e.gantry.v1.SendCommandResponse\x12X\n" +
+	"\vSendCommand\x12\x1d.gantry.v1.SendCommandRequest\x1a\x1e.gantry.v1.SendCommandResponse\x12O\n" +
+	"\fBrowseDevice\x12\x1e.gantry.v1.BrowseDeviceRequest\x1a\x1f.gantry.v1.BrowseDeviceResponse\x12X\n" +
 	"\x0fGetLatestValues\x12!.gantry.v1.GetLatestValuesRequest\x1a\".gantry.v1.GetLatestValuesResponse\x12I\n" +
 	"\n" +
 	"GetHistory\x12\x1c.gantry.v1.GetHistoryRequest\x1a\x1d.gantry.v1.GetHistoryResponse2u\n" +
@@ -1633,7 +1783,7 @@ func file_gantry_v1_devices_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_devices_proto_rawDescData
 }
 
-var file_gantry_v1_devices_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_gantry_v1_devices_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_gantry_v1_devices_proto_goTypes = []any{
 	(*EdgeDevice)(nil),                    // 0: gantry.v1.EdgeDevice
 	(*Notification)(nil),                  // 1: gantry.v1.Notification
@@ -1659,50 +1809,56 @@ var file_gantry_v1_devices_proto_goTypes = []any{
 	(*DeviceState)(nil),                   // 21: gantry.v1.DeviceState
 	(*SendCommandRequest)(nil),            // 22: gantry.v1.SendCommandRequest
 	(*SendCommandResponse)(nil),           // 23: gantry.v1.SendCommandResponse
-	(*timestamppb.Timestamp)(nil),         // 24: google.protobuf.Timestamp
+	(*BrowseDeviceRequest)(nil),           // 24: gantry.v1.BrowseDeviceRequest
+	(*BrowseDeviceResponse)(nil),          // 25: gantry.v1.BrowseDeviceResponse
+	(*timestamppb.Timestamp)(nil),         // 26: google.protobuf.Timestamp
+	(*BrowsedNode)(nil),                   // 27: gantry.v1.BrowsedNode
 }
 var file_gantry_v1_devices_proto_depIdxs = []int32{
-	24, // 0: gantry.v1.EdgeDevice.last_seen:type_name -> google.protobuf.Timestamp
-	24, // 1: gantry.v1.EdgeDevice.created_at:type_name -> google.protobuf.Timestamp
-	24, // 2: gantry.v1.Notification.at:type_name -> google.protobuf.Timestamp
-	24, // 3: gantry.v1.Notification.created_at:type_name -> google.protobuf.Timestamp
+	26, // 0: gantry.v1.EdgeDevice.last_seen:type_name -> google.protobuf.Timestamp
+	26, // 1: gantry.v1.EdgeDevice.created_at:type_name -> google.protobuf.Timestamp
+	26, // 2: gantry.v1.Notification.at:type_name -> google.protobuf.Timestamp
+	26, // 3: gantry.v1.Notification.created_at:type_name -> google.protobuf.Timestamp
 	1,  // 4: gantry.v1.ListNotificationsResponse.notifications:type_name -> gantry.v1.Notification
-	24, // 5: gantry.v1.Value.at:type_name -> google.protobuf.Timestamp
+	26, // 5: gantry.v1.Value.at:type_name -> google.protobuf.Timestamp
 	4,  // 6: gantry.v1.GetLatestValuesResponse.values:type_name -> gantry.v1.Value
-	24, // 7: gantry.v1.GetHistoryRequest.from:type_name -> google.protobuf.Timestamp
-	24, // 8: gantry.v1.GetHistoryRequest.to:type_name -> google.protobuf.Timestamp
+	26, // 7: gantry.v1.GetHistoryRequest.from:type_name -> google.protobuf.Timestamp
+	26, // 8: gantry.v1.GetHistoryRequest.to:type_name -> google.protobuf.Timestamp
 	4,  // 9: gantry.v1.GetHistoryResponse.values:type_name -> gantry.v1.Value
 	0,  // 10: gantry.v1.ListDevicesResponse.devices:type_name -> gantry.v1.EdgeDevice
 	0,  // 11: gantry.v1.GetDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
 	0,  // 12: gantry.v1.CreateDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
 	0,  // 13: gantry.v1.LinkDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
-	24, // 14: gantry.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	24, // 15: gantry.v1.DeviceState.at:type_name -> google.protobuf.Timestamp
-	9,  // 16: gantry.v1.DeviceService.ListDevices:input_type -> gantry.v1.ListDevicesRequest
-	11, // 17: gantry.v1.DeviceService.GetDevice:input_type -> gantry.v1.GetDeviceRequest
-	13, // 18: gantry.v1.DeviceService.CreateDevice:input_type -> gantry.v1.CreateDeviceRequest
-	15, // 19: gantry.v1.DeviceService.LinkDevice:input_type -> gantry.v1.LinkDeviceRequest
-	17, // 20: gantry.v1.DeviceService.CreateEnrollmentToken:input_type -> gantry.v1.CreateEnrollmentTokenRequest
-	22, // 21: gantry.v1.DeviceService.SendCommand:input_type -> gantry.v1.SendCommandRequest
-	5,  // 22: gantry.v1.DeviceService.GetLatestValues:input_type -> gantry.v1.GetLatestValuesRequest
-	7,  // 23: gantry.v1.DeviceService.GetHistory:input_type -> gantry.v1.GetHistoryRequest
-	2,  // 24: gantry.v1.NotificationService.ListNotifications:input_type -> gantry.v1.ListNotificationsRequest
-	19, // 25: gantry.v1.EnrollmentService.Enroll:input_type -> gantry.v1.EnrollRequest
-	10, // 26: gantry.v1.DeviceService.ListDevices:output_type -> gantry.v1.ListDevicesResponse
-	12, // 27: gantry.v1.DeviceService.GetDevice:output_type -> gantry.v1.GetDeviceResponse
-	14, // 28: gantry.v1.DeviceService.CreateDevice:output_type -> gantry.v1.CreateDeviceResponse
-	16, // 29: gantry.v1.DeviceService.LinkDevice:output_type -> gantry.v1.LinkDeviceResponse
-	18, // 30: gantry.v1.DeviceService.CreateEnrollmentToken:output_type -> gantry.v1.CreateEnrollmentTokenResponse
-	23, // 31: gantry.v1.DeviceService.SendCommand:output_type -> gantry.v1.SendCommandResponse
-	6,  // 32: gantry.v1.DeviceService.GetLatestValues:output_type -> gantry.v1.GetLatestValuesResponse
-	8,  // 33: gantry.v1.DeviceService.GetHistory:output_type -> gantry.v1.GetHistoryResponse
-	3,  // 34: gantry.v1.NotificationService.ListNotifications:output_type -> gantry.v1.ListNotificationsResponse
-	20, // 35: gantry.v1.EnrollmentService.Enroll:output_type -> gantry.v1.EnrollResponse
-	26, // [26:36] is the sub-list for method output_type
-	16, // [16:26] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	26, // 14: gantry.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	26, // 15: gantry.v1.DeviceState.at:type_name -> google.protobuf.Timestamp
+	27, // 16: gantry.v1.BrowseDeviceResponse.nodes:type_name -> gantry.v1.BrowsedNode
+	9,  // 17: gantry.v1.DeviceService.ListDevices:input_type -> gantry.v1.ListDevicesRequest
+	11, // 18: gantry.v1.DeviceService.GetDevice:input_type -> gantry.v1.GetDeviceRequest
+	13, // 19: gantry.v1.DeviceService.CreateDevice:input_type -> gantry.v1.CreateDeviceRequest
+	15, // 20: gantry.v1.DeviceService.LinkDevice:input_type -> gantry.v1.LinkDeviceRequest
+	17, // 21: gantry.v1.DeviceService.CreateEnrollmentToken:input_type -> gantry.v1.CreateEnrollmentTokenRequest
+	22, // 22: gantry.v1.DeviceService.SendCommand:input_type -> gantry.v1.SendCommandRequest
+	24, // 23: gantry.v1.DeviceService.BrowseDevice:input_type -> gantry.v1.BrowseDeviceRequest
+	5,  // 24: gantry.v1.DeviceService.GetLatestValues:input_type -> gantry.v1.GetLatestValuesRequest
+	7,  // 25: gantry.v1.DeviceService.GetHistory:input_type -> gantry.v1.GetHistoryRequest
+	2,  // 26: gantry.v1.NotificationService.ListNotifications:input_type -> gantry.v1.ListNotificationsRequest
+	19, // 27: gantry.v1.EnrollmentService.Enroll:input_type -> gantry.v1.EnrollRequest
+	10, // 28: gantry.v1.DeviceService.ListDevices:output_type -> gantry.v1.ListDevicesResponse
+	12, // 29: gantry.v1.DeviceService.GetDevice:output_type -> gantry.v1.GetDeviceResponse
+	14, // 30: gantry.v1.DeviceService.CreateDevice:output_type -> gantry.v1.CreateDeviceResponse
+	16, // 31: gantry.v1.DeviceService.LinkDevice:output_type -> gantry.v1.LinkDeviceResponse
+	18, // 32: gantry.v1.DeviceService.CreateEnrollmentToken:output_type -> gantry.v1.CreateEnrollmentTokenResponse
+	23, // 33: gantry.v1.DeviceService.SendCommand:output_type -> gantry.v1.SendCommandResponse
+	25, // 34: gantry.v1.DeviceService.BrowseDevice:output_type -> gantry.v1.BrowseDeviceResponse
+	6,  // 35: gantry.v1.DeviceService.GetLatestValues:output_type -> gantry.v1.GetLatestValuesResponse
+	8,  // 36: gantry.v1.DeviceService.GetHistory:output_type -> gantry.v1.GetHistoryResponse
+	3,  // 37: gantry.v1.NotificationService.ListNotifications:output_type -> gantry.v1.ListNotificationsResponse
+	20, // 38: gantry.v1.EnrollmentService.Enroll:output_type -> gantry.v1.EnrollResponse
+	28, // [28:39] is the sub-list for method output_type
+	17, // [17:28] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_devices_proto_init() }
@@ -1710,13 +1866,14 @@ func file_gantry_v1_devices_proto_init() {
 	if File_gantry_v1_devices_proto != nil {
 		return
 	}
+	file_gantry_v1_agent_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_devices_proto_rawDesc), len(file_gantry_v1_devices_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -27,6 +27,7 @@ const (
 	DeviceService_LinkDevice_FullMethodName            = "/gantry.v1.DeviceService/LinkDevice"
 	DeviceService_CreateEnrollmentToken_FullMethodName = "/gantry.v1.DeviceService/CreateEnrollmentToken"
 	DeviceService_SendCommand_FullMethodName           = "/gantry.v1.DeviceService/SendCommand"
+	DeviceService_BrowseDevice_FullMethodName          = "/gantry.v1.DeviceService/BrowseDevice"
 	DeviceService_GetLatestValues_FullMethodName       = "/gantry.v1.DeviceService/GetLatestValues"
 	DeviceService_GetHistory_FullMethodName            = "/gantry.v1.DeviceService/GetHistory"
 )
@@ -51,6 +52,9 @@ type DeviceServiceClient interface {
 	// SendCommand sends a signed command to an online device and waits for
 	// its acknowledgement (Edge Devices = manage).
 	SendCommand(ctx context.Context, in *SendCommandRequest, opts ...grpc.CallOption) (*SendCommandResponse, error)
+	// BrowseDevice has the device's agent browse an OPC-UA server's address
+	// space (providers with Machine Models or Edge Devices = manage).
+	BrowseDevice(ctx context.Context, in *BrowseDeviceRequest, opts ...grpc.CallOption) (*BrowseDeviceResponse, error)
 	// GetLatestValues returns the latest value of every data point of a
 	// device (readers of the device).
 	GetLatestValues(ctx context.Context, in *GetLatestValuesRequest, opts ...grpc.CallOption) (*GetLatestValuesResponse, error)
@@ -126,6 +130,16 @@ func (c *deviceServiceClient) SendCommand(ctx context.Context, in *SendCommandRe
 	return out, nil
 }
 
+func (c *deviceServiceClient) BrowseDevice(ctx context.Context, in *BrowseDeviceRequest, opts ...grpc.CallOption) (*BrowseDeviceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BrowseDeviceResponse)
+	err := c.cc.Invoke(ctx, DeviceService_BrowseDevice_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *deviceServiceClient) GetLatestValues(ctx context.Context, in *GetLatestValuesRequest, opts ...grpc.CallOption) (*GetLatestValuesResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetLatestValuesResponse)
@@ -166,6 +180,9 @@ type DeviceServiceServer interface {
 	// SendCommand sends a signed command to an online device and waits for
 	// its acknowledgement (Edge Devices = manage).
 	SendCommand(context.Context, *SendCommandRequest) (*SendCommandResponse, error)
+	// BrowseDevice has the device's agent browse an OPC-UA server's address
+	// space (providers with Machine Models or Edge Devices = manage).
+	BrowseDevice(context.Context, *BrowseDeviceRequest) (*BrowseDeviceResponse, error)
 	// GetLatestValues returns the latest value of every data point of a
 	// device (readers of the device).
 	GetLatestValues(context.Context, *GetLatestValuesRequest) (*GetLatestValuesResponse, error)
@@ -198,6 +215,9 @@ func (UnimplementedDeviceServiceServer) CreateEnrollmentToken(context.Context, *
 }
 func (UnimplementedDeviceServiceServer) SendCommand(context.Context, *SendCommandRequest) (*SendCommandResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SendCommand not implemented")
+}
+func (UnimplementedDeviceServiceServer) BrowseDevice(context.Context, *BrowseDeviceRequest) (*BrowseDeviceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BrowseDevice not implemented")
 }
 func (UnimplementedDeviceServiceServer) GetLatestValues(context.Context, *GetLatestValuesRequest) (*GetLatestValuesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetLatestValues not implemented")
@@ -334,6 +354,24 @@ func _DeviceService_SendCommand_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DeviceService_BrowseDevice_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BrowseDeviceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeviceServiceServer).BrowseDevice(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeviceService_BrowseDevice_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeviceServiceServer).BrowseDevice(ctx, req.(*BrowseDeviceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _DeviceService_GetLatestValues_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetLatestValuesRequest)
 	if err := dec(in); err != nil {
@@ -400,6 +438,10 @@ var DeviceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SendCommand",
 			Handler:    _DeviceService_SendCommand_Handler,
+		},
+		{
+			MethodName: "BrowseDevice",
+			Handler:    _DeviceService_BrowseDevice_Handler,
 		},
 		{
 			MethodName: "GetLatestValues",

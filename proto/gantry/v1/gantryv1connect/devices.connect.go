@@ -56,6 +56,9 @@ const (
 	// DeviceServiceSendCommandProcedure is the fully-qualified name of the DeviceService's SendCommand
 	// RPC.
 	DeviceServiceSendCommandProcedure = "/gantry.v1.DeviceService/SendCommand"
+	// DeviceServiceBrowseDeviceProcedure is the fully-qualified name of the DeviceService's
+	// BrowseDevice RPC.
+	DeviceServiceBrowseDeviceProcedure = "/gantry.v1.DeviceService/BrowseDevice"
 	// DeviceServiceGetLatestValuesProcedure is the fully-qualified name of the DeviceService's
 	// GetLatestValues RPC.
 	DeviceServiceGetLatestValuesProcedure = "/gantry.v1.DeviceService/GetLatestValues"
@@ -88,6 +91,9 @@ type DeviceServiceClient interface {
 	// SendCommand sends a signed command to an online device and waits for
 	// its acknowledgement (Edge Devices = manage).
 	SendCommand(context.Context, *connect.Request[v1.SendCommandRequest]) (*connect.Response[v1.SendCommandResponse], error)
+	// BrowseDevice has the device's agent browse an OPC-UA server's address
+	// space (providers with Machine Models or Edge Devices = manage).
+	BrowseDevice(context.Context, *connect.Request[v1.BrowseDeviceRequest]) (*connect.Response[v1.BrowseDeviceResponse], error)
 	// GetLatestValues returns the latest value of every data point of a
 	// device (readers of the device).
 	GetLatestValues(context.Context, *connect.Request[v1.GetLatestValuesRequest]) (*connect.Response[v1.GetLatestValuesResponse], error)
@@ -142,6 +148,12 @@ func NewDeviceServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(deviceServiceMethods.ByName("SendCommand")),
 			connect.WithClientOptions(opts...),
 		),
+		browseDevice: connect.NewClient[v1.BrowseDeviceRequest, v1.BrowseDeviceResponse](
+			httpClient,
+			baseURL+DeviceServiceBrowseDeviceProcedure,
+			connect.WithSchema(deviceServiceMethods.ByName("BrowseDevice")),
+			connect.WithClientOptions(opts...),
+		),
 		getLatestValues: connect.NewClient[v1.GetLatestValuesRequest, v1.GetLatestValuesResponse](
 			httpClient,
 			baseURL+DeviceServiceGetLatestValuesProcedure,
@@ -165,6 +177,7 @@ type deviceServiceClient struct {
 	linkDevice            *connect.Client[v1.LinkDeviceRequest, v1.LinkDeviceResponse]
 	createEnrollmentToken *connect.Client[v1.CreateEnrollmentTokenRequest, v1.CreateEnrollmentTokenResponse]
 	sendCommand           *connect.Client[v1.SendCommandRequest, v1.SendCommandResponse]
+	browseDevice          *connect.Client[v1.BrowseDeviceRequest, v1.BrowseDeviceResponse]
 	getLatestValues       *connect.Client[v1.GetLatestValuesRequest, v1.GetLatestValuesResponse]
 	getHistory            *connect.Client[v1.GetHistoryRequest, v1.GetHistoryResponse]
 }
@@ -199,6 +212,11 @@ func (c *deviceServiceClient) SendCommand(ctx context.Context, req *connect.Requ
 	return c.sendCommand.CallUnary(ctx, req)
 }
 
+// BrowseDevice calls gantry.v1.DeviceService.BrowseDevice.
+func (c *deviceServiceClient) BrowseDevice(ctx context.Context, req *connect.Request[v1.BrowseDeviceRequest]) (*connect.Response[v1.BrowseDeviceResponse], error) {
+	return c.browseDevice.CallUnary(ctx, req)
+}
+
 // GetLatestValues calls gantry.v1.DeviceService.GetLatestValues.
 func (c *deviceServiceClient) GetLatestValues(ctx context.Context, req *connect.Request[v1.GetLatestValuesRequest]) (*connect.Response[v1.GetLatestValuesResponse], error) {
 	return c.getLatestValues.CallUnary(ctx, req)
@@ -227,6 +245,9 @@ type DeviceServiceHandler interface {
 	// SendCommand sends a signed command to an online device and waits for
 	// its acknowledgement (Edge Devices = manage).
 	SendCommand(context.Context, *connect.Request[v1.SendCommandRequest]) (*connect.Response[v1.SendCommandResponse], error)
+	// BrowseDevice has the device's agent browse an OPC-UA server's address
+	// space (providers with Machine Models or Edge Devices = manage).
+	BrowseDevice(context.Context, *connect.Request[v1.BrowseDeviceRequest]) (*connect.Response[v1.BrowseDeviceResponse], error)
 	// GetLatestValues returns the latest value of every data point of a
 	// device (readers of the device).
 	GetLatestValues(context.Context, *connect.Request[v1.GetLatestValuesRequest]) (*connect.Response[v1.GetLatestValuesResponse], error)
@@ -277,6 +298,12 @@ func NewDeviceServiceHandler(svc DeviceServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(deviceServiceMethods.ByName("SendCommand")),
 		connect.WithHandlerOptions(opts...),
 	)
+	deviceServiceBrowseDeviceHandler := connect.NewUnaryHandler(
+		DeviceServiceBrowseDeviceProcedure,
+		svc.BrowseDevice,
+		connect.WithSchema(deviceServiceMethods.ByName("BrowseDevice")),
+		connect.WithHandlerOptions(opts...),
+	)
 	deviceServiceGetLatestValuesHandler := connect.NewUnaryHandler(
 		DeviceServiceGetLatestValuesProcedure,
 		svc.GetLatestValues,
@@ -303,6 +330,8 @@ func NewDeviceServiceHandler(svc DeviceServiceHandler, opts ...connect.HandlerOp
 			deviceServiceCreateEnrollmentTokenHandler.ServeHTTP(w, r)
 		case DeviceServiceSendCommandProcedure:
 			deviceServiceSendCommandHandler.ServeHTTP(w, r)
+		case DeviceServiceBrowseDeviceProcedure:
+			deviceServiceBrowseDeviceHandler.ServeHTTP(w, r)
 		case DeviceServiceGetLatestValuesProcedure:
 			deviceServiceGetLatestValuesHandler.ServeHTTP(w, r)
 		case DeviceServiceGetHistoryProcedure:
@@ -338,6 +367,10 @@ func (UnimplementedDeviceServiceHandler) CreateEnrollmentToken(context.Context, 
 
 func (UnimplementedDeviceServiceHandler) SendCommand(context.Context, *connect.Request[v1.SendCommandRequest]) (*connect.Response[v1.SendCommandResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.DeviceService.SendCommand is not implemented"))
+}
+
+func (UnimplementedDeviceServiceHandler) BrowseDevice(context.Context, *connect.Request[v1.BrowseDeviceRequest]) (*connect.Response[v1.BrowseDeviceResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.DeviceService.BrowseDevice is not implemented"))
 }
 
 func (UnimplementedDeviceServiceHandler) GetLatestValues(context.Context, *connect.Request[v1.GetLatestValuesRequest]) (*connect.Response[v1.GetLatestValuesResponse], error) {
