@@ -2,6 +2,7 @@ package portal
 
 import (
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"strconv"
@@ -97,6 +98,10 @@ func tunnelCommand(caseID, target string) string {
 // userMessage is the message of a service error for users; internal
 // errors are logged and shown generically.
 func (p *Portal) userMessage(err error) string {
+	var ke *errkind.Error
+	if errors.As(err, &ke) {
+		return ke.Message // without the API's field name
+	}
 	if errkind.Of(err) != nil {
 		return err.Error()
 	}
@@ -154,6 +159,9 @@ func (p *Portal) vncSessionJSON(w http.ResponseWriter, r *http.Request, c *ident
 	s, err := p.openVNC(r, c, r.PathValue("id"))
 	if err != nil {
 		status, msg := p.statusFor(err)
+		if errkind.Of(err) != nil {
+			msg = p.userMessage(err)
+		}
 		w.WriteHeader(status)
 		_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
 		return

@@ -51,6 +51,7 @@ function connect(path, token) {
   r.scaleViewport = scaleBox.checked;
   r.background = '#222';
   r.addEventListener('connect', () => {
+    root.dataset.connects = String(Number(root.dataset.connects || 0) + 1);
     setStatus('Connected', 'connected');
     cadBtn.disabled = false;
     reconnectBtn.disabled = false;
