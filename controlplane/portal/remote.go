@@ -137,12 +137,12 @@ func (p *Portal) openVNC(r *http.Request, c *identity.Caller, caseID string) (vn
 // vncPage opens a session and renders the noVNC viewer with its token.
 func (p *Portal) vncPage(w http.ResponseWriter, r *http.Request, c *identity.Caller) {
 	id := r.PathValue("id")
-	s, err := p.openVNC(r, c, id)
+	v, err := p.cases.Get(r.Context(), c, id)
 	if err != nil {
 		p.fail(w, c, err)
 		return
 	}
-	v, err := p.cases.Get(r.Context(), c, id)
+	s, err := p.openVNC(r, c, id)
 	if err != nil {
 		p.fail(w, c, err)
 		return

@@ -15,6 +15,17 @@ import (
 	"github.com/gantry-iot/gantry/controlplane/store"
 )
 
+// sessionBrowser is a browser logged in as email through a session made
+// directly in the store (skips the deliberately slow password hashing).
+func sessionBrowser(t *testing.T, srv *servertest.Server, base, email string) *browser {
+	t.Helper()
+	u := user(t, srv, email)
+	b := newBrowser(t, base)
+	bu, _ := url.Parse(base)
+	b.c.Jar.SetCookies(bu, []*http.Cookie{{Name: portal.CookieName, Value: srv.Session(t, u.ID, u.TenantID), Path: "/"}})
+	return b
+}
+
 // caseID finds a case's ID by its title in the caller's case list.
 func (b *browser) caseID(title string) string {
 	b.t.Helper()
@@ -59,17 +70,31 @@ func connectItem(t *testing.T, body, conn string) string {
 	return body[i : i+strings.Index(body[i:], "</li>")]
 }
 
-// TestRemotePanelAsksTheService: the Connect buttons follow the cases
-// service's use rule (SPEC §4) per role, with its reason when disabled.
-func TestRemotePanelAsksTheService(t *testing.T) {
+// TestRemoteAccessPages: the remote-access panel's Connect buttons and
+// the VNC viewer page (one demo control plane for all, it is slow to seed).
+func TestRemoteAccessPages(t *testing.T) {
 	srv := demo(t)
-	me := newBrowser(t, srv.URL)
-	me.login("me@nordwerk.example")
+	me := sessionBrowser(t, srv, srv.URL, "me@nordwerk.example")
+	oisc := sessionBrowser(t, srv, srv.URL, "oisc@nordwerk.example")
+	st := sessionBrowser(t, srv, srv.URL, "st@acme.example")
 	internal := internalCaseWithDevice(t, srv, me)
-	oisc := newBrowser(t, srv.URL)
-	oisc.login("oisc@nordwerk.example")
-	st := newBrowser(t, srv.URL)
-	st.login("st@acme.example")
+	t.Run("panel asks the service", func(t *testing.T) { testRemotePanel(t, srv, me, oisc, st, internal) })
+	t.Run("viewer issues tokens only to allowed users", func(t *testing.T) { testVNCPage(t, srv, me, oisc, st, internal) })
+	t.Run("without a hub", func(t *testing.T) { testConnectWithoutHub(t, srv, internal) })
+
+	// Once the grant ends: no Connect buttons and no more tokens.
+	me.post("/cases/"+internal+"/remote/deactivate", nil)
+	if _, body := me.get("/cases/" + internal); strings.Contains(body, `data-testid="connect"`) {
+		t.Errorf("Connect buttons shown without an active grant")
+	}
+	if code, body := me.get("/cases/" + internal + "/vnc"); code != 409 || !strings.Contains(body, "not active") {
+		t.Errorf("viewer after deactivation: %d", code)
+	}
+}
+
+// testRemotePanel: the Connect buttons follow the cases service's use
+// rule (SPEC §4) per role, with its reason when disabled.
+func testRemotePanel(t *testing.T, srv *servertest.Server, me, oisc, st *browser, internal string) {
 	shared := me.caseID("Spindle vibration above limit")
 	if code, _ := me.post("/cases/"+shared+"/remote/activate", url.Values{"minutes": {"60"}}); code != 200 {
 		t.Fatalf("activate shared: %d", code)
@@ -122,21 +147,12 @@ func TestRemotePanelAsksTheService(t *testing.T) {
 		})
 	}
 
-	// Deactivated: no Connect buttons at all.
-	me.post("/cases/"+internal+"/remote/deactivate", nil)
-	if _, body := me.get("/cases/" + internal); strings.Contains(body, `data-testid="connect"`) {
-		t.Errorf("Connect buttons shown without an active grant")
-	}
 }
 
-// TestVNCPageIssuesTokensOnlyToAllowedUsers: the viewer page and its
-// reconnect endpoint issue single-use tokens through the cases service's
-// AuthorizeUse, audit every attempt, and refuse everyone else with 403.
-func TestVNCPageIssuesTokensOnlyToAllowedUsers(t *testing.T) {
-	srv := demo(t)
-	me := newBrowser(t, srv.URL)
-	me.login("me@nordwerk.example")
-	id := internalCaseWithDevice(t, srv, me)
+// testVNCPage: the viewer page and its reconnect endpoint issue
+// single-use tokens through the cases service's AuthorizeUse, audit every
+// attempt, and refuse everyone else with 403.
+func testVNCPage(t *testing.T, srv *servertest.Server, me, oisc, st *browser, id string) {
 	tokenRE := regexp.MustCompile(`data-token="([0-9a-f]{48})"`)
 
 	resp, err := me.c.Get(srv.URL + "/cases/" + id + "/vnc")
@@ -163,16 +179,12 @@ func TestVNCPageIssuesTokensOnlyToAllowedUsers(t *testing.T) {
 		t.Errorf("reconnect token: %d %s", code, js)
 	}
 
-	oisc := newBrowser(t, srv.URL)
-	oisc.login("oisc@nordwerk.example")
 	if code, body := oisc.get("/cases/" + id + "/vnc"); code != 403 || tokenRE.MatchString(body) || !strings.Contains(body, "cannot use remote access") {
 		t.Errorf("OISC viewer page: %d\n%s", code, body)
 	}
 	if code, js := oisc.post("/cases/"+id+"/vnc/session", nil); code != 403 || strings.Contains(js, "token") || !strings.Contains(js, "cannot use remote access") {
 		t.Errorf("OISC reconnect: %d %s", code, js)
 	}
-	st := newBrowser(t, srv.URL)
-	st.login("st@acme.example")
 	if code, _ := st.get("/cases/" + id + "/vnc"); code != 404 {
 		t.Errorf("provider on an internal case's viewer: %d, want 404", code)
 	}
@@ -202,22 +214,11 @@ func TestVNCPageIssuesTokensOnlyToAllowedUsers(t *testing.T) {
 	if count[meU.ID+" remote_access.use"] != 3 || count[oiscU.ID+" remote_access.use_denied"] != 2 {
 		t.Errorf("audit of session attempts: %v", count)
 	}
-
-	// Once the grant ends, no more tokens.
-	me.post("/cases/"+id+"/remote/deactivate", nil)
-	if code, body := me.get("/cases/" + id + "/vnc"); code != 409 || !strings.Contains(body, "not active") {
-		t.Errorf("viewer after deactivation: %d", code)
-	}
 }
 
-// TestConnectWithoutHub: a portal without remote sessions (no WireGuard
+// testConnectWithoutHub: a portal without remote sessions (no WireGuard
 // hub) keeps the buttons disabled and explains why.
-func TestConnectWithoutHub(t *testing.T) {
-	srv := demo(t)
-	me := newBrowser(t, srv.URL)
-	me.login("me@nordwerk.example")
-	id := internalCaseWithDevice(t, srv, me)
-
+func testConnectWithoutHub(t *testing.T, srv *servertest.Server, id string) {
 	pt, err := portal.New(srv.Identity, srv.Fleet, srv.Cases, false, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -226,8 +227,7 @@ func TestConnectWithoutHub(t *testing.T) {
 	pt.Mount(mux)
 	hs := httptest.NewServer(mux)
 	defer hs.Close()
-	b := newBrowser(t, hs.URL)
-	b.login("me@nordwerk.example")
+	b := sessionBrowser(t, srv, hs.URL, "me@nordwerk.example")
 	_, body := b.get("/cases/" + id)
 	vnc := connectItem(t, body, "vnc")
 	if !strings.Contains(vnc, "disabled") || !strings.Contains(vnc, "remote access is not enabled on this control plane") {
