@@ -265,7 +265,7 @@ func (p *Portal) remoteAction(w http.ResponseWriter, r *http.Request, c *identit
 	default:
 		err = errkind.NotFoundf("unknown action")
 	}
-	p.grantsChanged()
+	p.grantsChanged() // like the API: tunnels follow grants now, ending sessions of an ended grant at once
 	if err != nil {
 		data, derr := p.caseData(r, c, id)
 		if derr != nil || errkind.Of(err) == nil {
