@@ -11,6 +11,8 @@ help: ## list targets
 web: ## fetch front-end libraries from npm (lockfile) and copy them into the portal's embedded assets
 	npm ci --no-audit --no-fund
 	cp node_modules/htmx.org/dist/htmx.min.js controlplane/portal/static/vendor/htmx.min.js
+	rm -rf controlplane/portal/static/vendor/novnc && mkdir -p controlplane/portal/static/vendor/novnc
+	cp -R node_modules/@novnc/novnc/core node_modules/@novnc/novnc/vendor node_modules/@novnc/novnc/LICENSE.txt controlplane/portal/static/vendor/novnc/
 
 build: web ## build gantry-controlplane, gantry-agent and gantryctl into bin/
 	$(GO) build -o $(BIN)/ ./controlplane/cmd/... ./agent/cmd/... ./testbed/opcuasim/cmd/opcuasim ./testbed/rfbserver/cmd/rfbserver ./testbed/tcpecho/cmd/tcpecho

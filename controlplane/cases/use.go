@@ -155,3 +155,20 @@ func (s *Service) GrantTargets(ctx context.Context, g store.Grant) ([]string, er
 	}
 	return out, nil
 }
+
+// UseTargets answers, without auditing, whether the caller may use the
+// case's active grant for conn, and which targets: the machine model
+// template's targets of that type. It applies AuthorizeUse's rules (the
+// portal asks it to show or disable its Connect buttons); the error says
+// why not. Opening a session still goes through AuthorizeUse.
+func (s *Service) UseTargets(ctx context.Context, c *identity.Caller, caseID, conn string) ([]string, error) {
+	u, _, err := s.authorizeUse(ctx, c, caseID, conn, "")
+	if err != nil {
+		return nil, err
+	}
+	ra, err := s.template(ctx, u.AssetID)
+	if err != nil {
+		return nil, err
+	}
+	return ra.Targets(conn), nil
+}

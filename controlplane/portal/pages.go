@@ -132,6 +132,7 @@ func (p *Portal) caseData(r *http.Request, c *identity.Caller, id string) (map[s
 	data["Remote"] = ra
 	if ra.Active {
 		data["Remaining"] = int(time.Until(ra.Grant.ExpiresAt).Round(time.Minute) / time.Minute)
+		data["Connect"] = p.connectOptions(r, c, id, ra.Grant.ConnectionTypes)
 	}
 	eff := c.Effective()
 	operatorSide := c.Tenant.ID == v.TenantID && eff[authz.ServiceCaseManagement] >= authz.Read && v.State != store.StateClosed
@@ -182,7 +183,11 @@ func (p *Portal) updateCase(w http.ResponseWriter, r *http.Request, c *identity.
 		http.Redirect(w, r, "/cases/"+id, http.StatusSeeOther)
 		return
 	}
-	if _, err := p.cases.Update(r.Context(), c, id, state, assignee, clear); err != nil {
+	_, err = p.cases.Update(r.Context(), c, id, state, assignee, clear)
+	if state != "" {
+		p.grantsChanged() // closing a case ends its grant
+	}
+	if err != nil {
 		data, derr := p.caseData(r, c, id)
 		if derr != nil || errkind.Of(err) == nil {
 			p.fail(w, c, err)
@@ -260,6 +265,7 @@ func (p *Portal) remoteAction(w http.ResponseWriter, r *http.Request, c *identit
 	default:
 		err = errkind.NotFoundf("unknown action")
 	}
+	p.grantsChanged() // like the API: tunnels follow grants now, ending sessions of an ended grant at once
 	if err != nil {
 		data, derr := p.caseData(r, c, id)
 		if derr != nil || errkind.Of(err) == nil {

@@ -39,7 +39,8 @@ type Portal struct {
 	id     *identity.Service
 	fleet  *fleet.Service
 	cases  *cases.Service
-	secure bool // set Secure on cookies (HTTPS)
+	remote RemoteSessions // nil: remote access disabled (no WireGuard hub)
+	secure bool           // set Secure on cookies (HTTPS)
 	log    *slog.Logger
 	tmpl   map[string]*template.Template
 }
@@ -59,7 +60,7 @@ func New(id *identity.Service, fl *fleet.Service, cs *cases.Service, secure bool
 			return map[string]string{"vnc": "VNC tunnel", "data_link": "SSC Data Link", "ssc": "Secure Service Connect"}[c]
 		},
 	}
-	for _, page := range []string{"login", "cases", "case", "newcase", "users", "devices", "error", "invite", "register", "userdelete", "audit", "roles", "company"} {
+	for _, page := range []string{"login", "cases", "case", "newcase", "users", "devices", "error", "invite", "register", "userdelete", "audit", "roles", "company", "vnc"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+page+".html")
 		if err != nil {
 			return nil, err
@@ -103,6 +104,8 @@ func (p *Portal) Mount(mux *http.ServeMux) {
 	mux.HandleFunc("POST /cases/{id}", p.authed(p.updateCase))
 	mux.HandleFunc("POST /cases/{id}/messages", p.authed(p.postMessage))
 	mux.HandleFunc("POST /cases/{id}/remote/{action}", p.authed(p.remoteAction))
+	mux.HandleFunc("GET /cases/{id}/vnc", p.authed(p.vncPage))
+	mux.HandleFunc("POST /cases/{id}/vnc/session", p.authed(p.vncSessionJSON))
 	mux.HandleFunc("GET /users", p.authed(p.usersPage))
 	mux.HandleFunc("POST /users/invite", p.authed(p.inviteUser))
 	mux.HandleFunc("POST /users/{id}/roles", p.authed(p.assignRole))
@@ -197,6 +200,17 @@ func (p *Portal) render(w http.ResponseWriter, status int, page string, data any
 // fail renders an error page with the user-facing message; internal
 // errors are logged and shown generically.
 func (p *Portal) fail(w http.ResponseWriter, c *identity.Caller, err error) {
+	status, msg := p.statusFor(err)
+	var n nav
+	if c != nil {
+		n = navFor(c, "")
+	}
+	p.render(w, status, "error", map[string]any{"Nav": n, "Message": msg, "Status": status})
+}
+
+// statusFor maps a service error to an HTTP status and a user-facing
+// message; internal errors are logged and described generically.
+func (p *Portal) statusFor(err error) (int, string) {
 	status, msg := http.StatusInternalServerError, "Something went wrong on our side; the server log has the details."
 	switch errkind.Of(err) {
 	case errkind.Invalid:
@@ -210,11 +224,7 @@ func (p *Portal) fail(w http.ResponseWriter, c *identity.Caller, err error) {
 	default:
 		p.log.Error("portal request failed", "err", err)
 	}
-	var n nav
-	if c != nil {
-		n = navFor(c, "")
-	}
-	p.render(w, status, "error", map[string]any{"Nav": n, "Message": msg, "Status": status})
+	return status, msg
 }
 
 // home sends the user to the first page their roles allow.

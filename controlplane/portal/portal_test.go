@@ -2,7 +2,9 @@ package portal_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -12,9 +14,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gantry-iot/gantry/agent/agenttest"
 	"github.com/gantry-iot/gantry/controlplane/server"
 	"github.com/gantry-iot/gantry/controlplane/server/servertest"
 	"github.com/gantry-iot/gantry/controlplane/store/storetest"
+	"github.com/gantry-iot/gantry/testbed/rfbserver"
 )
 
 // demo starts a control plane with the demo data.
@@ -163,16 +167,63 @@ func TestBrowser(t *testing.T) {
 	if _, err := os.Stat("static/vendor/htmx.min.js"); err != nil {
 		t.Skip("htmx not copied into the portal assets (make web)")
 	}
-	srv := demo(t)
+	if _, err := os.Stat("static/vendor/novnc/core/rfb.js"); err != nil {
+		t.Skip("noVNC not copied into the portal assets (make web)")
+	}
+	srv := servertest.Start(t, storetest.SQLite(t))
+	tokenFile := filepath.Join(t.TempDir(), "demo-agent.token")
+	if err := server.SeedDemo(context.Background(), srv.Identity, srv.Store, tokenFile); err != nil {
+		t.Fatal(err)
+	}
+	pixels := startDemoAgent(t, srv.URL, tokenFile)
 	shots := filepath.Join(root, "test-artifacts", "screenshots")
 	if err := os.MkdirAll(shots, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("node", "browser/portal.spec.mjs")
-	cmd.Env = append(os.Environ(), "BASE_URL="+srv.URL, "CHROMIUM="+chromium, "SHOTS="+shots, "PASSWORD="+server.DemoPassword)
+	cmd.Env = append(os.Environ(), "BASE_URL="+srv.URL, "CHROMIUM="+chromium, "SHOTS="+shots, "PASSWORD="+server.DemoPassword, "RFB_PIXELS="+pixels)
 	out, err := cmd.CombinedOutput()
 	t.Logf("%s", out)
 	if err != nil {
 		t.Fatalf("browser test failed: %v", err)
 	}
+}
+
+// rfbSize is the demo machine's HMI screen in the browser test.
+const rfbW, rfbH = 320, 240
+
+// startDemoAgent runs the demo gateway as an in-process agent (enrolled
+// with the demo token) whose tunnels reach the CNC-5X template's VNC
+// target 192.168.10.20:5900 on a local rfbserver. It returns sample
+// pixels of the test pattern (generation 0) as JSON for the browser test.
+func startDemoAgent(t *testing.T, serverURL, tokenFile string) string {
+	t.Helper()
+	tok, err := os.ReadFile(tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rfb := rfbserver.New(rfbserver.Config{Width: rfbW, Height: rfbH}, nil)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = rfb.Serve(ctx, l); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; rfb.Close() })
+	var d net.Dialer
+	agenttest.Start(t, serverURL, strings.TrimSpace(string(tok)), agenttest.Options{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if addr == "192.168.10.20:5900" {
+			addr = l.Addr().String()
+		}
+		return d.DialContext(ctx, network, addr)
+	}})
+	type px struct{ X, Y, R, G, B int }
+	var out []px
+	for _, p := range [][2]int{{0, 0}, {rfbW - 1, 0}, {0, rfbH - 1}, {100, 50}, {40, 200}, {rfbW - 1, rfbH - 1}, {200, 130}} {
+		c := rfbserver.Pixel(p[0], p[1], rfbW, rfbH, 0)
+		out = append(out, px{p[0], p[1], int(c.R), int(c.G), int(c.B)})
+	}
+	b, _ := json.Marshal(map[string]any{"width": rfbW, "height": rfbH, "pixels": out})
+	return string(b)
 }

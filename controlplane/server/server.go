@@ -245,6 +245,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 			s.Close()
 			return nil, err
 		}
+		pt.WithRemote(remoteHooks{s.Sessions, s.Tunnels})
 	}
 	apiSrv.WithEnrollment(api.Enrollment{Repo: st, CA: s.CA, CommandKey: cmdKey, MQTTURL: mqttURL}).Mount(mux)
 	if cfg.Demo {

@@ -1,6 +1,7 @@
 // Browser test of the Gantry portal: Debian's chromium driven by
 // playwright-core, locked to loopback. Run by TestBrowser (portal_test.go)
-// with BASE_URL, CHROMIUM, SHOTS and PASSWORD set.
+// with BASE_URL, CHROMIUM, SHOTS, PASSWORD and RFB_PIXELS (the demo HMI's
+// test pattern: size and sample pixels from testbed/rfbserver) set.
 import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -8,6 +9,7 @@ import path from 'node:path';
 const base = process.env.BASE_URL;
 const shots = process.env.SHOTS;
 const password = process.env.PASSWORD;
+const rfb = JSON.parse(process.env.RFB_PIXELS || 'null');
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM,
@@ -85,6 +87,69 @@ try {
   assert.equal(await me.page.locator('[data-testid=remote-status]').innerText(), 'Not active.');
   await me.page.goto(caseURL);
   await me.page.screenshot({ path: path.join(shots, 'case-detail-me.png'), fullPage: true });
+
+  step('remote access: Connect opens noVNC through the hub and the agent');
+  const cspViolations = [];
+  me.page.on('console', (m) => { if (/Content.Security.Policy/i.test(m.text())) cspViolations.push(m.text()); });
+  await me.page.click('[data-testid=nav-cases]');
+  await me.page.click('[data-testid=new-case]');
+  await me.page.check('input[name=kind][value=internal]');
+  await me.page.selectOption('select[name=asset_id]', { label: 'CNC-5X #1041' });
+  await me.page.fill('input[name=title]', 'HMI check over VNC');
+  await Promise.all([me.page.waitForURL(/\/cases\/[0-9a-f-]{36}$/), me.page.click('button.primary')]);
+  const vncCaseURL = me.page.url();
+  await Promise.all([me.page.waitForURL(/#remote$/), me.page.click('[data-testid=activate]')]);
+  const cmds = await me.page.locator('[data-testid=datalink-command]').allInnerTexts();
+  assert.ok(cmds.some((c) => /^gantryctl tunnel [0-9a-f-]{36} --target 192\.168\.10\.30:502 --listen 127\.0\.0\.1:10502$/.test(c)), 'data-link commands: ' + cmds);
+  await me.page.screenshot({ path: path.join(shots, 'case-remote-connect.png'), fullPage: true });
+  await Promise.all([me.page.waitForURL(/\/vnc$/), me.page.click('[data-testid=connect-vnc]')]);
+  const viewer = me.page.locator('[data-testid=vnc]');
+  await me.page.waitForSelector('[data-testid=vnc][data-state=connected]', { timeout: 30000 });
+  await me.page.locator('[data-testid=vnc-desktop]', { hasText: 'gantry test pattern' }).waitFor({ timeout: 10000 });
+  // The canvas shows rfbserver's pattern: compare sample pixels.
+  const samePixels = (spec) => {
+    const c = document.querySelector('[data-testid=vnc-screen] canvas');
+    if (!c || c.width !== spec.width || c.height !== spec.height) return false;
+    const g = c.getContext('2d');
+    return spec.pixels.every((p) => {
+      const d = g.getImageData(p.X, p.Y, 1, 1).data;
+      return Math.abs(d[0] - p.R) <= 2 && Math.abs(d[1] - p.G) <= 2 && Math.abs(d[2] - p.B) <= 2;
+    });
+  };
+  await me.page.waitForFunction(samePixels, rfb, { timeout: 15000 });
+  // Scaling: the canvas fills the viewer, and shows 1:1 when turned off.
+  const canvasWidth = () => me.page.locator('[data-testid=vnc-screen] canvas').evaluate((c) => Math.round(c.getBoundingClientRect().width));
+  assert.ok((await canvasWidth()) > rfb.width, 'scaled canvas is not larger than the framebuffer');
+  await me.page.screenshot({ path: path.join(shots, 'vnc-connected.png'), fullPage: true });
+  await me.page.uncheck('[data-testid=vnc-scale]');
+  await me.page.waitForFunction((w) => Math.round(document.querySelector('[data-testid=vnc-screen] canvas').getBoundingClientRect().width) === w, rfb.width);
+  await me.page.check('[data-testid=vnc-scale]');
+  // Clipboard to the machine (rfbserver accepts ClientCutText; the session stays up).
+  await me.page.fill('[data-testid=vnc-clipboard]', 'G-code snippet');
+  await me.page.click('[data-testid=vnc-clipboard-send]');
+  // Reconnect fetches a fresh single-use token.
+  await me.page.click('[data-testid=vnc-reconnect]');
+  await me.page.waitForSelector('[data-testid=vnc][data-connects="2"][data-state=connected]', { timeout: 30000 });
+  await me.page.waitForFunction(samePixels, rfb, { timeout: 15000 });
+  assert.equal(await viewer.getAttribute('data-desktop'), 'gantry test pattern');
+
+  step('deactivating in another page ends the session with the reason');
+  const other = await me.ctx.newPage();
+  await other.goto(vncCaseURL);
+  const t0 = Date.now();
+  await Promise.all([other.waitForURL(/#remote$/), other.click('[data-testid=deactivate]')]);
+  const endedMsg = me.page.locator('[data-testid=vnc-ended]');
+  await endedMsg.waitFor({ state: 'visible', timeout: 5000 });
+  const ended = await endedMsg.innerText();
+  assert.match(ended, /^The session ended: .*(grant ended|not active)/, 'end message: ' + ended);
+  console.log(`session ended ${Date.now() - t0} ms after the deactivate click: ${ended}`);
+  assert.equal(await viewer.getAttribute('data-state'), 'ended');
+  await me.page.screenshot({ path: path.join(shots, 'vnc-ended.png'), fullPage: true });
+  await me.page.click('[data-testid=vnc-reconnect]');
+  await me.page.locator('[data-testid=vnc-ended]', { hasText: 'A new session was refused: remote access is not active on this case' }).waitFor({ timeout: 5000 });
+  assert.deepEqual(cspViolations, [], 'CSP violations');
+  await other.close();
+  await me.page.goto(caseURL);
 
   step('live chat in a second browser context');
   const mo = await login('mo@nordwerk.example');

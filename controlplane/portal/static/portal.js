@@ -24,3 +24,18 @@ document.addEventListener('htmx:afterRequest', (ev) => {
   const form = ev.target.closest && ev.target.closest('form[data-reset-on-success]');
   if (form && ev.detail.successful) form.reset();
 });
+
+// Copy buttons (data-copy="text"), e.g. the gantryctl tunnel commands.
+document.addEventListener('click', async (ev) => {
+  const btn = ev.target.closest && ev.target.closest('button[data-copy]');
+  if (!btn) return;
+  try {
+    await navigator.clipboard.writeText(btn.dataset.copy);
+    btn.textContent = 'Copied';
+  } catch {
+    const code = btn.parentElement.querySelector('code');
+    if (code) window.getSelection().selectAllChildren(code);
+    btn.textContent = 'Press Ctrl+C';
+  }
+  setTimeout(() => { btn.textContent = 'Copy'; }, 2000);
+});
