@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -149,6 +150,49 @@ func TestSSCConfigIsUsable(t *testing.T) {
 			if err := cmd.Run(); err != nil {
 				t.Errorf("wg rejects key %s: %v", k, err)
 			}
+		}
+	})
+
+	t.Run("wg setconf", func(t *testing.T) {
+		// A real userspace WireGuard interface (Debian wireguard-go) in a
+		// network namespace of its own accepts the stripped config.
+		for _, bin := range []string{"wg-quick", "wg", "wireguard-go", "unshare", "ip"} {
+			if _, err := exec.LookPath(bin); err != nil {
+				t.Skipf("SKIP: %s not installed; wg setconf not checked", bin)
+			}
+		}
+		if os.Geteuid() != 0 {
+			t.Skip("SKIP: needs root for a network namespace and a TUN device; wg setconf not checked")
+		}
+		dir := t.TempDir()
+		path := filepath.Join(dir, "gantry0.conf")
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		name := fmt.Sprintf("gssc%d", os.Getpid()%100000)
+		script := `set -e
+ip link set lo up
+wg-quick strip "$1" > "$3"
+wireguard-go "$2" 2>/dev/null
+trap 'ip link del "$2" 2>/dev/null || true' EXIT
+wg setconf "$2" "$3"
+wg show "$2" dump`
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "unshare", "--net", "sh", "-c", script, "sh", path, name, filepath.Join(dir, "stripped.conf")).CombinedOutput()
+		if err != nil {
+			t.Fatalf("wg setconf in a namespace: %v\n%s", err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(lines) != 2 {
+			t.Fatalf("wg show dump: want the interface and one peer:\n%s", out)
+		}
+		ifc, pr := strings.Fields(lines[0]), strings.Fields(lines[1])
+		if len(ifc) < 2 || ifc[1] != cfg.PublicKey.String() {
+			t.Errorf("interface public key %v, hub holds %s", ifc, cfg.PublicKey)
+		}
+		if len(pr) < 8 || pr[0] != hub.pub.String() || pr[1] != cfg.PresharedKey.String() || pr[2] != hub.Endpoint() || pr[3] != "10.0.0.0/24,192.168.5.0/24" || pr[7] != "25" {
+			t.Errorf("peer as wg sees it: %v", pr)
 		}
 	})
 
