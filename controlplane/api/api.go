@@ -37,6 +37,23 @@ type Server struct {
 	enroll    *Enrollment
 	commands  *commands.Dispatcher
 	remote    RemoteSessions
+	ssc       SSCIssuer
+}
+
+// SSCIssuer adds an engineer peer to the WireGuard hub for an authorized
+// SSC use and returns its config (controlplane/remote).
+type SSCIssuer interface {
+	IssueSSC(u cases.Use, publicKey string) (SSCConfig, error)
+}
+
+// SSCConfig is an issued Secure Service Connect config.
+type SSCConfig struct {
+	WGQuick            string // the wg-quick file
+	Address            string // the engineer's /32
+	PublicKey          string // the engineer's, base64
+	PrivateKeyIncluded bool
+	HubEndpoint        string
+	AllowedIPs         []string
 }
 
 // RemoteSessions issues remote-access session tokens and learns about
@@ -47,6 +64,12 @@ type RemoteSessions interface {
 	GrantsChanged()
 	// WebSocketPath is where tokens are redeemed.
 	WebSocketPath() string
+}
+
+// WithSSC enables Secure Service Connect configs.
+func (s *Server) WithSSC(i SSCIssuer) *Server {
+	s.ssc = i
+	return s
 }
 
 // WithRemote enables remote-access sessions.

@@ -35,6 +35,8 @@ func toConnect(ctx context.Context, log *slog.Logger, procedure string, err erro
 		code = connect.CodeAlreadyExists
 	case errkind.Precondition:
 		code = connect.CodeFailedPrecondition
+	case errkind.Exhausted:
+		code = connect.CodeResourceExhausted
 	default:
 		if errors.Is(err, context.Canceled) {
 			return connect.NewError(connect.CodeCanceled, errors.New("request canceled"))

@@ -3,9 +3,11 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/gantry-iot/gantry/controlplane/cases"
 	"github.com/gantry-iot/gantry/controlplane/store"
 	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -88,4 +90,22 @@ func (s *remoteService) OpenSession(ctx context.Context, req *connect.Request[ga
 	id, tok, exp := s.remote.Issue(u)
 	return connect.NewResponse(&gantryv1.OpenSessionResponse{SessionId: id, Token: tok, WebsocketPath: s.remote.WebSocketPath(),
 		TokenExpiresAt: timestamppb.New(exp), Target: u.Target, GrantId: u.GrantID, GrantExpiresAt: timestamppb.New(u.GrantExpires)}), nil
+}
+
+func (s *remoteService) GetSSCConfig(ctx context.Context, req *connect.Request[gantryv1.GetSSCConfigRequest]) (*connect.Response[gantryv1.GetSSCConfigResponse], error) {
+	if s.ssc == nil {
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("remote access is not enabled on this control plane (it runs without a WireGuard hub)"))
+	}
+	var cfg SSCConfig
+	u, err := s.cases.SSCConfig(ctx, CallerFrom(ctx), req.Msg.CaseId, func(u cases.Use) (string, error) {
+		var err error
+		cfg, err = s.ssc.IssueSSC(u, req.Msg.PublicKey)
+		return fmt.Sprintf("engineer address %s key %s", cfg.Address, cfg.PublicKey), err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&gantryv1.GetSSCConfigResponse{Config: cfg.WGQuick, Address: cfg.Address, PublicKey: cfg.PublicKey,
+		PrivateKeyIncluded: cfg.PrivateKeyIncluded, HubEndpoint: cfg.HubEndpoint, AllowedIps: cfg.AllowedIPs,
+		GrantId: u.GrantID, GrantExpiresAt: timestamppb.New(u.GrantExpires)}), nil
 }

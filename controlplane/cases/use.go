@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/gantry-iot/gantry/controlplane/authz"
@@ -25,6 +26,8 @@ type Use struct {
 	ConnectionType   string
 	Target           string
 	GrantExpires     time.Time
+	// Subnets are the template's machine subnets (SSC only).
+	Subnets []string
 }
 
 // AuthorizeUse decides whether the caller may open a connection of type
@@ -53,6 +56,37 @@ func (s *Service) authorizeUse(ctx context.Context, c *identity.Caller, caseID, 
 	if conn != machinemodel.ConnVNC && conn != machinemodel.ConnDataLink {
 		return Use{}, store.Case{}, errkind.Invalidf("connection_type", "use vnc or data_link (SSC configs come from their own call)")
 	}
+	return s.authorizeGrant(ctx, c, caseID, conn, target)
+}
+
+// SSCConfig authorizes the caller to get a Secure Service Connect config
+// for the case's active grant — the user rule of AuthorizeUse, connection
+// type ssc, and the template must list machine subnets — then calls issue
+// with the authorized use (Subnets set). issue returns a detail for the
+// audit log (e.g. the engineer's address). Every attempt, including one
+// that issue refuses, is written to the case tenant's audit log.
+func (s *Service) SSCConfig(ctx context.Context, c *identity.Caller, caseID string, issue func(Use) (string, error)) (Use, error) {
+	u, cs, err := s.authorizeGrant(ctx, c, caseID, machinemodel.ConnSSC, "")
+	detail := ""
+	if err == nil {
+		detail, err = issue(u)
+	}
+	if cs.ID != "" {
+		action, msg := "remote_access.ssc_config", fmt.Sprintf("ssc asset %s subnets %v: %s", cs.AssetID, u.Subnets, detail)
+		if err != nil {
+			action, msg = "remote_access.ssc_config_denied", fmt.Sprintf("ssc asset %s: %v", cs.AssetID, err)
+		}
+		s.audit(ctx, cs.TenantID, c, action, cs.ID, msg)
+	}
+	if err != nil {
+		return Use{}, err
+	}
+	return u, nil
+}
+
+// authorizeGrant applies the use rule (SPEC §4) for conn; for SSC target
+// is empty and the template's machine subnets are returned instead.
+func (s *Service) authorizeGrant(ctx context.Context, c *identity.Caller, caseID, conn, target string) (Use, store.Case, error) {
 	cs, res, err := s.load(ctx, c, caseID)
 	if err != nil {
 		return Use{}, store.Case{}, err
@@ -106,6 +140,16 @@ func (s *Service) authorizeUse(ctx context.Context, c *identity.Caller, caseID, 
 	ra, err := s.template(ctx, g.AssetID)
 	if err != nil {
 		return Use{}, cs, err
+	}
+	if conn == machinemodel.ConnSSC {
+		if !slices.Contains(ra.ConnectionTypes, machinemodel.ConnSSC) {
+			return Use{}, cs, errkind.New(errkind.Precondition, "case_id", "the machine model's remote-access template does not allow SSC")
+		}
+		if len(ra.MachineSubnets) == 0 {
+			return Use{}, cs, errkind.New(errkind.Precondition, "case_id", "the machine model's remote-access template lists no machine subnets for SSC")
+		}
+		return Use{UserID: c.User.ID, TenantID: c.Tenant.ID, CaseTenantID: cs.TenantID, CaseID: cs.ID, AssetID: g.AssetID, GrantID: g.ID, DeviceID: g.DeviceID,
+			ConnectionType: conn, GrantExpires: g.ExpiresAt, Subnets: slices.Clone(ra.MachineSubnets)}, cs, nil
 	}
 	if target == "" {
 		if ts := ra.Targets(conn); len(ts) > 0 {

@@ -24,6 +24,7 @@ var (
 	NotFound        = &Kind{"not found"}           // no such thing (or not visible to the caller)
 	Conflict        = &Kind{"already exists"}      // unique value taken
 	Precondition    = &Kind{"failed precondition"} // state does not allow it (expired, used, last admin…)
+	Exhausted       = &Kind{"resource exhausted"}  // a limit or pool is used up: wait or free something
 )
 
 // Error is a user-facing error: what was wrong (Message), about which input
@@ -62,7 +63,7 @@ func NotFoundf(format string, args ...any) *Error { return New(NotFound, "", for
 
 // Of returns the kind of err, or nil when err carries none (an internal error).
 func Of(err error) *Kind {
-	for _, k := range []*Kind{Invalid, Unauthenticated, Denied, NotFound, Conflict, Precondition} {
+	for _, k := range []*Kind{Invalid, Unauthenticated, Denied, NotFound, Conflict, Precondition, Exhausted} {
 		if errors.Is(err, k) {
 			return k
 		}

@@ -32,13 +32,22 @@ type HubConfig struct {
 	// control plane's address as agents see it).
 	PublicHost string
 	Prefix     netip.Prefix
-	Logger     *slog.Logger
+	// SSCPrefix is the pool of engineers' SSC addresses (default
+	// DefaultSSCPrefix); it must not overlap Prefix.
+	SSCPrefix netip.Prefix
+	// SSCPerGrant and SSCPerUser limit the SSC configs held at once
+	// (defaults DefaultSSCPerGrant, DefaultSSCPerUser).
+	SSCPerGrant, SSCPerUser int
+	Logger                  *slog.Logger
 }
 
 // Hub is the control plane's userspace WireGuard interface. Each active
 // grant is one peer with its own keys and a single /32 address, so the
 // hub reaches an agent only through that grant's keys, and a peer can
 // send only from its own address (WireGuard's cryptokey routing).
+// Engineers' Secure Service Connect configs are further peers, each with
+// a /32 from a separate pool and tied to a grant. mu guards peers, used,
+// next, engineers and sscPool; the wg.Interface has its own locking.
 type Hub struct {
 	cfg   HubConfig
 	iface *wg.Interface
@@ -49,6 +58,9 @@ type Hub struct {
 	peers map[string]*hubPeer // by grant ID
 	used  map[netip.Addr]bool
 	next  netip.Addr
+
+	engineers map[wg.Key]*engineerPeer // SSC peers by public key
+	sscPool   *pool
 }
 
 type hubPeer struct {
@@ -75,6 +87,21 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 	if !cfg.Prefix.Addr().Is4() || cfg.Prefix.Bits() > 28 {
 		return nil, fmt.Errorf("hub: tunnel network %s must be IPv4 and at least a /28", cfg.Prefix)
 	}
+	if !cfg.SSCPrefix.IsValid() {
+		cfg.SSCPrefix = DefaultSSCPrefix
+	}
+	if !cfg.SSCPrefix.Addr().Is4() || cfg.SSCPrefix.Bits() > 30 {
+		return nil, fmt.Errorf("hub: SSC address pool %s must be IPv4 and at least a /30", cfg.SSCPrefix)
+	}
+	if cfg.SSCPrefix.Overlaps(cfg.Prefix) {
+		return nil, fmt.Errorf("hub: SSC address pool %s overlaps the tunnel network %s", cfg.SSCPrefix, cfg.Prefix)
+	}
+	if cfg.SSCPerGrant <= 0 {
+		cfg.SSCPerGrant = DefaultSSCPerGrant
+	}
+	if cfg.SSCPerUser <= 0 {
+		cfg.SSCPerUser = DefaultSSCPerUser
+	}
 	if cfg.PublicHost == "" {
 		cfg.PublicHost = "127.0.0.1"
 	}
@@ -90,7 +117,8 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hub: %w", err)
 	}
-	h := &Hub{cfg: cfg, iface: iface, pub: key.Public(), log: cfg.Logger, peers: map[string]*hubPeer{}, used: map[netip.Addr]bool{addr: true}, next: addr.Next()}
+	h := &Hub{cfg: cfg, iface: iface, pub: key.Public(), log: cfg.Logger, peers: map[string]*hubPeer{}, used: map[netip.Addr]bool{addr: true}, next: addr.Next(),
+		engineers: map[wg.Key]*engineerPeer{}, sscPool: newPool(cfg.SSCPrefix, ErrNoSSCAddress)}
 	h.log.Info("wireguard hub listening", "udp_port", iface.ListenPort(), "network", cfg.Prefix, "address", addr)
 	return h, nil
 }

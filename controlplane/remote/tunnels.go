@@ -103,7 +103,7 @@ func (t *Tunnels) Run(ctx context.Context) {
 }
 
 func (t *Tunnels) reconcile(ctx context.Context) {
-	now := time.Now()
+	now := time.Now() // taken before the list: see PruneEngineers
 	gs, err := t.src.ListActiveGrants(ctx, now)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -138,8 +138,14 @@ func (t *Tunnels) reconcile(ctx context.Context) {
 		}
 	}
 	t.mu.Unlock()
+	// SSC engineer peers go with their grant, also grants this manager
+	// never saw active.
+	if n := t.hub.PruneEngineers(active, now); n > 0 {
+		t.log.Info("ssc engineer peers removed with their grants", "peers", n)
+	}
 	for _, g := range ended {
 		t.hub.RemovePeer(g.ID)
+		t.hub.RemoveEngineers(g.ID)
 		if t.onEnd != nil {
 			t.onEnd(g.ID, "the remote-access grant ended")
 		}

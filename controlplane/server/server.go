@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -421,6 +422,7 @@ func (s *Server) startRemote(cfg Config, d *commands.Dispatcher, apiSrv *api.Ser
 	s.Tunnels, s.Sessions = tunnels, sessions
 	s.tunnels.Store(tunnels)
 	apiSrv.WithRemote(remoteHooks{sessions, tunnels})
+	apiSrv.WithSSC(sscIssuer{hub})
 	mux.Handle("GET "+remote.WebSocketPath, sessions)
 	return nil
 }
@@ -473,3 +475,19 @@ type remoteHooks struct {
 func (r remoteHooks) Issue(u cases.Use) (string, string, time.Time) { return r.s.Issue(u) }
 func (r remoteHooks) GrantsChanged()                                { r.t.Kick() }
 func (r remoteHooks) WebSocketPath() string                         { return remote.WebSocketPath }
+
+// sscIssuer adds SSC engineer peers to the hub for the API.
+type sscIssuer struct{ hub *remote.Hub }
+
+func (i sscIssuer) IssueSSC(u cases.Use, publicKey string) (api.SSCConfig, error) {
+	c, err := i.hub.AddEngineer(remote.SSCRequest{GrantID: u.GrantID, UserID: u.UserID, PublicKey: publicKey, Subnets: u.Subnets})
+	if err != nil {
+		return api.SSCConfig{}, err
+	}
+	out := api.SSCConfig{WGQuick: c.WGQuick(), Address: netip.PrefixFrom(c.Address, 32).String(), PublicKey: c.PublicKey.String(),
+		PrivateKeyIncluded: c.Generated, HubEndpoint: c.HubEndpoint}
+	for _, p := range c.AllowedIPs {
+		out.AllowedIPs = append(out.AllowedIPs, p.String())
+	}
+	return out, nil
+}

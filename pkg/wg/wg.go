@@ -6,6 +6,7 @@ package wg
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -58,6 +59,33 @@ func (k Key) Public() Key {
 
 // Hex is the key as WireGuard's configuration protocol writes it.
 func (k Key) Hex() string { return hex.EncodeToString(k[:]) }
+
+// String is the key in base64, as wg(8) and wg-quick configs write it.
+func (k Key) String() string { return base64.StdEncoding.EncodeToString(k[:]) }
+
+// ParsePublicKey parses a public key in wg(8)'s base64 form and rejects
+// keys no WireGuard handshake can succeed with: not standard base64, not
+// 32 bytes, all zero, or a low-order point (whose shared secret is zero).
+func ParsePublicKey(s string) (Key, error) {
+	s = strings.TrimSpace(s)
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return Key{}, fmt.Errorf("not a WireGuard key: it must be standard base64 as `wg pubkey` prints it (44 characters ending in '=')")
+	}
+	k, err := KeyFromBytes(b)
+	if err != nil {
+		return Key{}, err
+	}
+	if k == (Key{}) {
+		return Key{}, fmt.Errorf("the key is all zeros; generate one with `wg genkey | wg pubkey`")
+	}
+	var probe Key
+	probe[0] = 1
+	if _, err := curve25519.X25519(probe[:], k[:]); err != nil {
+		return Key{}, fmt.Errorf("the key is a low-order point no handshake can use; generate one with `wg genkey | wg pubkey`")
+	}
+	return k, nil
+}
 
 // KeyFromBytes checks the length of b.
 func KeyFromBytes(b []byte) (Key, error) {

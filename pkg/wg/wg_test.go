@@ -132,3 +132,35 @@ func BenchmarkNetstackThroughput(b *testing.B) {
 	}
 	_ = net.ErrClosed
 }
+
+func TestParsePublicKey(t *testing.T) {
+	k, _ := NewPrivateKey()
+	if got, err := ParsePublicKey(" " + k.Public().String() + "\n"); err != nil || got != k.Public() {
+		t.Fatalf("valid key: %v %v", got, err)
+	}
+	lowOrder := Key{1}
+	for _, bad := range []string{"", "!!!", Key{}.String(), lowOrder.String(), k.Public().String()[:40] + "==", "AAAA"} {
+		if _, err := ParsePublicKey(bad); err == nil {
+			t.Errorf("ParsePublicKey(%q) accepted", bad)
+		}
+	}
+}
+
+func FuzzParsePublicKey(f *testing.F) {
+	k, _ := NewPrivateKey()
+	f.Add(k.Public().String())
+	f.Add("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+	f.Add("not base64")
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := ParsePublicKey(s)
+		if err != nil {
+			return
+		}
+		if got == (Key{}) {
+			t.Fatal("all-zero key accepted")
+		}
+		if again, err := ParsePublicKey(got.String()); err != nil || again != got {
+			t.Fatalf("round trip: %v %v", again, err)
+		}
+	})
+}

@@ -25,6 +25,7 @@ var domainCommands = map[string]command{
 	"remote":     sub(map[string]command{"show": cmdRemoteShow, "activate": cmdRemoteActivate, "deactivate": cmdRemoteDeactivate, "request": cmdRemoteRequest, "decide": cmdRemoteDecide}),
 	"vnc":        cmdVNC,
 	"tunnel":     cmdTunnel,
+	"ssc":        cmdSSC,
 	"cases":      sub(map[string]command{"list": cmdCasesList, "create": cmdCaseCreate, "show": cmdCaseShow, "update": cmdCaseUpdate, "chat": cmdChat, "say": cmdSay}),
 }
 

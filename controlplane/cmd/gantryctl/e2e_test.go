@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -131,6 +132,35 @@ func TestDevServerLoginAndListUsers(t *testing.T) {
 	out, err = ctl("", "cases", "list", "--kind", "internal", "--mine")
 	if err != nil || !strings.Contains(out, "Coolant pump noisy") || strings.Contains(out, "Spindle vibration") {
 		t.Errorf("my internal cases: %v\n%s", err, out)
+	}
+	// Secure Service Connect: activate remote access on ME's internal
+	// case, then `gantryctl ssc CASE > gantry.conf` writes only the
+	// wg-quick file to stdout; hints go to stderr.
+	out, err = ctl("", "--json", "cases", "list", "--kind", "internal", "--mine")
+	var listed struct{ Cases []struct{ ID string } }
+	if err != nil || json.Unmarshal([]byte(out), &listed) != nil || len(listed.Cases) == 0 {
+		t.Fatalf("cases list --json: %v\n%s", err, out)
+	}
+	caseID := listed.Cases[0].ID
+	if out, err := ctl("", "remote", "activate", caseID); err != nil {
+		t.Fatalf("remote activate: %v\n%s", err, out)
+	}
+	var sscOut, sscErr bytes.Buffer
+	ssc := exec.CommandContext(ctx, ctlBin, "ssc", caseID)
+	ssc.Env, ssc.Stdout, ssc.Stderr = env, &sscOut, &sscErr
+	if err := ssc.Run(); err != nil {
+		t.Fatalf("ssc: %v\n%s", err, sscErr.String())
+	}
+	conf := sscOut.String()
+	if !strings.HasPrefix(conf, "# Gantry Secure Service Connect") || !strings.Contains(conf, "[Interface]\nPrivateKey = ") ||
+		!strings.Contains(conf, "AllowedIPs = 192.168.10.0/24\n") || !strings.Contains(conf, "PersistentKeepalive = 25") || strings.Contains(conf, "chmod") {
+		t.Errorf("ssc stdout is not just the config:\n%s", conf)
+	}
+	if !strings.Contains(sscErr.String(), "chmod 600") || !strings.Contains(sscErr.String(), "192.168.10.0/24") {
+		t.Errorf("ssc hints on stderr: %s", sscErr.String())
+	}
+	if out, err := ctl("", "ssc", caseID, "--public-key", "not-a-key"); err == nil || !strings.Contains(out, "InvalidArgument") || !strings.Contains(out, "base64") {
+		t.Errorf("ssc with a malformed key: %v\n%s", err, out)
 	}
 	if out, err := ctl("gantry-demo-1\n", "login", "--email", "st@acme.example"); err != nil {
 		t.Fatalf("login st: %v\n%s", err, out)

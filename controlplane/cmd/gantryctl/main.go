@@ -99,6 +99,11 @@ Remote access (SPEC §4):
   tunnel CASE_ID --target HOST:PORT [--listen 127.0.0.1:N]
                              SSC Data Link: forward a local TCP port to a template-allowed
                              target on the machine network (e.g. a PLC on 102, 502, 4840)
+  ssc CASE_ID [--public-key KEY] > gantry.conf
+                             Secure Service Connect: a WireGuard (wg-quick) config that
+                             routes the machine subnets through the hub while the grant
+                             is active; with --public-key (from 'wg pubkey') the config
+                             has no private key and you add your own
 
 Global flags:
   --server URL   control plane URL (default $GANTRY_SERVER or http://127.0.0.1:8080)

@@ -161,6 +161,39 @@ func cmdTunnel(ctx context.Context, e *env, args []string) error {
 	return e.forward(ctx, id, "data_link", *target, *listen, "connect your tool to")
 }
 
+// cmdSSC prints a Secure Service Connect config to stdout (so it can be
+// redirected into a file) and hints to stderr.
+func cmdSSC(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "ssc")
+	pub := fs.String("public-key", "", "your WireGuard public key (base64, from 'wg pubkey'); default: a fresh key pair is generated for you")
+	id, err := oneArg(fs, args, "CASE_ID")
+	if err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewRemoteAccessServiceClient(e.conn).GetSSCConfig(actx, &gantryv1.GetSSCConfigRequest{CaseId: id, PublicKey: *pub})
+	if err != nil {
+		return err
+	}
+	if e.g.json {
+		return e.print(r, func(*tabwriter.Writer) {})
+	}
+	if _, err := io.WriteString(e.stdout, r.Config); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stderr, "SSC config for case %s: address %s, routes %s via %s; valid until the grant ends (%s).\n",
+		id, r.Address, strings.Join(r.AllowedIps, ", "), r.HubEndpoint, r.GrantExpiresAt.AsTime().Local().Format(time.DateTime))
+	if r.PrivateKeyIncluded {
+		fmt.Fprintln(e.stderr, "The config contains a private key: keep the file private (chmod 600). Bring it up with 'wg-quick up ./gantry.conf' or import it into the WireGuard app.")
+	} else {
+		fmt.Fprintln(e.stderr, "Add your private key as PrivateKey under [Interface] before bringing it up.")
+	}
+	return nil
+}
+
 // forward listens locally and relays every accepted connection through
 // its own remote-access session, until ctx ends or the grant ends.
 func (e *env) forward(ctx context.Context, caseID, typ, target, listen, hint string) error {

@@ -898,6 +898,166 @@ func (x *OpenSessionResponse) GetGrantExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
+type GetSSCConfigRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	CaseId string                 `protobuf:"bytes,1,opt,name=case_id,json=caseId,proto3" json:"case_id,omitempty"`
+	// Optional: the engineer's own WireGuard public key (base64, as
+	// `wg pubkey` prints it). Empty: the control plane generates a fresh key
+	// pair and the config contains the private key.
+	PublicKey     string `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSSCConfigRequest) Reset() {
+	*x = GetSSCConfigRequest{}
+	mi := &file_gantry_v1_remote_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSSCConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSSCConfigRequest) ProtoMessage() {}
+
+func (x *GetSSCConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_remote_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSSCConfigRequest.ProtoReflect.Descriptor instead.
+func (*GetSSCConfigRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_remote_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GetSSCConfigRequest) GetCaseId() string {
+	if x != nil {
+		return x.CaseId
+	}
+	return ""
+}
+
+func (x *GetSSCConfigRequest) GetPublicKey() string {
+	if x != nil {
+		return x.PublicKey
+	}
+	return ""
+}
+
+type GetSSCConfigResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The wg-quick configuration file (save as e.g. gantry.conf).
+	Config string `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	// The engineer's tunnel address (/32).
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// The engineer's public key (given or generated).
+	PublicKey string `protobuf:"bytes,3,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// True when config contains a generated private key.
+	PrivateKeyIncluded bool   `protobuf:"varint,4,opt,name=private_key_included,json=privateKeyIncluded,proto3" json:"private_key_included,omitempty"`
+	HubEndpoint        string `protobuf:"bytes,5,opt,name=hub_endpoint,json=hubEndpoint,proto3" json:"hub_endpoint,omitempty"`
+	// The machine subnets the config routes through the tunnel.
+	AllowedIps     []string               `protobuf:"bytes,6,rep,name=allowed_ips,json=allowedIps,proto3" json:"allowed_ips,omitempty"`
+	GrantId        string                 `protobuf:"bytes,7,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	GrantExpiresAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=grant_expires_at,json=grantExpiresAt,proto3" json:"grant_expires_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *GetSSCConfigResponse) Reset() {
+	*x = GetSSCConfigResponse{}
+	mi := &file_gantry_v1_remote_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSSCConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSSCConfigResponse) ProtoMessage() {}
+
+func (x *GetSSCConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_remote_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSSCConfigResponse.ProtoReflect.Descriptor instead.
+func (*GetSSCConfigResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_remote_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *GetSSCConfigResponse) GetConfig() string {
+	if x != nil {
+		return x.Config
+	}
+	return ""
+}
+
+func (x *GetSSCConfigResponse) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *GetSSCConfigResponse) GetPublicKey() string {
+	if x != nil {
+		return x.PublicKey
+	}
+	return ""
+}
+
+func (x *GetSSCConfigResponse) GetPrivateKeyIncluded() bool {
+	if x != nil {
+		return x.PrivateKeyIncluded
+	}
+	return false
+}
+
+func (x *GetSSCConfigResponse) GetHubEndpoint() string {
+	if x != nil {
+		return x.HubEndpoint
+	}
+	return ""
+}
+
+func (x *GetSSCConfigResponse) GetAllowedIps() []string {
+	if x != nil {
+		return x.AllowedIps
+	}
+	return nil
+}
+
+func (x *GetSSCConfigResponse) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
+func (x *GetSSCConfigResponse) GetGrantExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.GrantExpiresAt
+	}
+	return nil
+}
+
 var File_gantry_v1_remote_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_remote_proto_rawDesc = "" +
@@ -967,14 +1127,30 @@ const file_gantry_v1_remote_proto_rawDesc = "" +
 	"\x10token_expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0etokenExpiresAt\x12\x16\n" +
 	"\x06target\x18\x05 \x01(\tR\x06target\x12\x19\n" +
 	"\bgrant_id\x18\x06 \x01(\tR\agrantId\x12D\n" +
-	"\x10grant_expires_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0egrantExpiresAt2\xe1\x04\n" +
+	"\x10grant_expires_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0egrantExpiresAt\"M\n" +
+	"\x13GetSSCConfigRequest\x12\x17\n" +
+	"\acase_id\x18\x01 \x01(\tR\x06caseId\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x02 \x01(\tR\tpublicKey\"\xbe\x02\n" +
+	"\x14GetSSCConfigResponse\x12\x16\n" +
+	"\x06config\x18\x01 \x01(\tR\x06config\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x03 \x01(\tR\tpublicKey\x120\n" +
+	"\x14private_key_included\x18\x04 \x01(\bR\x12privateKeyIncluded\x12!\n" +
+	"\fhub_endpoint\x18\x05 \x01(\tR\vhubEndpoint\x12\x1f\n" +
+	"\vallowed_ips\x18\x06 \x03(\tR\n" +
+	"allowedIps\x12\x19\n" +
+	"\bgrant_id\x18\a \x01(\tR\agrantId\x12D\n" +
+	"\x10grant_expires_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0egrantExpiresAt2\xb2\x05\n" +
 	"\x13RemoteAccessService\x12g\n" +
 	"\x14ActivateRemoteAccess\x12&.gantry.v1.ActivateRemoteAccessRequest\x1a'.gantry.v1.ActivateRemoteAccessResponse\x12m\n" +
 	"\x16DeactivateRemoteAccess\x12(.gantry.v1.DeactivateRemoteAccessRequest\x1a).gantry.v1.DeactivateRemoteAccessResponse\x12X\n" +
 	"\x0fGetRemoteAccess\x12!.gantry.v1.GetRemoteAccessRequest\x1a\".gantry.v1.GetRemoteAccessResponse\x12d\n" +
 	"\x13RequestRemoteAccess\x12%.gantry.v1.RequestRemoteAccessRequest\x1a&.gantry.v1.RequestRemoteAccessResponse\x12d\n" +
 	"\x13DecideAccessRequest\x12%.gantry.v1.DecideAccessRequestRequest\x1a&.gantry.v1.DecideAccessRequestResponse\x12L\n" +
-	"\vOpenSession\x12\x1d.gantry.v1.OpenSessionRequest\x1a\x1e.gantry.v1.OpenSessionResponseB7Z5github.com/gantry-iot/gantry/proto/gantry/v1;gantryv1b\x06proto3"
+	"\vOpenSession\x12\x1d.gantry.v1.OpenSessionRequest\x1a\x1e.gantry.v1.OpenSessionResponse\x12O\n" +
+	"\fGetSSCConfig\x12\x1e.gantry.v1.GetSSCConfigRequest\x1a\x1f.gantry.v1.GetSSCConfigResponseB7Z5github.com/gantry-iot/gantry/proto/gantry/v1;gantryv1b\x06proto3"
 
 var (
 	file_gantry_v1_remote_proto_rawDescOnce sync.Once
@@ -988,7 +1164,7 @@ func file_gantry_v1_remote_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_remote_proto_rawDescData
 }
 
-var file_gantry_v1_remote_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_gantry_v1_remote_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_gantry_v1_remote_proto_goTypes = []any{
 	(*Grant)(nil),                          // 0: gantry.v1.Grant
 	(*AccessRequest)(nil),                  // 1: gantry.v1.AccessRequest
@@ -1004,13 +1180,15 @@ var file_gantry_v1_remote_proto_goTypes = []any{
 	(*DecideAccessRequestResponse)(nil),    // 11: gantry.v1.DecideAccessRequestResponse
 	(*OpenSessionRequest)(nil),             // 12: gantry.v1.OpenSessionRequest
 	(*OpenSessionResponse)(nil),            // 13: gantry.v1.OpenSessionResponse
-	(*timestamppb.Timestamp)(nil),          // 14: google.protobuf.Timestamp
+	(*GetSSCConfigRequest)(nil),            // 14: gantry.v1.GetSSCConfigRequest
+	(*GetSSCConfigResponse)(nil),           // 15: gantry.v1.GetSSCConfigResponse
+	(*timestamppb.Timestamp)(nil),          // 16: google.protobuf.Timestamp
 }
 var file_gantry_v1_remote_proto_depIdxs = []int32{
-	14, // 0: gantry.v1.Grant.activated_at:type_name -> google.protobuf.Timestamp
-	14, // 1: gantry.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
-	14, // 2: gantry.v1.Grant.deactivated_at:type_name -> google.protobuf.Timestamp
-	14, // 3: gantry.v1.AccessRequest.created_at:type_name -> google.protobuf.Timestamp
+	16, // 0: gantry.v1.Grant.activated_at:type_name -> google.protobuf.Timestamp
+	16, // 1: gantry.v1.Grant.expires_at:type_name -> google.protobuf.Timestamp
+	16, // 2: gantry.v1.Grant.deactivated_at:type_name -> google.protobuf.Timestamp
+	16, // 3: gantry.v1.AccessRequest.created_at:type_name -> google.protobuf.Timestamp
 	0,  // 4: gantry.v1.ActivateRemoteAccessResponse.grant:type_name -> gantry.v1.Grant
 	0,  // 5: gantry.v1.DeactivateRemoteAccessResponse.grant:type_name -> gantry.v1.Grant
 	0,  // 6: gantry.v1.GetRemoteAccessResponse.grant:type_name -> gantry.v1.Grant
@@ -1018,25 +1196,28 @@ var file_gantry_v1_remote_proto_depIdxs = []int32{
 	1,  // 8: gantry.v1.RequestRemoteAccessResponse.request:type_name -> gantry.v1.AccessRequest
 	1,  // 9: gantry.v1.DecideAccessRequestResponse.request:type_name -> gantry.v1.AccessRequest
 	0,  // 10: gantry.v1.DecideAccessRequestResponse.grant:type_name -> gantry.v1.Grant
-	14, // 11: gantry.v1.OpenSessionResponse.token_expires_at:type_name -> google.protobuf.Timestamp
-	14, // 12: gantry.v1.OpenSessionResponse.grant_expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 13: gantry.v1.RemoteAccessService.ActivateRemoteAccess:input_type -> gantry.v1.ActivateRemoteAccessRequest
-	4,  // 14: gantry.v1.RemoteAccessService.DeactivateRemoteAccess:input_type -> gantry.v1.DeactivateRemoteAccessRequest
-	6,  // 15: gantry.v1.RemoteAccessService.GetRemoteAccess:input_type -> gantry.v1.GetRemoteAccessRequest
-	8,  // 16: gantry.v1.RemoteAccessService.RequestRemoteAccess:input_type -> gantry.v1.RequestRemoteAccessRequest
-	10, // 17: gantry.v1.RemoteAccessService.DecideAccessRequest:input_type -> gantry.v1.DecideAccessRequestRequest
-	12, // 18: gantry.v1.RemoteAccessService.OpenSession:input_type -> gantry.v1.OpenSessionRequest
-	3,  // 19: gantry.v1.RemoteAccessService.ActivateRemoteAccess:output_type -> gantry.v1.ActivateRemoteAccessResponse
-	5,  // 20: gantry.v1.RemoteAccessService.DeactivateRemoteAccess:output_type -> gantry.v1.DeactivateRemoteAccessResponse
-	7,  // 21: gantry.v1.RemoteAccessService.GetRemoteAccess:output_type -> gantry.v1.GetRemoteAccessResponse
-	9,  // 22: gantry.v1.RemoteAccessService.RequestRemoteAccess:output_type -> gantry.v1.RequestRemoteAccessResponse
-	11, // 23: gantry.v1.RemoteAccessService.DecideAccessRequest:output_type -> gantry.v1.DecideAccessRequestResponse
-	13, // 24: gantry.v1.RemoteAccessService.OpenSession:output_type -> gantry.v1.OpenSessionResponse
-	19, // [19:25] is the sub-list for method output_type
-	13, // [13:19] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	16, // 11: gantry.v1.OpenSessionResponse.token_expires_at:type_name -> google.protobuf.Timestamp
+	16, // 12: gantry.v1.OpenSessionResponse.grant_expires_at:type_name -> google.protobuf.Timestamp
+	16, // 13: gantry.v1.GetSSCConfigResponse.grant_expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 14: gantry.v1.RemoteAccessService.ActivateRemoteAccess:input_type -> gantry.v1.ActivateRemoteAccessRequest
+	4,  // 15: gantry.v1.RemoteAccessService.DeactivateRemoteAccess:input_type -> gantry.v1.DeactivateRemoteAccessRequest
+	6,  // 16: gantry.v1.RemoteAccessService.GetRemoteAccess:input_type -> gantry.v1.GetRemoteAccessRequest
+	8,  // 17: gantry.v1.RemoteAccessService.RequestRemoteAccess:input_type -> gantry.v1.RequestRemoteAccessRequest
+	10, // 18: gantry.v1.RemoteAccessService.DecideAccessRequest:input_type -> gantry.v1.DecideAccessRequestRequest
+	12, // 19: gantry.v1.RemoteAccessService.OpenSession:input_type -> gantry.v1.OpenSessionRequest
+	14, // 20: gantry.v1.RemoteAccessService.GetSSCConfig:input_type -> gantry.v1.GetSSCConfigRequest
+	3,  // 21: gantry.v1.RemoteAccessService.ActivateRemoteAccess:output_type -> gantry.v1.ActivateRemoteAccessResponse
+	5,  // 22: gantry.v1.RemoteAccessService.DeactivateRemoteAccess:output_type -> gantry.v1.DeactivateRemoteAccessResponse
+	7,  // 23: gantry.v1.RemoteAccessService.GetRemoteAccess:output_type -> gantry.v1.GetRemoteAccessResponse
+	9,  // 24: gantry.v1.RemoteAccessService.RequestRemoteAccess:output_type -> gantry.v1.RequestRemoteAccessResponse
+	11, // 25: gantry.v1.RemoteAccessService.DecideAccessRequest:output_type -> gantry.v1.DecideAccessRequestResponse
+	13, // 26: gantry.v1.RemoteAccessService.OpenSession:output_type -> gantry.v1.OpenSessionResponse
+	15, // 27: gantry.v1.RemoteAccessService.GetSSCConfig:output_type -> gantry.v1.GetSSCConfigResponse
+	21, // [21:28] is the sub-list for method output_type
+	14, // [14:21] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_remote_proto_init() }
@@ -1050,7 +1231,7 @@ func file_gantry_v1_remote_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_remote_proto_rawDesc), len(file_gantry_v1_remote_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

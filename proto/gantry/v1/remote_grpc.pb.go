@@ -27,6 +27,7 @@ const (
 	RemoteAccessService_RequestRemoteAccess_FullMethodName    = "/gantry.v1.RemoteAccessService/RequestRemoteAccess"
 	RemoteAccessService_DecideAccessRequest_FullMethodName    = "/gantry.v1.RemoteAccessService/DecideAccessRequest"
 	RemoteAccessService_OpenSession_FullMethodName            = "/gantry.v1.RemoteAccessService/OpenSession"
+	RemoteAccessService_GetSSCConfig_FullMethodName           = "/gantry.v1.RemoteAccessService/GetSSCConfig"
 )
 
 // RemoteAccessServiceClient is the client API for RemoteAccessService service.
@@ -51,6 +52,13 @@ type RemoteAccessServiceClient interface {
 	// Remote Access = manage in scope) and returns a single-use token for
 	// the WebSocket at websocket_path. Every attempt is audited.
 	OpenSession(ctx context.Context, in *OpenSessionRequest, opts ...grpc.CallOption) (*OpenSessionResponse, error)
+	// GetSSCConfig issues a Secure Service Connect client configuration
+	// (a standard wg-quick file) for the case's active grant, under the same
+	// user rule as OpenSession and only if the grant allows ssc and the
+	// machine model's template lists machine subnets. Each call adds one
+	// engineer peer to the WireGuard hub with its own /32 address; it is
+	// removed when the grant ends. Every attempt is audited.
+	GetSSCConfig(ctx context.Context, in *GetSSCConfigRequest, opts ...grpc.CallOption) (*GetSSCConfigResponse, error)
 }
 
 type remoteAccessServiceClient struct {
@@ -121,6 +129,16 @@ func (c *remoteAccessServiceClient) OpenSession(ctx context.Context, in *OpenSes
 	return out, nil
 }
 
+func (c *remoteAccessServiceClient) GetSSCConfig(ctx context.Context, in *GetSSCConfigRequest, opts ...grpc.CallOption) (*GetSSCConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetSSCConfigResponse)
+	err := c.cc.Invoke(ctx, RemoteAccessService_GetSSCConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RemoteAccessServiceServer is the server API for RemoteAccessService service.
 // All implementations must embed UnimplementedRemoteAccessServiceServer
 // for forward compatibility.
@@ -143,6 +161,13 @@ type RemoteAccessServiceServer interface {
 	// Remote Access = manage in scope) and returns a single-use token for
 	// the WebSocket at websocket_path. Every attempt is audited.
 	OpenSession(context.Context, *OpenSessionRequest) (*OpenSessionResponse, error)
+	// GetSSCConfig issues a Secure Service Connect client configuration
+	// (a standard wg-quick file) for the case's active grant, under the same
+	// user rule as OpenSession and only if the grant allows ssc and the
+	// machine model's template lists machine subnets. Each call adds one
+	// engineer peer to the WireGuard hub with its own /32 address; it is
+	// removed when the grant ends. Every attempt is audited.
+	GetSSCConfig(context.Context, *GetSSCConfigRequest) (*GetSSCConfigResponse, error)
 	mustEmbedUnimplementedRemoteAccessServiceServer()
 }
 
@@ -170,6 +195,9 @@ func (UnimplementedRemoteAccessServiceServer) DecideAccessRequest(context.Contex
 }
 func (UnimplementedRemoteAccessServiceServer) OpenSession(context.Context, *OpenSessionRequest) (*OpenSessionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method OpenSession not implemented")
+}
+func (UnimplementedRemoteAccessServiceServer) GetSSCConfig(context.Context, *GetSSCConfigRequest) (*GetSSCConfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSSCConfig not implemented")
 }
 func (UnimplementedRemoteAccessServiceServer) mustEmbedUnimplementedRemoteAccessServiceServer() {}
 func (UnimplementedRemoteAccessServiceServer) testEmbeddedByValue()                             {}
@@ -300,6 +328,24 @@ func _RemoteAccessService_OpenSession_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RemoteAccessService_GetSSCConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSSCConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RemoteAccessServiceServer).GetSSCConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RemoteAccessService_GetSSCConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RemoteAccessServiceServer).GetSSCConfig(ctx, req.(*GetSSCConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RemoteAccessService_ServiceDesc is the grpc.ServiceDesc for RemoteAccessService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -330,6 +376,10 @@ var RemoteAccessService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "OpenSession",
 			Handler:    _RemoteAccessService_OpenSession_Handler,
+		},
+		{
+			MethodName: "GetSSCConfig",
+			Handler:    _RemoteAccessService_GetSSCConfig_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -53,6 +53,9 @@ const (
 	// RemoteAccessServiceOpenSessionProcedure is the fully-qualified name of the RemoteAccessService's
 	// OpenSession RPC.
 	RemoteAccessServiceOpenSessionProcedure = "/gantry.v1.RemoteAccessService/OpenSession"
+	// RemoteAccessServiceGetSSCConfigProcedure is the fully-qualified name of the RemoteAccessService's
+	// GetSSCConfig RPC.
+	RemoteAccessServiceGetSSCConfigProcedure = "/gantry.v1.RemoteAccessService/GetSSCConfig"
 )
 
 // RemoteAccessServiceClient is a client for the gantry.v1.RemoteAccessService service.
@@ -75,6 +78,13 @@ type RemoteAccessServiceClient interface {
 	// Remote Access = manage in scope) and returns a single-use token for
 	// the WebSocket at websocket_path. Every attempt is audited.
 	OpenSession(context.Context, *connect.Request[v1.OpenSessionRequest]) (*connect.Response[v1.OpenSessionResponse], error)
+	// GetSSCConfig issues a Secure Service Connect client configuration
+	// (a standard wg-quick file) for the case's active grant, under the same
+	// user rule as OpenSession and only if the grant allows ssc and the
+	// machine model's template lists machine subnets. Each call adds one
+	// engineer peer to the WireGuard hub with its own /32 address; it is
+	// removed when the grant ends. Every attempt is audited.
+	GetSSCConfig(context.Context, *connect.Request[v1.GetSSCConfigRequest]) (*connect.Response[v1.GetSSCConfigResponse], error)
 }
 
 // NewRemoteAccessServiceClient constructs a client for the gantry.v1.RemoteAccessService service.
@@ -124,6 +134,12 @@ func NewRemoteAccessServiceClient(httpClient connect.HTTPClient, baseURL string,
 			connect.WithSchema(remoteAccessServiceMethods.ByName("OpenSession")),
 			connect.WithClientOptions(opts...),
 		),
+		getSSCConfig: connect.NewClient[v1.GetSSCConfigRequest, v1.GetSSCConfigResponse](
+			httpClient,
+			baseURL+RemoteAccessServiceGetSSCConfigProcedure,
+			connect.WithSchema(remoteAccessServiceMethods.ByName("GetSSCConfig")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -135,6 +151,7 @@ type remoteAccessServiceClient struct {
 	requestRemoteAccess    *connect.Client[v1.RequestRemoteAccessRequest, v1.RequestRemoteAccessResponse]
 	decideAccessRequest    *connect.Client[v1.DecideAccessRequestRequest, v1.DecideAccessRequestResponse]
 	openSession            *connect.Client[v1.OpenSessionRequest, v1.OpenSessionResponse]
+	getSSCConfig           *connect.Client[v1.GetSSCConfigRequest, v1.GetSSCConfigResponse]
 }
 
 // ActivateRemoteAccess calls gantry.v1.RemoteAccessService.ActivateRemoteAccess.
@@ -167,6 +184,11 @@ func (c *remoteAccessServiceClient) OpenSession(ctx context.Context, req *connec
 	return c.openSession.CallUnary(ctx, req)
 }
 
+// GetSSCConfig calls gantry.v1.RemoteAccessService.GetSSCConfig.
+func (c *remoteAccessServiceClient) GetSSCConfig(ctx context.Context, req *connect.Request[v1.GetSSCConfigRequest]) (*connect.Response[v1.GetSSCConfigResponse], error) {
+	return c.getSSCConfig.CallUnary(ctx, req)
+}
+
 // RemoteAccessServiceHandler is an implementation of the gantry.v1.RemoteAccessService service.
 type RemoteAccessServiceHandler interface {
 	// ActivateRemoteAccess grants remote access on a case for a time box
@@ -187,6 +209,13 @@ type RemoteAccessServiceHandler interface {
 	// Remote Access = manage in scope) and returns a single-use token for
 	// the WebSocket at websocket_path. Every attempt is audited.
 	OpenSession(context.Context, *connect.Request[v1.OpenSessionRequest]) (*connect.Response[v1.OpenSessionResponse], error)
+	// GetSSCConfig issues a Secure Service Connect client configuration
+	// (a standard wg-quick file) for the case's active grant, under the same
+	// user rule as OpenSession and only if the grant allows ssc and the
+	// machine model's template lists machine subnets. Each call adds one
+	// engineer peer to the WireGuard hub with its own /32 address; it is
+	// removed when the grant ends. Every attempt is audited.
+	GetSSCConfig(context.Context, *connect.Request[v1.GetSSCConfigRequest]) (*connect.Response[v1.GetSSCConfigResponse], error)
 }
 
 // NewRemoteAccessServiceHandler builds an HTTP handler from the service implementation. It returns
@@ -232,6 +261,12 @@ func NewRemoteAccessServiceHandler(svc RemoteAccessServiceHandler, opts ...conne
 		connect.WithSchema(remoteAccessServiceMethods.ByName("OpenSession")),
 		connect.WithHandlerOptions(opts...),
 	)
+	remoteAccessServiceGetSSCConfigHandler := connect.NewUnaryHandler(
+		RemoteAccessServiceGetSSCConfigProcedure,
+		svc.GetSSCConfig,
+		connect.WithSchema(remoteAccessServiceMethods.ByName("GetSSCConfig")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/gantry.v1.RemoteAccessService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case RemoteAccessServiceActivateRemoteAccessProcedure:
@@ -246,6 +281,8 @@ func NewRemoteAccessServiceHandler(svc RemoteAccessServiceHandler, opts ...conne
 			remoteAccessServiceDecideAccessRequestHandler.ServeHTTP(w, r)
 		case RemoteAccessServiceOpenSessionProcedure:
 			remoteAccessServiceOpenSessionHandler.ServeHTTP(w, r)
+		case RemoteAccessServiceGetSSCConfigProcedure:
+			remoteAccessServiceGetSSCConfigHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -277,4 +314,8 @@ func (UnimplementedRemoteAccessServiceHandler) DecideAccessRequest(context.Conte
 
 func (UnimplementedRemoteAccessServiceHandler) OpenSession(context.Context, *connect.Request[v1.OpenSessionRequest]) (*connect.Response[v1.OpenSessionResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.RemoteAccessService.OpenSession is not implemented"))
+}
+
+func (UnimplementedRemoteAccessServiceHandler) GetSSCConfig(context.Context, *connect.Request[v1.GetSSCConfigRequest]) (*connect.Response[v1.GetSSCConfigResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.RemoteAccessService.GetSSCConfig is not implemented"))
 }

@@ -1,0 +1,259 @@
+package remote
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/gantry-iot/gantry/controlplane/errkind"
+	"github.com/gantry-iot/gantry/pkg/wg"
+)
+
+// DefaultSSCPrefix is the pool engineers' Secure Service Connect peers get
+// their /32 addresses from, apart from the agents' tunnel network.
+var DefaultSSCPrefix = netip.MustParsePrefix("100.97.0.0/16")
+
+// Default limits on SSC configs (engineer peers) held at once.
+const (
+	DefaultSSCPerGrant = 16
+	DefaultSSCPerUser  = 8
+)
+
+// SSCKeepalive is the PersistentKeepalive of issued configs: engineers sit
+// behind NAT and must keep the mapping open and start the handshake.
+const SSCKeepalive = 25
+
+// ErrNoSSCAddress is returned when the engineer address pool is exhausted.
+var ErrNoSSCAddress = errkind.New(errkind.Exhausted, "", "no free engineer address for Secure Service Connect; try again when other sessions have ended")
+
+// SSCRequest asks the hub for an engineer peer on a grant.
+type SSCRequest struct {
+	GrantID string
+	UserID  string
+	// PublicKey is the engineer's own key, in base64; empty: the hub
+	// generates a key pair and the config carries the private key.
+	PublicKey string
+	// Subnets are the machine subnets the config routes (AllowedIPs).
+	Subnets []string
+}
+
+// SSCConfig is an issued engineer peer and its wg-quick file.
+type SSCConfig struct {
+	GrantID      string
+	Address      netip.Addr
+	PublicKey    wg.Key // the engineer's
+	PrivateKey   wg.Key // zero unless generated
+	Generated    bool
+	HubPublicKey wg.Key
+	PresharedKey wg.Key
+	HubEndpoint  string
+	AllowedIPs   []netip.Prefix
+}
+
+// WGQuick renders the config as a wg-quick(8) file: no DNS, no routes
+// beyond the machine subnets, keepalive for engineers behind NAT.
+func (c SSCConfig) WGQuick() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Gantry Secure Service Connect, grant %s\n", c.GrantID)
+	b.WriteString("[Interface]\n")
+	if c.Generated {
+		fmt.Fprintf(&b, "PrivateKey = %s\n", c.PrivateKey)
+	} else {
+		fmt.Fprintf(&b, "# PrivateKey = <your private key for %s>\n", c.PublicKey)
+	}
+	fmt.Fprintf(&b, "Address = %s\n\n", netip.PrefixFrom(c.Address, 32))
+	b.WriteString("[Peer]\n")
+	fmt.Fprintf(&b, "PublicKey = %s\n", c.HubPublicKey)
+	fmt.Fprintf(&b, "PresharedKey = %s\n", c.PresharedKey)
+	fmt.Fprintf(&b, "Endpoint = %s\n", c.HubEndpoint)
+	as := make([]string, len(c.AllowedIPs))
+	for i, a := range c.AllowedIPs {
+		as[i] = a.String()
+	}
+	fmt.Fprintf(&b, "AllowedIPs = %s\n", strings.Join(as, ", "))
+	fmt.Fprintf(&b, "PersistentKeepalive = %d\n", SSCKeepalive)
+	return b.String()
+}
+
+// engineerPeer is one issued SSC config on the hub.
+type engineerPeer struct {
+	grantID, userID string
+	key             wg.Key
+	addr            netip.Addr
+	issued          time.Time
+}
+
+// AddEngineer issues an SSC config: it allocates the engineer a /32 from
+// the SSC pool and adds the engineer as a hub peer that may send only
+// from that address. The peer lives until RemoveEngineers or
+// PruneEngineers drops its grant. Errors carry an errkind for the API.
+func (h *Hub) AddEngineer(r SSCRequest) (SSCConfig, error) {
+	if r.GrantID == "" || r.UserID == "" {
+		return SSCConfig{}, errors.New("hub: SSC request without grant or user")
+	}
+	var allowed []netip.Prefix
+	for _, s := range r.Subnets {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || !p.Addr().Is4() {
+			return SSCConfig{}, errkind.New(errkind.Precondition, "case_id", "the machine model's SSC subnet %q is not an IPv4 CIDR; fix the template", s)
+		}
+		allowed = append(allowed, p.Masked())
+	}
+	if len(allowed) == 0 {
+		return SSCConfig{}, errkind.New(errkind.Precondition, "case_id", "the machine model's template lists no machine subnets for SSC")
+	}
+	var cfg SSCConfig
+	if r.PublicKey != "" {
+		k, err := wg.ParsePublicKey(r.PublicKey)
+		if err != nil {
+			return SSCConfig{}, errkind.Invalidf("public_key", "%v", err)
+		}
+		cfg.PublicKey = k
+	} else {
+		priv, err := wg.NewPrivateKey()
+		if err != nil {
+			return SSCConfig{}, err
+		}
+		cfg.PrivateKey, cfg.PublicKey, cfg.Generated = priv, priv.Public(), true
+	}
+	psk, err := wg.NewPresharedKey()
+	if err != nil {
+		return SSCConfig{}, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if cfg.PublicKey == h.pub {
+		return SSCConfig{}, errkind.Invalidf("public_key", "that is the hub's own key; give your client's public key")
+	}
+	for _, p := range h.peers {
+		if p.key == cfg.PublicKey {
+			return SSCConfig{}, errkind.Invalidf("public_key", "the key is already in use; generate a new one with `wg genkey | wg pubkey`")
+		}
+	}
+	perGrant, perUser := 0, 0
+	for k, e := range h.engineers {
+		if k == cfg.PublicKey {
+			return SSCConfig{}, errkind.New(errkind.Conflict, "public_key", "a config with this public key is already active; use it, or give a new key")
+		}
+		if e.grantID == r.GrantID {
+			perGrant++
+		}
+		if e.userID == r.UserID {
+			perUser++
+		}
+	}
+	if perGrant >= h.cfg.SSCPerGrant {
+		return SSCConfig{}, errkind.New(errkind.Exhausted, "case_id", "this grant already has %d SSC configs, the maximum; reuse one or deactivate and activate remote access again", perGrant)
+	}
+	if perUser >= h.cfg.SSCPerUser {
+		return SSCConfig{}, errkind.New(errkind.Exhausted, "", "you already hold %d SSC configs, the maximum; reuse one (configs end with their grant)", perUser)
+	}
+	addr, err := h.sscPool.alloc()
+	if err != nil {
+		return SSCConfig{}, err
+	}
+	if err := h.iface.SetPeer(wg.Peer{PublicKey: cfg.PublicKey, PresharedKey: psk, AllowedIPs: []netip.Prefix{netip.PrefixFrom(addr, 32)}}); err != nil {
+		h.sscPool.free(addr)
+		return SSCConfig{}, err
+	}
+	h.engineers[cfg.PublicKey] = &engineerPeer{grantID: r.GrantID, userID: r.UserID, key: cfg.PublicKey, addr: addr, issued: time.Now()}
+	cfg.GrantID, cfg.Address, cfg.HubPublicKey, cfg.PresharedKey, cfg.HubEndpoint, cfg.AllowedIPs = r.GrantID, addr, h.pub, psk, h.Endpoint(), allowed
+	h.log.Info("ssc engineer peer added", "grant", r.GrantID, "user", r.UserID, "address", addr, "key_generated", cfg.Generated)
+	return cfg, nil
+}
+
+// RemoveEngineers removes every engineer peer of a grant and returns how
+// many there were.
+func (h *Hub) RemoveEngineers(grantID string) int {
+	return h.pruneEngineers(func(e *engineerPeer) bool { return e.grantID == grantID })
+}
+
+// PruneEngineers removes the engineer peers of every grant not in active,
+// so a config never outlives its grant even if the grant ended before the
+// tunnel manager saw it. active is the list of grants active at asOf;
+// peers issued after asOf are kept (their grant may be newer than the
+// list).
+func (h *Hub) PruneEngineers(active map[string]bool, asOf time.Time) int {
+	return h.pruneEngineers(func(e *engineerPeer) bool { return !active[e.grantID] && e.issued.Before(asOf) })
+}
+
+func (h *Hub) pruneEngineers(drop func(*engineerPeer) bool) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for k, e := range h.engineers {
+		if !drop(e) {
+			continue
+		}
+		if err := h.iface.RemovePeer(k); err != nil {
+			h.log.Error("hub: remove engineer peer", "grant", e.grantID, "err", err)
+			continue
+		}
+		delete(h.engineers, k)
+		h.sscPool.free(e.addr)
+		n++
+	}
+	return n
+}
+
+// Engineers returns the public keys of a grant's engineer peers.
+func (h *Hub) Engineers(grantID string) []wg.Key {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []wg.Key
+	for k, e := range h.engineers {
+		if e.grantID == grantID {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// HasPeerKey reports whether the hub's WireGuard device has a peer with
+// this public key (what decides whether its packets are accepted).
+func (h *Hub) HasPeerKey(k wg.Key) bool {
+	_, ok := h.iface.Stats()[k]
+	return ok
+}
+
+// PeerHandshake returns the last handshake of the peer with this public
+// key (zero: none, or no such peer).
+func (h *Hub) PeerHandshake(k wg.Key) time.Time {
+	if s, ok := h.iface.Stats()[k]; ok && s.LastHandshakeUnix > 0 {
+		return time.Unix(s.LastHandshakeUnix, 0)
+	}
+	return time.Time{}
+}
+
+// pool hands out single addresses of a prefix, never its network or
+// broadcast address. Not safe for concurrent use (the hub's lock guards it).
+type pool struct {
+	prefix netip.Prefix
+	used   map[netip.Addr]bool
+	next   netip.Addr
+	err    error // returned when exhausted
+}
+
+func newPool(p netip.Prefix, exhausted error) *pool {
+	p = p.Masked()
+	return &pool{prefix: p, used: map[netip.Addr]bool{}, next: p.Addr().Next(), err: exhausted}
+}
+
+func (p *pool) alloc() (netip.Addr, error) {
+	for range 1 << (32 - p.prefix.Bits()) {
+		a := p.next
+		if p.next = a.Next(); !p.prefix.Contains(p.next) {
+			p.next = p.prefix.Addr().Next()
+		}
+		if !p.prefix.Contains(a) || a == p.prefix.Addr() || !p.prefix.Contains(a.Next()) || p.used[a] {
+			continue
+		}
+		p.used[a] = true
+		return a, nil
+	}
+	return netip.Addr{}, p.err
+}
+
+func (p *pool) free(a netip.Addr) { delete(p.used, a) }
