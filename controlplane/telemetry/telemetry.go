@@ -38,18 +38,17 @@ type Config struct {
 	// MaxGroup is the most batches written in one transaction (0 → 256).
 	MaxGroup int
 	// Window is how long the writer waits for more batches once it has
-	// one while devices are busy (0 → 2 ms; negative: never wait). When
-	// ingest is idle (the last transaction held a single batch and none
-	// is waiting) a batch is written at once.
+	// one while devices are busy (0: never wait). Without waiting, groups
+	// form anyway from the batches handed over during the previous
+	// transaction; BenchmarkIngest measured waiting 2 ms as no faster
+	// and 5 ms as slower, and waiting adds latency. When ingest is idle (the last transaction held a single
+	// batch and none is waiting) a batch is written at once.
 	Window time.Duration
 }
 
 func (c Config) withDefaults() Config {
 	if c.MaxGroup <= 0 {
 		c.MaxGroup = 256
-	}
-	if c.Window == 0 {
-		c.Window = 2 * time.Millisecond
 	}
 	return c
 }
@@ -201,7 +200,7 @@ func (i *Ingest) collect(ctx context.Context, group []*pending, idle bool) []*pe
 			continue
 		default:
 		}
-		if idle || i.cfg.Window < 0 {
+		if idle || i.cfg.Window <= 0 {
 			return group
 		}
 		if timer == nil {
