@@ -296,13 +296,16 @@ func (s *Server) Serve(ctx context.Context) error {
 	return err
 }
 
-// Close releases the broker, store and listener.
+// Close releases the broker, the telemetry writer, the store and the listener.
 func (s *Server) Close() error {
 	if s.Hub != nil {
 		s.Hub.Close()
 	}
 	if s.Broker != nil {
 		s.Broker.Close()
+	}
+	if s.ingest != nil {
+		s.ingest.Close() // after the broker: no new batches; waits for those in flight
 	}
 	s.ln.Close()
 	return s.Store.Close()
@@ -354,7 +357,10 @@ func (s *Server) startBroker(ctx context.Context, cfg Config, logger *slog.Logge
 			func() float64 { return float64(b.Stats.PublishDenied.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_mqtt_subscribe_denied_total", Help: "Subscriptions refused by the per-device ACL."},
 			func() float64 { return float64(b.Stats.SubDenied.Load()) }))
-	s.ingest = telemetry.New(s.Store, s.reg, logger)
+	// The ingest writer must run before Handle is subscribed (retained
+	// messages are delivered at once); Close stops it after the broker.
+	s.ingest = telemetry.New(s.Store, telemetry.Config{}, s.reg, logger)
+	go s.ingest.Run(context.WithoutCancel(ctx))
 	if err := b.Subscribe(topics.Wildcard(topics.Telemetry), s.ingest.Handle); err != nil {
 		return err
 	}

@@ -423,11 +423,22 @@ type Sample struct {
 	BatchSeq uint64 // the agent's queue sequence of the batch that carried it
 }
 
+// SampleBatch is one device's telemetry batch.
+type SampleBatch struct {
+	DeviceID string
+	Samples  []Sample
+}
+
 // Values is the part of Store that holds machine data.
 type Values interface {
 	// StoreSamples records samples as history and as latest values (a
 	// sample older than the stored latest value does not replace it).
 	StoreSamples(ctx context.Context, deviceID string, samples []Sample) error
+	// StoreSampleBatches records many batches in one transaction (all or
+	// none), with the result StoreSamples would give for each batch in
+	// order: every sample becomes history, and the newest sample of a
+	// point (the later one on equal times) becomes its latest value.
+	StoreSampleBatches(ctx context.Context, batches []SampleBatch) error
 	LatestValues(ctx context.Context, deviceID string) ([]Sample, error)
 	// History returns a point's samples in [from, to), oldest first, at most limit.
 	History(ctx context.Context, deviceID, point string, from, to time.Time, limit int) ([]Sample, error)

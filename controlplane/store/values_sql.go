@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"sort"
+	"strings"
 	"time"
 )
 
@@ -59,4 +61,86 @@ func (d *db) PruneHistory(ctx context.Context, before time.Time) (int64, error) 
 		return 0, fmt.Errorf("store.PruneHistory: %w", err)
 	}
 	return res.RowsAffected()
+}
+
+// sampleRowsPerStatement bounds a multi-row INSERT (6 parameters a row
+// stays well under SQLite's 32,766 and PostgreSQL's 65,535 parameters).
+const sampleRowsPerStatement = 250
+
+func (d *db) StoreSampleBatches(ctx context.Context, batches []SampleBatch) error {
+	type key struct{ device, point string }
+	type row struct {
+		device string
+		s      Sample
+	}
+	var history []row
+	latest := map[key]int{} // → index into history of the point's newest sample
+	for _, b := range batches {
+		for _, s := range b.Samples {
+			history = append(history, row{b.DeviceID, s})
+			k := key{b.DeviceID, s.Point}
+			if j, ok := latest[k]; !ok || !s.At.Before(history[j].s.At) {
+				latest[k] = len(history) - 1
+			}
+		}
+	}
+	if len(history) == 0 {
+		return nil
+	}
+	// One row per point in the upsert (PostgreSQL refuses to update a row
+	// twice in one statement), in key order so concurrent writers lock
+	// rows in the same order.
+	newest := make([]row, 0, len(latest))
+	for _, j := range latest {
+		newest = append(newest, history[j])
+	}
+	sort.Slice(newest, func(a, b int) bool {
+		if newest[a].device != newest[b].device {
+			return newest[a].device < newest[b].device
+		}
+		return newest[a].s.Point < newest[b].s.Point
+	})
+	return d.tx(ctx, func(tx *sql.Tx) error {
+		for len(history) > 0 {
+			n := min(len(history), sampleRowsPerStatement)
+			args := make([]any, 0, 6*n)
+			for _, r := range history[:n] {
+				args = append(args, r.device, r.s.Point, r.s.Value, int64(r.s.Status), toMicros(r.s.At), int64(r.s.BatchSeq))
+			}
+			q := `INSERT INTO device_value_history (device_id, point, value, status, at, batch_seq) VALUES ` + valueRows(n, 6)
+			if _, err := d.exec(ctx, tx, q, args...); err != nil {
+				return fmt.Errorf("store.StoreSampleBatches: history: %w", err)
+			}
+			history = history[n:]
+		}
+		for len(newest) > 0 {
+			n := min(len(newest), sampleRowsPerStatement)
+			args := make([]any, 0, 5*n)
+			for _, r := range newest[:n] {
+				args = append(args, r.device, r.s.Point, r.s.Value, int64(r.s.Status), toMicros(r.s.At))
+			}
+			q := `INSERT INTO device_values (device_id, point, value, status, at) VALUES ` + valueRows(n, 5) + `
+				ON CONFLICT (device_id, point) DO UPDATE SET value = excluded.value, status = excluded.status, at = excluded.at
+				WHERE excluded.at >= device_values.at`
+			if _, err := d.exec(ctx, tx, q, args...); err != nil {
+				return fmt.Errorf("store.StoreSampleBatches: latest values: %w", err)
+			}
+			newest = newest[n:]
+		}
+		return nil
+	})
+}
+
+// valueRows returns n rows of cols placeholders: "(?, ?), (?, ?)".
+func valueRows(n, cols int) string {
+	one := "(" + strings.Repeat("?, ", cols-1) + "?)"
+	var b strings.Builder
+	b.Grow(n * (len(one) + 2))
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(one)
+	}
+	return b.String()
 }

@@ -1,0 +1,99 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/gantry-iot/gantry/controlplane/store"
+	"github.com/gantry-iot/gantry/controlplane/store/storetest"
+)
+
+// TestStoreSampleBatches: one transaction of many batches stores what
+// StoreSamples stores batch by batch, including groups larger than one
+// statement, a point repeated across batches, out-of-order and equal
+// sample times.
+func TestStoreSampleBatches(t *testing.T) {
+	storetest.ForEach(t, func(t *testing.T, newStore storetest.Factory) {
+		ctx := context.Background()
+		t0 := time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC)
+		var batches []store.SampleBatch
+		for seq := range 120 {
+			for _, dev := range []string{"d1", "d2", "d3"} {
+				b := store.SampleBatch{DeviceID: dev}
+				at := t0.Add(time.Duration(seq%40) * time.Second) // times repeat and go back
+				for j := range 4 {
+					b.Samples = append(b.Samples, store.Sample{Point: fmt.Sprintf("p%d", j), Value: float64(seq*10 + j), Status: uint32(j), At: at, BatchSeq: uint64(seq + 1)})
+				}
+				batches = append(batches, b)
+			}
+		}
+		one, many := newStore(t), newStore(t)
+		// The latest values already stored: one newer, one older than the batches.
+		for _, st := range []store.Store{one, many} {
+			if err := st.StoreSamples(ctx, "d1", []store.Sample{{Point: "p0", Value: -1, At: t0.Add(time.Hour)}, {Point: "p1", Value: -1, At: t0.Add(-time.Hour)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, b := range batches {
+			if err := one.StoreSamples(ctx, b.DeviceID, b.Samples); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := many.StoreSampleBatches(ctx, batches); err != nil {
+			t.Fatal(err)
+		}
+		if err := many.StoreSampleBatches(ctx, nil); err != nil {
+			t.Fatalf("no batches: %v", err)
+		}
+		for _, dev := range []string{"d1", "d2", "d3"} {
+			want, err := one.LatestValues(ctx, dev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := many.LatestValues(ctx, dev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("%s latest values (-StoreSamples +StoreSampleBatches):\n%s", dev, diff)
+			}
+			for j := range 4 {
+				p := fmt.Sprintf("p%d", j)
+				wantH, err := one.History(ctx, dev, p, t0.Add(-2*time.Hour), t0.Add(2*time.Hour), 10000)
+				if err != nil {
+					t.Fatal(err)
+				}
+				gotH, err := many.History(ctx, dev, p, t0.Add(-2*time.Hour), t0.Add(2*time.Hour), 10000)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(gotH) != 120+boolInt(dev == "d1" && j < 2) {
+					t.Errorf("%s %s: %d history rows", dev, p, len(gotH))
+				}
+				if diff := cmp.Diff(wantH, gotH); diff != "" {
+					t.Errorf("%s %s history (-StoreSamples +StoreSampleBatches):\n%s", dev, p, diff)
+				}
+			}
+		}
+		d1, err := many.LatestValues(ctx, "d1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// p0 keeps the newer stored value; p1 is the last batch at the
+		// latest time (seq 119, at t0+39s; equal times: the later batch wins).
+		if d1[0].Value != -1 || d1[1].Value != 119*10+1 {
+			t.Errorf("d1 latest values: %+v", d1)
+		}
+	})
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
