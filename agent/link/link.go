@@ -12,7 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -32,6 +34,12 @@ type Config struct {
 	AgentVersion string
 	KeepAlive    time.Duration // default 30s
 	MaxBackoff   time.Duration // default 60s
+	// MinBackoff is paho's first reconnect delay (1 s); Jitter (a fraction
+	// in [0, 1]) adds a random extra delay of up to Jitter × the current
+	// backoff before each reconnect attempt, so a fleet that lost its broker
+	// does not come back in lockstep waves. 0: none.
+	MinBackoff time.Duration
+	Jitter     float64
 	// OnCommand receives raw command payloads (verification happens in the
 	// command handler, not here). May be nil.
 	OnCommand func(payload []byte)
@@ -68,7 +76,14 @@ func Dial(ctx context.Context, cfg Config, logger *slog.Logger) (*Link, error) {
 		cfg.MaxBackoff = 60 * time.Second
 	}
 	host := u.Hostname()
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = time.Second
+	}
+	if cfg.Jitter < 0 || cfg.Jitter > 1 {
+		return nil, fmt.Errorf("link: jitter %v: want a fraction in [0, 1]", cfg.Jitter)
+	}
 	l := &Link{cfg: cfg, log: logger}
+	var attempts atomic.Int64
 	stateTopic := topics.Device(cfg.DeviceID, topics.State)
 	opts := paho.NewClientOptions().
 		AddBroker("tls://"+u.Host).
@@ -82,7 +97,13 @@ func Dial(ctx context.Context, cfg Config, logger *slog.Logger) (*Link, error) {
 		SetConnectRetry(true).
 		SetConnectRetryInterval(2*time.Second).
 		SetBinaryWill(stateTopic, statePayload(false, cfg.AgentVersion), 1, true).
+		SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) {
+			if d := JitterDelay(int(attempts.Add(1)), cfg.MinBackoff, cfg.MaxBackoff, cfg.Jitter, rand.Float64()); d > 0 {
+				time.Sleep(d)
+			}
+		}).
 		SetOnConnectHandler(func(c paho.Client) {
+			attempts.Store(0)
 			logger.Info("connected to broker", "broker", u.Host)
 			// Subscribe before announcing "online": the control plane
 			// sends pending commands (e.g. tunnels) when it sees it.
@@ -121,6 +142,28 @@ func Dial(ctx context.Context, cfg Config, logger *slog.Logger) (*Link, error) {
 		}
 	}
 	return l, nil
+}
+
+// JitterDelay is the random extra delay before reconnect attempt n (1, 2,
+// …): r (uniform in [0, 1)) × jitter × the backoff of that attempt, which
+// doubles from min up to max.
+func JitterDelay(n int, min, max time.Duration, jitter, r float64) time.Duration {
+	if jitter <= 0 || n < 1 {
+		return 0
+	}
+	backoff := min
+	for i := 1; i < n && backoff < max; i++ {
+		backoff *= 2
+	}
+	backoff = minDuration(backoff, max)
+	return time.Duration(r * jitter * float64(backoff))
+}
+
+func minDuration(a, b time.Duration) time.Duration {
+	if a < b {
+		return a
+	}
+	return b
 }
 
 // Publish sends payload on the device's topic of kind k with QoS 1 and

@@ -3,6 +3,7 @@ package link
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -54,6 +55,27 @@ func TestMessage(t *testing.T) {
 		var perm forward.Permanent
 		if _, _, err := Message(1, payload); !errors.As(err, &perm) || !perm.Permanent() {
 			t.Errorf("%s: %v, want a permanent error", name, err)
+		}
+	}
+}
+
+func TestJitterDelay(t *testing.T) {
+	const s = time.Second
+	for _, tc := range []struct {
+		n      int
+		jitter float64
+		r      float64
+		want   time.Duration
+	}{
+		{1, 0.2, 0.5, 100 * time.Millisecond}, // backoff 1 s
+		{2, 0.2, 0.5, 200 * time.Millisecond}, // 2 s
+		{4, 0.2, 1, 1600 * time.Millisecond},  // 8 s
+		{20, 0.2, 1, 12 * s},                  // capped at 60 s
+		{3, 0, 1, 0},                          // no jitter
+		{0, 0.2, 1, 0},                        // not an attempt
+	} {
+		if got := JitterDelay(tc.n, s, 60*s, tc.jitter, tc.r); got != tc.want {
+			t.Errorf("attempt %d jitter %v r %v: %v, want %v", tc.n, tc.jitter, tc.r, got, tc.want)
 		}
 	}
 }
