@@ -96,3 +96,31 @@ func TestDeviceVisibility(t *testing.T) {
 		}
 	})
 }
+
+// TestBrowseDeviceAuthorization: only providers with Machine Models or
+// Edge Devices = manage may have a device browse a machine; other tenants
+// do not even learn the device exists. (Refusals happen before any
+// command is sent, so no agent runs here; testbed/e2e browses for real.)
+func TestBrowseDeviceAuthorization(t *testing.T) {
+	storetest.ForEach(t, func(t *testing.T, newStore storetest.Factory) {
+		w := newWorld(t, newStore(t))
+		ctx := context.Background()
+		for who, want := range map[string]connect.Code{
+			"P2/ST":  connect.CodeNotFound,         // another provider
+			"O1/ME":  connect.CodePermissionDenied, // operators never browse
+			"O1/MO":  connect.CodePermissionDenied,
+			"P1/1LS": connect.CodePermissionDenied, // Edge Devices read, Machine Models read
+			"P1/MDM": connect.CodeFailedPrecondition,
+			"P1/ST":  connect.CodeFailedPrecondition, // allowed; D1 has no agent here
+			"P1/CDM": connect.CodeFailedPrecondition, // Edge Devices manage
+		} {
+			_, err := w.deviceClient(who).BrowseDevice(ctx, connect.NewRequest(&gantryv1.BrowseDeviceRequest{DeviceId: w.id("D1"), TimeoutSeconds: 1}))
+			if connect.CodeOf(err) != want {
+				t.Errorf("%s browses D1: %v, want %v", who, err, want)
+			}
+		}
+		if _, err := w.deviceClient("P1/ST").BrowseDevice(ctx, connect.NewRequest(&gantryv1.BrowseDeviceRequest{DeviceId: w.id("D1"), MaxDepth: 11})); connect.CodeOf(err) != connect.CodeInvalidArgument {
+			t.Errorf("max_depth 11: %v", err)
+		}
+	})
+}
