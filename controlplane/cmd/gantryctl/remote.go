@@ -291,41 +291,19 @@ func splice(local net.Conn, ws net.Conn) (up, down int64, err error) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		buf := make([]byte, 64<<10)
-		for {
-			n, rerr := local.Read(buf)
-			if n > 0 {
-				if _, werr := ws.Write(buf[:n]); werr != nil {
-					break
-				}
-				up += int64(n)
-			}
-			if rerr != nil {
-				// Local EOF: half-close, the target may still answer.
-				if cw, ok := ws.(interface{ CloseWrite() error }); ok && errors.Is(rerr, io.EOF) && cw.CloseWrite() == nil {
-					return
-				}
-				break
-			}
+		var cerr error
+		up, cerr = io.CopyBuffer(ws, local, make([]byte, 64<<10))
+		// Local EOF: half-close, the target may still answer.
+		if cw, ok := ws.(interface{ CloseWrite() error }); ok && cerr == nil && cw.CloseWrite() == nil {
+			return
 		}
 		ws.Close()
 	}()
-	buf := make([]byte, 64<<10)
-	for {
-		n, rerr := ws.Read(buf)
-		if n > 0 {
-			if _, werr := local.Write(buf[:n]); werr != nil {
-				break
-			}
-			down += int64(n)
-		}
-		if rerr != nil {
-			var cr *wsconn.CloseReason
-			if errors.As(rerr, &cr) {
-				err = rerr
-			}
-			break
-		}
+	var rerr error
+	down, rerr = io.CopyBuffer(local, ws, make([]byte, 64<<10))
+	var cr *wsconn.CloseReason
+	if errors.As(rerr, &cr) {
+		err = rerr
 	}
 	local.Close()
 	ws.Close()
