@@ -17,7 +17,7 @@ web: ## fetch front-end libraries from npm (lockfile) and copy them into the por
 build: web ## build gantry-controlplane, gantry-agent and gantryctl into bin/
 	$(GO) build -o $(BIN)/ ./controlplane/cmd/... ./agent/cmd/... ./testbed/opcuasim/cmd/opcuasim ./testbed/rfbserver/cmd/rfbserver ./testbed/tcpecho/cmd/tcpecho
 
-run: build ## run the control plane in dev mode (SQLite, embedded MQTT broker, demo data in .gantry-dev/) plus a simulated agent
+run: deps build ## run the control plane in dev mode (SQLite, embedded MQTT broker, demo data in .gantry-dev/) plus a simulated agent
 	bash deploy/dev/run.sh
 
 # The machine's PostgreSQL and Mosquitto, unless the caller points elsewhere.
