@@ -90,7 +90,11 @@ func Dial(ctx context.Context, cfg Config, logger *slog.Logger) (*Link, error) {
 		SetClientID(cfg.DeviceID).
 		SetTLSConfig(&tls.Config{Certificates: []tls.Certificate{cfg.Certificate}, RootCAs: cfg.RootCAs, ServerName: host, MinVersion: tls.VersionTLS12}).
 		SetKeepAlive(cfg.KeepAlive).
-		SetCleanSession(false).
+		// Clean sessions: delivery guarantees live in the agent's durable
+		// queue (acked only after PUBACK, rewound on reconnect), not in
+		// paho's in-memory store, whose resume races with publishes made
+		// right after connecting (paho v1.5.1, seen with -race).
+		SetCleanSession(true).
 		SetOrderMatters(false).
 		SetAutoReconnect(true).
 		SetMaxReconnectInterval(cfg.MaxBackoff).
