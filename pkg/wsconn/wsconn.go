@@ -26,9 +26,16 @@ type Conn struct {
 	wm sync.Mutex
 }
 
+// HandshakeTimeout bounds the opening handshake unless ctx ends sooner.
+// The control plane may hold the handshake up to 20 s while the edge
+// device brings its tunnel up, then answers with the reason it could not;
+// waiting longer than that lets the caller see the reason instead of a
+// bare i/o timeout.
+const HandshakeTimeout = 30 * time.Second
+
 // Dial opens the WebSocket at url (ws:// or wss://).
 func Dial(ctx context.Context, url string, tlsConfig *tls.Config) (*Conn, error) {
-	d := websocket.Dialer{HandshakeTimeout: 15 * time.Second, TLSClientConfig: tlsConfig, ReadBufferSize: 32 << 10, WriteBufferSize: 32 << 10,
+	d := websocket.Dialer{HandshakeTimeout: HandshakeTimeout, TLSClientConfig: tlsConfig, ReadBufferSize: 32 << 10, WriteBufferSize: 32 << 10,
 		Subprotocols: []string{"binary"}}
 	ws, resp, err := d.DialContext(ctx, url, nil)
 	if err != nil {
