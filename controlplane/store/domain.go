@@ -488,4 +488,8 @@ type Notifications interface {
 	// asset's point opened and that is not in state closedState ("" if
 	// there is none).
 	OpenAutoCase(ctx context.Context, assetID, point, closedState string) (string, error)
+	// PruneNotifications deletes notifications whose event time is before
+	// before, except those tied to a case not in state closedState (they
+	// keep an open automatic case from being opened twice).
+	PruneNotifications(ctx context.Context, before time.Time, closedState string) (int64, error)
 }
