@@ -481,9 +481,11 @@ func opcStatus(code uint32) (string, string) {
 	return fmt.Sprintf("Bad (0x%08X)", code), "bad"
 }
 
-// sparkline maps samples in [from, to] onto the chart: time on x, value
-// on y (scaled to the samples' range). Bad samples are left out; at most
-// trendMaxPoints vertices (evenly picked, always with the newest).
+// sparkline maps samples in [from, to] onto the chart: time on x (from
+// the first sample, so a device that just started still fills the chart),
+// value on y (scaled to the samples' range). Bad samples are left out; at
+// most trendMaxPoints vertices (evenly picked, always with the newest). A
+// single sample is drawn as a level line.
 func sparkline(hist []store.Sample, from, to time.Time) trend {
 	good := make([]store.Sample, 0, len(hist))
 	for _, s := range hist {
@@ -506,7 +508,15 @@ func sparkline(hist []store.Sample, from, to time.Time) trend {
 	for _, s := range good {
 		lo, hi = min(lo, s.Value), max(hi, s.Value)
 	}
-	span := to.Sub(from).Seconds()
+	tr := trend{N: len(good), Min: strconv.FormatFloat(lo, 'g', 6, 64), Max: strconv.FormatFloat(hi, 'g', 6, 64)}
+	if len(good) == 1 {
+		tr.Points = fmt.Sprintf("0,%.1f %.1f,%.1f", chartH/2, chartW, chartH/2)
+		return tr
+	}
+	if first := good[0].At; first.After(from) {
+		from = first
+	}
+	span := max(to.Sub(from).Seconds(), 1)
 	var b strings.Builder
 	for i, s := range good {
 		x := chartW * s.At.Sub(from).Seconds() / span
@@ -520,7 +530,8 @@ func sparkline(hist []store.Sample, from, to time.Time) trend {
 		}
 		fmt.Fprintf(&b, "%.1f,%.1f", x, y)
 	}
-	return trend{Points: b.String(), N: len(good), Min: strconv.FormatFloat(lo, 'g', 6, 64), Max: strconv.FormatFloat(hi, 'g', 6, 64)}
+	tr.Points = b.String()
+	return tr
 }
 
 // renderPartial renders one named template of a page (htmx swaps).
