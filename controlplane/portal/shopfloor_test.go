@@ -1,9 +1,12 @@
 package portal_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -17,8 +20,8 @@ import (
 	"github.com/gantry-iot/gantry/controlplane/server/servertest"
 	"github.com/gantry-iot/gantry/controlplane/store"
 	"github.com/gantry-iot/gantry/controlplane/store/storetest"
-	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
 	"github.com/gantry-iot/gantry/pkg/topics"
+	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -520,5 +523,52 @@ func TestAssetDashboard(t *testing.T) {
 	}
 	if code, _ := sud.get(link[1] + "/live"); code != 404 {
 		t.Errorf("other operator on the live partial: %d", code)
+	}
+}
+
+// runShopfloorSpec runs browser/shopfloor.spec.mjs against srv: the demo
+// gateway (agent) publishes diagnostics through MQTT first, Acme proposes
+// a machine to Nordwerk, and each "publish:<value>" line the spec prints
+// makes the agent publish that spindle speed.
+func runShopfloorSpec(t *testing.T, srv *servertest.Server, agent *agenttest.Agent, env []string) {
+	const injected = 9876
+	publishDiagnostics(t, agent, injected)
+	proposeMachine(t, srv, "Nordwerk Plant", "CNC-5X #1043", "1043")
+	cmd := exec.Command("node", "browser/shopfloor.spec.mjs")
+	cmd.Env = append(env, "INJECTED="+strconv.Itoa(injected))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // after a failed publish
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		line := sc.Text()
+		t.Log(line)
+		if v, ok := strings.CutPrefix(line, "publish:"); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Errorf("spec asked to publish %q", v)
+				continue
+			}
+			publishDiagnostics(t, agent, f)
+		}
+	}
+	err = cmd.Wait()
+	if stderr.Len() > 0 {
+		t.Logf("%s", stderr.Bytes())
+	}
+	if err != nil {
+		t.Fatalf("shop floor browser test failed: %v", err)
 	}
 }
