@@ -53,13 +53,32 @@ func (p *Portal) mountShopfloor(mux *http.ServeMux) {
 	mux.HandleFunc("POST /shopfloor/facilities/{id}", p.authed(p.updateFacility))
 	mux.HandleFunc("POST /shopfloor/assets", p.authed(p.createAsset))
 	mux.HandleFunc("GET /shopfloor/assets/{id}", p.authed(p.assetDashboard))
-	mux.HandleFunc("GET /shopfloor/assets/{id}/live", p.authed(p.assetDashboardLive))
+	mux.HandleFunc("GET /shopfloor/assets/{id}/live", p.authedPartial(p.assetDashboardLive))
 	mux.HandleFunc("GET /shopfloor/assets/{id}/edit", p.authed(p.editAssetPage))
 	mux.HandleFunc("POST /shopfloor/assets/{id}", p.authed(p.updateAsset))
 	mux.HandleFunc("POST /shopfloor/proposals/{id}/accept", p.authed(p.acceptProposal))
 	mux.HandleFunc("POST /shopfloor/proposals/{id}/reject", p.authed(p.rejectProposal))
 	mux.HandleFunc("GET /devices/{id}/dashboard", p.authed(p.deviceDashboard))
-	mux.HandleFunc("GET /devices/{id}/dashboard/live", p.authed(p.deviceDashboardLive))
+	mux.HandleFunc("GET /devices/{id}/dashboard/live", p.authedPartial(p.deviceDashboardLive))
+}
+
+// authedPartial is authed for htmx refreshes (GET only): without a valid
+// session it answers 401 with HX-Redirect, so htmx opens the login page
+// instead of swapping it into the polled section.
+func (p *Portal) authedPartial(h handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ck, err := r.Cookie(CookieName)
+		var c *identity.Caller
+		if err == nil {
+			c, err = p.id.Authenticate(r.Context(), ck.Value)
+		}
+		if err != nil {
+			w.Header().Set("HX-Redirect", "/login?expired=1")
+			http.Error(w, "your session has ended; log in again", http.StatusUnauthorized)
+			return
+		}
+		h(w, r, c)
+	}
 }
 
 // shopfloorNav reports whether the caller may read the shop floor pages.

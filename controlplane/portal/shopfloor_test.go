@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -495,6 +497,20 @@ func TestAssetDashboard(t *testing.T) {
 	if code != 200 || !strings.HasPrefix(body, `<div id="live"`) || strings.Contains(body, "<html") || !strings.Contains(body, `data-testid="point-value">10500<`) {
 		t.Errorf("live partial: %d\n%s", code, body)
 	}
+	// After logging out, a refresh asks htmx to open the login page.
+	other := newBrowser(t, srv.URL)
+	other.login("me@nordwerk.example")
+	other.post("/logout", nil)
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/shopfloor/assets/"+ids.cnc1041.ID+"/live", nil)
+	req.Header.Set("HX-Request", "true")
+	resp, err := other.c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("HX-Redirect") != "/login?expired=1" {
+		t.Errorf("refresh after logout: %d, HX-Redirect %q", resp.StatusCode, resp.Header.Get("HX-Redirect"))
+	}
 	// An asset without a device says so.
 	if _, body := me.get("/shopfloor/assets/" + ids.compressor.ID); !has(body, "no-device") {
 		t.Errorf("asset without a device")
@@ -571,4 +587,57 @@ func runShopfloorSpec(t *testing.T, srv *servertest.Server, agent *agenttest.Age
 	if err != nil {
 		t.Fatalf("shop floor browser test failed: %v", err)
 	}
+}
+
+// TestAssetDashboardLoad measures the server time of one dashboard
+// refresh (the htmx poll) with a full trend window: 4 points sampled at
+// 1 Hz for 15 minutes, against the same refresh with one sample per point
+// (baseline, same run). Run with GANTRY_BENCH=1 (make bench).
+func TestAssetDashboardLoad(t *testing.T) {
+	if os.Getenv("GANTRY_BENCH") == "" {
+		t.Skip("set GANTRY_BENCH=1 to measure the asset dashboard (part of make bench)")
+	}
+	srv, agent := demoAgent(t)
+	ids := demoShopfloor(t, srv)
+	ctx := context.Background()
+	me := newBrowser(t, srv.URL)
+	me.login("me@nordwerk.example")
+	path := "/shopfloor/assets/" + ids.cnc1041.ID + "/live"
+	measure := func() (p50, p95 time.Duration) {
+		var lat []time.Duration
+		for range 40 {
+			t0 := time.Now()
+			if code, _ := me.get(path); code != 200 {
+				t.Fatalf("GET %s: %d", path, code)
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		slices.Sort(lat)
+		return lat[20], lat[37]
+	}
+	now := time.Now()
+	var latest []store.Sample
+	for _, p := range []string{"Spindle speed", "Temperature", "Running", "Energy"} {
+		latest = append(latest, store.Sample{Point: p, Value: 1, At: now.Add(-20 * time.Minute)})
+	}
+	if err := srv.Store.StoreSamples(ctx, agent.DeviceID, latest); err != nil {
+		t.Fatal(err)
+	}
+	b50, b95 := measure()
+	var hist []store.Sample
+	for i := range 900 {
+		at := now.Add(-time.Duration(900-i) * time.Second)
+		for j, p := range []string{"Spindle speed", "Temperature", "Running", "Energy"} {
+			hist = append(hist, store.Sample{Point: p, Value: float64(i * (j + 1)), At: at})
+		}
+	}
+	if err := srv.Store.StoreSamples(ctx, agent.DeviceID, hist); err != nil {
+		t.Fatal(err)
+	}
+	f50, f95 := measure()
+	if _, body := me.get(path); strings.Count(body, `data-points="120"`) != 4 {
+		t.Fatalf("the full window is not drawn as 4 thinned trends")
+	}
+	t.Logf("dashboard refresh, 1 sample per point (baseline): p50 %v, p95 %v", b50, b95)
+	t.Logf("dashboard refresh, 4 points × 900 samples: p50 %v (%.1f× baseline), p95 %v", f50, float64(f50)/float64(b50), f95)
 }
