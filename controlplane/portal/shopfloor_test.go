@@ -183,6 +183,14 @@ func TestShopfloorPagesFollowPermissions(t *testing.T) {
 		t.Errorf("reader's asset dashboard: %d", code)
 	}
 
+	// A reader opening an edit page gets the form disabled with the reason.
+	for _, path := range []string{"/shopfloor/facilities/" + ids.hall1.ID + "/edit", "/shopfloor/assets/" + ids.cnc1041.ID + "/edit"} {
+		code, body := me.get(path)
+		if code != 200 || !strings.Contains(body, `<fieldset class="plain" disabled>`) || !has(body, "readonly-reason") {
+			t.Errorf("reader GET %s: %d, form not disabled with a reason", path, code)
+		}
+	}
+
 	// No Digital Shopfloor: Tenant Admin (no operational permissions) and
 	// provider users get no navigation entry and 403 pages.
 	for _, email := range []string{"admin@nordwerk.example", "st@acme.example", "cdm@acme.example"} {
@@ -200,8 +208,35 @@ func TestShopfloorPagesFollowPermissions(t *testing.T) {
 				t.Errorf("%s GET %s: %d", email, path, code)
 			}
 		}
-		if code, _ := b.post("/shopfloor/facilities", url.Values{"name": {"Hall 9"}}); code != 403 {
-			t.Errorf("%s creates a facility: %d", email, code)
+		for _, post := range []struct {
+			path string
+			form url.Values
+		}{
+			{"/shopfloor/facilities", url.Values{"name": {"Hall 9"}}},
+			{"/shopfloor/facilities/" + ids.hall1.ID, url.Values{"name": {"Renamed"}}},
+			{"/shopfloor/assets", url.Values{"facility_id": {ids.hall1.ID}, "name": {"Lathe"}}},
+			{"/shopfloor/assets/" + ids.compressor.ID, url.Values{"name": {"Renamed"}}},
+			{"/shopfloor/proposals/" + prop.ID + "/accept", url.Values{"facility_id": {ids.hall1.ID}}},
+			{"/shopfloor/proposals/" + prop.ID + "/reject", nil},
+		} {
+			if code, _ := b.post(post.path, post.form); code != 403 {
+				t.Errorf("%s POST %s: %d", email, post.path, code)
+			}
+		}
+	}
+
+	// Device dashboards: providers with Edge Devices read and operators
+	// with Digital Shopfloor read on the device's asset; not the Tenant
+	// Admins (no operational permissions).
+	dev := demoDevice(t, srv)
+	for email, want := range map[string]int{"st@acme.example": 200, "1ls@acme.example": 200, "me@nordwerk.example": 200,
+		"admin@acme.example": 403, "admin@nordwerk.example": 403} {
+		b := newBrowser(t, srv.URL)
+		b.login(email)
+		for _, path := range []string{"/devices/" + dev.ID + "/dashboard", "/devices/" + dev.ID + "/dashboard/live"} {
+			if code, _ := b.get(path); code != want {
+				t.Errorf("%s GET %s: %d, want %d", email, path, code, want)
+			}
 		}
 	}
 
@@ -282,26 +317,10 @@ func TestShopfloorTenantIsolation(t *testing.T) {
 	}
 	// The demo gateway belongs to a Nordwerk asset: its device dashboard is
 	// not Sudhaus'.
-	ts, err := srv.Store.ListTenants(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var devs []store.EdgeDevice
-	for _, ten := range ts {
-		if ten.Kind == authz.KindServiceProvider {
-			ds, err := srv.Store.ListDevices(ctx, ten.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			devs = append(devs, ds...)
-		}
-	}
-	if len(devs) == 0 {
-		t.Fatal("no demo device")
-	}
-	for _, d := range devs {
-		if code, _ := sud.get("/devices/" + d.ID + "/dashboard"); code != 404 {
-			t.Errorf("Sudhaus opens device %s dashboard: %d", d.Name, code)
+	dev := demoDevice(t, srv)
+	for _, path := range []string{"/devices/" + dev.ID + "/dashboard", "/devices/" + dev.ID + "/dashboard/live"} {
+		if code, _ := sud.get(path); code != 404 {
+			t.Errorf("Sudhaus GET %s: %d, want 404", path, code)
 		}
 	}
 }
@@ -409,6 +428,32 @@ func TestShopfloorForms(t *testing.T) {
 	if _, body := wm.get("/shopfloor"); has(body, "proposals") {
 		t.Errorf("decided proposals are still offered")
 	}
+}
+
+// demoDevice returns the demo gateway (Acme's device on CNC-5X #1041).
+func demoDevice(t *testing.T, srv *servertest.Server) store.EdgeDevice {
+	t.Helper()
+	ctx := context.Background()
+	ts, err := srv.Store.ListTenants(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ten := range ts {
+		if ten.Kind != authz.KindServiceProvider {
+			continue
+		}
+		ds, err := srv.Store.ListDevices(ctx, ten.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range ds {
+			if d.SerialNumber == "GW-DEMO-1" {
+				return d
+			}
+		}
+	}
+	t.Fatal("no demo gateway")
+	return store.EdgeDevice{}
 }
 
 // demoAgent seeds the demo and runs the demo gateway as an in-process
