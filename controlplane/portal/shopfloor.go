@@ -186,7 +186,8 @@ func facilityTenantWide(c *identity.Caller) bool {
 
 func (p *Portal) createFacility(w http.ResponseWriter, r *http.Request, c *identity.Caller) {
 	name := r.PostFormValue("name")
-	if _, err := p.fleet.CreateFacility(r.Context(), c, name); err != nil {
+	f, err := p.fleet.CreateFacility(r.Context(), c, name)
+	if err != nil {
 		if fe, ok := formError(err); ok {
 			p.renderShopfloor(w, r, c, http.StatusBadRequest, shopfloorForm{FacilityName: name, FacErr: fe})
 			return
@@ -194,7 +195,7 @@ func (p *Portal) createFacility(w http.ResponseWriter, r *http.Request, c *ident
 		p.fail(w, c, err)
 		return
 	}
-	http.Redirect(w, r, "/shopfloor?created=facility", http.StatusSeeOther)
+	http.Redirect(w, r, "/shopfloor#facility-"+f.ID, http.StatusSeeOther)
 }
 
 func (p *Portal) createAsset(w http.ResponseWriter, r *http.Request, c *identity.Caller) {

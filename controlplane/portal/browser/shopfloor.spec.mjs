@@ -50,7 +50,7 @@ try {
   assert.match(await facErr.innerText(), /a name is required/);
   await shot(wm.page, 'shopfloor-facility-error.png');
   await wm.page.fill('[data-testid=facility-name]', 'Hall 3');
-  await Promise.all([wm.page.waitForURL(/created=facility/), wm.page.click('[data-testid=create-facility]')]);
+  await Promise.all([wm.page.waitForURL(/#facility-/), wm.page.click('[data-testid=create-facility]')]);
   await wm.page.locator('[data-testid=facility][data-name="Hall 3"]').waitFor();
 
   step('asset with a validation error first');
