@@ -60,7 +60,7 @@ func New(id *identity.Service, fl *fleet.Service, cs *cases.Service, secure bool
 			return map[string]string{"vnc": "VNC tunnel", "data_link": "SSC Data Link", "ssc": "Secure Service Connect"}[c]
 		},
 	}
-	for _, page := range []string{"login", "cases", "case", "newcase", "users", "devices", "error", "invite", "register", "userdelete", "audit", "roles", "company", "vnc"} {
+	for _, page := range []string{"login", "cases", "case", "newcase", "users", "devices", "error", "invite", "register", "userdelete", "audit", "roles", "company", "vnc", "shopfloor", "facility", "assetedit", "asset"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+page+".html")
 		if err != nil {
 			return nil, err
@@ -120,6 +120,7 @@ func (p *Portal) Mount(mux *http.ServeMux) {
 	mux.HandleFunc("GET /company", p.authed(p.companyPage))
 	mux.HandleFunc("POST /company", p.authed(p.updateCompany))
 	mux.HandleFunc("GET /devices", p.authed(p.devicesPage))
+	p.mountShopfloor(mux)
 }
 
 // nav is what the layout shows for the caller.
@@ -132,6 +133,7 @@ type nav struct {
 	Users         bool
 	Admin         bool // Tenant Admin: audit log, custom roles, company
 	Devices       bool
+	Shopfloor     bool // facilities, assets, proposals, asset dashboards
 	Active        string
 	CanCreateCase bool
 }
@@ -149,6 +151,7 @@ func navFor(c *identity.Caller, active string) nav {
 	n.Users = c.ManagesUsers()
 	n.Admin = c.IsTenantAdmin()
 	n.Devices = eff[authz.EdgeDevices] >= authz.Read || (c.Tenant.Kind == authz.KindOperator && eff[authz.DigitalShopfloor] >= authz.Read)
+	n.Shopfloor = shopfloorNav(c)
 	n.CanCreateCase = c.Tenant.Kind == authz.KindOperator && (eff[authz.ServiceCaseManagement] >= authz.Manage || eff[authz.InternalServiceCases] >= authz.Manage)
 	return n
 }
@@ -235,6 +238,8 @@ func (p *Portal) home(w http.ResponseWriter, r *http.Request, c *identity.Caller
 		http.Redirect(w, r, "/cases", http.StatusSeeOther)
 	case n.Users:
 		http.Redirect(w, r, "/users", http.StatusSeeOther)
+	case n.Shopfloor:
+		http.Redirect(w, r, "/shopfloor", http.StatusSeeOther)
 	case n.Devices:
 		http.Redirect(w, r, "/devices", http.StatusSeeOther)
 	default:

@@ -175,18 +175,22 @@ func TestBrowser(t *testing.T) {
 	if err := server.SeedDemo(context.Background(), srv.Identity, srv.Store, tokenFile); err != nil {
 		t.Fatal(err)
 	}
-	pixels := startDemoAgent(t, srv.URL, tokenFile)
+	agent, pixels := startDemoAgent(t, srv.URL, tokenFile)
 	shots := filepath.Join(root, "test-artifacts", "screenshots")
 	if err := os.MkdirAll(shots, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("node", "browser/portal.spec.mjs")
-	cmd.Env = append(os.Environ(), "BASE_URL="+srv.URL, "CHROMIUM="+chromium, "SHOTS="+shots, "PASSWORD="+server.DemoPassword, "RFB_PIXELS="+pixels)
-	out, err := cmd.CombinedOutput()
-	t.Logf("%s", out)
-	if err != nil {
-		t.Fatalf("browser test failed: %v", err)
-	}
+	env := append(os.Environ(), "BASE_URL="+srv.URL, "CHROMIUM="+chromium, "SHOTS="+shots, "PASSWORD="+server.DemoPassword)
+	t.Run("portal", func(t *testing.T) {
+		cmd := exec.Command("node", "browser/portal.spec.mjs")
+		cmd.Env = append(env, "RFB_PIXELS="+pixels)
+		out, err := cmd.CombinedOutput()
+		t.Logf("%s", out)
+		if err != nil {
+			t.Fatalf("browser test failed: %v", err)
+		}
+	})
+	t.Run("shopfloor", func(t *testing.T) { runShopfloorSpec(t, srv, agent, env) })
 }
 
 // rfbSize is the demo machine's HMI screen in the browser test.
@@ -196,7 +200,7 @@ const rfbW, rfbH = 320, 240
 // with the demo token) whose tunnels reach the CNC-5X template's VNC
 // target 192.168.10.20:5900 on a local rfbserver. It returns sample
 // pixels of the test pattern (generation 0) as JSON for the browser test.
-func startDemoAgent(t *testing.T, serverURL, tokenFile string) string {
+func startDemoAgent(t *testing.T, serverURL, tokenFile string) (*agenttest.Agent, string) {
 	t.Helper()
 	tok, err := os.ReadFile(tokenFile)
 	if err != nil {
@@ -212,7 +216,7 @@ func startDemoAgent(t *testing.T, serverURL, tokenFile string) string {
 	go func() { _ = rfb.Serve(ctx, l); close(done) }()
 	t.Cleanup(func() { cancel(); <-done; rfb.Close() })
 	var d net.Dialer
-	agenttest.Start(t, serverURL, strings.TrimSpace(string(tok)), agenttest.Options{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+	agent := agenttest.Start(t, serverURL, strings.TrimSpace(string(tok)), agenttest.Options{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		if addr == "192.168.10.20:5900" {
 			addr = l.Addr().String()
 		}
@@ -225,5 +229,5 @@ func startDemoAgent(t *testing.T, serverURL, tokenFile string) string {
 		out = append(out, px{p[0], p[1], int(c.R), int(c.G), int(c.B)})
 	}
 	b, _ := json.Marshal(map[string]any{"width": rfbW, "height": rfbH, "pixels": out})
-	return string(b)
+	return agent, string(b)
 }

@@ -221,9 +221,16 @@ type Domain interface {
 	CreateFacility(ctx context.Context, f Facility) (Facility, error)
 	GetFacility(ctx context.Context, id string) (Facility, error)
 	ListFacilities(ctx context.Context, tenantID string) ([]Facility, error)
+	// UpdateFacility renames a facility of f.TenantID (ErrNotFound,
+	// ErrConflict when the name is taken).
+	UpdateFacility(ctx context.Context, f Facility) error
 	CreateAsset(ctx context.Context, a Asset) (Asset, error)
 	GetAsset(ctx context.Context, id string) (Asset, error)
 	ListAssets(ctx context.Context, tenantID string) ([]Asset, error)
+	// UpdateAsset sets name, serial number and facility of an asset of
+	// a.TenantID; ErrNotFound when the asset or the facility is not in
+	// that tenant.
+	UpdateAsset(ctx context.Context, a Asset) error
 	CreateProposal(ctx context.Context, p AssetProposal) (AssetProposal, error)
 	GetProposal(ctx context.Context, id string) (AssetProposal, error)
 	ListProposals(ctx context.Context, operatorTenantID string) ([]AssetProposal, error)
