@@ -121,9 +121,9 @@ func New(cfg Config, logger *slog.Logger) (*Client, error) {
 	}
 	c := &Client{cfg: cfg, log: logger}
 	opts := func(id string, clean bool, onConnect paho.OnConnectHandler) *paho.ClientOptions {
-		return paho.NewClientOptions().AddBroker("tls://"+u.Host).SetClientID(id).SetTLSConfig(tc).
+		return paho.NewClientOptions().AddBroker("tls://" + u.Host).SetClientID(id).SetTLSConfig(tc).
 			SetCleanSession(clean).SetOrderMatters(clean).SetAutoReconnect(true).SetConnectRetry(true).
-			SetConnectRetryInterval(2*time.Second).SetMaxReconnectInterval(30*time.Second).SetKeepAlive(30*time.Second).
+			SetConnectRetryInterval(2 * time.Second).SetMaxReconnectInterval(30 * time.Second).SetKeepAlive(30 * time.Second).
 			SetOnConnectHandler(onConnect).
 			SetConnectionLostHandler(func(_ paho.Client, err error) {
 				logger.Warn("external broker connection lost; reconnecting", "client_id", id, "err", err)
