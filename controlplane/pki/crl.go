@@ -48,10 +48,10 @@ func (ca *CA) CRL(revoked []Revoked, number int64, now time.Time) ([]byte, error
 	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), nil
 }
 
-// WriteFileAtomic replaces path with data (mode 0644: the broker runs as
-// another user and a CRL is public) via a synced temporary file and a
-// rename, so a reader never sees a partial file.
-func WriteFileAtomic(path string, data []byte) error {
+// WriteFileAtomic replaces path with data, with mode perm from the start,
+// via a synced temporary file and a rename, so a reader never sees a
+// partial file.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("pki.WriteFileAtomic: %w", err)
@@ -62,7 +62,7 @@ func WriteFileAtomic(path string, data []byte) error {
 		f.Close()
 		return fmt.Errorf("pki.WriteFileAtomic: %w", err)
 	}
-	if err := f.Chmod(0o644); err != nil {
+	if err := f.Chmod(perm); err != nil {
 		f.Close()
 		return fmt.Errorf("pki.WriteFileAtomic: %w", err)
 	}

@@ -56,7 +56,7 @@ func TestCRL(t *testing.T) {
 	// Atomic replacement.
 	path := filepath.Join(t.TempDir(), "crl.pem")
 	for _, data := range [][]byte{[]byte("one"), p} {
-		if err := WriteFileAtomic(path, data); err != nil {
+		if err := WriteFileAtomic(path, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		got, _ := os.ReadFile(path)

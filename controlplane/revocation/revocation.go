@@ -191,7 +191,7 @@ func (c *Checker) writeCRL(revoked []store.RevokedCert) error {
 	c.crlNumber = max(c.crlNumber+1, now.UnixMilli()) // grows across restarts too
 	p, err := c.cfg.CA.CRL(list, c.crlNumber, now)
 	if err == nil {
-		err = pki.WriteFileAtomic(c.cfg.CRLFile, p)
+		err = pki.WriteFileAtomic(c.cfg.CRLFile, p, 0o644) // public; the broker runs as another user
 	}
 	if err != nil {
 		c.crlFailures.Inc()
