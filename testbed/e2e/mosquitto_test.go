@@ -109,8 +109,8 @@ func deviceConnect(t *testing.T, addr, stateDir, id string) error {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
-	o := paho.NewClientOptions().AddBroker("tls://"+addr).SetClientID(id).SetAutoReconnect(false).SetConnectRetry(false).
-		SetProtocolVersion(4).SetConnectTimeout(5*time.Second).
+	o := paho.NewClientOptions().AddBroker("tls://" + addr).SetClientID(id).SetAutoReconnect(false).SetConnectRetry(false).
+		SetProtocolVersion(4).SetConnectTimeout(5 * time.Second).
 		SetTLSConfig(&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: "127.0.0.1"})
 	c := paho.NewClient(o)
 	tok := c.Connect()
