@@ -121,6 +121,9 @@ func (c *Config) Validate() error {
 			return errors.New("--mqtt-external needs --mqtt-crl-file: the external broker learns of revoked device certificates only from that CRL (its crlfile)")
 		}
 	}
+	if c.MQTTCRLReload != "" && c.MQTTCRLFile == "" {
+		return errors.New("--mqtt-crl-reload without --mqtt-crl-file: the reload command runs after the CRL file is rewritten")
+	}
 	if c.MQTTIngestClients < 0 || c.MQTTIngestClients > 64 {
 		return fmt.Errorf("--mqtt-ingest-clients %d: want 1..64 (0: 4)", c.MQTTIngestClients)
 	}
