@@ -145,7 +145,7 @@ func TestSharedIngestAndRedelivery(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	o := paho.NewClientOptions().AddBroker("tls://"+addr).SetClientID("dev-a").SetTLSConfig(tlsFor(t, ca, "dev-a")).SetAutoReconnect(false)
+	o := paho.NewClientOptions().AddBroker("tls://" + addr).SetClientID("dev-a").SetTLSConfig(tlsFor(t, ca, "dev-a")).SetAutoReconnect(false)
 	dev := paho.NewClient(o)
 	if tok := dev.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("device connect: %v", tok.Error())
