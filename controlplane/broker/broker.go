@@ -87,10 +87,12 @@ type Config struct {
 	MaxPacketSize uint32
 	// OnConnect is called with the device ID when a device goes from no
 	// connection to one, OnDisconnect when its last connection ends (a
-	// session takeover by the same device calls neither). They run on the
-	// connection's goroutine, outside the broker's locks; keep them short.
-	// Either may be nil.
-	OnConnect, OnDisconnect func(deviceID string)
+	// session takeover by the same device calls neither). at is taken
+	// under the broker's lock when the change happens: the callbacks run
+	// on the connections' goroutines, outside the lock, so two of them for
+	// one device may run in either order; order them by at. Keep them
+	// short. Either may be nil.
+	OnConnect, OnDisconnect func(deviceID string, at time.Time)
 }
 
 // Stats counts broker decisions; export them as Prometheus counters
@@ -434,10 +436,11 @@ func (h *authHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	d.conns[cl] = true
 	up := !d.online
 	d.online = true
+	at := time.Now()
 	h.b.mu.Unlock()
 	h.b.Stats.Connected.Add(1)
 	if up && h.cfg.OnConnect != nil {
-		h.cfg.OnConnect(id)
+		h.cfg.OnConnect(id, at)
 	}
 }
 
@@ -473,10 +476,11 @@ func (h *authHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	if len(d.conns) == 0 {
 		delete(h.b.devices, id)
 	}
+	at := time.Now()
 	h.b.mu.Unlock()
 	h.b.Stats.Connected.Add(-closed)
 	if down && h.cfg.OnDisconnect != nil {
-		h.cfg.OnDisconnect(id)
+		h.cfg.OnDisconnect(id, at)
 	}
 }
 

@@ -41,8 +41,8 @@ func start(t *testing.T) *env {
 	e := &env{ca: ca, events: make(chan string, 16)}
 	b, err := New(Config{Listen: "127.0.0.1:0", Certificate: srvCert, ClientCAs: ca.Pool(),
 		IsRevoked:    func(_, s string) bool { _, ok := e.revoked.Load(s); return ok },
-		OnConnect:    func(id string) { e.events <- "up " + id },
-		OnDisconnect: func(id string) { e.events <- "down " + id },
+		OnConnect:    func(id string, _ time.Time) { e.events <- "up " + id },
+		OnDisconnect: func(id string, _ time.Time) { e.events <- "down " + id },
 	}, nil)
 	if err != nil {
 		t.Fatal(err)

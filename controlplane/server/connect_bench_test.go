@@ -83,8 +83,8 @@ func BenchmarkConnect(b *testing.B) {
 						b.Error(err)
 					}
 				}
-				cfg.OnConnect = func(id string) { set(id, true) }
-				cfg.OnDisconnect = func(id string) { set(id, false) }
+				cfg.OnConnect = func(id string, _ time.Time) { set(id, true) }
+				cfg.OnDisconnect = func(id string, _ time.Time) { set(id, false) }
 			case "cached":
 				c, err := revocation.New(ctx, st, revocation.Config{}, nil, nil)
 				if err != nil {
@@ -94,8 +94,8 @@ func BenchmarkConnect(b *testing.B) {
 				go w.Run(ctx)
 				defer w.Close()
 				cfg.IsRevoked = c.IsRevoked
-				cfg.OnConnect = func(id string) { w.Set(id, true, time.Now()) }
-				cfg.OnDisconnect = func(id string) { w.Set(id, false, time.Now()) }
+				cfg.OnConnect = func(id string, at time.Time) { w.Set(id, true, at) }
+				cfg.OnDisconnect = func(id string, at time.Time) { w.Set(id, false, at) }
 			}
 			br, err := broker.New(cfg, nil)
 			if err != nil {

@@ -433,8 +433,8 @@ func (s *Server) startBroker(ctx context.Context, cfg Config, logger *slog.Logge
 		Certificate:  cert,
 		ClientCAs:    s.CA.Pool(),
 		IsRevoked:    s.Revoked.IsRevoked,
-		OnConnect:    func(id string) { s.presence.Set(id, true, time.Now()) },
-		OnDisconnect: func(id string) { s.presence.Set(id, false, time.Now()) },
+		OnConnect:    func(id string, at time.Time) { s.presence.Set(id, true, at) },
+		OnDisconnect: func(id string, at time.Time) { s.presence.Set(id, false, at) },
 	}, logger)
 	if err != nil {
 		return err
