@@ -143,11 +143,40 @@ func TestCheckerRevokesAtOnce(t *testing.T) {
 	if countReloads() != before {
 		t.Error("restart with an unchanged CRL ran the reload command")
 	}
-	// A CRL that cannot be written fails the enrollment.
+	// A CRL file behind the store (e.g. a crash between the store commit
+	// and the file write) is rewritten and reloaded at start.
+	empty, err := ca.CRL(nil, 1, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(crl, empty, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before = countReloads()
+	if _, err := revocation.New(ctx, base, cfg, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := crlSerials(t, crl, ca); len(got) != 1 || got[0] != "a1" || countReloads() != before+1 {
+		t.Errorf("stale CRL at start: now lists %v after %d reloads, want [a1] after 1", got, countReloads()-before)
+	}
+	// A CRL that cannot be written fails the start, and a revocation.
 	bad := cfg
-	bad.CRLFile = filepath.Join(dir, "missing-dir", "crl.pem")
+	bad.CRLFile = filepath.Join(dir, "gone", "crl.pem")
 	if _, err := revocation.New(ctx, base, bad, nil, nil); err == nil {
 		t.Error("New with an unwritable CRL path succeeded")
+	}
+	if err := os.Mkdir(filepath.Join(dir, "gone"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	c3, err := revocation.New(ctx, base, bad, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "gone")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c3.EnrollRepo(base).SetDeviceCert(ctx, a, "a3", ""); err == nil || !strings.Contains(err.Error(), "CRL") {
+		t.Errorf("re-enrollment with an unwritable CRL: %v, want an error about the CRL", err)
 	}
 }
 

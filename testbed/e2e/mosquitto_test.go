@@ -157,6 +157,11 @@ func TestExternalMosquitto(t *testing.T) {
 	if err != nil {
 		t.Fatalf("mosquitto-files: %v\n%s", err, out)
 	}
+	for name, want := range map[string]os.FileMode{"ca.pem": 0o644, "server.pem": 0o644, "server-key.pem": 0o640, "crl.pem": 0o644} {
+		if fi, err := os.Stat(filepath.Join(brokerDir, name)); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("mosquitto-files %s: %v, want mode %v", name, err, want)
+		}
+	}
 	addr, mosq, mlog := startMosquitto(t, brokerDir)
 	crlFile := filepath.Join(brokerDir, "crl.pem")
 	cp := startControlPlaneArgs(t, dataDir, "--mqtt-external", "tls://"+addr, "--mqtt-crl-file", crlFile,
