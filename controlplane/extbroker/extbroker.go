@@ -17,7 +17,10 @@
 // the store failed): the broker then delivers it again when that client
 // reconnects.
 //
-// Subscriptions are remembered and renewed after every reconnect.
+// Subscriptions are remembered and renewed after every reconnect. Make
+// them before Start: an ingest client's persistent session gets its queued
+// messages as soon as it connects, and paho drops (without acknowledging)
+// a message that arrives before a handler is registered for it.
 package extbroker
 
 import (
@@ -81,11 +84,11 @@ type Client struct {
 	mu     sync.Mutex
 	subs   []sub
 	shared []sharedSub
+
+	startOnce sync.Once
 }
 
-// New builds the clients and starts connecting them in the background
-// (with retry), so the control plane can start before its broker; use
-// WaitConnected to wait.
+// New builds the clients; Start connects them.
 func New(cfg Config, logger *slog.Logger) (*Client, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -135,10 +138,19 @@ func New(cfg Config, logger *slog.Logger) (*Client, error) {
 		o := opts(id, false, c.onIngestConnect).SetAutoAckDisabled(true)
 		c.ingest = append(c.ingest, paho.NewClient(o))
 	}
-	for _, cl := range c.all() {
-		cl.Connect() // retries in the background
-	}
 	return c, nil
+}
+
+// Start connects the clients in the background, retrying until the broker
+// answers, so the control plane can start before its broker; use
+// WaitConnected to wait. Subscribe and SubscribeShared before Start (see
+// the package comment). Later calls do nothing.
+func (c *Client) Start() {
+	c.startOnce.Do(func() {
+		for _, cl := range c.all() {
+			cl.Connect()
+		}
+	})
 }
 
 func (c *Client) all() []paho.Client { return append([]paho.Client{c.main}, c.ingest...) }
@@ -185,19 +197,27 @@ func (c *Client) onIngestConnect(cl paho.Client) {
 // subscribeMain subscribes on the main client; paho calls handlers in
 // arrival order there.
 func (c *Client) subscribeMain(cl paho.Client, s sub) error {
-	tok := cl.Subscribe(s.filter, 1, func(_ paho.Client, m paho.Message) { s.handler(m.Topic(), m.Payload()) })
-	return c.wait("subscribe "+s.filter, tok)
+	return c.wait("subscribe "+s.filter, cl.Subscribe(s.filter, 1, s.route()))
 }
 
+func (s sub) route() paho.MessageHandler {
+	return func(_ paho.Client, m paho.Message) { s.handler(m.Topic(), m.Payload()) }
+}
+
+func (c *Client) sharedFilter(s sharedSub) string { return "$share/" + c.cfg.Group + "/" + s.filter }
+
 func (c *Client) subscribeShared(cl paho.Client, s sharedSub) error {
-	f := "$share/" + c.cfg.Group + "/" + s.filter
-	tok := cl.Subscribe(f, 1, func(_ paho.Client, m paho.Message) {
+	f := c.sharedFilter(s)
+	return c.wait("subscribe "+f, cl.Subscribe(f, 1, s.route()))
+}
+
+func (s sharedSub) route() paho.MessageHandler {
+	return func(_ paho.Client, m paho.Message) {
 		if err := s.handler(m.Topic(), m.Payload()); err != nil {
 			return // no PUBACK: redelivered after this client reconnects
 		}
 		m.Ack()
-	})
-	return c.wait("subscribe "+f, tok)
+	}
 }
 
 func (c *Client) wait(op string, tok paho.Token) error {
@@ -228,6 +248,7 @@ func (c *Client) Subscribe(filter string, handler func(topic string, payload []b
 	c.mu.Lock()
 	c.subs = append(c.subs, s)
 	c.mu.Unlock()
+	c.main.AddRoute(filter, s.route())
 	if c.main.IsConnectionOpen() {
 		return c.subscribeMain(c.main, s)
 	}
@@ -245,6 +266,11 @@ func (c *Client) SubscribeShared(filter string, handler func(topic string, paylo
 	c.mu.Lock()
 	c.shared = append(c.shared, s)
 	c.mu.Unlock()
+	for _, cl := range c.ingest {
+		// Before any message can arrive; paho keys a shared subscription's
+		// route by the filter without $share/<group>/ (as Subscribe does).
+		cl.AddRoute(s.filter, s.route())
+	}
 	for _, cl := range c.ingest {
 		if cl.IsConnectionOpen() {
 			if err := c.subscribeShared(cl, s); err != nil {

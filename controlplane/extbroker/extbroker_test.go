@@ -126,11 +126,6 @@ func TestSharedIngestAndRedelivery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := c1.WaitConnected(ctx); err != nil {
-		t.Fatalf("%v\n%s", err, log)
-	}
 	if err := c1.SubscribeShared(topics.Wildcard(topics.Telemetry), func(_ string, p []byte) error {
 		if string(p) == "fail" {
 			var first bool
@@ -144,6 +139,12 @@ func TestSharedIngestAndRedelivery(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+	c1.Start()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c1.WaitConnected(ctx); err != nil {
+		t.Fatalf("%v\n%s", err, log)
 	}
 	o := paho.NewClientOptions().AddBroker("tls://" + addr).SetClientID("dev-a").SetTLSConfig(tlsFor(t, ca, "dev-a")).SetAutoReconnect(false)
 	dev := paho.NewClient(o)
@@ -193,6 +194,7 @@ func TestSharedIngestAndRedelivery(t *testing.T) {
 	if err := c2.SubscribeShared(topics.Wildcard(topics.Telemetry), func(_ string, p []byte) error { got <- string(p); return nil }); err != nil {
 		t.Fatal(err)
 	}
+	c2.Start()
 	want["fail"], want["while-down"] = 1, 1
 	collect(2)
 	for p, n := range want {

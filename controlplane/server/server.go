@@ -501,7 +501,11 @@ func (s *Server) startExternal(ctx context.Context, cfg Config, logger *slog.Log
 	}); err != nil {
 		return err
 	}
-	return c.Subscribe(topics.Wildcard(topics.State), s.onState(logger))
+	if err := c.Subscribe(topics.Wildcard(topics.State), s.onState(logger)); err != nil {
+		return err
+	}
+	c.Start() // the command dispatcher subscribes to acks later, on a clean session
+	return nil
 }
 
 // lazyLocator breaks the construction cycle between identity and fleet.
