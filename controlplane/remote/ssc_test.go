@@ -210,7 +210,7 @@ wg show "$2" dump`
 		if len(ifc) < 2 || ifc[1] != cfg.PublicKey.String() {
 			t.Errorf("interface public key %v, hub holds %s", ifc, cfg.PublicKey)
 		}
-		if len(pr) < 8 || pr[0] != hub.pub.String() || pr[1] != cfg.PresharedKey.String() || pr[2] != hub.Endpoint() || pr[3] != "10.0.0.0/24,192.168.5.0/24" || pr[7] != "25" {
+		if len(pr) < 8 || pr[0] != hub.pub.String() || pr[1] != cfg.PresharedKey.String() || pr[2] != hub.Endpoint() || pr[3] != strings.Join(allowed, ",") || pr[7] != "25" {
 			t.Errorf("peer as wg sees it: %v", pr)
 		}
 	})
