@@ -5,9 +5,13 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -268,8 +272,9 @@ func TestSSCEndToEnd(t *testing.T) {
 	}
 	// Another grant's subnet (the engineer widens its own AllowedIPs):
 	// dropped at the hub.
+	ime.Close() // one client per key, or they take the session from each other
 	wide := qme.up(t, netip.Addr{}, netip.MustParsePrefix("100.64.0.0/10"))
-	ime = wide // the same key: the hub now talks to this interface
+	ime = wide
 	before = hub.SSCDropped(remote.DropDestination)
 	sctx, scancel = context.WithTimeout(ctx, 2*time.Second)
 	if c, err := wide.DialTCP(sctx, netip.AddrPortFrom(hst, 7)); err == nil {
@@ -283,6 +288,7 @@ func TestSSCEndToEnd(t *testing.T) {
 	// A spoofed source address from ST's peer: WireGuard's cryptokey
 	// routing drops it at the hub, counted as spoofed_source.
 	before = hub.SSCDropped(remote.DropSpoofed)
+	ist.Close()
 	spoof := qst.up(t, netip.MustParseAddr("100.97.200.200"))
 	sctx, scancel = context.WithTimeout(ctx, 2*time.Second)
 	if c, err := spoof.DialTCP(sctx, netip.AddrPortFrom(hst, 7)); err == nil {
@@ -296,6 +302,14 @@ func TestSSCEndToEnd(t *testing.T) {
 	spoof.Close()
 	// The spoofing client took over ST's session keys; ST reconnects.
 	ist = qst.up(t, netip.Addr{})
+
+	t.Run("debian wireguard-go in a network namespace", func(t *testing.T) {
+		cfg, err := w.ssc(ctx, "O1/ME", "I1", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		kernelSideClient(t, cfg.Config, hostIn(parseQuick(t, cfg.Config).allowed[0], 5))
+	})
 
 	// ME's traffic works again on the widened interface, then
 	// deactivation stops it.
@@ -366,4 +380,89 @@ func (w *world) enrollToken(t *testing.T, dev string) string {
 		t.Fatalf("enrollment token for %s: %v", dev, err)
 	}
 	return tok.Msg.Token
+}
+
+// kernelSideClient runs the generated config on Debian's wireguard-go
+// (a real TUN interface, configured by wg setconf from `wg-quick strip`)
+// in a network namespace joined to this one by a veth pair, and checks
+// TCP and UDP echo at host:7 with bash's /dev/tcp and /dev/udp, and that
+// port 22 is unreachable. Needs root and the tools; skips visibly
+// otherwise.
+func kernelSideClient(t *testing.T, config string, host netip.Addr) {
+	for _, bin := range []string{"wireguard-go", "wg", "wg-quick", "ip", "bash"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("SKIP: %s not installed (Debian wireguard-go, wireguard-tools); the kernel-side client is not checked", bin)
+		}
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("SKIP: needs root for a network namespace and a TUN device; the kernel-side client is not checked")
+	}
+	q := parseQuick(t, config)
+	n := os.Getpid() % 200
+	ns, vh, vn, ifc := fmt.Sprintf("gssc%d", n), fmt.Sprintf("gsscA%d", n), fmt.Sprintf("gsscB%d", n), fmt.Sprintf("gwg%d", n)
+	hostIP, nsIP := fmt.Sprintf("10.213.%d.1", n), fmt.Sprintf("10.213.%d.2", n)
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "netns", "del", ns).Run()
+		_ = exec.Command("ip", "link", "del", vh).Run()
+	})
+	run("ip", "netns", "add", ns)
+	run("ip", "link", "add", vh, "type", "veth", "peer", "name", vn)
+	run("ip", "link", "set", vn, "netns", ns)
+	run("ip", "addr", "add", hostIP+"/30", "dev", vh)
+	run("ip", "link", "set", vh, "up")
+	in := func(args ...string) { t.Helper(); run(append([]string{"ip", "netns", "exec", ns}, args...)...) }
+	in("ip", "link", "set", "lo", "up")
+	in("ip", "addr", "add", nsIP+"/30", "dev", vn)
+	in("ip", "link", "set", vn, "up")
+	// The hub listens on every address; from the namespace it is at the
+	// host end of the veth pair.
+	conf := strings.Replace(config, "Endpoint = "+q.endpoint.String(), fmt.Sprintf("Endpoint = %s:%d", hostIP, q.endpoint.Port()), 1)
+	dir := t.TempDir()
+	path := filepath.Join(dir, ifc+".conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stripped, err := exec.Command("wg-quick", "strip", path).Output()
+	if err != nil {
+		t.Fatalf("wg-quick strip: %v", err)
+	}
+	sp := filepath.Join(dir, "stripped.conf")
+	if err := os.WriteFile(sp, stripped, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in("wireguard-go", ifc)
+	in("wg", "setconf", ifc, sp)
+	in("ip", "addr", "add", q.addr.String()+"/32", "dev", ifc)
+	in("ip", "link", "set", ifc, "up")
+	for _, a := range q.allowed {
+		in("ip", "route", "add", a.String(), "dev", ifc)
+	}
+	script := `set -e
+exec 3<>/dev/tcp/$1/7
+echo gantry-tcp >&3
+read -t 5 line <&3
+echo "tcp:$line"
+exec 3<&-
+for i in 1 2 3 4 5 6 7 8 9 10; do
+  exec 4<>/dev/udp/$1/7
+  echo gantry-udp >&4
+  # bash's read takes one byte per recv, which truncates a datagram.
+  if line=$(timeout 1 head -n1 <&4); then echo "udp:$line"; break; fi
+  exec 4<&-
+done
+if timeout 3 bash -c "exec 5<>/dev/tcp/$1/22" 2>/dev/null; then echo "port22:open"; else echo "port22:closed"; fi`
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "bash", "-c", script, "bash", host.String()).CombinedOutput()
+	got := string(out)
+	t.Logf("kernel-side client in namespace %s:\n%s", ns, got)
+	if err != nil || !strings.Contains(got, "tcp:gantry-tcp") || !strings.Contains(got, "udp:gantry-udp") || !strings.Contains(got, "port22:closed") {
+		t.Fatalf("Debian wireguard-go client: %v\n%s", err, got)
+	}
 }
