@@ -199,10 +199,18 @@ func (h *Hub) pruneEngineers(drop func(*engineerPeer) bool) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n := 0
+	var stats map[wg.Key]wg.PeerStats
 	for k, e := range h.engineers {
 		if !drop(e) {
 			continue
 		}
+		if stats == nil {
+			stats = h.iface.Stats()
+		}
+		// The session's totals as the hub saw them (flows are summarised
+		// by the agent, which terminates them).
+		h.log.Info("ssc engineer peer removed", "grant", e.grantID, "user", e.userID, "address", e.addr,
+			"bytes_from_engineer", stats[k].RxBytes, "bytes_to_engineer", stats[k].TxBytes, "issued", e.issued.UTC().Format(time.RFC3339))
 		if err := h.iface.RemovePeer(k); err != nil {
 			h.log.Error("hub: remove engineer peer", "grant", e.grantID, "err", err)
 			continue
