@@ -13,6 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -136,6 +137,9 @@ func (m *Manager) startRouter(t *tunnel) error {
 	s.SetTransportProtocolHandler(tcp.ProtocolNumber, tf.HandlePacket)
 	uf := udp.NewForwarder(s, func(r *udp.ForwarderRequest) { m.forwardUDP(t, r) })
 	s.SetTransportProtocolHandler(udp.ProtocolNumber, uf.HandlePacket)
+	s.SetTransportProtocolHandler(icmp.ProtocolNumber4, func(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
+		return m.forwardICMP(t, id, pkt)
+	})
 	return nil
 }
 
@@ -161,6 +165,8 @@ func (m *Manager) admit(t *tunnel, proto uint8, id stack.TransportEndpointID) (s
 	}
 	return src, dst, net.JoinHostPort(host.String(), strconv.Itoa(int(dst.Port()))), nil
 }
+
+func tcpipAddr(a netip.Addr) tcpip.Address { return tcpip.AddrFrom4(a.As4()) }
 
 func addrOf(a tcpip.Address) netip.Addr {
 	ip, _ := netip.AddrFromSlice(a.AsSlice())

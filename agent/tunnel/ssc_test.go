@@ -3,6 +3,7 @@ package tunnel
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"io"
 	"net"
 	"net/netip"
@@ -11,6 +12,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	gicmp "gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 
 	"github.com/gantry-iot/gantry/pkg/wg"
 	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
@@ -47,6 +54,8 @@ type sscRig struct {
 	// dialed records what the agent dialed (network, address).
 	dialed []string
 	flows  []FlowSummary
+	// replies receives ICMP packets the engineer's stack gets.
+	replies chan []byte
 }
 
 var (
@@ -54,10 +63,12 @@ var (
 	vnet    = netip.MustParsePrefix("100.64.7.0/24")
 )
 
-func newSSCRig(t *testing.T, ports []string) *sscRig {
+func newSSCRig(t *testing.T, ports []string) *sscRig { return newSSCRigOn(t, "192.168.0.0/24", ports) }
+
+func newSSCRigOn(t *testing.T, machine string, ports []string) *sscRig {
 	t.Helper()
 	tcpEcho, udpEchoAddr := echoTarget(t), udpEcho(t)
-	s := &sscRig{}
+	s := &sscRig{replies: make(chan []byte, 4)}
 	opts := Options{UDPIdle: 2 * time.Second, OnFlow: func(f FlowSummary) { s.mu.Lock(); s.flows = append(s.flows, f); s.mu.Unlock() },
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			s.mu.Lock()
@@ -85,6 +96,16 @@ func newSSCRig(t *testing.T, ports []string) *sscRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(eng.Close)
+	// Before any peer: gVisor's handler table must not change under traffic.
+	eng.Stack().SetTransportProtocolHandler(gicmp.ProtocolNumber4, func(_ stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
+		v := stack.PayloadSince(pkt.NetworkHeader())
+		select {
+		case s.replies <- append([]byte(nil), v.AsSlice()...):
+		default:
+		}
+		v.Release()
+		return true
+	})
 	psk, _ := wg.KeyFromBytes(s.up.PresharedKey)
 	if err := eng.SetPeer(wg.Peer{PublicKey: s.akey.Public(), PresharedKey: psk, AllowedIPs: []netip.Prefix{netip.PrefixFrom(agentAddr, 32), vnet}}); err != nil {
 		t.Fatal(err)
@@ -93,7 +114,7 @@ func newSSCRig(t *testing.T, ports []string) *sscRig {
 	s.up.HubPublicKey = pub[:]
 	s.up.HubEndpoint = "127.0.0.1:" + strconv.Itoa(eng.ListenPort())
 	s.up.HubAddress = engAddr.String() // so the agent also accepts the tunnel requests
-	s.up.SscSubnets = []*gantryv1.SSCSubnet{{Machine: "192.168.0.0/24", Virtual: vnet.String()}}
+	s.up.SscSubnets = []*gantryv1.SSCSubnet{{Machine: machine, Virtual: vnet.String()}}
 	s.up.SscClients = "100.97.0.0/16"
 	s.up.SscPorts = ports
 	s.eng = eng
@@ -195,6 +216,63 @@ func TestSSCRouter(t *testing.T) {
 		tcpFlow.Dst != netip.AddrPortFrom(host, 7) || tcpFlow.End.Before(tcpFlow.Start) {
 		t.Errorf("tcp flow summary %+v in %+v", tcpFlow, s.flows)
 	}
+}
+
+// TestSSCPing: an engineer's ICMP echo to a virtual address is answered
+// only when the machine answers the agent's own ping (127.0.0.0/24 is the
+// "machine network" here) and the template allows icmp.
+func TestSSCPing(t *testing.T) {
+	if c, err := icmp.ListenPacket("udp4", "0.0.0.0"); err == nil {
+		c.Close()
+	} else if c, err := icmp.ListenPacket("ip4:icmp", "0.0.0.0"); err == nil {
+		c.Close()
+	} else {
+		t.Skip("SKIP: this process may not send ICMP (not root, net.ipv4.ping_group_range excludes it); SSC ping not checked")
+	}
+	echo := func(t *testing.T, s *sscRig, to netip.Addr) bool {
+		req, _ := (&icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: 4242, Seq: 7, Data: []byte("gantry-ping")}}).Marshal(nil)
+		p := echoReply(engAddr, to, 0, 0, nil)[:20] // an IPv4 header, then the request
+		p = append(p, req...)
+		binary.BigEndian.PutUint16(p[2:4], uint16(len(p)))
+		h := header.IPv4(p)
+		h.SetChecksum(0)
+		h.SetChecksum(^h.CalculateChecksum())
+		for range 5 {
+			if err := s.eng.WritePacket(p); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case r := <-s.replies:
+				msg, err := icmp.ParseMessage(1, r[20:])
+				e, ok := msg.Body.(*icmp.Echo)
+				if err != nil || msg.Type != ipv4.ICMPTypeEchoReply || !ok || e.ID != 4242 || e.Seq != 7 || string(e.Data) != "gantry-ping" ||
+					netip.AddrFrom4([4]byte(r[12:16])) != to {
+					t.Fatalf("bad echo reply %x", r)
+				}
+				return true
+			case <-time.After(time.Second):
+			}
+		}
+		return false
+	}
+	t.Run("allowed", func(t *testing.T) {
+		s := newSSCRigOn(t, "127.0.0.0/24", []string{"tcp/7", "icmp"})
+		if !echo(t, s, netip.MustParseAddr("100.64.7.1")) {
+			t.Fatal("no echo reply from 127.0.0.1 through the router")
+		}
+		if s.m.Stats.FlowsOpened.Load() == 0 {
+			t.Error("the ping was not counted as a flow")
+		}
+	})
+	t.Run("not in the template", func(t *testing.T) {
+		s := newSSCRigOn(t, "127.0.0.0/24", []string{"tcp/7"})
+		if echo(t, s, netip.MustParseAddr("100.64.7.1")) {
+			t.Fatal("echo answered although the template does not list icmp")
+		}
+		if s.m.Stats.FlowsRefused.Load() == 0 {
+			t.Error("refused pings not counted")
+		}
+	})
 }
 
 func TestParseSSC(t *testing.T) {

@@ -194,15 +194,9 @@ func (m *Manager) Up(msg *gantryv1.TunnelUp) error {
 	if err != nil {
 		return err
 	}
-	allowed := []netip.Prefix{netip.PrefixFrom(s.hubAddr, 32)}
-	if len(s.ssc.subnets) > 0 {
-		allowed = append(allowed, s.ssc.clients) // engineers' packets come through the hub
-	}
-	if err := iface.SetPeer(wg.Peer{PublicKey: s.hubPub, PresharedKey: s.psk, Endpoint: s.endpoint,
-		AllowedIPs: allowed, KeepaliveSeconds: 25}); err != nil {
-		iface.Close()
-		return err
-	}
+	// The listener and the router's handlers are in place before the hub
+	// is a peer: gVisor's handler table must not change while packets
+	// flow.
 	ln, err := iface.ListenTCP(tunnelproto.Port)
 	if err != nil {
 		iface.Close()
@@ -214,6 +208,15 @@ func (m *Manager) Up(msg *gantryv1.TunnelUp) error {
 			t.close()
 			return err
 		}
+	}
+	allowed := []netip.Prefix{netip.PrefixFrom(s.hubAddr, 32)}
+	if len(s.ssc.subnets) > 0 {
+		allowed = append(allowed, s.ssc.clients) // engineers' packets come through the hub
+	}
+	if err := iface.SetPeer(wg.Peer{PublicKey: s.hubPub, PresharedKey: s.psk, Endpoint: s.endpoint,
+		AllowedIPs: allowed, KeepaliveSeconds: 25}); err != nil {
+		t.close()
+		return err
 	}
 	m.mu.Lock()
 	if m.closed || m.tunnels[s.grant] != nil {

@@ -128,6 +128,18 @@ func (t *stackTUN) WriteNotify() {
 	}
 }
 
+// writeOut queues a packet for WireGuard as if the stack had sent it.
+func (t *stackTUN) writeOut(p []byte) error {
+	v := buffer.NewViewWithData(append([]byte(nil), p...))
+	select {
+	case t.out <- v:
+		return nil
+	case <-t.done:
+		v.Release()
+		return os.ErrClosed
+	}
+}
+
 func (t *stackTUN) Close() error {
 	t.closeOnce.Do(func() {
 		close(t.done)

@@ -285,6 +285,16 @@ func (i *Interface) DialUDP(to netip.AddrPort) (net.Conn, error) {
 	return i.st.dialUDP(netip.AddrPortFrom(i.addr, 0), to)
 }
 
+// WritePacket sends a raw IPv4 packet through the tunnel as if the
+// interface's stack had sent it (the agent's ICMP echo replies from
+// addresses it routes).
+func (i *Interface) WritePacket(p []byte) error {
+	if len(p) < 20 || p[0]>>4 != 4 || len(p) > MTU {
+		return fmt.Errorf("wg: not an IPv4 packet of at most %d bytes", MTU)
+	}
+	return i.st.writeOut(p)
+}
+
 // Stack is the interface's gVisor TCP/IP stack (one NIC, ID NIC), for
 // callers that attach forwarders (the agent's SSC subnet router).
 func (i *Interface) Stack() *stack.Stack { return i.st.stack }
