@@ -259,6 +259,9 @@ func (f *forwarder) check(p []byte) (verdict, string) {
 	if len(p) > wg.MTU {
 		return verdictDrop, DropOversized
 	}
+	if !headerChecksumOK(p[:ihl]) {
+		return verdictDrop, DropMalformed
+	}
 	pol := f.policy.Load()
 	var g *grantNet
 	var port uint16
@@ -301,6 +304,19 @@ func (f *forwarder) check(p []byte) (verdict, string) {
 		return verdictDrop, DropTunnelDown
 	}
 	return verdictForward, ""
+}
+
+// headerChecksumOK verifies an IPv4 header's checksum (the ones'
+// complement sum over the header, checksum included, is all ones).
+func headerChecksumOK(h []byte) bool {
+	var sum uint32
+	for i := 0; i+1 < len(h); i += 2 {
+		sum += uint32(h[i])<<8 | uint32(h[i+1])
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return sum == 0xffff
 }
 
 func (f *forwarder) File() *os.File           { return nil }

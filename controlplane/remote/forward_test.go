@@ -30,6 +30,24 @@ func packet(src, dst netip.Addr, proto byte, sport, dport uint16, size int) []by
 	copy(p[16:20], d4[:])
 	binary.BigEndian.PutUint16(p[20:22], sport)
 	binary.BigEndian.PutUint16(p[22:24], dport)
+	return checksummed(p)
+}
+
+// checksummed sets the IPv4 header checksum.
+func checksummed(p []byte) []byte {
+	ihl := int(p[0]&0x0f) * 4
+	if ihl < 20 || ihl > len(p) {
+		return p
+	}
+	p[10], p[11] = 0, 0
+	var sum uint32
+	for i := 0; i < ihl; i += 2 {
+		sum += uint32(p[i])<<8 | uint32(p[i+1])
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(p[10:12], ^uint16(sum))
 	return p
 }
 
@@ -63,12 +81,16 @@ func TestForwardPolicy(t *testing.T) {
 	unissued := DefaultSSCPrefix.Addr().Next().Next().Next().Next().Next().Next().Next().Next()
 	frag := packet(e1, host1, 6, 40000, 102, 60)
 	binary.BigEndian.PutUint16(frag[6:8], 0x2000) // more fragments
+	checksummed(frag)
+	badSum := packet(e1, host1, 6, 40000, 102, 60)
+	badSum[8]-- // TTL changed, checksum not
 	badIHL := packet(e1, host1, 6, 40000, 102, 60)
 	badIHL[0] = 0x44
 	badLen := packet(e1, host1, 6, 40000, 102, 60)
 	binary.BigEndian.PutUint16(badLen[2:4], 80)
 	shortTCP := packet(e1, host1, 6, 0, 0, 28)[:22]
 	binary.BigEndian.PutUint16(shortTCP[2:4], 22)
+	checksummed(shortTCP)
 
 	for _, tc := range []struct {
 		name   string
@@ -96,6 +118,7 @@ func TestForwardPolicy(t *testing.T) {
 		{"grant without agent", packet(e2, v2.Addr().Next(), 6, 40000, 9999, 60), verdictDrop, DropTunnelDown},
 		{"header length below 20", badIHL, verdictDrop, DropMalformed},
 		{"total length mismatch", badLen, verdictDrop, DropMalformed},
+		{"bad header checksum", badSum, verdictDrop, DropMalformed},
 		{"truncated tcp header with port filter", shortTCP, verdictDrop, DropMalformed},
 		{"short packet", []byte{0x45, 0, 0, 10, 0, 0, 0, 0, 64, 6}, verdictDrop, DropMalformed},
 		{"not IP", []byte{0x15, 0, 0, 0}, verdictDrop, DropMalformed},
