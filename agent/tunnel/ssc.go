@@ -173,9 +173,13 @@ func addrOf(a tcpip.Address) netip.Addr {
 	return ip.Unmap()
 }
 
+// refuseFlow counts a refused flow and logs the first ones of each tunnel
+// and then every 100th (a port scan must not flood the log).
 func (m *Manager) refuseFlow(t *tunnel, proto string, src, dst netip.AddrPort, err error) {
 	m.Stats.FlowsRefused.Add(1)
-	m.log.Warn("ssc flow refused", "grant", t.grant, "proto", proto, "src", src, "dst", dst, "reason", err)
+	if n := t.refused.Add(1); n <= 20 || n%100 == 0 {
+		m.log.Warn("ssc flow refused", "grant", t.grant, "proto", proto, "src", src, "dst", dst, "reason", err, "refused_in_tunnel", n)
+	}
 }
 
 // forwardTCP runs in its own goroutine (the TCP forwarder starts one per

@@ -104,6 +104,7 @@ type tunnel struct {
 	ln      net.Listener
 	timer   *time.Timer
 	ssc     sscSpec
+	refused atomic.Int64 // SSC flows refused, for log rate limiting
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}

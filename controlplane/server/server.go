@@ -499,5 +499,8 @@ func (i sscIssuer) IssueSSC(u cases.Use, publicKey string) (api.SSCConfig, error
 	for _, p := range c.AllowedIPs {
 		out.AllowedIPs = append(out.AllowedIPs, p.String())
 	}
+	for _, p := range c.Machine {
+		out.MachineSubnets = append(out.MachineSubnets, p.String())
+	}
 	return out, nil
 }
