@@ -50,12 +50,21 @@ type Options struct {
 	// Dial connects to a target (default: a net.Dialer). Tests use it to
 	// map a template's machine-network addresses onto loopback servers.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// UDPIdle ends an SSC UDP flow after this long without traffic
+	// (default DefaultUDPIdle).
+	UDPIdle time.Duration
+	// OnFlow, if set, receives each ended SSC flow's summary (it must not
+	// block).
+	OnFlow func(FlowSummary)
 }
 
 // Stats are the manager's counters.
 type Stats struct {
 	TunnelsUp, TunnelsDown, ConnsOpened, ConnsRefused atomic.Int64
 	BytesToTarget, BytesFromTarget                    atomic.Int64
+	// Secure Service Connect flows (TCP connections and UDP flows routed
+	// to the machine network) opened and refused.
+	FlowsOpened, FlowsRefused atomic.Int64
 }
 
 // Manager owns the agent's tunnels. Safe for concurrent use.
@@ -94,9 +103,12 @@ type tunnel struct {
 	iface   *wg.Interface
 	ln      net.Listener
 	timer   *time.Timer
+	ssc     sscSpec
+	refused atomic.Int64 // SSC flows refused, for log rate limiting
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
+	flows  int // SSC flows in progress
 	closed bool
 	wg     sync.WaitGroup
 }
@@ -109,6 +121,7 @@ type spec struct {
 	addr, hubAddr     netip.Addr
 	targets           map[string]bool
 	expires           time.Time
+	ssc               sscSpec
 }
 
 func parse(m *gantryv1.TunnelUp, now time.Time) (spec, error) {
@@ -137,8 +150,11 @@ func parse(m *gantryv1.TunnelUp, now time.Time) (spec, error) {
 	if s.hubAddr, err = netip.ParseAddr(m.GetHubAddress()); err != nil || !s.hubAddr.Is4() || s.hubAddr == s.addr {
 		return s, fmt.Errorf("tunnel_up: hub_address %q is not a distinct IPv4 address", m.GetHubAddress())
 	}
-	if n := len(m.GetTargets()); n == 0 || n > MaxTargets {
-		return s, fmt.Errorf("tunnel_up: 1..%d targets needed, got %d", MaxTargets, n)
+	if s.ssc, err = parseSSC(m); err != nil {
+		return s, err
+	}
+	if n := len(m.GetTargets()); (n == 0 && len(s.ssc.subnets) == 0) || n > MaxTargets {
+		return s, fmt.Errorf("tunnel_up: 1..%d targets needed (or SSC subnets), got %d", MaxTargets, n)
 	}
 	s.targets = map[string]bool{}
 	for _, t := range m.GetTargets() {
@@ -179,17 +195,30 @@ func (m *Manager) Up(msg *gantryv1.TunnelUp) error {
 	if err != nil {
 		return err
 	}
-	if err := iface.SetPeer(wg.Peer{PublicKey: s.hubPub, PresharedKey: s.psk, Endpoint: s.endpoint,
-		AllowedIPs: []netip.Prefix{netip.PrefixFrom(s.hubAddr, 32)}, KeepaliveSeconds: 25}); err != nil {
-		iface.Close()
-		return err
-	}
+	// The listener and the router's handlers are in place before the hub
+	// is a peer: gVisor's handler table must not change while packets
+	// flow.
 	ln, err := iface.ListenTCP(tunnelproto.Port)
 	if err != nil {
 		iface.Close()
 		return fmt.Errorf("tunnel: listen: %w", err)
 	}
-	t := &tunnel{grant: s.grant, targets: s.targets, iface: iface, ln: ln, conns: map[net.Conn]struct{}{}}
+	t := &tunnel{grant: s.grant, targets: s.targets, iface: iface, ln: ln, ssc: s.ssc, conns: map[net.Conn]struct{}{}}
+	if len(s.ssc.subnets) > 0 {
+		if err := m.startRouter(t); err != nil {
+			t.close()
+			return err
+		}
+	}
+	allowed := []netip.Prefix{netip.PrefixFrom(s.hubAddr, 32)}
+	if len(s.ssc.subnets) > 0 {
+		allowed = append(allowed, s.ssc.clients) // engineers' packets come through the hub
+	}
+	if err := iface.SetPeer(wg.Peer{PublicKey: s.hubPub, PresharedKey: s.psk, Endpoint: s.endpoint,
+		AllowedIPs: allowed, KeepaliveSeconds: 25}); err != nil {
+		t.close()
+		return err
+	}
 	m.mu.Lock()
 	if m.closed || m.tunnels[s.grant] != nil {
 		m.mu.Unlock()
@@ -207,7 +236,7 @@ func (m *Manager) Up(msg *gantryv1.TunnelUp) error {
 	t.wg.Add(1)
 	go m.accept(t)
 	m.Stats.TunnelsUp.Add(1)
-	m.log.Info("tunnel up", "grant", s.grant, "address", s.addr, "hub", s.endpoint, "targets", len(s.targets), "expires", s.expires)
+	m.log.Info("tunnel up", "grant", s.grant, "address", s.addr, "hub", s.endpoint, "targets", len(s.targets), "ssc_subnets", len(s.ssc.subnets), "expires", s.expires)
 	return nil
 }
 

@@ -113,6 +113,8 @@ func TestDomainBadInput(t *testing.T) {
 		}{
 			{"vnc without target", &gantryv1.MachineModel{Id: w.id("M1"), Name: "M1", RemoteAccess: &gantryv1.RemoteAccessTemplate{ConnectionTypes: []string{"vnc"}}}, "remote_access.vnc_targets"},
 			{"bad subnet", &gantryv1.MachineModel{Id: w.id("M1"), Name: "M1", RemoteAccess: &gantryv1.RemoteAccessTemplate{ConnectionTypes: []string{"ssc"}, MachineSubnets: []string{"10.0.0.0/33"}}}, "machine_subnets[0]"},
+			{"subnet too large for SSC", &gantryv1.MachineModel{Id: w.id("M1"), Name: "M1", RemoteAccess: &gantryv1.RemoteAccessTemplate{ConnectionTypes: []string{"ssc"}, MachineSubnets: []string{"10.0.0.0/8"}}}, "machine_subnets[0]"},
+			{"bad ssc port", &gantryv1.MachineModel{Id: w.id("M1"), Name: "M1", RemoteAccess: &gantryv1.RemoteAccessTemplate{ConnectionTypes: []string{"ssc"}, MachineSubnets: []string{"10.0.0.0/24"}, SscPorts: []string{"tcp/0"}}}, "ssc_ports[0]"},
 			{"bad node id", &gantryv1.MachineModel{Id: w.id("M1"), Name: "M1", Opcua: &gantryv1.OpcuaTemplate{EndpointUrl: "opc.tcp://1.2.3.4:4840", SecurityMode: "None",
 				DataPoints: []*gantryv1.DataPoint{{NodeId: "spindle", Name: "Spindle"}}}}, "data_points[0].node_id"},
 			{"bad endpoint", &gantryv1.MachineModel{Id: w.id("M1"), Name: "M1", Opcua: &gantryv1.OpcuaTemplate{EndpointUrl: "http://x", SecurityMode: "None"}}, "opcua.endpoint_url"},

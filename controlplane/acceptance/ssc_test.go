@@ -66,7 +66,10 @@ func TestRule_SSCConfig(t *testing.T) {
 			if err != nil || a.Bits() != 32 || !netip.MustParsePrefix("100.97.0.0/16").Contains(a.Addr()) {
 				t.Errorf("address %q", r.Address)
 			}
-			if strings.Join(r.AllowedIps, ",") != "10.0.0.0/24" || !strings.Contains(r.Config, "AllowedIPs = 10.0.0.0/24\n") ||
+			// The machine subnet 10.0.0.0/24 maps onto a virtual /24.
+			v, err := netip.ParsePrefix(strings.Join(r.AllowedIps, ","))
+			if err != nil || v.Bits() != 24 || !netip.MustParsePrefix("100.64.0.0/10").Contains(v.Addr()) || !strings.Contains(r.Config, "AllowedIPs = "+v.String()+"\n") ||
+				!strings.Contains(r.Config, "# machine network 10.0.0.0/24 is reached as "+v.String()) || strings.Join(r.MachineSubnets, ",") != "10.0.0.0/24" ||
 				!strings.Contains(r.Config, "Endpoint = "+w.srv.Hub.Endpoint()) || strings.Contains(r.Config, "DNS") {
 				t.Errorf("config:\n%s", r.Config)
 			}

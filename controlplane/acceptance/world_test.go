@@ -153,7 +153,7 @@ func (w *world) buildDomain(ctx context.Context, st store.Store, hash string) {
 	}
 	p1, o1, o2 := w.tenants["P1"].ID, w.tenants["O1"].ID, w.tenants["O2"].ID
 	m1 := must[store.MachineModel](t, "M1")(st.CreateMachineModel(ctx, store.MachineModel{TenantID: p1, Name: "M1",
-		RemoteAccessJSON: []byte(`{"connection_types":["vnc","data_link","ssc"],"vnc_targets":["10.0.0.10:5900"],"data_link_targets":["10.0.0.20:502"],"machine_subnets":["10.0.0.0/24"]}`),
+		RemoteAccessJSON: []byte(`{"connection_types":["vnc","data_link","ssc"],"vnc_targets":["10.0.0.10:5900"],"data_link_targets":["10.0.0.20:502"],"machine_subnets":["10.0.0.0/24"],"ssc_ports":["tcp/7","udp/7"]}`),
 		OPCUAJSON:        []byte(`{}`)}))
 	w.ids["M1"] = m1.ID
 	so := must[store.ServiceOrg](t, "service org")(st.CreateServiceOrg(ctx, store.ServiceOrg{TenantID: p1, Name: "P1 Service"}))

@@ -53,7 +53,8 @@ type SSCConfig struct {
 	PublicKey          string // the engineer's, base64
 	PrivateKeyIncluded bool
 	HubEndpoint        string
-	AllowedIPs         []string
+	AllowedIPs         []string // virtual subnets
+	MachineSubnets     []string // what AllowedIPs map onto, same order
 }
 
 // RemoteSessions issues remote-access session tokens and learns about

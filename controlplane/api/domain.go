@@ -213,7 +213,7 @@ type modelService struct{ *Server }
 func modelPB(m fleet.Model) *gantryv1.MachineModel {
 	out := &gantryv1.MachineModel{Id: m.ID, Name: m.Name, CompatibleApps: m.CompatibleApps,
 		RemoteAccess: &gantryv1.RemoteAccessTemplate{ConnectionTypes: m.RemoteAccess.ConnectionTypes, VncTargets: m.RemoteAccess.VNCTargets,
-			DataLinkTargets: m.RemoteAccess.DataLinkTargets, MachineSubnets: m.RemoteAccess.MachineSubnets},
+			DataLinkTargets: m.RemoteAccess.DataLinkTargets, MachineSubnets: m.RemoteAccess.MachineSubnets, SscPorts: m.RemoteAccess.SSCPorts},
 		Opcua: &gantryv1.OpcuaTemplate{EndpointUrl: m.OPCUA.EndpointURL, SecurityMode: m.OPCUA.SecurityMode}}
 	for _, d := range m.OPCUA.DataPoints {
 		out.Opcua.DataPoints = append(out.Opcua.DataPoints, &gantryv1.DataPoint{NodeId: d.NodeID, Name: d.Name, Unit: d.Unit,
@@ -229,7 +229,7 @@ func modelFromPB(m *gantryv1.MachineModel) (fleet.Model, error) {
 	}
 	out := fleet.Model{ID: m.Id, Name: m.Name, CompatibleApps: m.CompatibleApps}
 	if ra := m.RemoteAccess; ra != nil {
-		out.RemoteAccess = machinemodel.RemoteAccess{ConnectionTypes: ra.ConnectionTypes, VNCTargets: ra.VncTargets, DataLinkTargets: ra.DataLinkTargets, MachineSubnets: ra.MachineSubnets}
+		out.RemoteAccess = machinemodel.RemoteAccess{ConnectionTypes: ra.ConnectionTypes, VNCTargets: ra.VncTargets, DataLinkTargets: ra.DataLinkTargets, MachineSubnets: ra.MachineSubnets, SSCPorts: ra.SscPorts}
 	}
 	if o := m.Opcua; o != nil {
 		out.OPCUA = machinemodel.OPCUA{EndpointURL: o.EndpointUrl, SecurityMode: o.SecurityMode}

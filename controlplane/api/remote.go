@@ -106,6 +106,6 @@ func (s *remoteService) GetSSCConfig(ctx context.Context, req *connect.Request[g
 		return nil, err
 	}
 	return connect.NewResponse(&gantryv1.GetSSCConfigResponse{Config: cfg.WGQuick, Address: cfg.Address, PublicKey: cfg.PublicKey,
-		PrivateKeyIncluded: cfg.PrivateKeyIncluded, HubEndpoint: cfg.HubEndpoint, AllowedIps: cfg.AllowedIPs,
+		PrivateKeyIncluded: cfg.PrivateKeyIncluded, HubEndpoint: cfg.HubEndpoint, AllowedIps: cfg.AllowedIPs, MachineSubnets: cfg.MachineSubnets,
 		GrantId: u.GrantID, GrantExpiresAt: timestamppb.New(u.GrantExpires)}), nil
 }

@@ -26,8 +26,9 @@ type Use struct {
 	ConnectionType   string
 	Target           string
 	GrantExpires     time.Time
-	// Subnets are the template's machine subnets (SSC only).
-	Subnets []string
+	// Subnets are the template's machine subnets and Ports its SSC port
+	// filter (SSC only).
+	Subnets, Ports []string
 }
 
 // AuthorizeUse decides whether the caller may open a connection of type
@@ -149,7 +150,7 @@ func (s *Service) authorizeGrant(ctx context.Context, c *identity.Caller, caseID
 			return Use{}, cs, errkind.New(errkind.Precondition, "case_id", "the machine model's remote-access template lists no machine subnets for SSC")
 		}
 		return Use{UserID: c.User.ID, TenantID: c.Tenant.ID, CaseTenantID: cs.TenantID, CaseID: cs.ID, AssetID: g.AssetID, GrantID: g.ID, DeviceID: g.DeviceID,
-			ConnectionType: conn, GrantExpires: g.ExpiresAt, Subnets: slices.Clone(ra.MachineSubnets)}, cs, nil
+			ConnectionType: conn, GrantExpires: g.ExpiresAt, Subnets: slices.Clone(ra.MachineSubnets), Ports: slices.Clone(ra.SSCPorts)}, cs, nil
 	}
 	if target == "" {
 		if ts := ra.Targets(conn); len(ts) > 0 {
@@ -198,6 +199,22 @@ func (s *Service) GrantTargets(ctx context.Context, g store.Grant) ([]string, er
 		out = append(out, ra.Targets(t)...)
 	}
 	return out, nil
+}
+
+// GrantSSC returns the machine subnets and SSC port filter of an active
+// grant that allows SSC (none otherwise), for the tunnel's routing.
+func (s *Service) GrantSSC(ctx context.Context, g store.Grant) (subnets, ports []string, err error) {
+	if !slices.Contains(g.ConnectionTypes, machinemodel.ConnSSC) {
+		return nil, nil, nil
+	}
+	ra, err := s.template(ctx, g.AssetID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !slices.Contains(ra.ConnectionTypes, machinemodel.ConnSSC) {
+		return nil, nil, nil
+	}
+	return slices.Clone(ra.MachineSubnets), slices.Clone(ra.SSCPorts), nil
 }
 
 // UseTargets answers, without auditing, whether the caller may use the

@@ -12,10 +12,16 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/gantry-iot/gantry/controlplane/errkind"
+	"github.com/gantry-iot/gantry/pkg/machinemodel"
 	"github.com/gantry-iot/gantry/pkg/tunnelproto"
 	"github.com/gantry-iot/gantry/pkg/wg"
 )
@@ -39,6 +45,8 @@ type HubConfig struct {
 	// (defaults DefaultSSCPerGrant, DefaultSSCPerUser).
 	SSCPerGrant, SSCPerUser int
 	Logger                  *slog.Logger
+	// Registry receives the SSC forwarding metrics (nil: not exported).
+	Registry prometheus.Registerer
 }
 
 // Hub is the control plane's userspace WireGuard interface. Each active
@@ -47,10 +55,13 @@ type HubConfig struct {
 // send only from its own address (WireGuard's cryptokey routing).
 // Engineers' Secure Service Connect configs are further peers, each with
 // a /32 from a separate pool and tied to a grant. mu guards peers, used,
-// next, engineers and sscPool; the wg.Interface has its own locking.
+// next, engineers, sscPool, grants and vnets, and publishes the
+// forwarder's policy snapshot after each change; the wg.Interface has its
+// own locking.
 type Hub struct {
 	cfg   HubConfig
 	iface *wg.Interface
+	fwd   *forwarder
 	pub   wg.Key
 	log   *slog.Logger
 
@@ -61,6 +72,8 @@ type Hub struct {
 
 	engineers map[wg.Key]*engineerPeer // SSC peers by public key
 	sscPool   *pool
+	grants    map[string]*grantNet // SSC routing state by grant ID
+	vnets     vnetPool
 }
 
 type hubPeer struct {
@@ -77,6 +90,17 @@ type Peer struct {
 	HubEndpoint  string
 	Address      netip.Addr
 	HubAddress   netip.Addr
+	// SSC routing, empty unless the grant allows SSC: machine subnets
+	// mapped onto virtual subnets, the engineers' pool, the port filter.
+	SSC        []SubnetMap
+	SSCClients netip.Prefix
+	SSCPorts   []string
+}
+
+// SubnetMap maps a machine subnet 1:1 onto a virtual subnet of the same
+// size.
+type SubnetMap struct {
+	Machine, Virtual netip.Prefix
 }
 
 // NewHub starts the hub.
@@ -113,12 +137,19 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 		return nil, err
 	}
 	addr := cfg.Prefix.Masked().Addr().Next()
-	iface, err := wg.New(wg.Config{PrivateKey: key, Address: addr, ListenPort: cfg.ListenPort, Logger: cfg.Logger})
+	var fwd *forwarder
+	iface, err := wg.New(wg.Config{PrivateKey: key, Address: addr, ListenPort: cfg.ListenPort, Logger: cfg.Logger,
+		Wrap: func(d tun.Device) tun.Device {
+			fwd = newForwarder(d, cfg.SSCPrefix, cfg.Registry, cfg.Logger)
+			return fwd
+		},
+		OnSpoofedSource: func() { fwd.drop(DropSpoofed, nil) }})
 	if err != nil {
 		return nil, fmt.Errorf("hub: %w", err)
 	}
-	h := &Hub{cfg: cfg, iface: iface, pub: key.Public(), log: cfg.Logger, peers: map[string]*hubPeer{}, used: map[netip.Addr]bool{addr: true}, next: addr.Next(),
-		engineers: map[wg.Key]*engineerPeer{}, sscPool: newPool(cfg.SSCPrefix, ErrNoSSCAddress)}
+	h := &Hub{cfg: cfg, iface: iface, fwd: fwd, pub: key.Public(), log: cfg.Logger, peers: map[string]*hubPeer{}, used: map[netip.Addr]bool{addr: true}, next: addr.Next(),
+		engineers: map[wg.Key]*engineerPeer{}, sscPool: newPool(cfg.SSCPrefix, ErrNoSSCAddress), grants: map[string]*grantNet{},
+		vnets: vnetPool{reserved: []netip.Prefix{cfg.Prefix.Masked(), cfg.SSCPrefix.Masked()}}}
 	h.log.Info("wireguard hub listening", "udp_port", iface.ListenPort(), "network", cfg.Prefix, "address", addr)
 	return h, nil
 }
@@ -148,9 +179,14 @@ func (h *Hub) allocLocked() (netip.Addr, error) {
 	return netip.Addr{}, ErrNoAddress
 }
 
-// AddPeer creates (or re-keys) the peer of a grant: fresh keys, the same
-// tunnel address if the grant already had one.
-func (h *Hub) AddPeer(grantID string) (Peer, error) {
+// AddPeer creates (or re-keys) the peer of a grant without SSC.
+func (h *Hub) AddPeer(grantID string) (Peer, error) { return h.AddPeerSSC(grantID, nil, nil) }
+
+// AddPeerSSC creates (or re-keys) the peer of a grant: fresh keys, the
+// same tunnel address if the grant already had one. With subnets (the
+// template's machine subnets, SSC) the grant's virtual subnets join the
+// peer's AllowedIPs, so the hub routes engineers' packets to this agent.
+func (h *Hub) AddPeerSSC(grantID string, subnets, ports []string) (Peer, error) {
 	priv, err := wg.NewPrivateKey()
 	if err != nil {
 		return Peer{}, err
@@ -161,6 +197,12 @@ func (h *Hub) AddPeer(grantID string) (Peer, error) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	var gn *grantNet
+	if len(subnets) > 0 {
+		if gn, err = h.grantNetLocked(grantID, subnets, ports); err != nil {
+			return Peer{}, err
+		}
+	}
 	var addr netip.Addr
 	if old := h.peers[grantID]; old != nil {
 		addr = old.Address
@@ -172,14 +214,110 @@ func (h *Hub) AddPeer(grantID string) (Peer, error) {
 	}
 	p := &hubPeer{Peer: Peer{GrantID: grantID, PrivateKey: priv, PresharedKey: psk, HubPublicKey: h.pub, HubEndpoint: h.Endpoint(),
 		Address: addr, HubAddress: h.iface.Address()}, key: priv.Public()}
-	if err := h.iface.SetPeer(wg.Peer{PublicKey: p.key, PresharedKey: psk, AllowedIPs: []netip.Prefix{netip.PrefixFrom(addr, 32)}}); err != nil {
+	allowed := []netip.Prefix{netip.PrefixFrom(addr, 32)}
+	if gn != nil {
+		for i := range gn.machine {
+			p.SSC = append(p.SSC, SubnetMap{Machine: gn.machine[i], Virtual: gn.virtual[i]})
+		}
+		p.SSCClients, p.SSCPorts = h.cfg.SSCPrefix.Masked(), slices.Clone(ports)
+		allowed = append(allowed, gn.virtual...)
+	}
+	if err := h.iface.SetPeer(wg.Peer{PublicKey: p.key, PresharedKey: psk, AllowedIPs: allowed}); err != nil {
 		delete(h.used, addr)
 		delete(h.peers, grantID)
+		h.gcGrantNetLocked(grantID)
+		h.publishLocked()
 		return Peer{}, err
 	}
 	h.peers[grantID] = p
+	h.publishLocked()
 	return p.Peer, nil
 }
+
+// grantNetLocked returns the grant's SSC routing state, creating it (with
+// fresh virtual subnets) or updating it when the template changed.
+func (h *Hub) grantNetLocked(grantID string, subnets, ports []string) (*grantNet, error) {
+	var machine []netip.Prefix
+	for _, s := range subnets {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || !p.Addr().Is4() || p.Bits() < machinemodel.MinSubnetBits {
+			return nil, errkind.New(errkind.Precondition, "case_id", "the machine model's SSC subnet %q is not an IPv4 CIDR of at most /%d; fix the template", s, machinemodel.MinSubnetBits)
+		}
+		machine = append(machine, p.Masked())
+	}
+	rules, err := machinemodel.ParsePortRules(ports)
+	if err != nil {
+		return nil, errkind.New(errkind.Precondition, "case_id", "the machine model's SSC ports: %v; fix the template", err)
+	}
+	old := h.grants[grantID]
+	if old != nil && slices.Equal(old.machine, machine) {
+		if !slices.Equal(old.ports, rules) {
+			g := *old
+			g.ports = rules
+			h.grants[grantID] = &g
+			return &g, nil
+		}
+		return old, nil
+	}
+	g := &grantNet{id: grantID, machine: machine, ports: rules}
+	for _, m := range machine {
+		v, err := h.vnets.alloc(m.Bits())
+		if err != nil {
+			for _, u := range g.virtual {
+				h.vnets.free(u)
+			}
+			return nil, err
+		}
+		g.virtual = append(g.virtual, v)
+	}
+	if old != nil {
+		for _, u := range old.virtual {
+			h.vnets.free(u)
+		}
+	}
+	h.grants[grantID] = g
+	h.log.Info("ssc virtual subnets", "grant", grantID, "machine", machine, "virtual", g.virtual)
+	return g, nil
+}
+
+// gcGrantNetLocked frees a grant's SSC routing state once neither its
+// agent peer nor any engineer peer is left.
+func (h *Hub) gcGrantNetLocked(grantID string) {
+	g := h.grants[grantID]
+	if g == nil || h.peers[grantID] != nil {
+		return
+	}
+	for _, e := range h.engineers {
+		if e.grantID == grantID {
+			return
+		}
+	}
+	for _, v := range g.virtual {
+		h.vnets.free(v)
+	}
+	delete(h.grants, grantID)
+}
+
+// publishLocked gives the forwarder a new policy snapshot.
+func (h *Hub) publishLocked() {
+	pol := &fwdPolicy{engineers: map[netip.Addr]*grantNet{}}
+	snap := map[string]*grantNet{}
+	for id, g := range h.grants {
+		c := *g
+		c.agentUp = h.peers[id] != nil
+		snap[id] = &c
+	}
+	for _, e := range h.engineers {
+		if g := snap[e.grantID]; g != nil {
+			pol.engineers[e.addr] = g
+		}
+	}
+	h.fwd.policy.Store(pol)
+}
+
+// SSCDropped returns how many SSC packets the hub dropped for a reason
+// (one of the Drop* constants).
+func (h *Hub) SSCDropped(reason string) int64 { return h.fwd.droppedCount(reason) }
 
 // RemovePeer removes a grant's peer: from then on no packet of that
 // grant's keys is accepted.
@@ -195,6 +333,8 @@ func (h *Hub) RemovePeer(grantID string) {
 	}
 	delete(h.peers, grantID)
 	delete(h.used, p.Address)
+	h.gcGrantNetLocked(grantID)
+	h.publishLocked()
 }
 
 // HasPeer reports whether a grant has a peer.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,8 +36,11 @@ type SSCRequest struct {
 	// PublicKey is the engineer's own key, in base64; empty: the hub
 	// generates a key pair and the config carries the private key.
 	PublicKey string
-	// Subnets are the machine subnets the config routes (AllowedIPs).
+	// Subnets are the template's machine subnets; the config routes the
+	// virtual subnets they map onto (AllowedIPs).
 	Subnets []string
+	// Ports is the template's SSC port filter (empty: all).
+	Ports []string
 }
 
 // SSCConfig is an issued engineer peer and its wg-quick file.
@@ -49,7 +53,9 @@ type SSCConfig struct {
 	HubPublicKey wg.Key
 	PresharedKey wg.Key
 	HubEndpoint  string
-	AllowedIPs   []netip.Prefix
+	AllowedIPs   []netip.Prefix // the virtual subnets
+	// Machine are the machine subnets AllowedIPs map onto (same index).
+	Machine []netip.Prefix
 }
 
 // WGQuick renders the config as a wg-quick(8) file: no DNS, no routes
@@ -57,6 +63,11 @@ type SSCConfig struct {
 func (c SSCConfig) WGQuick() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Gantry Secure Service Connect, grant %s\n", c.GrantID)
+	for i := range c.AllowedIPs {
+		if i < len(c.Machine) {
+			fmt.Fprintf(&b, "# machine network %s is reached as %s (same host numbers)\n", c.Machine[i], c.AllowedIPs[i])
+		}
+	}
 	b.WriteString("[Interface]\n")
 	if c.Generated {
 		fmt.Fprintf(&b, "PrivateKey = %s\n", c.PrivateKey)
@@ -93,15 +104,7 @@ func (h *Hub) AddEngineer(r SSCRequest) (SSCConfig, error) {
 	if r.GrantID == "" || r.UserID == "" {
 		return SSCConfig{}, errors.New("hub: SSC request without grant or user")
 	}
-	var allowed []netip.Prefix
-	for _, s := range r.Subnets {
-		p, err := netip.ParsePrefix(s)
-		if err != nil || !p.Addr().Is4() {
-			return SSCConfig{}, errkind.New(errkind.Precondition, "case_id", "the machine model's SSC subnet %q is not an IPv4 CIDR; fix the template", s)
-		}
-		allowed = append(allowed, p.Masked())
-	}
-	if len(allowed) == 0 {
+	if len(r.Subnets) == 0 {
 		return SSCConfig{}, errkind.New(errkind.Precondition, "case_id", "the machine model's template lists no machine subnets for SSC")
 	}
 	var cfg SSCConfig
@@ -150,16 +153,29 @@ func (h *Hub) AddEngineer(r SSCRequest) (SSCConfig, error) {
 	if perUser >= h.cfg.SSCPerUser {
 		return SSCConfig{}, errkind.New(errkind.Exhausted, "", "you already hold %d SSC configs, the maximum; reuse one (configs end with their grant)", perUser)
 	}
+	gn, err := h.grantNetLocked(r.GrantID, r.Subnets, r.Ports)
+	if err != nil {
+		return SSCConfig{}, err
+	}
+	if old := h.peers[r.GrantID]; old != nil && !slices.Equal(old.sscVirtual(), gn.virtual) {
+		// The template changed since the agent got its tunnel; the agent's
+		// next TunnelUp (re-key) carries the new mapping.
+		h.log.Warn("ssc subnets changed since the tunnel came up; engineers reach the machine after the next tunnel re-key", "grant", r.GrantID)
+	}
 	addr, err := h.sscPool.alloc()
 	if err != nil {
+		h.gcGrantNetLocked(r.GrantID)
 		return SSCConfig{}, err
 	}
 	if err := h.iface.SetPeer(wg.Peer{PublicKey: cfg.PublicKey, PresharedKey: psk, AllowedIPs: []netip.Prefix{netip.PrefixFrom(addr, 32)}}); err != nil {
 		h.sscPool.free(addr)
+		h.gcGrantNetLocked(r.GrantID)
 		return SSCConfig{}, err
 	}
 	h.engineers[cfg.PublicKey] = &engineerPeer{grantID: r.GrantID, userID: r.UserID, key: cfg.PublicKey, addr: addr, issued: time.Now()}
-	cfg.GrantID, cfg.Address, cfg.HubPublicKey, cfg.PresharedKey, cfg.HubEndpoint, cfg.AllowedIPs = r.GrantID, addr, h.pub, psk, h.Endpoint(), allowed
+	h.publishLocked()
+	cfg.GrantID, cfg.Address, cfg.HubPublicKey, cfg.PresharedKey, cfg.HubEndpoint = r.GrantID, addr, h.pub, psk, h.Endpoint()
+	cfg.AllowedIPs, cfg.Machine = slices.Clone(gn.virtual), slices.Clone(gn.machine)
 	h.log.Info("ssc engineer peer added", "grant", r.GrantID, "user", r.UserID, "address", addr, "key_generated", cfg.Generated)
 	return cfg, nil
 }
@@ -183,19 +199,39 @@ func (h *Hub) pruneEngineers(drop func(*engineerPeer) bool) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n := 0
+	var stats map[wg.Key]wg.PeerStats
 	for k, e := range h.engineers {
 		if !drop(e) {
 			continue
 		}
+		if stats == nil {
+			stats = h.iface.Stats()
+		}
+		// The session's totals as the hub saw them (flows are summarised
+		// by the agent, which terminates them).
+		h.log.Info("ssc engineer peer removed", "grant", e.grantID, "user", e.userID, "address", e.addr,
+			"bytes_from_engineer", stats[k].RxBytes, "bytes_to_engineer", stats[k].TxBytes, "issued", e.issued.UTC().Format(time.RFC3339))
 		if err := h.iface.RemovePeer(k); err != nil {
 			h.log.Error("hub: remove engineer peer", "grant", e.grantID, "err", err)
 			continue
 		}
 		delete(h.engineers, k)
 		h.sscPool.free(e.addr)
+		h.gcGrantNetLocked(e.grantID)
 		n++
 	}
+	if n > 0 {
+		h.publishLocked()
+	}
 	return n
+}
+
+func (p *hubPeer) sscVirtual() []netip.Prefix {
+	var out []netip.Prefix
+	for _, m := range p.SSC {
+		out = append(out, m.Virtual)
+	}
+	return out
 }
 
 // Engineers returns the public keys of a grant's engineer peers.

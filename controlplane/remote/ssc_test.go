@@ -101,7 +101,26 @@ func TestSSCConfigIsUsable(t *testing.T) {
 	if err != nil || addr.Bits() != 32 || !DefaultSSCPrefix.Contains(addr.Addr()) || DefaultPrefix.Contains(addr.Addr()) {
 		t.Errorf("Address %q: want a /32 from %s: %v", iface["Address"], DefaultSSCPrefix, err)
 	}
-	if peer["AllowedIPs"] != "10.0.0.0/24, 192.168.5.0/24" || peer["PersistentKeepalive"] != "25" || peer["Endpoint"] != hub.Endpoint() {
+	// AllowedIPs are the virtual subnets the machine subnets map onto:
+	// same sizes, inside 100.64.0.0/10, apart from the hub's pools.
+	var allowed []string
+	for i, m := range []string{"10.0.0.0/24", "192.168.5.0/24"} {
+		if cfg.Machine[i].String() != m {
+			t.Errorf("machine subnet %d = %s, want %s", i, cfg.Machine[i], m)
+		}
+		v := cfg.AllowedIPs[i]
+		if v.Bits() != 24 || !VirtualPrefix.Contains(v.Addr()) || v.Overlaps(DefaultPrefix) || v.Overlaps(DefaultSSCPrefix) {
+			t.Errorf("virtual subnet %s for %s", v, m)
+		}
+		allowed = append(allowed, v.String())
+		if !strings.Contains(text, "# machine network "+m+" is reached as "+v.String()) {
+			t.Errorf("config does not say how %s maps:\n%s", m, text)
+		}
+	}
+	if cfg.AllowedIPs[0].Overlaps(cfg.AllowedIPs[1]) {
+		t.Errorf("virtual subnets overlap: %v", cfg.AllowedIPs)
+	}
+	if peer["AllowedIPs"] != strings.Join(allowed, ", ") || peer["PersistentKeepalive"] != "25" || peer["Endpoint"] != hub.Endpoint() {
 		t.Errorf("peer section %v", peer)
 	}
 	if mustKey(t, peer["PublicKey"]) != hub.pub {
@@ -132,7 +151,7 @@ func TestSSCConfigIsUsable(t *testing.T) {
 				t.Errorf("stripped config still has %s:\n%s", gone, out)
 			}
 		}
-		if !bytes.Contains(out, []byte("PrivateKey = "+iface["PrivateKey"])) || !bytes.Contains(out, []byte("AllowedIPs = 10.0.0.0/24, 192.168.5.0/24")) {
+		if !bytes.Contains(out, []byte("PrivateKey = "+iface["PrivateKey"])) || !bytes.Contains(out, []byte("AllowedIPs = "+strings.Join(allowed, ", "))) {
 			t.Errorf("stripped config:\n%s", out)
 		}
 		cmd := exec.Command(wgb, "pubkey")
@@ -191,7 +210,7 @@ wg show "$2" dump`
 		if len(ifc) < 2 || ifc[1] != cfg.PublicKey.String() {
 			t.Errorf("interface public key %v, hub holds %s", ifc, cfg.PublicKey)
 		}
-		if len(pr) < 8 || pr[0] != hub.pub.String() || pr[1] != cfg.PresharedKey.String() || pr[2] != hub.Endpoint() || pr[3] != "10.0.0.0/24,192.168.5.0/24" || pr[7] != "25" {
+		if len(pr) < 8 || pr[0] != hub.pub.String() || pr[1] != cfg.PresharedKey.String() || pr[2] != hub.Endpoint() || pr[3] != strings.Join(allowed, ",") || pr[7] != "25" {
 			t.Errorf("peer as wg sees it: %v", pr)
 		}
 	})
@@ -352,6 +371,10 @@ func (f *fakeGrants) ListActiveGrants(context.Context, time.Time) ([]store.Grant
 
 func (f *fakeGrants) GrantTargets(context.Context, store.Grant) ([]string, error) {
 	return []string{"10.0.0.10:5900"}, nil
+}
+
+func (f *fakeGrants) GrantSSC(context.Context, store.Grant) (subnets, ports []string, err error) {
+	return []string{"10.0.0.0/24"}, nil, nil
 }
 
 type ackSender struct{}

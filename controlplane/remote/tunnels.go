@@ -22,6 +22,9 @@ type Sender interface {
 type GrantSource interface {
 	ListActiveGrants(ctx context.Context, now time.Time) ([]store.Grant, error)
 	GrantTargets(ctx context.Context, g store.Grant) ([]string, error)
+	// GrantSSC returns the machine subnets and port filter of a grant
+	// that allows Secure Service Connect (no subnets: no SSC).
+	GrantSSC(ctx context.Context, g store.Grant) (subnets, ports []string, err error)
 }
 
 // Tunnels keeps agents' tunnels in line with active grants: a grant that
@@ -178,17 +181,28 @@ func (t *Tunnels) sendUp(ctx context.Context, g store.Grant) error {
 	if err != nil {
 		return err
 	}
-	if len(targets) == 0 {
-		return fmt.Errorf("the grant's template lists no targets")
-	}
-	p, err := t.hub.AddPeer(g.ID)
+	subnets, ports, err := t.src.GrantSSC(ctx, g)
 	if err != nil {
 		return err
 	}
-	cmd := &gantryv1.Command{Body: &gantryv1.Command_TunnelUp{TunnelUp: &gantryv1.TunnelUp{
+	if len(targets) == 0 && len(subnets) == 0 {
+		return fmt.Errorf("the grant's template lists no targets and no SSC subnets")
+	}
+	p, err := t.hub.AddPeerSSC(g.ID, subnets, ports)
+	if err != nil {
+		return err
+	}
+	up := &gantryv1.TunnelUp{
 		GrantId: g.ID, PrivateKey: p.PrivateKey[:], HubPublicKey: p.HubPublicKey[:], PresharedKey: p.PresharedKey[:],
 		HubEndpoint: p.HubEndpoint, Address: p.Address.String(), HubAddress: p.HubAddress.String(),
-		Targets: targets, ExpiresAt: timestamppb.New(g.ExpiresAt)}}}
+		Targets: targets, ExpiresAt: timestamppb.New(g.ExpiresAt)}
+	if len(p.SSC) > 0 {
+		for _, m := range p.SSC {
+			up.SscSubnets = append(up.SscSubnets, &gantryv1.SSCSubnet{Machine: m.Machine.String(), Virtual: m.Virtual.String()})
+		}
+		up.SscClients, up.SscPorts = p.SSCClients.String(), p.SSCPorts
+	}
+	cmd := &gantryv1.Command{Body: &gantryv1.Command_TunnelUp{TunnelUp: up}}
 	ack, err := t.send.Send(ctx, g.DeviceID, cmd, 5*time.Second)
 	if err != nil {
 		return err

@@ -530,7 +530,7 @@ func (s *Server) startRemote(cfg Config, d *commands.Dispatcher, apiSrv *api.Ser
 			host = u.Hostname()
 		}
 	}
-	hub, err := remote.NewHub(remote.HubConfig{ListenPort: cfg.WGPort, PublicHost: host, Logger: logger.With("component", "wg-hub")})
+	hub, err := remote.NewHub(remote.HubConfig{ListenPort: cfg.WGPort, PublicHost: host, Logger: logger.With("component", "wg-hub"), Registry: s.reg})
 	if err != nil {
 		return fmt.Errorf("%w (choose another UDP port with --wg-port)", err)
 	}
@@ -599,6 +599,10 @@ func (g grantSource) GrantTargets(ctx context.Context, gr store.Grant) ([]string
 	return g.cs.GrantTargets(ctx, gr)
 }
 
+func (g grantSource) GrantSSC(ctx context.Context, gr store.Grant) (subnets, ports []string, err error) {
+	return g.cs.GrantSSC(ctx, gr)
+}
+
 type remoteHooks struct {
 	s *remote.Sessions
 	t *remote.Tunnels
@@ -612,7 +616,7 @@ func (r remoteHooks) WebSocketPath() string                         { return rem
 type sscIssuer struct{ hub *remote.Hub }
 
 func (i sscIssuer) IssueSSC(u cases.Use, publicKey string) (api.SSCConfig, error) {
-	c, err := i.hub.AddEngineer(remote.SSCRequest{GrantID: u.GrantID, UserID: u.UserID, PublicKey: publicKey, Subnets: u.Subnets})
+	c, err := i.hub.AddEngineer(remote.SSCRequest{GrantID: u.GrantID, UserID: u.UserID, PublicKey: publicKey, Subnets: u.Subnets, Ports: u.Ports})
 	if err != nil {
 		return api.SSCConfig{}, err
 	}
@@ -620,6 +624,9 @@ func (i sscIssuer) IssueSSC(u cases.Use, publicKey string) (api.SSCConfig, error
 		PrivateKeyIncluded: c.Generated, HubEndpoint: c.HubEndpoint}
 	for _, p := range c.AllowedIPs {
 		out.AllowedIPs = append(out.AllowedIPs, p.String())
+	}
+	for _, p := range c.Machine {
+		out.MachineSubnets = append(out.MachineSubnets, p.String())
 	}
 	return out, nil
 }

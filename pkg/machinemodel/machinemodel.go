@@ -29,6 +29,9 @@ type RemoteAccess struct {
 	VNCTargets      []string `json:"vnc_targets,omitempty"`       // host:port
 	DataLinkTargets []string `json:"data_link_targets,omitempty"` // host:port
 	MachineSubnets  []string `json:"machine_subnets,omitempty"`   // CIDR
+	// SSCPorts limits SSC to these protocols/ports (see ParsePortRule);
+	// empty: everything in the machine subnets.
+	SSCPorts []string `json:"ssc_ports,omitempty"`
 }
 
 // DataPoint is one OPC-UA variable the agent collects.
@@ -164,11 +167,98 @@ func (r RemoteAccess) Validate() Problems {
 			add(fmt.Sprintf("remote_access.machine_subnets[%d]", i), "%q is not a CIDR subnet like 192.168.0.0/24", s)
 		case p.Masked() != p:
 			add(fmt.Sprintf("remote_access.machine_subnets[%d]", i), "%q has host bits set; did you mean %s?", s, p.Masked())
-		case p.Bits() < 8 && p.Addr().Is4():
-			add(fmt.Sprintf("remote_access.machine_subnets[%d]", i), "%q is too large; machine subnets are at most /8", s)
+		case !p.Addr().Is4():
+			add(fmt.Sprintf("remote_access.machine_subnets[%d]", i), "%q is not IPv4; SSC routes IPv4 machine networks", s)
+		case p.Bits() < MinSubnetBits:
+			add(fmt.Sprintf("remote_access.machine_subnets[%d]", i), "%q is too large; machine subnets are at most /%d (each maps onto a virtual subnet of the same size)", s, MinSubnetBits)
+		}
+	}
+	if !seen[ConnSSC] && len(r.SSCPorts) > 0 {
+		add("remote_access.ssc_ports", "ports given but SSC is not allowed")
+	}
+	if len(r.SSCPorts) > MaxTargets {
+		add("remote_access.ssc_ports", "at most %d port rules", MaxTargets)
+	}
+	for i, s := range r.SSCPorts {
+		if _, err := ParsePortRule(s); err != nil {
+			add(fmt.Sprintf("remote_access.ssc_ports[%d]", i), "%v", err)
 		}
 	}
 	return ps
+}
+
+// MinSubnetBits is the largest machine subnet SSC maps (a /16).
+const MinSubnetBits = 16
+
+// IP protocol numbers of SSC port rules.
+const (
+	ProtoICMP = 1
+	ProtoTCP  = 6
+	ProtoUDP  = 17
+)
+
+// PortRule allows one protocol and, for TCP and UDP, a port range.
+type PortRule struct {
+	Proto  uint8  // ProtoTCP, ProtoUDP or ProtoICMP
+	Lo, Hi uint16 // inclusive; zero for ICMP
+}
+
+// ParsePortRule parses "tcp/102", "udp/161", "tcp/8000-8100" or "icmp".
+func ParsePortRule(s string) (PortRule, error) {
+	if s == "icmp" {
+		return PortRule{Proto: ProtoICMP}, nil
+	}
+	proto, ports, ok := strings.Cut(s, "/")
+	var r PortRule
+	switch proto {
+	case "tcp":
+		r.Proto = ProtoTCP
+	case "udp":
+		r.Proto = ProtoUDP
+	default:
+		ok = false
+	}
+	if !ok {
+		return PortRule{}, fmt.Errorf("%q is not a port rule; write tcp/PORT, udp/PORT, tcp/LOW-HIGH or icmp", s)
+	}
+	lo, hi, isRange := strings.Cut(ports, "-")
+	if !isRange {
+		hi = lo
+	}
+	l, err1 := strconv.ParseUint(lo, 10, 16)
+	h, err2 := strconv.ParseUint(hi, 10, 16)
+	if err1 != nil || err2 != nil || l == 0 || h < l {
+		return PortRule{}, fmt.Errorf("%q: ports are 1-65535, a range is LOW-HIGH with LOW ≤ HIGH", s)
+	}
+	r.Lo, r.Hi = uint16(l), uint16(h)
+	return r, nil
+}
+
+// ParsePortRules parses a list of rules (empty: nil, meaning all).
+func ParsePortRules(ss []string) ([]PortRule, error) {
+	var out []PortRule
+	for _, s := range ss {
+		r, err := ParsePortRule(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// PortsAllow reports whether rules allow protocol proto to port (port is
+// ignored for ICMP); no rules allow everything.
+func PortsAllow(rules []PortRule, proto uint8, port uint16) bool {
+	if len(rules) == 0 {
+		return true
+	}
+	for _, r := range rules {
+		if r.Proto == proto && (proto == ProtoICMP || (port >= r.Lo && port <= r.Hi)) {
+			return true
+		}
+	}
+	return false
 }
 
 // Targets returns the template's host:port targets of a connection type

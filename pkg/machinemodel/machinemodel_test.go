@@ -30,6 +30,12 @@ func TestRemoteAccessValidate(t *testing.T) {
 		{"bad host", RemoteAccess{ConnectionTypes: []string{"vnc"}, VNCTargets: []string{"bad_host!:5900"}}, "remote_access.vnc_targets[0]", "neither"},
 		{"ssc without subnet", RemoteAccess{ConnectionTypes: []string{"ssc"}}, "remote_access.machine_subnets", "at least one"},
 		{"bad cidr", RemoteAccess{ConnectionTypes: []string{"ssc"}, MachineSubnets: []string{"10.0.0.0/33"}}, "remote_access.machine_subnets[0]", "CIDR"},
+		{"subnet too large", RemoteAccess{ConnectionTypes: []string{"ssc"}, MachineSubnets: []string{"10.0.0.0/8"}}, "remote_access.machine_subnets[0]", "at most /16"},
+		{"ipv6 subnet", RemoteAccess{ConnectionTypes: []string{"ssc"}, MachineSubnets: []string{"fd00::/64"}}, "remote_access.machine_subnets[0]", "IPv4"},
+		{"ports without ssc", RemoteAccess{ConnectionTypes: []string{"vnc"}, VNCTargets: []string{"1.2.3.4:5900"}, SSCPorts: []string{"tcp/102"}}, "remote_access.ssc_ports", "not allowed"},
+		{"bad port rule", RemoteAccess{ConnectionTypes: []string{"ssc"}, MachineSubnets: []string{"10.0.0.0/24"}, SSCPorts: []string{"sctp/1"}}, "remote_access.ssc_ports[0]", "tcp/PORT"},
+		{"bad port range", RemoteAccess{ConnectionTypes: []string{"ssc"}, MachineSubnets: []string{"10.0.0.0/24"}, SSCPorts: []string{"tcp/90-80"}}, "remote_access.ssc_ports[0]", "LOW"},
+		{"port zero", RemoteAccess{ConnectionTypes: []string{"ssc"}, MachineSubnets: []string{"10.0.0.0/24"}, SSCPorts: []string{"udp/0"}}, "remote_access.ssc_ports[0]", "1-65535"},
 		{"host bits", RemoteAccess{ConnectionTypes: []string{"ssc"}, MachineSubnets: []string{"10.0.0.5/24"}}, "remote_access.machine_subnets[0]", "10.0.0.0/24"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -41,6 +47,36 @@ func TestRemoteAccessValidate(t *testing.T) {
 			}
 			t.Errorf("want problem at %s mentioning %q, got %v", tc.path, tc.msg, ps)
 		})
+	}
+}
+
+func TestPortRules(t *testing.T) {
+	rules, err := ParsePortRules([]string{"tcp/102", "udp/161", "tcp/8000-8100", "icmp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		proto uint8
+		port  uint16
+		want  bool
+	}{
+		{ProtoTCP, 102, true}, {ProtoTCP, 103, false}, {ProtoUDP, 102, false}, {ProtoUDP, 161, true},
+		{ProtoTCP, 8000, true}, {ProtoTCP, 8100, true}, {ProtoTCP, 8101, false}, {ProtoTCP, 7999, false},
+		{ProtoICMP, 0, true}, {47, 0, false},
+	} {
+		if got := PortsAllow(rules, tc.proto, tc.port); got != tc.want {
+			t.Errorf("PortsAllow(%d, %d) = %v, want %v", tc.proto, tc.port, got, tc.want)
+		}
+	}
+	if !PortsAllow(nil, ProtoUDP, 9) {
+		t.Error("no rules must allow everything")
+	}
+	if PortsAllow([]PortRule{{Proto: ProtoTCP, Lo: 1, Hi: 65535}}, ProtoICMP, 0) {
+		t.Error("a TCP rule must not allow ICMP")
+	}
+	good := RemoteAccess{ConnectionTypes: []string{"ssc"}, MachineSubnets: []string{"10.0.0.0/16"}, SSCPorts: []string{"tcp/1-65535", "icmp"}}
+	if ps := good.Validate(); len(ps) != 0 {
+		t.Fatalf("good SSC template: %v", ps)
 	}
 }
 

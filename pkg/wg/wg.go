@@ -18,7 +18,8 @@ import (
 	"golang.org/x/crypto/curve25519"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
-	"golang.zx2c4.com/wireguard/tun/netstack"
+	"golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // MTU of the tunnel interfaces: 1420 leaves room for WireGuard's overhead
@@ -101,7 +102,7 @@ func KeyFromBytes(b []byte) (Key, error) {
 // stack.
 type Interface struct {
 	dev  *device.Device
-	net  *netstack.Net
+	st   *stackTUN
 	addr netip.Addr
 }
 
@@ -111,6 +112,13 @@ type Config struct {
 	Address    netip.Addr // the interface's address inside the tunnel
 	ListenPort int        // UDP; 0 picks a free port
 	Logger     *slog.Logger
+	// Wrap, if set, wraps the TUN device between WireGuard and the stack
+	// (the hub's SSC forwarding sees every packet there).
+	Wrap func(tun.Device) tun.Device
+	// OnSpoofedSource, if set, is called for each decrypted packet
+	// WireGuard dropped because its source address is not in the sending
+	// peer's AllowedIPs (cryptokey routing).
+	OnSpoofedSource func()
 }
 
 // New creates and brings up an interface.
@@ -118,17 +126,29 @@ func New(cfg Config) (*Interface, error) {
 	if !cfg.Address.IsValid() {
 		return nil, fmt.Errorf("wg: the interface needs an address")
 	}
-	tdev, tnet, err := netstack.CreateNetTUN([]netip.Addr{cfg.Address}, nil, MTU)
+	st, err := newStackTUN(cfg.Address, MTU)
 	if err != nil {
-		return nil, fmt.Errorf("wg: create netstack: %w", err)
+		return nil, err
+	}
+	var tdev tun.Device = st
+	if cfg.Wrap != nil {
+		tdev = cfg.Wrap(st)
 	}
 	lg := cfg.Logger
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
 	logger := &device.Logger{
-		Verbosef: func(f string, a ...any) { lg.Debug("wireguard: " + fmt.Sprintf(f, a...)) },
-		Errorf:   func(f string, a ...any) { lg.Warn("wireguard: " + fmt.Sprintf(f, a...)) },
+		Verbosef: func(f string, a ...any) {
+			if cfg.OnSpoofedSource != nil && strings.HasPrefix(f, "IPv4 packet with disallowed source address") {
+				cfg.OnSpoofedSource()
+				return
+			}
+			if lg.Enabled(context.Background(), slog.LevelDebug) {
+				lg.Debug("wireguard: " + fmt.Sprintf(f, a...))
+			}
+		},
+		Errorf: func(f string, a ...any) { lg.Warn("wireguard: " + fmt.Sprintf(f, a...)) },
 	}
 	dev := device.NewDevice(tdev, conn.NewDefaultBind(), logger)
 	if err := dev.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=%d\n", cfg.PrivateKey.Hex(), cfg.ListenPort)); err != nil {
@@ -139,7 +159,7 @@ func New(cfg Config) (*Interface, error) {
 		dev.Close()
 		return nil, fmt.Errorf("wg: up: %w (is UDP port %d free?)", err, cfg.ListenPort)
 	}
-	return &Interface{dev: dev, net: tnet, addr: cfg.Address}, nil
+	return &Interface{dev: dev, st: st, addr: cfg.Address}, nil
 }
 
 // Peer is a WireGuard peer.
@@ -251,17 +271,37 @@ func (i *Interface) Address() netip.Addr { return i.addr }
 
 // DialTCP connects through the tunnel.
 func (i *Interface) DialTCP(ctx context.Context, to netip.AddrPort) (net.Conn, error) {
-	return i.net.DialContextTCPAddrPort(ctx, to)
+	return i.st.dialTCP(ctx, to)
 }
 
 // ListenTCP listens on the interface's address.
 func (i *Interface) ListenTCP(port int) (net.Listener, error) {
-	return i.net.ListenTCPAddrPort(netip.AddrPortFrom(i.addr, uint16(port)))
+	return i.st.listenTCP(netip.AddrPortFrom(i.addr, uint16(port)))
 }
 
-// Net is the interface's TCP/IP stack, for UDP and ping (SSC).
-func (i *Interface) Net() *netstack.Net { return i.net }
+// DialUDP opens a UDP socket from the interface's address (port 0: any)
+// connected to to.
+func (i *Interface) DialUDP(to netip.AddrPort) (net.Conn, error) {
+	return i.st.dialUDP(netip.AddrPortFrom(i.addr, 0), to)
+}
+
+// WritePacket sends a raw IPv4 packet through the tunnel as if the
+// interface's stack had sent it (the agent's ICMP echo replies from
+// addresses it routes).
+func (i *Interface) WritePacket(p []byte) error {
+	if len(p) < 20 || p[0]>>4 != 4 || len(p) > MTU {
+		return fmt.Errorf("wg: not an IPv4 packet of at most %d bytes", MTU)
+	}
+	return i.st.writeOut(p)
+}
+
+// Stack is the interface's gVisor TCP/IP stack (one NIC, ID NIC), for
+// callers that attach forwarders (the agent's SSC subnet router).
+func (i *Interface) Stack() *stack.Stack { return i.st.stack }
 
 // Close tears the interface down: its UDP socket closes and every
 // connection through it fails.
-func (i *Interface) Close() { i.dev.Close() }
+func (i *Interface) Close() {
+	i.dev.Close() // closes the TUN device, and with it the stack
+	i.st.Close()
+}

@@ -166,7 +166,12 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_agent_tunnels", Help: "Remote-access tunnels up (one per active grant)."}, func() float64 { return float64(len(tunnels.Active())) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_tunnel_connections_total", Help: "Connections forwarded to machine-network targets."}, func() float64 { return float64(tunnels.Stats.ConnsOpened.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_tunnel_refused_total", Help: "Tunnel connection requests refused (target not allowed, no consent, unreachable)."}, func() float64 { return float64(tunnels.Stats.ConnsRefused.Load()) }))
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_tunnel_refused_total", Help: "Tunnel connection requests refused (target not allowed, no consent, unreachable)."}, func() float64 { return float64(tunnels.Stats.ConnsRefused.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_ssc_flows_total", Help: "Secure Service Connect flows (TCP, UDP, ICMP echo) routed to the machine network."}, func() float64 { return float64(tunnels.Stats.FlowsOpened.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_ssc_flows_refused_total", Help: "Secure Service Connect flows refused (outside the grant's subnets or ports, no consent, unreachable)."}, func() float64 { return float64(tunnels.Stats.FlowsRefused.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_tunnel_bytes_total", Help: "Bytes forwarded between tunnels and the machine network (both directions, data link, VNC and SSC)."}, func() float64 {
+			return float64(tunnels.Stats.BytesToTarget.Load() + tunnels.Stats.BytesFromTarget.Load())
+		}))
 	handler := control.New(verifier, control.Actions{
 		TunnelUp:   tunnels.Up,
 		TunnelDown: tunnels.Down,

@@ -153,10 +153,10 @@ func TestDevServerLoginAndListUsers(t *testing.T) {
 	}
 	conf := sscOut.String()
 	if !strings.HasPrefix(conf, "# Gantry Secure Service Connect") || !strings.Contains(conf, "[Interface]\nPrivateKey = ") ||
-		!strings.Contains(conf, "AllowedIPs = 192.168.10.0/24\n") || !strings.Contains(conf, "PersistentKeepalive = 25") || strings.Contains(conf, "chmod") {
+		!strings.Contains(conf, "AllowedIPs = 100.64.") || !strings.Contains(conf, "# machine network 192.168.10.0/24 is reached as 100.64.") || !strings.Contains(conf, "PersistentKeepalive = 25") || strings.Contains(conf, "chmod") {
 		t.Errorf("ssc stdout is not just the config:\n%s", conf)
 	}
-	if !strings.Contains(sscErr.String(), "chmod 600") || !strings.Contains(sscErr.String(), "192.168.10.0/24") {
+	if !strings.Contains(sscErr.String(), "chmod 600") || !strings.Contains(sscErr.String(), "(machine network 192.168.10.0/24, same host numbers)") {
 		t.Errorf("ssc hints on stderr: %s", sscErr.String())
 	}
 	if out, err := ctl("", "ssc", caseID, "--public-key", "not-a-key"); err == nil || !strings.Contains(out, "InvalidArgument") || !strings.Contains(out, "base64") {

@@ -184,8 +184,15 @@ func cmdSSC(ctx context.Context, e *env, args []string) error {
 	if _, err := io.WriteString(e.stdout, r.Config); err != nil {
 		return err
 	}
+	routes := make([]string, len(r.AllowedIps))
+	for i, a := range r.AllowedIps {
+		routes[i] = a
+		if i < len(r.MachineSubnets) {
+			routes[i] = fmt.Sprintf("%s (machine network %s, same host numbers)", a, r.MachineSubnets[i])
+		}
+	}
 	fmt.Fprintf(e.stderr, "SSC config for case %s: address %s, routes %s via %s; valid until the grant ends (%s).\n",
-		id, r.Address, strings.Join(r.AllowedIps, ", "), r.HubEndpoint, r.GrantExpiresAt.AsTime().Local().Format(time.DateTime))
+		id, r.Address, strings.Join(routes, ", "), r.HubEndpoint, r.GrantExpiresAt.AsTime().Local().Format(time.DateTime))
 	if r.PrivateKeyIncluded {
 		fmt.Fprintln(e.stderr, "The config contains a private key: keep the file private (chmod 600). Bring it up with 'wg-quick up ./gantry.conf' or import it into the WireGuard app.")
 	} else {

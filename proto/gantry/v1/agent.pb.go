@@ -336,7 +336,18 @@ type TunnelUp struct {
 	Targets []string `protobuf:"bytes,8,rep,name=targets,proto3" json:"targets,omitempty"`
 	// The agent tears the tunnel down at this instant even if it never
 	// receives TunnelDown.
-	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// Secure Service Connect (issue 9), empty unless the grant allows SSC:
+	// the template's machine subnets, each mapped 1:1 onto a distinct
+	// virtual subnet engineers address (so two machines on the same LAN
+	// range do not collide); the agent translates a virtual destination back
+	// to the machine subnet before dialing.
+	SscSubnets []*SSCSubnet `protobuf:"bytes,10,rep,name=ssc_subnets,json=sscSubnets,proto3" json:"ssc_subnets,omitempty"`
+	// The engineers' address pool (CIDR) SSC packets come from.
+	SscClients string `protobuf:"bytes,11,opt,name=ssc_clients,json=sscClients,proto3" json:"ssc_clients,omitempty"`
+	// Allowed protocol/ports as in the template (tcp/102, udp/161,
+	// tcp/8000-8100, icmp); empty: all.
+	SscPorts      []string `protobuf:"bytes,12,rep,name=ssc_ports,json=sscPorts,proto3" json:"ssc_ports,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -434,6 +445,80 @@ func (x *TunnelUp) GetExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *TunnelUp) GetSscSubnets() []*SSCSubnet {
+	if x != nil {
+		return x.SscSubnets
+	}
+	return nil
+}
+
+func (x *TunnelUp) GetSscClients() string {
+	if x != nil {
+		return x.SscClients
+	}
+	return ""
+}
+
+func (x *TunnelUp) GetSscPorts() []string {
+	if x != nil {
+		return x.SscPorts
+	}
+	return nil
+}
+
+// SSCSubnet maps a machine subnet onto a virtual subnet of the same size.
+type SSCSubnet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Machine       string                 `protobuf:"bytes,1,opt,name=machine,proto3" json:"machine,omitempty"` // CIDR on the machine network
+	Virtual       string                 `protobuf:"bytes,2,opt,name=virtual,proto3" json:"virtual,omitempty"` // CIDR engineers address
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SSCSubnet) Reset() {
+	*x = SSCSubnet{}
+	mi := &file_gantry_v1_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SSCSubnet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SSCSubnet) ProtoMessage() {}
+
+func (x *SSCSubnet) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SSCSubnet.ProtoReflect.Descriptor instead.
+func (*SSCSubnet) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SSCSubnet) GetMachine() string {
+	if x != nil {
+		return x.Machine
+	}
+	return ""
+}
+
+func (x *SSCSubnet) GetVirtual() string {
+	if x != nil {
+		return x.Virtual
+	}
+	return ""
+}
+
 // TunnelDown ends a grant's tunnel and every connection through it.
 type TunnelDown struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -444,7 +529,7 @@ type TunnelDown struct {
 
 func (x *TunnelDown) Reset() {
 	*x = TunnelDown{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[5]
+	mi := &file_gantry_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -456,7 +541,7 @@ func (x *TunnelDown) String() string {
 func (*TunnelDown) ProtoMessage() {}
 
 func (x *TunnelDown) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[5]
+	mi := &file_gantry_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -469,7 +554,7 @@ func (x *TunnelDown) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TunnelDown.ProtoReflect.Descriptor instead.
 func (*TunnelDown) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TunnelDown) GetGrantId() string {
@@ -492,7 +577,7 @@ type SignedCommand struct {
 
 func (x *SignedCommand) Reset() {
 	*x = SignedCommand{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[6]
+	mi := &file_gantry_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +589,7 @@ func (x *SignedCommand) String() string {
 func (*SignedCommand) ProtoMessage() {}
 
 func (x *SignedCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[6]
+	mi := &file_gantry_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +602,7 @@ func (x *SignedCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedCommand.ProtoReflect.Descriptor instead.
 func (*SignedCommand) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SignedCommand) GetCommand() []byte {
@@ -550,7 +635,7 @@ type CommandAck struct {
 
 func (x *CommandAck) Reset() {
 	*x = CommandAck{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[7]
+	mi := &file_gantry_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +647,7 @@ func (x *CommandAck) String() string {
 func (*CommandAck) ProtoMessage() {}
 
 func (x *CommandAck) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[7]
+	mi := &file_gantry_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +660,7 @@ func (x *CommandAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandAck.ProtoReflect.Descriptor instead.
 func (*CommandAck) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CommandAck) GetNonce() string {
@@ -633,7 +718,7 @@ type Browse struct {
 
 func (x *Browse) Reset() {
 	*x = Browse{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[8]
+	mi := &file_gantry_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +730,7 @@ func (x *Browse) String() string {
 func (*Browse) ProtoMessage() {}
 
 func (x *Browse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[8]
+	mi := &file_gantry_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +743,7 @@ func (x *Browse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Browse.ProtoReflect.Descriptor instead.
 func (*Browse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Browse) GetEndpointUrl() string {
@@ -700,7 +785,7 @@ type BrowseResult struct {
 
 func (x *BrowseResult) Reset() {
 	*x = BrowseResult{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[9]
+	mi := &file_gantry_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -712,7 +797,7 @@ func (x *BrowseResult) String() string {
 func (*BrowseResult) ProtoMessage() {}
 
 func (x *BrowseResult) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[9]
+	mi := &file_gantry_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -725,7 +810,7 @@ func (x *BrowseResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BrowseResult.ProtoReflect.Descriptor instead.
 func (*BrowseResult) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BrowseResult) GetNodes() []*BrowsedNode {
@@ -758,7 +843,7 @@ type BrowsedNode struct {
 
 func (x *BrowsedNode) Reset() {
 	*x = BrowsedNode{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[10]
+	mi := &file_gantry_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -770,7 +855,7 @@ func (x *BrowsedNode) String() string {
 func (*BrowsedNode) ProtoMessage() {}
 
 func (x *BrowsedNode) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[10]
+	mi := &file_gantry_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -783,7 +868,7 @@ func (x *BrowsedNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BrowsedNode.ProtoReflect.Descriptor instead.
 func (*BrowsedNode) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *BrowsedNode) GetNodeId() string {
@@ -842,7 +927,7 @@ type TelemetryBatch struct {
 
 func (x *TelemetryBatch) Reset() {
 	*x = TelemetryBatch{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[11]
+	mi := &file_gantry_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +939,7 @@ func (x *TelemetryBatch) String() string {
 func (*TelemetryBatch) ProtoMessage() {}
 
 func (x *TelemetryBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[11]
+	mi := &file_gantry_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +952,7 @@ func (x *TelemetryBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TelemetryBatch.ProtoReflect.Descriptor instead.
 func (*TelemetryBatch) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TelemetryBatch) GetSeq() uint64 {
@@ -899,7 +984,7 @@ type Sample struct {
 
 func (x *Sample) Reset() {
 	*x = Sample{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[12]
+	mi := &file_gantry_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -911,7 +996,7 @@ func (x *Sample) String() string {
 func (*Sample) ProtoMessage() {}
 
 func (x *Sample) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[12]
+	mi := &file_gantry_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -924,7 +1009,7 @@ func (x *Sample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sample.ProtoReflect.Descriptor instead.
 func (*Sample) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Sample) GetPoint() string {
@@ -968,7 +1053,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[13]
+	mi := &file_gantry_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1065,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[13]
+	mi := &file_gantry_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1078,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *EventBatch) GetSeq() uint64 {
@@ -1032,7 +1117,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[14]
+	mi := &file_gantry_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1044,7 +1129,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[14]
+	mi := &file_gantry_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1057,7 +1142,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Event) GetPoint() string {
@@ -1125,7 +1210,7 @@ type QueuedRecord struct {
 
 func (x *QueuedRecord) Reset() {
 	*x = QueuedRecord{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[15]
+	mi := &file_gantry_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1137,7 +1222,7 @@ func (x *QueuedRecord) String() string {
 func (*QueuedRecord) ProtoMessage() {}
 
 func (x *QueuedRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[15]
+	mi := &file_gantry_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1150,7 +1235,7 @@ func (x *QueuedRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueuedRecord.ProtoReflect.Descriptor instead.
 func (*QueuedRecord) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *QueuedRecord) GetSamples() []*Sample {
@@ -1189,7 +1274,7 @@ const file_gantry_v1_agent_proto_rawDesc = "" +
 	"\x04body\"\x06\n" +
 	"\x04Ping\"\x0e\n" +
 	"\fReloadConfig\"\x12\n" +
-	"\x10RestartCollector\"\xc4\x02\n" +
+	"\x10RestartCollector\"\xb9\x03\n" +
 	"\bTunnelUp\x12\x19\n" +
 	"\bgrant_id\x18\x01 \x01(\tR\agrantId\x12\x1f\n" +
 	"\vprivate_key\x18\x02 \x01(\fR\n" +
@@ -1202,7 +1287,16 @@ const file_gantry_v1_agent_proto_rawDesc = "" +
 	"hubAddress\x12\x18\n" +
 	"\atargets\x18\b \x03(\tR\atargets\x129\n" +
 	"\n" +
-	"expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"'\n" +
+	"expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x125\n" +
+	"\vssc_subnets\x18\n" +
+	" \x03(\v2\x14.gantry.v1.SSCSubnetR\n" +
+	"sscSubnets\x12\x1f\n" +
+	"\vssc_clients\x18\v \x01(\tR\n" +
+	"sscClients\x12\x1b\n" +
+	"\tssc_ports\x18\f \x03(\tR\bsscPorts\"?\n" +
+	"\tSSCSubnet\x12\x18\n" +
+	"\amachine\x18\x01 \x01(\tR\amachine\x12\x18\n" +
+	"\avirtual\x18\x02 \x01(\tR\avirtual\"'\n" +
 	"\n" +
 	"TunnelDown\x12\x19\n" +
 	"\bgrant_id\x18\x01 \x01(\tR\agrantId\"G\n" +
@@ -1270,50 +1364,52 @@ func file_gantry_v1_agent_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_agent_proto_rawDescData
 }
 
-var file_gantry_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_gantry_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_gantry_v1_agent_proto_goTypes = []any{
 	(*Command)(nil),               // 0: gantry.v1.Command
 	(*Ping)(nil),                  // 1: gantry.v1.Ping
 	(*ReloadConfig)(nil),          // 2: gantry.v1.ReloadConfig
 	(*RestartCollector)(nil),      // 3: gantry.v1.RestartCollector
 	(*TunnelUp)(nil),              // 4: gantry.v1.TunnelUp
-	(*TunnelDown)(nil),            // 5: gantry.v1.TunnelDown
-	(*SignedCommand)(nil),         // 6: gantry.v1.SignedCommand
-	(*CommandAck)(nil),            // 7: gantry.v1.CommandAck
-	(*Browse)(nil),                // 8: gantry.v1.Browse
-	(*BrowseResult)(nil),          // 9: gantry.v1.BrowseResult
-	(*BrowsedNode)(nil),           // 10: gantry.v1.BrowsedNode
-	(*TelemetryBatch)(nil),        // 11: gantry.v1.TelemetryBatch
-	(*Sample)(nil),                // 12: gantry.v1.Sample
-	(*EventBatch)(nil),            // 13: gantry.v1.EventBatch
-	(*Event)(nil),                 // 14: gantry.v1.Event
-	(*QueuedRecord)(nil),          // 15: gantry.v1.QueuedRecord
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*SSCSubnet)(nil),             // 5: gantry.v1.SSCSubnet
+	(*TunnelDown)(nil),            // 6: gantry.v1.TunnelDown
+	(*SignedCommand)(nil),         // 7: gantry.v1.SignedCommand
+	(*CommandAck)(nil),            // 8: gantry.v1.CommandAck
+	(*Browse)(nil),                // 9: gantry.v1.Browse
+	(*BrowseResult)(nil),          // 10: gantry.v1.BrowseResult
+	(*BrowsedNode)(nil),           // 11: gantry.v1.BrowsedNode
+	(*TelemetryBatch)(nil),        // 12: gantry.v1.TelemetryBatch
+	(*Sample)(nil),                // 13: gantry.v1.Sample
+	(*EventBatch)(nil),            // 14: gantry.v1.EventBatch
+	(*Event)(nil),                 // 15: gantry.v1.Event
+	(*QueuedRecord)(nil),          // 16: gantry.v1.QueuedRecord
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
 }
 var file_gantry_v1_agent_proto_depIdxs = []int32{
-	16, // 0: gantry.v1.Command.issued_at:type_name -> google.protobuf.Timestamp
-	16, // 1: gantry.v1.Command.expires_at:type_name -> google.protobuf.Timestamp
+	17, // 0: gantry.v1.Command.issued_at:type_name -> google.protobuf.Timestamp
+	17, // 1: gantry.v1.Command.expires_at:type_name -> google.protobuf.Timestamp
 	1,  // 2: gantry.v1.Command.ping:type_name -> gantry.v1.Ping
 	2,  // 3: gantry.v1.Command.reload_config:type_name -> gantry.v1.ReloadConfig
 	3,  // 4: gantry.v1.Command.restart_collector:type_name -> gantry.v1.RestartCollector
 	4,  // 5: gantry.v1.Command.tunnel_up:type_name -> gantry.v1.TunnelUp
-	5,  // 6: gantry.v1.Command.tunnel_down:type_name -> gantry.v1.TunnelDown
-	8,  // 7: gantry.v1.Command.browse:type_name -> gantry.v1.Browse
-	16, // 8: gantry.v1.TunnelUp.expires_at:type_name -> google.protobuf.Timestamp
-	16, // 9: gantry.v1.CommandAck.at:type_name -> google.protobuf.Timestamp
-	9,  // 10: gantry.v1.CommandAck.browse:type_name -> gantry.v1.BrowseResult
-	10, // 11: gantry.v1.BrowseResult.nodes:type_name -> gantry.v1.BrowsedNode
-	12, // 12: gantry.v1.TelemetryBatch.samples:type_name -> gantry.v1.Sample
-	16, // 13: gantry.v1.Sample.at:type_name -> google.protobuf.Timestamp
-	14, // 14: gantry.v1.EventBatch.events:type_name -> gantry.v1.Event
-	16, // 15: gantry.v1.Event.at:type_name -> google.protobuf.Timestamp
-	12, // 16: gantry.v1.QueuedRecord.samples:type_name -> gantry.v1.Sample
-	14, // 17: gantry.v1.QueuedRecord.events:type_name -> gantry.v1.Event
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	6,  // 6: gantry.v1.Command.tunnel_down:type_name -> gantry.v1.TunnelDown
+	9,  // 7: gantry.v1.Command.browse:type_name -> gantry.v1.Browse
+	17, // 8: gantry.v1.TunnelUp.expires_at:type_name -> google.protobuf.Timestamp
+	5,  // 9: gantry.v1.TunnelUp.ssc_subnets:type_name -> gantry.v1.SSCSubnet
+	17, // 10: gantry.v1.CommandAck.at:type_name -> google.protobuf.Timestamp
+	10, // 11: gantry.v1.CommandAck.browse:type_name -> gantry.v1.BrowseResult
+	11, // 12: gantry.v1.BrowseResult.nodes:type_name -> gantry.v1.BrowsedNode
+	13, // 13: gantry.v1.TelemetryBatch.samples:type_name -> gantry.v1.Sample
+	17, // 14: gantry.v1.Sample.at:type_name -> google.protobuf.Timestamp
+	15, // 15: gantry.v1.EventBatch.events:type_name -> gantry.v1.Event
+	17, // 16: gantry.v1.Event.at:type_name -> google.protobuf.Timestamp
+	13, // 17: gantry.v1.QueuedRecord.samples:type_name -> gantry.v1.Sample
+	15, // 18: gantry.v1.QueuedRecord.events:type_name -> gantry.v1.Event
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_agent_proto_init() }
@@ -1335,7 +1431,7 @@ func file_gantry_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_agent_proto_rawDesc), len(file_gantry_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

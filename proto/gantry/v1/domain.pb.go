@@ -2115,8 +2115,11 @@ type RemoteAccessTemplate struct {
 	DataLinkTargets []string `protobuf:"bytes,3,rep,name=data_link_targets,json=dataLinkTargets,proto3" json:"data_link_targets,omitempty"`
 	// Machine subnets reachable with SSC, CIDR.
 	MachineSubnets []string `protobuf:"bytes,4,rep,name=machine_subnets,json=machineSubnets,proto3" json:"machine_subnets,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// SSC protocol/port filter: "tcp/102", "udp/161", "tcp/8000-8100",
+	// "icmp". Empty: every protocol and port in the machine subnets.
+	SscPorts      []string `protobuf:"bytes,5,rep,name=ssc_ports,json=sscPorts,proto3" json:"ssc_ports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RemoteAccessTemplate) Reset() {
@@ -2173,6 +2176,13 @@ func (x *RemoteAccessTemplate) GetDataLinkTargets() []string {
 func (x *RemoteAccessTemplate) GetMachineSubnets() []string {
 	if x != nil {
 		return x.MachineSubnets
+	}
+	return nil
+}
+
+func (x *RemoteAccessTemplate) GetSscPorts() []string {
+	if x != nil {
+		return x.SscPorts
 	}
 	return nil
 }
@@ -4568,13 +4578,14 @@ const file_gantry_v1_domain_proto_rawDesc = "" +
 	"\x13ProposeAssetRequest\x12.\n" +
 	"\x13customer_machine_id\x18\x01 \x01(\tR\x11customerMachineId\"L\n" +
 	"\x14ProposeAssetResponse\x124\n" +
-	"\bproposal\x18\x01 \x01(\v2\x18.gantry.v1.AssetProposalR\bproposal\"\xb7\x01\n" +
+	"\bproposal\x18\x01 \x01(\v2\x18.gantry.v1.AssetProposalR\bproposal\"\xd4\x01\n" +
 	"\x14RemoteAccessTemplate\x12)\n" +
 	"\x10connection_types\x18\x01 \x03(\tR\x0fconnectionTypes\x12\x1f\n" +
 	"\vvnc_targets\x18\x02 \x03(\tR\n" +
 	"vncTargets\x12*\n" +
 	"\x11data_link_targets\x18\x03 \x03(\tR\x0fdataLinkTargets\x12'\n" +
-	"\x0fmachine_subnets\x18\x04 \x03(\tR\x0emachineSubnets\"\x98\x04\n" +
+	"\x0fmachine_subnets\x18\x04 \x03(\tR\x0emachineSubnets\x12\x1b\n" +
+	"\tssc_ports\x18\x05 \x03(\tR\bsscPorts\"\x98\x04\n" +
 	"\tDataPoint\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +

@@ -964,10 +964,13 @@ type GetSSCConfigResponse struct {
 	// True when config contains a generated private key.
 	PrivateKeyIncluded bool   `protobuf:"varint,4,opt,name=private_key_included,json=privateKeyIncluded,proto3" json:"private_key_included,omitempty"`
 	HubEndpoint        string `protobuf:"bytes,5,opt,name=hub_endpoint,json=hubEndpoint,proto3" json:"hub_endpoint,omitempty"`
-	// The machine subnets the config routes through the tunnel.
+	// The virtual subnets the config routes through the tunnel, one per
+	// machine subnet (same size and host numbers; see machine_subnets).
 	AllowedIps     []string               `protobuf:"bytes,6,rep,name=allowed_ips,json=allowedIps,proto3" json:"allowed_ips,omitempty"`
 	GrantId        string                 `protobuf:"bytes,7,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
 	GrantExpiresAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=grant_expires_at,json=grantExpiresAt,proto3" json:"grant_expires_at,omitempty"`
+	// The template's machine subnets, in the order of allowed_ips.
+	MachineSubnets []string `protobuf:"bytes,9,rep,name=machine_subnets,json=machineSubnets,proto3" json:"machine_subnets,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -1058,6 +1061,13 @@ func (x *GetSSCConfigResponse) GetGrantExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *GetSSCConfigResponse) GetMachineSubnets() []string {
+	if x != nil {
+		return x.MachineSubnets
+	}
+	return nil
+}
+
 var File_gantry_v1_remote_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_remote_proto_rawDesc = "" +
@@ -1131,7 +1141,7 @@ const file_gantry_v1_remote_proto_rawDesc = "" +
 	"\x13GetSSCConfigRequest\x12\x17\n" +
 	"\acase_id\x18\x01 \x01(\tR\x06caseId\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x02 \x01(\tR\tpublicKey\"\xbe\x02\n" +
+	"public_key\x18\x02 \x01(\tR\tpublicKey\"\xe7\x02\n" +
 	"\x14GetSSCConfigResponse\x12\x16\n" +
 	"\x06config\x18\x01 \x01(\tR\x06config\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1d\n" +
@@ -1142,7 +1152,8 @@ const file_gantry_v1_remote_proto_rawDesc = "" +
 	"\vallowed_ips\x18\x06 \x03(\tR\n" +
 	"allowedIps\x12\x19\n" +
 	"\bgrant_id\x18\a \x01(\tR\agrantId\x12D\n" +
-	"\x10grant_expires_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0egrantExpiresAt2\xb2\x05\n" +
+	"\x10grant_expires_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0egrantExpiresAt\x12'\n" +
+	"\x0fmachine_subnets\x18\t \x03(\tR\x0emachineSubnets2\xb2\x05\n" +
 	"\x13RemoteAccessService\x12g\n" +
 	"\x14ActivateRemoteAccess\x12&.gantry.v1.ActivateRemoteAccessRequest\x1a'.gantry.v1.ActivateRemoteAccessResponse\x12m\n" +
 	"\x16DeactivateRemoteAccess\x12(.gantry.v1.DeactivateRemoteAccessRequest\x1a).gantry.v1.DeactivateRemoteAccessResponse\x12X\n" +
