@@ -89,14 +89,21 @@ type pointField struct {
 	Options                       []string
 }
 
+// pointRow is one data point of the form.
+type pointRow struct {
+	Num    int // 1-based, for people
+	Fields []pointField
+}
+
 // Rows returns the data-point rows as fields with their problems.
-func (f *modelForm) Rows() [][]pointField {
-	out := make([][]pointField, len(f.Points))
+func (f *modelForm) Rows() []pointRow {
+	out := make([]pointRow, len(f.Points))
 	for i, p := range f.Points {
+		out[i].Num = i + 1
 		for _, c := range pointCols {
-			name := pointField{Name: pointName(i, c.Key), Label: c.Label, Kind: c.Kind, Value: p[c.Key], Options: c.Options}
-			name.Err = f.Errors[name.Name]
-			out[i] = append(out[i], name)
+			pf := pointField{Name: pointName(i, c.Key), Label: c.Label, Kind: c.Kind, Value: p[c.Key], Options: c.Options}
+			pf.Err = f.Errors[pf.Name]
+			out[i].Fields = append(out[i].Fields, pf)
 		}
 	}
 	return out

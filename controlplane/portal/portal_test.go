@@ -170,22 +170,36 @@ func TestBrowser(t *testing.T) {
 	if _, err := os.Stat("static/vendor/novnc/core/rfb.js"); err != nil {
 		t.Skip("noVNC not copied into the portal assets (make web)")
 	}
-	srv := servertest.Start(t, storetest.SQLite(t))
-	tokenFile := filepath.Join(t.TempDir(), "demo-agent.token")
-	if err := server.SeedDemo(context.Background(), srv.Identity, srv.Store, tokenFile); err != nil {
-		t.Fatal(err)
-	}
-	pixels := startDemoAgent(t, srv.URL, tokenFile)
 	shots := filepath.Join(root, "test-artifacts", "screenshots")
 	if err := os.MkdirAll(shots, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("node", "browser/portal.spec.mjs")
-	cmd.Env = append(os.Environ(), "BASE_URL="+srv.URL, "CHROMIUM="+chromium, "SHOTS="+shots, "PASSWORD="+server.DemoPassword, "RFB_PIXELS="+pixels)
+	t.Run("portal", func(t *testing.T) {
+		srv := servertest.Start(t, storetest.SQLite(t))
+		tokenFile := filepath.Join(t.TempDir(), "demo-agent.token")
+		if err := server.SeedDemo(context.Background(), srv.Identity, srv.Store, tokenFile); err != nil {
+			t.Fatal(err)
+		}
+		pixels := startDemoAgent(t, srv.URL, tokenFile)
+		runSpec(t, "browser/portal.spec.mjs", "BASE_URL="+srv.URL, "CHROMIUM="+chromium, "SHOTS="+shots, "PASSWORD="+server.DemoPassword, "RFB_PIXELS="+pixels)
+	})
+	// Machine models, customers and SSC (no agent needed: configs are
+	// issued by the hub for an active grant).
+	t.Run("models", func(t *testing.T) {
+		srv := demo(t)
+		runSpec(t, "browser/models.spec.mjs", "BASE_URL="+srv.URL, "CHROMIUM="+chromium, "SHOTS="+shots, "PASSWORD="+server.DemoPassword, "HUB_ENDPOINT="+srv.Hub.Endpoint())
+	})
+}
+
+// runSpec runs one playwright-core spec with node and env added.
+func runSpec(t *testing.T, spec string, env ...string) {
+	t.Helper()
+	cmd := exec.Command("node", spec)
+	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
 	t.Logf("%s", out)
 	if err != nil {
-		t.Fatalf("browser test failed: %v", err)
+		t.Fatalf("browser test %s failed: %v", spec, err)
 	}
 }
 
