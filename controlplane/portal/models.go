@@ -32,6 +32,7 @@ const (
 	fVNC       = "remote_access.vnc_targets"
 	fDataLink  = "remote_access.data_link_targets"
 	fSubnets   = "remote_access.machine_subnets"
+	fSSCPorts  = "remote_access.ssc_ports"
 	fEndpoint  = "opcua.endpoint_url"
 	fSecurity  = "opcua.security_mode"
 	fPoints    = "opcua.data_points"
@@ -68,6 +69,7 @@ type modelForm struct {
 	VNCTargets     string // one host:port per line
 	DataLinks      string
 	Subnets        string // one CIDR per line
+	SSCPorts       string // one port rule per line (tcp/102, udp/161, icmp)
 	Endpoint       string
 	Security       string
 	Points         []map[string]string // column key → raw value
@@ -123,7 +125,7 @@ func fmtFloat(p *float64) string {
 // formFromModel fills the form from a stored model.
 func formFromModel(m fleet.Model) *modelForm {
 	f := &modelForm{ID: m.ID, Name: m.Name, ConnTypes: m.RemoteAccess.ConnectionTypes, VNCTargets: lines(m.RemoteAccess.VNCTargets),
-		DataLinks: lines(m.RemoteAccess.DataLinkTargets), Subnets: lines(m.RemoteAccess.MachineSubnets),
+		DataLinks: lines(m.RemoteAccess.DataLinkTargets), Subnets: lines(m.RemoteAccess.MachineSubnets), SSCPorts: lines(m.RemoteAccess.SSCPorts),
 		Endpoint: m.OPCUA.EndpointURL, Security: m.OPCUA.SecurityMode, Errors: map[string]string{}}
 	for _, d := range m.OPCUA.DataPoints {
 		p := map[string]string{"node_id": d.NodeID, "name": d.Name, "unit": d.Unit, "deadband_type": d.DeadbandType, "role": d.Role,
@@ -158,7 +160,7 @@ func formFromRequest(r *http.Request, keepBlank bool) (*modelForm, error) {
 	}
 	pf := r.PostForm
 	f := &modelForm{Name: pf.Get(fName), ConnTypes: pf[fConnTypes], VNCTargets: pf.Get(fVNC), DataLinks: pf.Get(fDataLink),
-		Subnets: pf.Get(fSubnets), Endpoint: pf.Get(fEndpoint), Security: pf.Get(fSecurity), Errors: map[string]string{}}
+		Subnets: pf.Get(fSubnets), SSCPorts: pf.Get(fSSCPorts), Endpoint: pf.Get(fEndpoint), Security: pf.Get(fSecurity), Errors: map[string]string{}}
 	rows := map[int]map[string]string{}
 	maxRow := -1
 	for k, v := range pf {
@@ -202,6 +204,7 @@ func (f *modelForm) model() fleet.Model {
 	m.RemoteAccess.VNCTargets = splitLines(f.VNCTargets)
 	m.RemoteAccess.DataLinkTargets = splitLines(f.DataLinks)
 	m.RemoteAccess.MachineSubnets = splitLines(f.Subnets)
+	m.RemoteAccess.SSCPorts = splitLines(f.SSCPorts)
 	m.OPCUA.EndpointURL = strings.TrimSpace(f.Endpoint)
 	m.OPCUA.SecurityMode = f.Security
 	for i, p := range f.Points {

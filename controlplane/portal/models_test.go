@@ -57,6 +57,7 @@ func validModelForm(name string) url.Values {
 		"remote_access.connection_types":            {"vnc", "ssc"},
 		"remote_access.vnc_targets":                 {"10.1.0.20:5900"},
 		"remote_access.machine_subnets":             {"10.1.0.0/24"},
+		"remote_access.ssc_ports":                   {"tcp/102\r\nudp/161"},
 		"opcua.endpoint_url":                        {"opc.tcp://10.1.0.30:4840"},
 		"opcua.security_mode":                       {"None"},
 		"opcua.data_points[0].node_id":              {"ns=2;s=Press.Force"},
@@ -266,7 +267,7 @@ func TestModelForm(t *testing.T) {
 			if m.Name != "Press P-200" || len(dp) != 1 || dp[0].NodeID != "ns=2;s=Press.Force" || dp[0].SamplingIntervalMS != 250 ||
 				dp[0].DeadbandType != "absolute" || dp[0].DeadbandValue != 0.5 || dp[0].WarnAbove == nil || *dp[0].WarnAbove != 800 ||
 				dp[0].AlarmAbove == nil || *dp[0].AlarmAbove != 950 || dp[0].WarnBelow != nil ||
-				strings.Join(m.RemoteAccess.ConnectionTypes, ",") != "vnc,ssc" || strings.Join(m.RemoteAccess.MachineSubnets, ",") != "10.1.0.0/24" {
+				strings.Join(m.RemoteAccess.ConnectionTypes, ",") != "vnc,ssc" || strings.Join(m.RemoteAccess.MachineSubnets, ",") != "10.1.0.0/24" || strings.Join(m.RemoteAccess.SSCPorts, ",") != "tcp/102,udp/161" {
 				t.Errorf("stored model: %+v", m)
 			}
 		}

@@ -29,6 +29,9 @@ type RemoteAccess struct {
 	VNCTargets      []string `json:"vnc_targets,omitempty"`       // host:port
 	DataLinkTargets []string `json:"data_link_targets,omitempty"` // host:port
 	MachineSubnets  []string `json:"machine_subnets,omitempty"`   // CIDR
+	// SSCPorts limits SSC to these protocols/ports (see ParsePortRule);
+	// empty: everything in the machine subnets.
+	SSCPorts []string `json:"ssc_ports,omitempty"`
 }
 
 // DataPoint is one OPC-UA variable the agent collects.

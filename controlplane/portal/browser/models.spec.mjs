@@ -76,6 +76,7 @@ try {
   await mdm.page.check('[data-testid=conn-ssc]');
   await mdm.page.fill('textarea[name="remote_access.vnc_targets"]', '10.1.0.20:5900');
   await mdm.page.fill('textarea[name="remote_access.machine_subnets"]', '10.1.0.0/24');
+  await mdm.page.fill('textarea[name="remote_access.ssc_ports"]', 'tcp/102\nudp/161');
   await mdm.page.fill('input[name="opcua.endpoint_url"]', 'opc.tcp://10.1.0.30:4840');
   const dp = (k) => `[name="opcua.data_points[0].${k}"]`;
   await mdm.page.fill(dp('node_id'), 'Press Force');
@@ -104,6 +105,7 @@ try {
   await Promise.all([mdm.page.waitForURL(/\/models\/[0-9a-f-]{36}\?saved=1$/), mdm.page.click('[data-testid=save-model]')]);
   await mdm.page.waitForSelector('[data-testid=saved]');
   assert.equal(await mdm.page.inputValue(dp('node_id')), 'ns=2;s=Press.Force');
+  assert.equal(await mdm.page.inputValue('textarea[name="remote_access.ssc_ports"]'), 'tcp/102\nudp/161');
   assert.equal(await mdm.page.locator('[data-testid=field-error]').count(), 0);
   await mdm.page.click('[data-testid=nav-models]');
   assert.ok((await mdm.page.locator('[data-testid=model]').allInnerTexts()).join(' ').includes('Press P-200'));
