@@ -119,7 +119,7 @@ func (p *Portal) generateSSC(w http.ResponseWriter, r *http.Request, c *identity
 		p.fail(w, c, fmt.Errorf("ssc qr code: %w", err))
 		return
 	}
-	w.Header().Set("Cache-Control", "no-store") // the page carries a private key
+	w.Header().Set("Cache-Control", "no-store")      // the page carries a private key
 	w.Header().Set("Referrer-Policy", "same-origin") // no-referrer would send Origin: null on the download post
 	p.render(w, http.StatusOK, "ssc", map[string]any{"Nav": navFor(c, "cases"), "Case": v, "SSC": sscPage{
 		Config: cfg.WGQuick, QRDataURI: template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(png)), FileName: sscFileName(id),

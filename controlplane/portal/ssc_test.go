@@ -11,10 +11,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	qr "github.com/piglig/go-qr"
 
@@ -234,4 +237,35 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// TestSSCPageLoad measures the server time of generating an SSC config
+// page (hub peer, wg-quick text, QR code PNG) against the case page in the
+// same run, and the page size. Run with GANTRY_BENCH=1 (make bench).
+func TestSSCPageLoad(t *testing.T) {
+	if os.Getenv("GANTRY_BENCH") == "" {
+		t.Skip("set GANTRY_BENCH=1 to measure the SSC config page (part of make bench)")
+	}
+	srv := demo(t)
+	me := sessionBrowser(t, srv, srv.URL, "me@nordwerk.example")
+	id := internalCaseWithDevice(t, srv, me)
+	measure := func(n int, do func() (int, string)) (p50 time.Duration, size int) {
+		var lat []time.Duration
+		for range n {
+			t0 := time.Now()
+			code, body := do()
+			lat = append(lat, time.Since(t0))
+			if code != 200 {
+				t.Fatalf("status %d", code)
+			}
+			size = len(body)
+		}
+		slices.Sort(lat)
+		return lat[len(lat)/2], size
+	}
+	casePage, caseSize := measure(30, func() (int, string) { return me.get("/cases/" + id) })
+	// 8 configs: the hub's per-user limit.
+	sscPage, sscSize := measure(8, func() (int, string) { return me.post("/cases/"+id+"/ssc", nil) })
+	t.Logf("GET /cases/{id}: p50 %v, %d bytes; POST /cases/{id}/ssc (config + QR PNG): p50 %v, %d bytes; ratio %.2f",
+		casePage, caseSize, sscPage, sscSize, float64(sscPage)/float64(casePage))
 }
