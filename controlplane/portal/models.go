@@ -186,8 +186,8 @@ func formFromRequest(r *http.Request, keepBlank bool) (*modelForm, error) {
 				blank = false
 			}
 		}
-		if row == nil {
-			row = map[string]string{}
+		if row == nil { // an index nobody posted
+			continue
 		}
 		if !blank || keepBlank {
 			f.Points = append(f.Points, row)
