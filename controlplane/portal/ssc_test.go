@@ -170,6 +170,30 @@ func TestSSCConfigPage(t *testing.T) {
 		t.Errorf("provider download on an internal case: %d", code)
 	}
 
+	other := sessionBrowser(t, srv, hs.URL, "mo@sudhaus.example")
+	if code, page := other.post("/cases/"+id+"/ssc", nil); code != 404 || sscConfigRE.MatchString(page) {
+		t.Errorf("another operator tenant: %d", code)
+	}
+
+	// Shared case: the provider's technician gets configs, the operator's
+	// engineer does not (SPEC §4).
+	shared := me.caseID("Spindle vibration above limit")
+	if code, _ := me.post("/cases/"+shared+"/remote/activate", url.Values{"minutes": {"60"}}); code != 200 {
+		t.Fatalf("activate shared: %d", code)
+	}
+	if _, body := st.get("/cases/" + shared); !strings.Contains(connectItem(t, body, "ssc"), "ssc-generate") {
+		t.Errorf("provider technician has no SSC button on the shared case")
+	}
+	if code, page := st.post("/cases/"+shared+"/ssc", nil); code != 200 || !sscConfigRE.MatchString(page) {
+		t.Errorf("provider technician generate on the shared case: %d", code)
+	}
+	if item := connectItem(t, func() string { _, b := me.get("/cases/" + shared); return b }(), "ssc"); strings.Contains(item, "ssc-generate") || !strings.Contains(item, "used by the service provider") {
+		t.Errorf("operator engineer on the shared case:\n%s", item)
+	}
+	if code, _ := me.post("/cases/"+shared+"/ssc", nil); code != 403 {
+		t.Errorf("operator engineer generate on the shared case: %d", code)
+	}
+
 	// Every attempt is audited; the private key is in no log line.
 	evs, err := srv.Store.ListAudit(context.Background(), store.AuditFilter{TenantID: user(t, srv, "me@nordwerk.example").TenantID, Limit: 500})
 	if err != nil {
