@@ -19,6 +19,7 @@ import (
 	"github.com/gantry-iot/gantry/agent/tunnel"
 	"github.com/gantry-iot/gantry/pkg/command"
 	"github.com/gantry-iot/gantry/pkg/topics"
+	"google.golang.org/protobuf/proto"
 )
 
 // Agent is a running in-process agent.
@@ -74,4 +75,15 @@ func Start(t testing.TB, serverURL, token string, o Options) *Agent {
 		_ = l.Close()
 	})
 	return a
+}
+
+// Publish sends m on the device's topic of kind k over the agent's MQTT
+// link (QoS 1, as the forwarder sends queued records), e.g. a
+// TelemetryBatch or an EventBatch, and returns after the broker's PUBACK.
+func (a *Agent) Publish(ctx context.Context, k topics.Kind, m proto.Message) error {
+	payload, err := proto.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return a.link.Publish(ctx, k, payload)
 }

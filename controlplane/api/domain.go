@@ -53,6 +53,14 @@ func (s *shopfloorService) CreateFacility(ctx context.Context, req *connect.Requ
 	return connect.NewResponse(&gantryv1.CreateFacilityResponse{Facility: facilityPB(f)}), nil
 }
 
+func (s *shopfloorService) UpdateFacility(ctx context.Context, req *connect.Request[gantryv1.UpdateFacilityRequest]) (*connect.Response[gantryv1.UpdateFacilityResponse], error) {
+	f, err := s.fleet.UpdateFacility(ctx, CallerFrom(ctx), req.Msg.Id, req.Msg.Name)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&gantryv1.UpdateFacilityResponse{Facility: facilityPB(f)}), nil
+}
+
 func (s *shopfloorService) ListAssets(ctx context.Context, req *connect.Request[gantryv1.ListAssetsRequest]) (*connect.Response[gantryv1.ListAssetsResponse], error) {
 	as, err := s.fleet.ListAssets(ctx, CallerFrom(ctx), req.Msg.FacilityId)
 	if err != nil {
@@ -71,6 +79,15 @@ func (s *shopfloorService) CreateAsset(ctx context.Context, req *connect.Request
 		return nil, err
 	}
 	return connect.NewResponse(&gantryv1.CreateAssetResponse{Asset: assetPB(a)}), nil
+}
+
+func (s *shopfloorService) UpdateAsset(ctx context.Context, req *connect.Request[gantryv1.UpdateAssetRequest]) (*connect.Response[gantryv1.UpdateAssetResponse], error) {
+	m := req.Msg
+	a, err := s.fleet.UpdateAsset(ctx, CallerFrom(ctx), m.Id, m.FacilityId, m.Name, m.SerialNumber)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&gantryv1.UpdateAssetResponse{Asset: assetPB(a)}), nil
 }
 
 func (s *shopfloorService) ListAssetProposals(ctx context.Context, _ *connect.Request[gantryv1.ListAssetProposalsRequest]) (*connect.Response[gantryv1.ListAssetProposalsResponse], error) {

@@ -25,9 +25,11 @@ type Repo interface {
 	CreateFacility(ctx context.Context, f store.Facility) (store.Facility, error)
 	GetFacility(ctx context.Context, id string) (store.Facility, error)
 	ListFacilities(ctx context.Context, tenantID string) ([]store.Facility, error)
+	UpdateFacility(ctx context.Context, f store.Facility) error
 	CreateAsset(ctx context.Context, a store.Asset) (store.Asset, error)
 	GetAsset(ctx context.Context, id string) (store.Asset, error)
 	ListAssets(ctx context.Context, tenantID string) ([]store.Asset, error)
+	UpdateAsset(ctx context.Context, a store.Asset) error
 	CreateProposal(ctx context.Context, p store.AssetProposal) (store.AssetProposal, error)
 	GetProposal(ctx context.Context, id string) (store.AssetProposal, error)
 	ListProposals(ctx context.Context, operatorTenantID string) ([]store.AssetProposal, error)

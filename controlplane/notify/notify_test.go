@@ -148,6 +148,58 @@ func TestIngest(t *testing.T) {
 	})
 }
 
+// TestPruneNotifications: retention deletes notifications older than the
+// cut-off, except one tied to a case that is still open (it stops a second
+// automatic case for the same alarm); after that case closes it goes too.
+func TestPruneNotifications(t *testing.T) {
+	storetest.ForEach(t, func(t *testing.T, newStore storetest.Factory) {
+		st := newStore(t)
+		ctx := context.Background()
+		provider := must(st.CreateTenant(ctx, store.Tenant{Name: "Provider", Kind: authz.KindServiceProvider}))
+		op := must(st.CreateTenant(ctx, store.Tenant{Name: "Op", Kind: authz.KindOperator, TenantRoles: []authz.TenantRole{authz.OperatorInternalService}}))
+		tpl := machinemodel.OPCUA{EndpointURL: "opc.tcp://m:4840", SecurityMode: "None", DataPoints: []machinemodel.DataPoint{
+			{NodeID: "ns=2;s=T", Name: "temp", AlarmAbove: ptr(80), OpenCaseOnAlarm: true},
+			{NodeID: "ns=2;s=P", Name: "pressure", AlarmAbove: ptr(80)},
+		}}
+		model := must(st.CreateMachineModel(ctx, store.MachineModel{TenantID: provider.ID, Name: "CNC", OPCUAJSON: must(json.Marshal(tpl))}))
+		d, _ := linked(t, st, provider, op, model.ID)
+		in := notify.New(st, nil, nil)
+		old := time.Date(2026, 8, 1, 8, 0, 0, 0, time.UTC)
+		cut := time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)
+		in.Handle(topics.Device(d.ID, topics.Events), batch(t,
+			ev("temp", "ok", "alarm", 91, old),                    // opens a case
+			ev("pressure", "ok", "alarm", 99, old),                // no case: old, goes
+			ev("pressure", "alarm", "ok", 50, cut.Add(time.Hour)), // new: stays
+		))
+		points := func() []string {
+			var ps []string
+			for _, n := range must(st.ListNotifications(ctx, store.NotificationQuery{DeviceID: d.ID})) {
+				ps = append(ps, n.Point+"/"+n.Level)
+			}
+			return ps
+		}
+		if n := must(st.PruneNotifications(ctx, cut, store.StateClosed)); n != 1 {
+			t.Errorf("pruned %d, want 1 (the old pressure alarm)", n)
+		}
+		if diff := cmp.Diff([]string{"pressure/ok", "temp/alarm"}, points()); diff != "" {
+			t.Fatalf("after the first prune (-want +got):\n%s", diff)
+		}
+		// Close the automatic case: its old notification goes next time.
+		ns := must(st.ListNotifications(ctx, store.NotificationQuery{DeviceID: d.ID}))
+		c := must(st.GetCase(ctx, ns[1].CaseID))
+		c.State = store.StateClosed
+		if err := st.UpdateCase(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		if n := must(st.PruneNotifications(ctx, cut, store.StateClosed)); n != 1 {
+			t.Errorf("pruned %d after the case closed, want 1", n)
+		}
+		if diff := cmp.Diff([]string{"pressure/ok"}, points()); diff != "" {
+			t.Errorf("after the case closed (-want +got):\n%s", diff)
+		}
+	})
+}
+
 // FuzzHandle: any payload on any topic is ingested or rejected without a
 // panic, and never creates a notification for an unknown device.
 func FuzzHandle(f *testing.F) {

@@ -61,7 +61,7 @@ func New(id *identity.Service, fl *fleet.Service, cs *cases.Service, secure bool
 			return map[string]string{"vnc": "VNC tunnel", "data_link": "SSC Data Link", "ssc": "Secure Service Connect"}[c]
 		},
 	}
-	for _, page := range []string{"login", "cases", "case", "newcase", "users", "devices", "error", "invite", "register", "userdelete", "audit", "roles", "company", "vnc", "models", "model", "customers", "customer", "ssc"} {
+	for _, page := range []string{"login", "cases", "case", "newcase", "users", "devices", "error", "invite", "register", "userdelete", "audit", "roles", "company", "vnc", "shopfloor", "facility", "assetedit", "asset", "models", "model", "customers", "customer", "ssc"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+page+".html")
 		if err != nil {
 			return nil, err
@@ -130,6 +130,7 @@ func (p *Portal) Mount(mux *http.ServeMux) {
 	mux.HandleFunc("GET /customers/{id}", p.authed(p.customerPage))
 	mux.HandleFunc("POST /cases/{id}/ssc", p.authed(p.generateSSC))
 	mux.HandleFunc("POST /cases/{id}/ssc/download", p.authed(p.downloadSSC))
+	p.mountShopfloor(mux)
 }
 
 // nav is what the layout shows for the caller.
@@ -144,6 +145,7 @@ type nav struct {
 	Devices       bool
 	Models        bool // machine models (provider, Machine Models ≥ read)
 	Customers     bool // customers and machines (provider, Customer Management ≥ read)
+	Shopfloor     bool // facilities, assets, proposals, asset dashboards
 	Active        string
 	CanCreateCase bool
 }
@@ -162,6 +164,7 @@ func navFor(c *identity.Caller, active string) nav {
 	n.Admin = c.IsTenantAdmin()
 	n.Devices = eff[authz.EdgeDevices] >= authz.Read || (c.Tenant.Kind == authz.KindOperator && eff[authz.DigitalShopfloor] >= authz.Read)
 	n.Models, n.Customers = modelsVisible(c), customersVisible(c)
+	n.Shopfloor = shopfloorNav(c)
 	n.CanCreateCase = c.Tenant.Kind == authz.KindOperator && (eff[authz.ServiceCaseManagement] >= authz.Manage || eff[authz.InternalServiceCases] >= authz.Manage)
 	return n
 }
@@ -248,6 +251,8 @@ func (p *Portal) home(w http.ResponseWriter, r *http.Request, c *identity.Caller
 		http.Redirect(w, r, "/cases", http.StatusSeeOther)
 	case n.Users:
 		http.Redirect(w, r, "/users", http.StatusSeeOther)
+	case n.Shopfloor:
+		http.Redirect(w, r, "/shopfloor", http.StatusSeeOther)
 	case n.Devices:
 		http.Redirect(w, r, "/devices", http.StatusSeeOther)
 	case n.Customers:

@@ -170,37 +170,39 @@ func TestBrowser(t *testing.T) {
 	if _, err := os.Stat("static/vendor/novnc/core/rfb.js"); err != nil {
 		t.Skip("noVNC not copied into the portal assets (make web)")
 	}
+	srv := servertest.Start(t, storetest.SQLite(t))
+	tokenFile := filepath.Join(t.TempDir(), "demo-agent.token")
+	if err := server.SeedDemo(context.Background(), srv.Identity, srv.Store, tokenFile); err != nil {
+		t.Fatal(err)
+	}
+	agent, pixels := startDemoAgent(t, srv.URL, tokenFile)
 	shots := filepath.Join(root, "test-artifacts", "screenshots")
 	if err := os.MkdirAll(shots, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	env := append(os.Environ(), "BASE_URL="+srv.URL, "CHROMIUM="+chromium, "SHOTS="+shots, "PASSWORD="+server.DemoPassword)
 	t.Run("portal", func(t *testing.T) {
-		srv := servertest.Start(t, storetest.SQLite(t))
-		tokenFile := filepath.Join(t.TempDir(), "demo-agent.token")
-		if err := server.SeedDemo(context.Background(), srv.Identity, srv.Store, tokenFile); err != nil {
-			t.Fatal(err)
+		cmd := exec.Command("node", "browser/portal.spec.mjs")
+		cmd.Env = append(env, "RFB_PIXELS="+pixels)
+		out, err := cmd.CombinedOutput()
+		t.Logf("%s", out)
+		if err != nil {
+			t.Fatalf("browser test failed: %v", err)
 		}
-		pixels := startDemoAgent(t, srv.URL, tokenFile)
-		runSpec(t, "browser/portal.spec.mjs", "BASE_URL="+srv.URL, "CHROMIUM="+chromium, "SHOTS="+shots, "PASSWORD="+server.DemoPassword, "RFB_PIXELS="+pixels)
 	})
-	// Machine models, customers and SSC (no agent needed: configs are
-	// issued by the hub for an active grant).
+	t.Run("shopfloor", func(t *testing.T) { runShopfloorSpec(t, srv, agent, env) })
+	// Machine models, customers and SSC on a control plane of their own
+	// (no agent needed: the hub issues configs for an active grant).
 	t.Run("models", func(t *testing.T) {
 		srv := demo(t)
-		runSpec(t, "browser/models.spec.mjs", "BASE_URL="+srv.URL, "CHROMIUM="+chromium, "SHOTS="+shots, "PASSWORD="+server.DemoPassword, "HUB_ENDPOINT="+srv.Hub.Endpoint())
+		cmd := exec.Command("node", "browser/models.spec.mjs")
+		cmd.Env = append(os.Environ(), "BASE_URL="+srv.URL, "CHROMIUM="+chromium, "SHOTS="+shots, "PASSWORD="+server.DemoPassword, "HUB_ENDPOINT="+srv.Hub.Endpoint())
+		out, err := cmd.CombinedOutput()
+		t.Logf("%s", out)
+		if err != nil {
+			t.Fatalf("browser test failed: %v", err)
+		}
 	})
-}
-
-// runSpec runs one playwright-core spec with node and env added.
-func runSpec(t *testing.T, spec string, env ...string) {
-	t.Helper()
-	cmd := exec.Command("node", spec)
-	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.CombinedOutput()
-	t.Logf("%s", out)
-	if err != nil {
-		t.Fatalf("browser test %s failed: %v", spec, err)
-	}
 }
 
 // rfbSize is the demo machine's HMI screen in the browser test.
@@ -210,7 +212,7 @@ const rfbW, rfbH = 320, 240
 // with the demo token) whose tunnels reach the CNC-5X template's VNC
 // target 192.168.10.20:5900 on a local rfbserver. It returns sample
 // pixels of the test pattern (generation 0) as JSON for the browser test.
-func startDemoAgent(t *testing.T, serverURL, tokenFile string) string {
+func startDemoAgent(t *testing.T, serverURL, tokenFile string) (*agenttest.Agent, string) {
 	t.Helper()
 	tok, err := os.ReadFile(tokenFile)
 	if err != nil {
@@ -226,7 +228,7 @@ func startDemoAgent(t *testing.T, serverURL, tokenFile string) string {
 	go func() { _ = rfb.Serve(ctx, l); close(done) }()
 	t.Cleanup(func() { cancel(); <-done; rfb.Close() })
 	var d net.Dialer
-	agenttest.Start(t, serverURL, strings.TrimSpace(string(tok)), agenttest.Options{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+	agent := agenttest.Start(t, serverURL, strings.TrimSpace(string(tok)), agenttest.Options{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		if addr == "192.168.10.20:5900" {
 			addr = l.Addr().String()
 		}
@@ -239,5 +241,5 @@ func startDemoAgent(t *testing.T, serverURL, tokenFile string) string {
 		out = append(out, px{p[0], p[1], int(c.R), int(c.G), int(c.B)})
 	}
 	b, _ := json.Marshal(map[string]any{"width": rfbW, "height": rfbH, "pixels": out})
-	return string(b)
+	return agent, string(b)
 }

@@ -59,6 +59,9 @@ type Config struct {
 	MQTTPublicURL string
 	// HistoryRetention bounds the stored value history (default 7 days).
 	HistoryRetention time.Duration
+	// NotificationRetention bounds stored edge-rule notifications
+	// (default 90 days); those tied to an open case are kept.
+	NotificationRetention time.Duration
 	// WGPort is the WireGuard hub's UDP port (0: a free port); the hub
 	// runs with the embedded broker, which carries its commands.
 	WGPort int
@@ -109,6 +112,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HistoryRetention <= 0 {
 		c.HistoryRetention = 7 * 24 * time.Hour
+	}
+	if c.NotificationRetention <= 0 {
+		c.NotificationRetention = 90 * 24 * time.Hour
 	}
 	if !c.Dev && (c.TLSCert == "" || c.TLSKey == "") {
 		return errors.New("outside --dev the portal and API are served over HTTPS: give --tls-cert and --tls-key (PEM files)")
@@ -264,11 +270,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 func (s *Server) Serve(ctx context.Context) error {
 	base, stopStreams := context.WithCancel(context.Background())
 	defer stopStreams()
-	if s.ingest != nil {
-		go s.ingest.Prune(base, s.cfg.HistoryRetention, time.Hour)
-	}
 	var bg sync.WaitGroup
 	defer func() { stopStreams(); bg.Wait() }()
+	if s.ingest != nil {
+		bg.Go(func() { s.retain(base, time.Hour) })
+	}
 	if s.Tunnels != nil {
 		bg.Go(func() { s.Tunnels.Run(base) })
 		bg.Go(func() { s.Sessions.Run(base) })
@@ -505,4 +511,31 @@ type portalSSC struct{ api sscIssuer }
 func (p portalSSC) IssueSSC(u cases.Use, publicKey string) (portalpkg.SSCConfig, error) {
 	c, err := p.api.IssueSSC(u, publicKey)
 	return portalpkg.SSCConfig(c), err
+}
+
+// retain deletes machine-data history and notifications older than their
+// retention every interval until ctx ends.
+func (s *Server) retain(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			n, err := s.Store.PruneHistory(ctx, now.Add(-s.cfg.HistoryRetention))
+			s.logPruned("value history", n, err)
+			n, err = s.Store.PruneNotifications(ctx, now.Add(-s.cfg.NotificationRetention), store.StateClosed)
+			s.logPruned("notifications", n, err)
+		}
+	}
+}
+
+func (s *Server) logPruned(what string, n int64, err error) {
+	switch {
+	case err != nil:
+		s.log.Warn("retention: prune failed", "what", what, "err", err)
+	case n > 0:
+		s.log.Info("retention: pruned", "what", what, "rows", n)
+	}
 }

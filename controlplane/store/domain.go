@@ -221,9 +221,16 @@ type Domain interface {
 	CreateFacility(ctx context.Context, f Facility) (Facility, error)
 	GetFacility(ctx context.Context, id string) (Facility, error)
 	ListFacilities(ctx context.Context, tenantID string) ([]Facility, error)
+	// UpdateFacility renames a facility of f.TenantID (ErrNotFound,
+	// ErrConflict when the name is taken).
+	UpdateFacility(ctx context.Context, f Facility) error
 	CreateAsset(ctx context.Context, a Asset) (Asset, error)
 	GetAsset(ctx context.Context, id string) (Asset, error)
 	ListAssets(ctx context.Context, tenantID string) ([]Asset, error)
+	// UpdateAsset sets name, serial number and facility of an asset of
+	// a.TenantID; ErrNotFound when the asset or the facility is not in
+	// that tenant.
+	UpdateAsset(ctx context.Context, a Asset) error
 	CreateProposal(ctx context.Context, p AssetProposal) (AssetProposal, error)
 	GetProposal(ctx context.Context, id string) (AssetProposal, error)
 	ListProposals(ctx context.Context, operatorTenantID string) ([]AssetProposal, error)
@@ -488,4 +495,8 @@ type Notifications interface {
 	// asset's point opened and that is not in state closedState ("" if
 	// there is none).
 	OpenAutoCase(ctx context.Context, assetID, point, closedState string) (string, error)
+	// PruneNotifications deletes notifications whose event time is before
+	// before, except those tied to a case not in state closedState (they
+	// keep an open automatic case from being opened twice).
+	PruneNotifications(ctx context.Context, before time.Time, closedState string) (int64, error)
 }

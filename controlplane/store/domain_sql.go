@@ -43,6 +43,18 @@ func (d *db) ListFacilities(ctx context.Context, tenantID string) ([]Facility, e
 	return collect(rows, scanFacility)
 }
 
+// UpdateFacility renames a facility (ErrNotFound, ErrConflict).
+func (d *db) UpdateFacility(ctx context.Context, f Facility) error {
+	res, err := d.exec(ctx, d.sql, `UPDATE facilities SET name = ? WHERE id = ? AND tenant_id = ?`, f.Name, f.ID, f.TenantID)
+	if err != nil {
+		return fmt.Errorf("store.UpdateFacility: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("store.UpdateFacility %s: %w", f.ID, ErrNotFound)
+	}
+	return nil
+}
+
 // ---- assets ----
 
 const assetCols = `id, tenant_id, facility_id, name, serial_number, machine_model_id, provider_tenant_id, customer_machine_id, created_at`
@@ -71,6 +83,21 @@ func (d *db) CreateAsset(ctx context.Context, a Asset) (Asset, error) {
 		return Asset{}, fmt.Errorf("store.CreateAsset: %w", err)
 	}
 	return a, nil
+}
+
+// UpdateAsset changes an asset's name, serial number and facility (the
+// facility must be of the same tenant: ErrNotFound otherwise).
+func (d *db) UpdateAsset(ctx context.Context, a Asset) error {
+	res, err := d.exec(ctx, d.sql, `UPDATE assets SET name = ?, serial_number = ?, facility_id = ? WHERE id = ? AND tenant_id = ?
+		AND EXISTS (SELECT 1 FROM facilities f WHERE f.id = ? AND f.tenant_id = ?)`,
+		a.Name, a.SerialNumber, a.FacilityID, a.ID, a.TenantID, a.FacilityID, a.TenantID)
+	if err != nil {
+		return fmt.Errorf("store.UpdateAsset: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("store.UpdateAsset %s: %w", a.ID, ErrNotFound)
+	}
+	return nil
 }
 
 func (d *db) GetAsset(ctx context.Context, id string) (Asset, error) {

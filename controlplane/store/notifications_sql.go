@@ -77,6 +77,15 @@ func (d *db) SetNotificationCase(ctx context.Context, id, caseID string) error {
 	return requireRow("store.SetNotificationCase", id, res, err)
 }
 
+func (d *db) PruneNotifications(ctx context.Context, before time.Time, closedState string) (int64, error) {
+	res, err := d.exec(ctx, d.sql, `DELETE FROM notifications WHERE at < ?
+		AND (case_id = '' OR case_id NOT IN (SELECT id FROM cases WHERE state <> ?))`, toMicros(before), closedState)
+	if err != nil {
+		return 0, fmt.Errorf("store.PruneNotifications: %w", err)
+	}
+	return res.RowsAffected()
+}
+
 func (d *db) OpenAutoCase(ctx context.Context, assetID, point, closedState string) (string, error) {
 	var id string
 	err := d.row(ctx, d.sql, `SELECT c.id FROM notifications n JOIN cases c ON c.id = n.case_id

@@ -27,7 +27,6 @@ import (
 type Store interface {
 	// StoreSampleBatches stores the batches in one transaction: all or none.
 	StoreSampleBatches(ctx context.Context, batches []store.SampleBatch) error
-	PruneHistory(ctx context.Context, before time.Time) (int64, error)
 }
 
 // MaxSamples bounds one batch.
@@ -283,20 +282,3 @@ func (i *Ingest) Close() error {
 	return nil
 }
 
-// Prune deletes history older than retention every interval until ctx ends.
-func (i *Ingest) Prune(ctx context.Context, retention, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			if n, err := i.st.PruneHistory(ctx, now.Add(-retention)); err != nil {
-				i.log.Warn("history prune failed", "err", err)
-			} else if n > 0 {
-				i.log.Info("history pruned", "rows", n)
-			}
-		}
-	}
-}

@@ -211,7 +211,6 @@ func (f *fakeStore) StoreSampleBatches(ctx context.Context, batches []store.Samp
 	return nil
 }
 
-func (f *fakeStore) PruneHistory(context.Context, time.Time) (int64, error) { return 0, nil }
 
 // TestHandleWaitsForCommit: Handle returns only once the store has
 // committed its batch (the PUBACK follows Handle).

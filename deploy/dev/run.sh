@@ -32,10 +32,10 @@ bin/opcuasim --port 4840 --interval 1s >"$data/opcuasim.log" 2>&1 &
 sim=$!
 cat > "$data/opcua-template.json" <<'JSON'
 {"endpoint_url": "opc.tcp://127.0.0.1:4840", "security_mode": "None", "data_points": [
-  {"node_id": "ns=1;s=cnc1.SpindleSpeed", "name": "Spindle speed", "unit": "rpm", "sampling_interval_ms": 1000},
-  {"node_id": "ns=1;s=cnc1.Temperature", "name": "Temperature", "unit": "°C", "sampling_interval_ms": 1000},
-  {"node_id": "ns=1;s=cnc1.Running", "name": "Running", "sampling_interval_ms": 1000},
-  {"node_id": "ns=1;s=cnc1.EnergyCounter", "name": "Energy", "unit": "kWh", "sampling_interval_ms": 1000}]}
+  {"node_id": "ns=1;s=cnc1.SpindleSpeed", "name": "Spindle speed", "unit": "rpm", "sampling_interval_ms": 1000, "warn_above": 9800},
+  {"node_id": "ns=1;s=cnc1.Temperature", "name": "Temperature", "unit": "°C", "sampling_interval_ms": 1000, "warn_above": 48, "alarm_above": 49.5, "hysteresis": 1},
+  {"node_id": "ns=1;s=cnc1.Running", "name": "Running", "sampling_interval_ms": 1000, "role": "running"},
+  {"node_id": "ns=1;s=cnc1.EnergyCounter", "name": "Energy", "unit": "kWh", "sampling_interval_ms": 1000, "role": "energy_kwh"}]}
 JSON
 # A simulated HMI (VNC test pattern) and PLC port (TCP echo) on the
 # gateway's loopback, and the demo model's remote-access template pointed

@@ -16,8 +16,8 @@ import (
 
 var domainCommands = map[string]command{
 	"documents":  sub(docCommands),
-	"facilities": sub(map[string]command{"list": cmdFacilitiesList, "create": cmdFacilityCreate}),
-	"assets":     sub(map[string]command{"list": cmdAssetsList, "create": cmdAssetCreate}),
+	"facilities": sub(map[string]command{"list": cmdFacilitiesList, "create": cmdFacilityCreate, "rename": cmdFacilityRename}),
+	"assets":     sub(map[string]command{"list": cmdAssetsList, "create": cmdAssetCreate, "update": cmdAssetUpdate}),
 	"proposals":  sub(map[string]command{"list": cmdProposalsList, "accept": cmdProposalAccept, "reject": cmdProposalReject}),
 	"customers":  sub(map[string]command{"orgs": cmdOrgsList, "create-org": cmdOrgCreate, "list": cmdCustomersList, "create": cmdCustomerCreate, "invite": cmdCustomerInvite, "machines": cmdMachinesList, "add-machine": cmdMachineCreate, "propose": cmdPropose, "contracts": cmdContracts, "add-contract": cmdAddContract, "set-external": cmdSetExternal}),
 	"models":     sub(map[string]command{"list": cmdModelsList, "show": cmdModelShow, "apply": cmdModelApply}),
@@ -65,6 +65,26 @@ func cmdFacilityCreate(ctx context.Context, e *env, args []string) error {
 	})
 }
 
+func cmdFacilityRename(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "facilities rename")
+	name := fs.String("name", "", "new facility name")
+	id, err := oneArg(fs, args, "FACILITY_ID")
+	if err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewShopfloorServiceClient(e.conn).UpdateFacility(actx, &gantryv1.UpdateFacilityRequest{Id: id, Name: *name})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) {
+		fmt.Fprintf(w, "renamed facility %s to %s\n", r.Facility.Id, r.Facility.Name)
+	})
+}
+
 func cmdAssetsList(ctx context.Context, e *env, args []string) error {
 	fs := flags(e, "assets list")
 	facility := fs.String("facility", "", "only assets of this facility ID")
@@ -105,6 +125,30 @@ func cmdAssetCreate(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	return e.print(r, func(w *tabwriter.Writer) { fmt.Fprintf(w, "created asset %s (%s)\n", r.Asset.Name, r.Asset.Id) })
+}
+
+func cmdAssetUpdate(ctx context.Context, e *env, args []string) error {
+	fs := flags(e, "assets update")
+	req := &gantryv1.UpdateAssetRequest{}
+	fs.StringVar(&req.FacilityId, "facility", "", "move the asset to this facility ID (default: keep)")
+	fs.StringVar(&req.Name, "name", "", "asset name")
+	fs.StringVar(&req.SerialNumber, "serial", "", "serial number")
+	id, err := oneArg(fs, args, "ASSET_ID")
+	if err != nil {
+		return err
+	}
+	req.Id = id
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewShopfloorServiceClient(e.conn).UpdateAsset(actx, req)
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) {
+		fmt.Fprintf(w, "updated asset %s: %s, serial %q, facility %s\n", r.Asset.Id, r.Asset.Name, r.Asset.SerialNumber, r.Asset.FacilityId)
+	})
 }
 
 func cmdProposalsList(ctx context.Context, e *env, _ []string) error {

@@ -162,6 +162,39 @@ func TestDevServerLoginAndListUsers(t *testing.T) {
 	if out, err := ctl("", "ssc", caseID, "--public-key", "not-a-key"); err == nil || !strings.Contains(out, "InvalidArgument") || !strings.Contains(out, "base64") {
 		t.Errorf("ssc with a malformed key: %v\n%s", err, out)
 	}
+	// Shop floor over gRPC: the Workshop Manager renames a facility and
+	// moves an asset into it.
+	if out, err := ctl("gantry-demo-1\n", "login", "--email", "wm@nordwerk.example"); err != nil {
+		t.Fatalf("login wm: %v\n%s", err, out)
+	}
+	var facs struct{ Facilities []struct{ ID, Name string } }
+	if out, err := ctl("", "--json", "facilities", "list"); err != nil || json.Unmarshal([]byte(out), &facs) != nil || len(facs.Facilities) != 2 {
+		t.Fatalf("facilities list: %v\n%s", err, out)
+	}
+	hall2 := facs.Facilities[1]
+	if out, err := ctl("", "facilities", "rename", hall2.ID, "--name", "Hall 2 West"); err != nil || !strings.Contains(out, "renamed facility "+hall2.ID+" to Hall 2 West") {
+		t.Errorf("facilities rename: %v\n%s", err, out)
+	}
+	var assets struct{ Assets []struct{ ID, Name string } }
+	if out, err := ctl("", "--json", "assets", "list"); err != nil || json.Unmarshal([]byte(out), &assets) != nil {
+		t.Fatalf("assets list: %v\n%s", err, out)
+	}
+	moved := false
+	for _, a := range assets.Assets {
+		if a.Name == "Compressor K3" {
+			moved = true
+			out, err := ctl("", "assets", "update", a.ID, "--name", "Compressor K3", "--serial", "K3-2019", "--facility", hall2.ID)
+			if err != nil || !strings.Contains(out, `serial "K3-2019", facility `+hall2.ID) {
+				t.Errorf("assets update: %v\n%s", err, out)
+			}
+		}
+	}
+	if !moved {
+		t.Errorf("no Compressor K3 in the assets list: %+v", assets)
+	}
+	if out, err := ctl("", "assets", "update", "nope", "--name", "X"); err == nil || !strings.Contains(out, "NotFound") {
+		t.Errorf("assets update of an unknown asset: %v\n%s", err, out)
+	}
 	if out, err := ctl("gantry-demo-1\n", "login", "--email", "st@acme.example"); err != nil {
 		t.Fatalf("login st: %v\n%s", err, out)
 	}

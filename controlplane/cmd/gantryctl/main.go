@@ -53,8 +53,9 @@ Audit:
   audit [--limit N]          your tenant's audit log, newest first (Tenant Admin)
 
 Shop floor (operators):
-  facilities list | create --name N
+  facilities list | create --name N | rename ID --name N
   assets list [--facility ID] | create --facility ID --name N [--serial S]
+         | update ID --name N [--serial S] [--facility ID]
   proposals list | accept PROPOSAL_ID --facility ID | reject PROPOSAL_ID
 
 Customers and machine models (providers):

@@ -1,30 +1,19 @@
 // Browser test of the portal's machine models, customers and Secure
-// Service Connect pages: Debian's chromium driven by playwright-core with
-// the same loopback-only flags as portal.spec.mjs. Run by TestBrowser's
+// Service Connect pages: Debian's chromium driven by playwright-core,
+// launched by lib.mjs like the other specs (loopback only). Run by TestBrowser's
 // "models" subtest (portal_test.go) with BASE_URL, CHROMIUM, SHOTS,
 // PASSWORD and HUB_ENDPOINT (the WireGuard hub's public endpoint) set.
-import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { launch, step } from './lib.mjs';
 
 const base = process.env.BASE_URL;
 const shots = process.env.SHOTS;
 const password = process.env.PASSWORD;
 const hubEndpoint = process.env.HUB_ENDPOINT;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM,
-  headless: true,
-  args: [
-    '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-    '--disable-sync', '--no-first-run', '--disable-quic',
-    '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost',
-    '--proxy-server=http://127.0.0.1:9', '--proxy-bypass-list=<-loopback>;127.0.0.1;localhost',
-  ],
-});
-
-const step = (name) => console.log('step:', name);
+const browser = await launch();
 const wide = { width: 1280, height: 800 };
 const tablet = { width: 768, height: 1024 };
 

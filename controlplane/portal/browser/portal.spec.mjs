@@ -2,39 +2,17 @@
 // playwright-core, locked to loopback. Run by TestBrowser (portal_test.go)
 // with BASE_URL, CHROMIUM, SHOTS, PASSWORD and RFB_PIXELS (the demo HMI's
 // test pattern: size and sample pixels from testbed/rfbserver) set.
-import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
 import path from 'node:path';
+import { launch, loginWith, step } from './lib.mjs';
 
 const base = process.env.BASE_URL;
 const shots = process.env.SHOTS;
 const password = process.env.PASSWORD;
 const rfb = JSON.parse(process.env.RFB_PIXELS || 'null');
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM,
-  headless: true,
-  args: [
-    '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-    '--disable-sync', '--no-first-run', '--disable-quic',
-    '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost',
-    '--proxy-server=http://127.0.0.1:9', '--proxy-bypass-list=<-loopback>;127.0.0.1;localhost',
-  ],
-});
-
-const step = (name) => console.log('step:', name);
-
-async function login(email, viewport = { width: 1280, height: 800 }, pw = password) {
-  const ctx = await browser.newContext({ viewport });
-  const page = await ctx.newPage();
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(e.message));
-  await page.goto(base + '/login');
-  await page.fill('input[name=email]', email);
-  await page.fill('input[name=password]', pw);
-  await Promise.all([page.waitForURL(/\/(cases|users|devices)/), page.click('button[type=submit]')]);
-  return { ctx, page, errors };
-}
+const browser = await launch();
+const login = loginWith(browser, base, password);
 
 try {
   step('maintenance engineer: navigation, list, label and border');

@@ -472,6 +472,102 @@ func (x *CreateFacilityResponse) GetFacility() *Facility {
 	return nil
 }
 
+type UpdateFacilityRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateFacilityRequest) Reset() {
+	*x = UpdateFacilityRequest{}
+	mi := &file_gantry_v1_domain_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateFacilityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateFacilityRequest) ProtoMessage() {}
+
+func (x *UpdateFacilityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_domain_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateFacilityRequest.ProtoReflect.Descriptor instead.
+func (*UpdateFacilityRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *UpdateFacilityRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UpdateFacilityRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type UpdateFacilityResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Facility      *Facility              `protobuf:"bytes,1,opt,name=facility,proto3" json:"facility,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateFacilityResponse) Reset() {
+	*x = UpdateFacilityResponse{}
+	mi := &file_gantry_v1_domain_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateFacilityResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateFacilityResponse) ProtoMessage() {}
+
+func (x *UpdateFacilityResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_domain_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateFacilityResponse.ProtoReflect.Descriptor instead.
+func (*UpdateFacilityResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *UpdateFacilityResponse) GetFacility() *Facility {
+	if x != nil {
+		return x.Facility
+	}
+	return nil
+}
+
 type ListAssetsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	FacilityId    string                 `protobuf:"bytes,1,opt,name=facility_id,json=facilityId,proto3" json:"facility_id,omitempty"`
@@ -481,7 +577,7 @@ type ListAssetsRequest struct {
 
 func (x *ListAssetsRequest) Reset() {
 	*x = ListAssetsRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[7]
+	mi := &file_gantry_v1_domain_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -493,7 +589,7 @@ func (x *ListAssetsRequest) String() string {
 func (*ListAssetsRequest) ProtoMessage() {}
 
 func (x *ListAssetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[7]
+	mi := &file_gantry_v1_domain_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -506,7 +602,7 @@ func (x *ListAssetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAssetsRequest.ProtoReflect.Descriptor instead.
 func (*ListAssetsRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{7}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListAssetsRequest) GetFacilityId() string {
@@ -525,7 +621,7 @@ type ListAssetsResponse struct {
 
 func (x *ListAssetsResponse) Reset() {
 	*x = ListAssetsResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[8]
+	mi := &file_gantry_v1_domain_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -537,7 +633,7 @@ func (x *ListAssetsResponse) String() string {
 func (*ListAssetsResponse) ProtoMessage() {}
 
 func (x *ListAssetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[8]
+	mi := &file_gantry_v1_domain_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -550,7 +646,7 @@ func (x *ListAssetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAssetsResponse.ProtoReflect.Descriptor instead.
 func (*ListAssetsResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{8}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListAssetsResponse) GetAssets() []*Asset {
@@ -571,7 +667,7 @@ type CreateAssetRequest struct {
 
 func (x *CreateAssetRequest) Reset() {
 	*x = CreateAssetRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[9]
+	mi := &file_gantry_v1_domain_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -583,7 +679,7 @@ func (x *CreateAssetRequest) String() string {
 func (*CreateAssetRequest) ProtoMessage() {}
 
 func (x *CreateAssetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[9]
+	mi := &file_gantry_v1_domain_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -596,7 +692,7 @@ func (x *CreateAssetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAssetRequest.ProtoReflect.Descriptor instead.
 func (*CreateAssetRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{9}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CreateAssetRequest) GetFacilityId() string {
@@ -629,7 +725,7 @@ type CreateAssetResponse struct {
 
 func (x *CreateAssetResponse) Reset() {
 	*x = CreateAssetResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[10]
+	mi := &file_gantry_v1_domain_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +737,7 @@ func (x *CreateAssetResponse) String() string {
 func (*CreateAssetResponse) ProtoMessage() {}
 
 func (x *CreateAssetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[10]
+	mi := &file_gantry_v1_domain_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,10 +750,123 @@ func (x *CreateAssetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAssetResponse.ProtoReflect.Descriptor instead.
 func (*CreateAssetResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{10}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateAssetResponse) GetAsset() *Asset {
+	if x != nil {
+		return x.Asset
+	}
+	return nil
+}
+
+type UpdateAssetRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The facility to assign the asset to; empty keeps its facility.
+	FacilityId    string `protobuf:"bytes,2,opt,name=facility_id,json=facilityId,proto3" json:"facility_id,omitempty"`
+	Name          string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	SerialNumber  string `protobuf:"bytes,4,opt,name=serial_number,json=serialNumber,proto3" json:"serial_number,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateAssetRequest) Reset() {
+	*x = UpdateAssetRequest{}
+	mi := &file_gantry_v1_domain_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAssetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAssetRequest) ProtoMessage() {}
+
+func (x *UpdateAssetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_domain_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAssetRequest.ProtoReflect.Descriptor instead.
+func (*UpdateAssetRequest) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *UpdateAssetRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UpdateAssetRequest) GetFacilityId() string {
+	if x != nil {
+		return x.FacilityId
+	}
+	return ""
+}
+
+func (x *UpdateAssetRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateAssetRequest) GetSerialNumber() string {
+	if x != nil {
+		return x.SerialNumber
+	}
+	return ""
+}
+
+type UpdateAssetResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Asset         *Asset                 `protobuf:"bytes,1,opt,name=asset,proto3" json:"asset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateAssetResponse) Reset() {
+	*x = UpdateAssetResponse{}
+	mi := &file_gantry_v1_domain_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAssetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAssetResponse) ProtoMessage() {}
+
+func (x *UpdateAssetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_domain_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAssetResponse.ProtoReflect.Descriptor instead.
+func (*UpdateAssetResponse) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *UpdateAssetResponse) GetAsset() *Asset {
 	if x != nil {
 		return x.Asset
 	}
@@ -672,7 +881,7 @@ type ListAssetProposalsRequest struct {
 
 func (x *ListAssetProposalsRequest) Reset() {
 	*x = ListAssetProposalsRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[11]
+	mi := &file_gantry_v1_domain_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +893,7 @@ func (x *ListAssetProposalsRequest) String() string {
 func (*ListAssetProposalsRequest) ProtoMessage() {}
 
 func (x *ListAssetProposalsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[11]
+	mi := &file_gantry_v1_domain_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +906,7 @@ func (x *ListAssetProposalsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAssetProposalsRequest.ProtoReflect.Descriptor instead.
 func (*ListAssetProposalsRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{11}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{15}
 }
 
 type ListAssetProposalsResponse struct {
@@ -709,7 +918,7 @@ type ListAssetProposalsResponse struct {
 
 func (x *ListAssetProposalsResponse) Reset() {
 	*x = ListAssetProposalsResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[12]
+	mi := &file_gantry_v1_domain_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -721,7 +930,7 @@ func (x *ListAssetProposalsResponse) String() string {
 func (*ListAssetProposalsResponse) ProtoMessage() {}
 
 func (x *ListAssetProposalsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[12]
+	mi := &file_gantry_v1_domain_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -734,7 +943,7 @@ func (x *ListAssetProposalsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAssetProposalsResponse.ProtoReflect.Descriptor instead.
 func (*ListAssetProposalsResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{12}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListAssetProposalsResponse) GetProposals() []*AssetProposal {
@@ -754,7 +963,7 @@ type AcceptAssetProposalRequest struct {
 
 func (x *AcceptAssetProposalRequest) Reset() {
 	*x = AcceptAssetProposalRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[13]
+	mi := &file_gantry_v1_domain_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -766,7 +975,7 @@ func (x *AcceptAssetProposalRequest) String() string {
 func (*AcceptAssetProposalRequest) ProtoMessage() {}
 
 func (x *AcceptAssetProposalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[13]
+	mi := &file_gantry_v1_domain_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -779,7 +988,7 @@ func (x *AcceptAssetProposalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptAssetProposalRequest.ProtoReflect.Descriptor instead.
 func (*AcceptAssetProposalRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{13}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AcceptAssetProposalRequest) GetId() string {
@@ -805,7 +1014,7 @@ type AcceptAssetProposalResponse struct {
 
 func (x *AcceptAssetProposalResponse) Reset() {
 	*x = AcceptAssetProposalResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[14]
+	mi := &file_gantry_v1_domain_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +1026,7 @@ func (x *AcceptAssetProposalResponse) String() string {
 func (*AcceptAssetProposalResponse) ProtoMessage() {}
 
 func (x *AcceptAssetProposalResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[14]
+	mi := &file_gantry_v1_domain_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +1039,7 @@ func (x *AcceptAssetProposalResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptAssetProposalResponse.ProtoReflect.Descriptor instead.
 func (*AcceptAssetProposalResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{14}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AcceptAssetProposalResponse) GetAsset() *Asset {
@@ -849,7 +1058,7 @@ type RejectAssetProposalRequest struct {
 
 func (x *RejectAssetProposalRequest) Reset() {
 	*x = RejectAssetProposalRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[15]
+	mi := &file_gantry_v1_domain_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -861,7 +1070,7 @@ func (x *RejectAssetProposalRequest) String() string {
 func (*RejectAssetProposalRequest) ProtoMessage() {}
 
 func (x *RejectAssetProposalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[15]
+	mi := &file_gantry_v1_domain_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -874,7 +1083,7 @@ func (x *RejectAssetProposalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectAssetProposalRequest.ProtoReflect.Descriptor instead.
 func (*RejectAssetProposalRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{15}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RejectAssetProposalRequest) GetId() string {
@@ -892,7 +1101,7 @@ type RejectAssetProposalResponse struct {
 
 func (x *RejectAssetProposalResponse) Reset() {
 	*x = RejectAssetProposalResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[16]
+	mi := &file_gantry_v1_domain_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -904,7 +1113,7 @@ func (x *RejectAssetProposalResponse) String() string {
 func (*RejectAssetProposalResponse) ProtoMessage() {}
 
 func (x *RejectAssetProposalResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[16]
+	mi := &file_gantry_v1_domain_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -917,7 +1126,7 @@ func (x *RejectAssetProposalResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectAssetProposalResponse.ProtoReflect.Descriptor instead.
 func (*RejectAssetProposalResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{16}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{20}
 }
 
 type ServiceOrg struct {
@@ -930,7 +1139,7 @@ type ServiceOrg struct {
 
 func (x *ServiceOrg) Reset() {
 	*x = ServiceOrg{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[17]
+	mi := &file_gantry_v1_domain_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1151,7 @@ func (x *ServiceOrg) String() string {
 func (*ServiceOrg) ProtoMessage() {}
 
 func (x *ServiceOrg) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[17]
+	mi := &file_gantry_v1_domain_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1164,7 @@ func (x *ServiceOrg) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceOrg.ProtoReflect.Descriptor instead.
 func (*ServiceOrg) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{17}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ServiceOrg) GetId() string {
@@ -985,7 +1194,7 @@ type Customer struct {
 
 func (x *Customer) Reset() {
 	*x = Customer{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[18]
+	mi := &file_gantry_v1_domain_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -997,7 +1206,7 @@ func (x *Customer) String() string {
 func (*Customer) ProtoMessage() {}
 
 func (x *Customer) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[18]
+	mi := &file_gantry_v1_domain_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1010,7 +1219,7 @@ func (x *Customer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Customer.ProtoReflect.Descriptor instead.
 func (*Customer) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{18}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Customer) GetId() string {
@@ -1058,7 +1267,7 @@ type CustomerMachine struct {
 
 func (x *CustomerMachine) Reset() {
 	*x = CustomerMachine{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[19]
+	mi := &file_gantry_v1_domain_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1279,7 @@ func (x *CustomerMachine) String() string {
 func (*CustomerMachine) ProtoMessage() {}
 
 func (x *CustomerMachine) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[19]
+	mi := &file_gantry_v1_domain_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1292,7 @@ func (x *CustomerMachine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CustomerMachine.ProtoReflect.Descriptor instead.
 func (*CustomerMachine) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{19}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CustomerMachine) GetId() string {
@@ -1143,7 +1352,7 @@ type ListServiceOrgsRequest struct {
 
 func (x *ListServiceOrgsRequest) Reset() {
 	*x = ListServiceOrgsRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[20]
+	mi := &file_gantry_v1_domain_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1155,7 +1364,7 @@ func (x *ListServiceOrgsRequest) String() string {
 func (*ListServiceOrgsRequest) ProtoMessage() {}
 
 func (x *ListServiceOrgsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[20]
+	mi := &file_gantry_v1_domain_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1168,7 +1377,7 @@ func (x *ListServiceOrgsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServiceOrgsRequest.ProtoReflect.Descriptor instead.
 func (*ListServiceOrgsRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{20}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{24}
 }
 
 type ListServiceOrgsResponse struct {
@@ -1180,7 +1389,7 @@ type ListServiceOrgsResponse struct {
 
 func (x *ListServiceOrgsResponse) Reset() {
 	*x = ListServiceOrgsResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[21]
+	mi := &file_gantry_v1_domain_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1401,7 @@ func (x *ListServiceOrgsResponse) String() string {
 func (*ListServiceOrgsResponse) ProtoMessage() {}
 
 func (x *ListServiceOrgsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[21]
+	mi := &file_gantry_v1_domain_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1414,7 @@ func (x *ListServiceOrgsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServiceOrgsResponse.ProtoReflect.Descriptor instead.
 func (*ListServiceOrgsResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{21}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListServiceOrgsResponse) GetServiceOrgs() []*ServiceOrg {
@@ -1224,7 +1433,7 @@ type CreateServiceOrgRequest struct {
 
 func (x *CreateServiceOrgRequest) Reset() {
 	*x = CreateServiceOrgRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[22]
+	mi := &file_gantry_v1_domain_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1236,7 +1445,7 @@ func (x *CreateServiceOrgRequest) String() string {
 func (*CreateServiceOrgRequest) ProtoMessage() {}
 
 func (x *CreateServiceOrgRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[22]
+	mi := &file_gantry_v1_domain_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1249,7 +1458,7 @@ func (x *CreateServiceOrgRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateServiceOrgRequest.ProtoReflect.Descriptor instead.
 func (*CreateServiceOrgRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{22}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CreateServiceOrgRequest) GetName() string {
@@ -1268,7 +1477,7 @@ type CreateServiceOrgResponse struct {
 
 func (x *CreateServiceOrgResponse) Reset() {
 	*x = CreateServiceOrgResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[23]
+	mi := &file_gantry_v1_domain_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1280,7 +1489,7 @@ func (x *CreateServiceOrgResponse) String() string {
 func (*CreateServiceOrgResponse) ProtoMessage() {}
 
 func (x *CreateServiceOrgResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[23]
+	mi := &file_gantry_v1_domain_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1293,7 +1502,7 @@ func (x *CreateServiceOrgResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateServiceOrgResponse.ProtoReflect.Descriptor instead.
 func (*CreateServiceOrgResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{23}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CreateServiceOrgResponse) GetServiceOrg() *ServiceOrg {
@@ -1312,7 +1521,7 @@ type ListCustomersRequest struct {
 
 func (x *ListCustomersRequest) Reset() {
 	*x = ListCustomersRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[24]
+	mi := &file_gantry_v1_domain_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1324,7 +1533,7 @@ func (x *ListCustomersRequest) String() string {
 func (*ListCustomersRequest) ProtoMessage() {}
 
 func (x *ListCustomersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[24]
+	mi := &file_gantry_v1_domain_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1337,7 +1546,7 @@ func (x *ListCustomersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCustomersRequest.ProtoReflect.Descriptor instead.
 func (*ListCustomersRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{24}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListCustomersRequest) GetServiceOrgId() string {
@@ -1356,7 +1565,7 @@ type ListCustomersResponse struct {
 
 func (x *ListCustomersResponse) Reset() {
 	*x = ListCustomersResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[25]
+	mi := &file_gantry_v1_domain_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1368,7 +1577,7 @@ func (x *ListCustomersResponse) String() string {
 func (*ListCustomersResponse) ProtoMessage() {}
 
 func (x *ListCustomersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[25]
+	mi := &file_gantry_v1_domain_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1381,7 +1590,7 @@ func (x *ListCustomersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCustomersResponse.ProtoReflect.Descriptor instead.
 func (*ListCustomersResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{25}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListCustomersResponse) GetCustomers() []*Customer {
@@ -1401,7 +1610,7 @@ type CreateCustomerRequest struct {
 
 func (x *CreateCustomerRequest) Reset() {
 	*x = CreateCustomerRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[26]
+	mi := &file_gantry_v1_domain_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1622,7 @@ func (x *CreateCustomerRequest) String() string {
 func (*CreateCustomerRequest) ProtoMessage() {}
 
 func (x *CreateCustomerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[26]
+	mi := &file_gantry_v1_domain_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1635,7 @@ func (x *CreateCustomerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCustomerRequest.ProtoReflect.Descriptor instead.
 func (*CreateCustomerRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{26}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CreateCustomerRequest) GetServiceOrgId() string {
@@ -1452,7 +1661,7 @@ type CreateCustomerResponse struct {
 
 func (x *CreateCustomerResponse) Reset() {
 	*x = CreateCustomerResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[27]
+	mi := &file_gantry_v1_domain_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1673,7 @@ func (x *CreateCustomerResponse) String() string {
 func (*CreateCustomerResponse) ProtoMessage() {}
 
 func (x *CreateCustomerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[27]
+	mi := &file_gantry_v1_domain_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1686,7 @@ func (x *CreateCustomerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCustomerResponse.ProtoReflect.Descriptor instead.
 func (*CreateCustomerResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{27}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CreateCustomerResponse) GetCustomer() *Customer {
@@ -1499,7 +1708,7 @@ type InviteCustomerRequest struct {
 
 func (x *InviteCustomerRequest) Reset() {
 	*x = InviteCustomerRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[28]
+	mi := &file_gantry_v1_domain_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1720,7 @@ func (x *InviteCustomerRequest) String() string {
 func (*InviteCustomerRequest) ProtoMessage() {}
 
 func (x *InviteCustomerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[28]
+	mi := &file_gantry_v1_domain_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1733,7 @@ func (x *InviteCustomerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InviteCustomerRequest.ProtoReflect.Descriptor instead.
 func (*InviteCustomerRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{28}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *InviteCustomerRequest) GetCustomerId() string {
@@ -1559,7 +1768,7 @@ type InviteCustomerResponse struct {
 
 func (x *InviteCustomerResponse) Reset() {
 	*x = InviteCustomerResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[29]
+	mi := &file_gantry_v1_domain_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1571,7 +1780,7 @@ func (x *InviteCustomerResponse) String() string {
 func (*InviteCustomerResponse) ProtoMessage() {}
 
 func (x *InviteCustomerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[29]
+	mi := &file_gantry_v1_domain_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1584,7 +1793,7 @@ func (x *InviteCustomerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InviteCustomerResponse.ProtoReflect.Descriptor instead.
 func (*InviteCustomerResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{29}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *InviteCustomerResponse) GetTenant() *Tenant {
@@ -1617,7 +1826,7 @@ type ListCustomerMachinesRequest struct {
 
 func (x *ListCustomerMachinesRequest) Reset() {
 	*x = ListCustomerMachinesRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[30]
+	mi := &file_gantry_v1_domain_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1629,7 +1838,7 @@ func (x *ListCustomerMachinesRequest) String() string {
 func (*ListCustomerMachinesRequest) ProtoMessage() {}
 
 func (x *ListCustomerMachinesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[30]
+	mi := &file_gantry_v1_domain_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1642,7 +1851,7 @@ func (x *ListCustomerMachinesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCustomerMachinesRequest.ProtoReflect.Descriptor instead.
 func (*ListCustomerMachinesRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{30}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListCustomerMachinesRequest) GetCustomerId() string {
@@ -1661,7 +1870,7 @@ type ListCustomerMachinesResponse struct {
 
 func (x *ListCustomerMachinesResponse) Reset() {
 	*x = ListCustomerMachinesResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[31]
+	mi := &file_gantry_v1_domain_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1673,7 +1882,7 @@ func (x *ListCustomerMachinesResponse) String() string {
 func (*ListCustomerMachinesResponse) ProtoMessage() {}
 
 func (x *ListCustomerMachinesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[31]
+	mi := &file_gantry_v1_domain_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1686,7 +1895,7 @@ func (x *ListCustomerMachinesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCustomerMachinesResponse.ProtoReflect.Descriptor instead.
 func (*ListCustomerMachinesResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{31}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListCustomerMachinesResponse) GetMachines() []*CustomerMachine {
@@ -1708,7 +1917,7 @@ type CreateCustomerMachineRequest struct {
 
 func (x *CreateCustomerMachineRequest) Reset() {
 	*x = CreateCustomerMachineRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[32]
+	mi := &file_gantry_v1_domain_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1720,7 +1929,7 @@ func (x *CreateCustomerMachineRequest) String() string {
 func (*CreateCustomerMachineRequest) ProtoMessage() {}
 
 func (x *CreateCustomerMachineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[32]
+	mi := &file_gantry_v1_domain_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1733,7 +1942,7 @@ func (x *CreateCustomerMachineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCustomerMachineRequest.ProtoReflect.Descriptor instead.
 func (*CreateCustomerMachineRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{32}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CreateCustomerMachineRequest) GetCustomerId() string {
@@ -1773,7 +1982,7 @@ type CreateCustomerMachineResponse struct {
 
 func (x *CreateCustomerMachineResponse) Reset() {
 	*x = CreateCustomerMachineResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[33]
+	mi := &file_gantry_v1_domain_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1785,7 +1994,7 @@ func (x *CreateCustomerMachineResponse) String() string {
 func (*CreateCustomerMachineResponse) ProtoMessage() {}
 
 func (x *CreateCustomerMachineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[33]
+	mi := &file_gantry_v1_domain_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1798,7 +2007,7 @@ func (x *CreateCustomerMachineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCustomerMachineResponse.ProtoReflect.Descriptor instead.
 func (*CreateCustomerMachineResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{33}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CreateCustomerMachineResponse) GetMachine() *CustomerMachine {
@@ -1817,7 +2026,7 @@ type ProposeAssetRequest struct {
 
 func (x *ProposeAssetRequest) Reset() {
 	*x = ProposeAssetRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[34]
+	mi := &file_gantry_v1_domain_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1829,7 +2038,7 @@ func (x *ProposeAssetRequest) String() string {
 func (*ProposeAssetRequest) ProtoMessage() {}
 
 func (x *ProposeAssetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[34]
+	mi := &file_gantry_v1_domain_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1842,7 +2051,7 @@ func (x *ProposeAssetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeAssetRequest.ProtoReflect.Descriptor instead.
 func (*ProposeAssetRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{34}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ProposeAssetRequest) GetCustomerMachineId() string {
@@ -1861,7 +2070,7 @@ type ProposeAssetResponse struct {
 
 func (x *ProposeAssetResponse) Reset() {
 	*x = ProposeAssetResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[35]
+	mi := &file_gantry_v1_domain_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +2082,7 @@ func (x *ProposeAssetResponse) String() string {
 func (*ProposeAssetResponse) ProtoMessage() {}
 
 func (x *ProposeAssetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[35]
+	mi := &file_gantry_v1_domain_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +2095,7 @@ func (x *ProposeAssetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeAssetResponse.ProtoReflect.Descriptor instead.
 func (*ProposeAssetResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{35}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ProposeAssetResponse) GetProposal() *AssetProposal {
@@ -1912,7 +2121,7 @@ type RemoteAccessTemplate struct {
 
 func (x *RemoteAccessTemplate) Reset() {
 	*x = RemoteAccessTemplate{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[36]
+	mi := &file_gantry_v1_domain_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1924,7 +2133,7 @@ func (x *RemoteAccessTemplate) String() string {
 func (*RemoteAccessTemplate) ProtoMessage() {}
 
 func (x *RemoteAccessTemplate) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[36]
+	mi := &file_gantry_v1_domain_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1937,7 +2146,7 @@ func (x *RemoteAccessTemplate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoteAccessTemplate.ProtoReflect.Descriptor instead.
 func (*RemoteAccessTemplate) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{36}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RemoteAccessTemplate) GetConnectionTypes() []string {
@@ -1997,7 +2206,7 @@ type DataPoint struct {
 
 func (x *DataPoint) Reset() {
 	*x = DataPoint{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[37]
+	mi := &file_gantry_v1_domain_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2009,7 +2218,7 @@ func (x *DataPoint) String() string {
 func (*DataPoint) ProtoMessage() {}
 
 func (x *DataPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[37]
+	mi := &file_gantry_v1_domain_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2022,7 +2231,7 @@ func (x *DataPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataPoint.ProtoReflect.Descriptor instead.
 func (*DataPoint) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{37}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *DataPoint) GetNodeId() string {
@@ -2135,7 +2344,7 @@ type OpcuaTemplate struct {
 
 func (x *OpcuaTemplate) Reset() {
 	*x = OpcuaTemplate{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[38]
+	mi := &file_gantry_v1_domain_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2147,7 +2356,7 @@ func (x *OpcuaTemplate) String() string {
 func (*OpcuaTemplate) ProtoMessage() {}
 
 func (x *OpcuaTemplate) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[38]
+	mi := &file_gantry_v1_domain_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2160,7 +2369,7 @@ func (x *OpcuaTemplate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpcuaTemplate.ProtoReflect.Descriptor instead.
 func (*OpcuaTemplate) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{38}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *OpcuaTemplate) GetEndpointUrl() string {
@@ -2197,7 +2406,7 @@ type MachineModel struct {
 
 func (x *MachineModel) Reset() {
 	*x = MachineModel{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[39]
+	mi := &file_gantry_v1_domain_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2209,7 +2418,7 @@ func (x *MachineModel) String() string {
 func (*MachineModel) ProtoMessage() {}
 
 func (x *MachineModel) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[39]
+	mi := &file_gantry_v1_domain_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2222,7 +2431,7 @@ func (x *MachineModel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MachineModel.ProtoReflect.Descriptor instead.
 func (*MachineModel) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{39}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *MachineModel) GetId() string {
@@ -2268,7 +2477,7 @@ type ListMachineModelsRequest struct {
 
 func (x *ListMachineModelsRequest) Reset() {
 	*x = ListMachineModelsRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[40]
+	mi := &file_gantry_v1_domain_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2280,7 +2489,7 @@ func (x *ListMachineModelsRequest) String() string {
 func (*ListMachineModelsRequest) ProtoMessage() {}
 
 func (x *ListMachineModelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[40]
+	mi := &file_gantry_v1_domain_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2293,7 +2502,7 @@ func (x *ListMachineModelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMachineModelsRequest.ProtoReflect.Descriptor instead.
 func (*ListMachineModelsRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{40}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{44}
 }
 
 type ListMachineModelsResponse struct {
@@ -2305,7 +2514,7 @@ type ListMachineModelsResponse struct {
 
 func (x *ListMachineModelsResponse) Reset() {
 	*x = ListMachineModelsResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[41]
+	mi := &file_gantry_v1_domain_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2317,7 +2526,7 @@ func (x *ListMachineModelsResponse) String() string {
 func (*ListMachineModelsResponse) ProtoMessage() {}
 
 func (x *ListMachineModelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[41]
+	mi := &file_gantry_v1_domain_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2330,7 +2539,7 @@ func (x *ListMachineModelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMachineModelsResponse.ProtoReflect.Descriptor instead.
 func (*ListMachineModelsResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{41}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListMachineModelsResponse) GetModels() []*MachineModel {
@@ -2349,7 +2558,7 @@ type GetMachineModelRequest struct {
 
 func (x *GetMachineModelRequest) Reset() {
 	*x = GetMachineModelRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[42]
+	mi := &file_gantry_v1_domain_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2361,7 +2570,7 @@ func (x *GetMachineModelRequest) String() string {
 func (*GetMachineModelRequest) ProtoMessage() {}
 
 func (x *GetMachineModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[42]
+	mi := &file_gantry_v1_domain_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2374,7 +2583,7 @@ func (x *GetMachineModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMachineModelRequest.ProtoReflect.Descriptor instead.
 func (*GetMachineModelRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{42}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GetMachineModelRequest) GetId() string {
@@ -2393,7 +2602,7 @@ type GetMachineModelResponse struct {
 
 func (x *GetMachineModelResponse) Reset() {
 	*x = GetMachineModelResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[43]
+	mi := &file_gantry_v1_domain_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2405,7 +2614,7 @@ func (x *GetMachineModelResponse) String() string {
 func (*GetMachineModelResponse) ProtoMessage() {}
 
 func (x *GetMachineModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[43]
+	mi := &file_gantry_v1_domain_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2418,7 +2627,7 @@ func (x *GetMachineModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMachineModelResponse.ProtoReflect.Descriptor instead.
 func (*GetMachineModelResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{43}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GetMachineModelResponse) GetModel() *MachineModel {
@@ -2437,7 +2646,7 @@ type CreateMachineModelRequest struct {
 
 func (x *CreateMachineModelRequest) Reset() {
 	*x = CreateMachineModelRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[44]
+	mi := &file_gantry_v1_domain_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2449,7 +2658,7 @@ func (x *CreateMachineModelRequest) String() string {
 func (*CreateMachineModelRequest) ProtoMessage() {}
 
 func (x *CreateMachineModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[44]
+	mi := &file_gantry_v1_domain_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2462,7 +2671,7 @@ func (x *CreateMachineModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateMachineModelRequest.ProtoReflect.Descriptor instead.
 func (*CreateMachineModelRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{44}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CreateMachineModelRequest) GetModel() *MachineModel {
@@ -2481,7 +2690,7 @@ type CreateMachineModelResponse struct {
 
 func (x *CreateMachineModelResponse) Reset() {
 	*x = CreateMachineModelResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[45]
+	mi := &file_gantry_v1_domain_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2493,7 +2702,7 @@ func (x *CreateMachineModelResponse) String() string {
 func (*CreateMachineModelResponse) ProtoMessage() {}
 
 func (x *CreateMachineModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[45]
+	mi := &file_gantry_v1_domain_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2506,7 +2715,7 @@ func (x *CreateMachineModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateMachineModelResponse.ProtoReflect.Descriptor instead.
 func (*CreateMachineModelResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{45}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *CreateMachineModelResponse) GetModel() *MachineModel {
@@ -2525,7 +2734,7 @@ type UpdateMachineModelRequest struct {
 
 func (x *UpdateMachineModelRequest) Reset() {
 	*x = UpdateMachineModelRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[46]
+	mi := &file_gantry_v1_domain_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2537,7 +2746,7 @@ func (x *UpdateMachineModelRequest) String() string {
 func (*UpdateMachineModelRequest) ProtoMessage() {}
 
 func (x *UpdateMachineModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[46]
+	mi := &file_gantry_v1_domain_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2550,7 +2759,7 @@ func (x *UpdateMachineModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateMachineModelRequest.ProtoReflect.Descriptor instead.
 func (*UpdateMachineModelRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{46}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *UpdateMachineModelRequest) GetModel() *MachineModel {
@@ -2569,7 +2778,7 @@ type UpdateMachineModelResponse struct {
 
 func (x *UpdateMachineModelResponse) Reset() {
 	*x = UpdateMachineModelResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[47]
+	mi := &file_gantry_v1_domain_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2581,7 +2790,7 @@ func (x *UpdateMachineModelResponse) String() string {
 func (*UpdateMachineModelResponse) ProtoMessage() {}
 
 func (x *UpdateMachineModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[47]
+	mi := &file_gantry_v1_domain_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2594,7 +2803,7 @@ func (x *UpdateMachineModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateMachineModelResponse.ProtoReflect.Descriptor instead.
 func (*UpdateMachineModelResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{47}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *UpdateMachineModelResponse) GetModel() *MachineModel {
@@ -2636,7 +2845,7 @@ type ServiceCase struct {
 
 func (x *ServiceCase) Reset() {
 	*x = ServiceCase{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[48]
+	mi := &file_gantry_v1_domain_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2648,7 +2857,7 @@ func (x *ServiceCase) String() string {
 func (*ServiceCase) ProtoMessage() {}
 
 func (x *ServiceCase) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[48]
+	mi := &file_gantry_v1_domain_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2661,7 +2870,7 @@ func (x *ServiceCase) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceCase.ProtoReflect.Descriptor instead.
 func (*ServiceCase) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{48}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ServiceCase) GetId() string {
@@ -2798,7 +3007,7 @@ type ChatMessage struct {
 
 func (x *ChatMessage) Reset() {
 	*x = ChatMessage{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[49]
+	mi := &file_gantry_v1_domain_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2810,7 +3019,7 @@ func (x *ChatMessage) String() string {
 func (*ChatMessage) ProtoMessage() {}
 
 func (x *ChatMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[49]
+	mi := &file_gantry_v1_domain_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2823,7 +3032,7 @@ func (x *ChatMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatMessage.ProtoReflect.Descriptor instead.
 func (*ChatMessage) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{49}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ChatMessage) GetId() string {
@@ -2893,7 +3102,7 @@ type CreateCaseRequest struct {
 
 func (x *CreateCaseRequest) Reset() {
 	*x = CreateCaseRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[50]
+	mi := &file_gantry_v1_domain_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2905,7 +3114,7 @@ func (x *CreateCaseRequest) String() string {
 func (*CreateCaseRequest) ProtoMessage() {}
 
 func (x *CreateCaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[50]
+	mi := &file_gantry_v1_domain_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2918,7 +3127,7 @@ func (x *CreateCaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCaseRequest.ProtoReflect.Descriptor instead.
 func (*CreateCaseRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{50}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *CreateCaseRequest) GetAssetId() string {
@@ -2972,7 +3181,7 @@ type CreateCaseResponse struct {
 
 func (x *CreateCaseResponse) Reset() {
 	*x = CreateCaseResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[51]
+	mi := &file_gantry_v1_domain_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2984,7 +3193,7 @@ func (x *CreateCaseResponse) String() string {
 func (*CreateCaseResponse) ProtoMessage() {}
 
 func (x *CreateCaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[51]
+	mi := &file_gantry_v1_domain_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2997,7 +3206,7 @@ func (x *CreateCaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCaseResponse.ProtoReflect.Descriptor instead.
 func (*CreateCaseResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{51}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *CreateCaseResponse) GetCase() *ServiceCase {
@@ -3016,7 +3225,7 @@ type GetCaseRequest struct {
 
 func (x *GetCaseRequest) Reset() {
 	*x = GetCaseRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[52]
+	mi := &file_gantry_v1_domain_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3028,7 +3237,7 @@ func (x *GetCaseRequest) String() string {
 func (*GetCaseRequest) ProtoMessage() {}
 
 func (x *GetCaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[52]
+	mi := &file_gantry_v1_domain_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3041,7 +3250,7 @@ func (x *GetCaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCaseRequest.ProtoReflect.Descriptor instead.
 func (*GetCaseRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{52}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GetCaseRequest) GetId() string {
@@ -3060,7 +3269,7 @@ type GetCaseResponse struct {
 
 func (x *GetCaseResponse) Reset() {
 	*x = GetCaseResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[53]
+	mi := &file_gantry_v1_domain_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3072,7 +3281,7 @@ func (x *GetCaseResponse) String() string {
 func (*GetCaseResponse) ProtoMessage() {}
 
 func (x *GetCaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[53]
+	mi := &file_gantry_v1_domain_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3085,7 +3294,7 @@ func (x *GetCaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCaseResponse.ProtoReflect.Descriptor instead.
 func (*GetCaseResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{53}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetCaseResponse) GetCase() *ServiceCase {
@@ -3113,7 +3322,7 @@ type ListCasesRequest struct {
 
 func (x *ListCasesRequest) Reset() {
 	*x = ListCasesRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[54]
+	mi := &file_gantry_v1_domain_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3125,7 +3334,7 @@ func (x *ListCasesRequest) String() string {
 func (*ListCasesRequest) ProtoMessage() {}
 
 func (x *ListCasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[54]
+	mi := &file_gantry_v1_domain_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3138,7 +3347,7 @@ func (x *ListCasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCasesRequest.ProtoReflect.Descriptor instead.
 func (*ListCasesRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{54}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListCasesRequest) GetKind() string {
@@ -3193,7 +3402,7 @@ type ListCasesResponse struct {
 
 func (x *ListCasesResponse) Reset() {
 	*x = ListCasesResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[55]
+	mi := &file_gantry_v1_domain_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3205,7 +3414,7 @@ func (x *ListCasesResponse) String() string {
 func (*ListCasesResponse) ProtoMessage() {}
 
 func (x *ListCasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[55]
+	mi := &file_gantry_v1_domain_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3218,7 +3427,7 @@ func (x *ListCasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCasesResponse.ProtoReflect.Descriptor instead.
 func (*ListCasesResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{55}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ListCasesResponse) GetCases() []*ServiceCase {
@@ -3250,7 +3459,7 @@ type UpdateCaseRequest struct {
 
 func (x *UpdateCaseRequest) Reset() {
 	*x = UpdateCaseRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[56]
+	mi := &file_gantry_v1_domain_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3262,7 +3471,7 @@ func (x *UpdateCaseRequest) String() string {
 func (*UpdateCaseRequest) ProtoMessage() {}
 
 func (x *UpdateCaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[56]
+	mi := &file_gantry_v1_domain_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3275,7 +3484,7 @@ func (x *UpdateCaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateCaseRequest.ProtoReflect.Descriptor instead.
 func (*UpdateCaseRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{56}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *UpdateCaseRequest) GetId() string {
@@ -3315,7 +3524,7 @@ type UpdateCaseResponse struct {
 
 func (x *UpdateCaseResponse) Reset() {
 	*x = UpdateCaseResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[57]
+	mi := &file_gantry_v1_domain_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3327,7 +3536,7 @@ func (x *UpdateCaseResponse) String() string {
 func (*UpdateCaseResponse) ProtoMessage() {}
 
 func (x *UpdateCaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[57]
+	mi := &file_gantry_v1_domain_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3340,7 +3549,7 @@ func (x *UpdateCaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateCaseResponse.ProtoReflect.Descriptor instead.
 func (*UpdateCaseResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{57}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *UpdateCaseResponse) GetCase() *ServiceCase {
@@ -3360,7 +3569,7 @@ type PostMessageRequest struct {
 
 func (x *PostMessageRequest) Reset() {
 	*x = PostMessageRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[58]
+	mi := &file_gantry_v1_domain_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3372,7 +3581,7 @@ func (x *PostMessageRequest) String() string {
 func (*PostMessageRequest) ProtoMessage() {}
 
 func (x *PostMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[58]
+	mi := &file_gantry_v1_domain_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3385,7 +3594,7 @@ func (x *PostMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PostMessageRequest.ProtoReflect.Descriptor instead.
 func (*PostMessageRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{58}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *PostMessageRequest) GetCaseId() string {
@@ -3411,7 +3620,7 @@ type PostMessageResponse struct {
 
 func (x *PostMessageResponse) Reset() {
 	*x = PostMessageResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[59]
+	mi := &file_gantry_v1_domain_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3423,7 +3632,7 @@ func (x *PostMessageResponse) String() string {
 func (*PostMessageResponse) ProtoMessage() {}
 
 func (x *PostMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[59]
+	mi := &file_gantry_v1_domain_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3436,7 +3645,7 @@ func (x *PostMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PostMessageResponse.ProtoReflect.Descriptor instead.
 func (*PostMessageResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{59}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *PostMessageResponse) GetMessage() *ChatMessage {
@@ -3456,7 +3665,7 @@ type ListMessagesRequest struct {
 
 func (x *ListMessagesRequest) Reset() {
 	*x = ListMessagesRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[60]
+	mi := &file_gantry_v1_domain_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3468,7 +3677,7 @@ func (x *ListMessagesRequest) String() string {
 func (*ListMessagesRequest) ProtoMessage() {}
 
 func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[60]
+	mi := &file_gantry_v1_domain_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3481,7 +3690,7 @@ func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesRequest.ProtoReflect.Descriptor instead.
 func (*ListMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{60}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ListMessagesRequest) GetCaseId() string {
@@ -3507,7 +3716,7 @@ type ListMessagesResponse struct {
 
 func (x *ListMessagesResponse) Reset() {
 	*x = ListMessagesResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[61]
+	mi := &file_gantry_v1_domain_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3519,7 +3728,7 @@ func (x *ListMessagesResponse) String() string {
 func (*ListMessagesResponse) ProtoMessage() {}
 
 func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[61]
+	mi := &file_gantry_v1_domain_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3532,7 +3741,7 @@ func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesResponse.ProtoReflect.Descriptor instead.
 func (*ListMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{61}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ListMessagesResponse) GetMessages() []*ChatMessage {
@@ -3551,7 +3760,7 @@ type StreamMessagesRequest struct {
 
 func (x *StreamMessagesRequest) Reset() {
 	*x = StreamMessagesRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[62]
+	mi := &file_gantry_v1_domain_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3563,7 +3772,7 @@ func (x *StreamMessagesRequest) String() string {
 func (*StreamMessagesRequest) ProtoMessage() {}
 
 func (x *StreamMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[62]
+	mi := &file_gantry_v1_domain_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3576,7 +3785,7 @@ func (x *StreamMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamMessagesRequest.ProtoReflect.Descriptor instead.
 func (*StreamMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{62}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *StreamMessagesRequest) GetCaseId() string {
@@ -3597,7 +3806,7 @@ type ContactPerson struct {
 
 func (x *ContactPerson) Reset() {
 	*x = ContactPerson{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[63]
+	mi := &file_gantry_v1_domain_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3609,7 +3818,7 @@ func (x *ContactPerson) String() string {
 func (*ContactPerson) ProtoMessage() {}
 
 func (x *ContactPerson) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[63]
+	mi := &file_gantry_v1_domain_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3622,7 +3831,7 @@ func (x *ContactPerson) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactPerson.ProtoReflect.Descriptor instead.
 func (*ContactPerson) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{63}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ContactPerson) GetName() string {
@@ -3674,7 +3883,7 @@ type ExternalUser struct {
 
 func (x *ExternalUser) Reset() {
 	*x = ExternalUser{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[64]
+	mi := &file_gantry_v1_domain_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3686,7 +3895,7 @@ func (x *ExternalUser) String() string {
 func (*ExternalUser) ProtoMessage() {}
 
 func (x *ExternalUser) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[64]
+	mi := &file_gantry_v1_domain_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3699,7 +3908,7 @@ func (x *ExternalUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExternalUser.ProtoReflect.Descriptor instead.
 func (*ExternalUser) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{64}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ExternalUser) GetUserId() string {
@@ -3788,7 +3997,7 @@ type SetExternalUserRequest struct {
 
 func (x *SetExternalUserRequest) Reset() {
 	*x = SetExternalUserRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[65]
+	mi := &file_gantry_v1_domain_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3800,7 +4009,7 @@ func (x *SetExternalUserRequest) String() string {
 func (*SetExternalUserRequest) ProtoMessage() {}
 
 func (x *SetExternalUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[65]
+	mi := &file_gantry_v1_domain_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3813,7 +4022,7 @@ func (x *SetExternalUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetExternalUserRequest.ProtoReflect.Descriptor instead.
 func (*SetExternalUserRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{65}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *SetExternalUserRequest) GetExternalUser() *ExternalUser {
@@ -3832,7 +4041,7 @@ type SetExternalUserResponse struct {
 
 func (x *SetExternalUserResponse) Reset() {
 	*x = SetExternalUserResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[66]
+	mi := &file_gantry_v1_domain_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3844,7 +4053,7 @@ func (x *SetExternalUserResponse) String() string {
 func (*SetExternalUserResponse) ProtoMessage() {}
 
 func (x *SetExternalUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[66]
+	mi := &file_gantry_v1_domain_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3857,7 +4066,7 @@ func (x *SetExternalUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetExternalUserResponse.ProtoReflect.Descriptor instead.
 func (*SetExternalUserResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{66}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *SetExternalUserResponse) GetExternalUser() *ExternalUser {
@@ -3876,7 +4085,7 @@ type GetExternalUserRequest struct {
 
 func (x *GetExternalUserRequest) Reset() {
 	*x = GetExternalUserRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[67]
+	mi := &file_gantry_v1_domain_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3888,7 +4097,7 @@ func (x *GetExternalUserRequest) String() string {
 func (*GetExternalUserRequest) ProtoMessage() {}
 
 func (x *GetExternalUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[67]
+	mi := &file_gantry_v1_domain_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3901,7 +4110,7 @@ func (x *GetExternalUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetExternalUserRequest.ProtoReflect.Descriptor instead.
 func (*GetExternalUserRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{67}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *GetExternalUserRequest) GetUserId() string {
@@ -3920,7 +4129,7 @@ type GetExternalUserResponse struct {
 
 func (x *GetExternalUserResponse) Reset() {
 	*x = GetExternalUserResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[68]
+	mi := &file_gantry_v1_domain_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3932,7 +4141,7 @@ func (x *GetExternalUserResponse) String() string {
 func (*GetExternalUserResponse) ProtoMessage() {}
 
 func (x *GetExternalUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[68]
+	mi := &file_gantry_v1_domain_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3945,7 +4154,7 @@ func (x *GetExternalUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetExternalUserResponse.ProtoReflect.Descriptor instead.
 func (*GetExternalUserResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{68}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *GetExternalUserResponse) GetExternalUser() *ExternalUser {
@@ -3970,7 +4179,7 @@ type ServiceContract struct {
 
 func (x *ServiceContract) Reset() {
 	*x = ServiceContract{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[69]
+	mi := &file_gantry_v1_domain_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3982,7 +4191,7 @@ func (x *ServiceContract) String() string {
 func (*ServiceContract) ProtoMessage() {}
 
 func (x *ServiceContract) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[69]
+	mi := &file_gantry_v1_domain_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3995,7 +4204,7 @@ func (x *ServiceContract) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceContract.ProtoReflect.Descriptor instead.
 func (*ServiceContract) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{69}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ServiceContract) GetId() string {
@@ -4049,7 +4258,7 @@ type ListServiceContractsRequest struct {
 
 func (x *ListServiceContractsRequest) Reset() {
 	*x = ListServiceContractsRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[70]
+	mi := &file_gantry_v1_domain_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4061,7 +4270,7 @@ func (x *ListServiceContractsRequest) String() string {
 func (*ListServiceContractsRequest) ProtoMessage() {}
 
 func (x *ListServiceContractsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[70]
+	mi := &file_gantry_v1_domain_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4074,7 +4283,7 @@ func (x *ListServiceContractsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServiceContractsRequest.ProtoReflect.Descriptor instead.
 func (*ListServiceContractsRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{70}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ListServiceContractsRequest) GetCustomerId() string {
@@ -4093,7 +4302,7 @@ type ListServiceContractsResponse struct {
 
 func (x *ListServiceContractsResponse) Reset() {
 	*x = ListServiceContractsResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[71]
+	mi := &file_gantry_v1_domain_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4105,7 +4314,7 @@ func (x *ListServiceContractsResponse) String() string {
 func (*ListServiceContractsResponse) ProtoMessage() {}
 
 func (x *ListServiceContractsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[71]
+	mi := &file_gantry_v1_domain_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4118,7 +4327,7 @@ func (x *ListServiceContractsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServiceContractsResponse.ProtoReflect.Descriptor instead.
 func (*ListServiceContractsResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{71}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ListServiceContractsResponse) GetContracts() []*ServiceContract {
@@ -4137,7 +4346,7 @@ type CreateServiceContractRequest struct {
 
 func (x *CreateServiceContractRequest) Reset() {
 	*x = CreateServiceContractRequest{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[72]
+	mi := &file_gantry_v1_domain_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4149,7 +4358,7 @@ func (x *CreateServiceContractRequest) String() string {
 func (*CreateServiceContractRequest) ProtoMessage() {}
 
 func (x *CreateServiceContractRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[72]
+	mi := &file_gantry_v1_domain_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4162,7 +4371,7 @@ func (x *CreateServiceContractRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateServiceContractRequest.ProtoReflect.Descriptor instead.
 func (*CreateServiceContractRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{72}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *CreateServiceContractRequest) GetContract() *ServiceContract {
@@ -4181,7 +4390,7 @@ type CreateServiceContractResponse struct {
 
 func (x *CreateServiceContractResponse) Reset() {
 	*x = CreateServiceContractResponse{}
-	mi := &file_gantry_v1_domain_proto_msgTypes[73]
+	mi := &file_gantry_v1_domain_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4193,7 +4402,7 @@ func (x *CreateServiceContractResponse) String() string {
 func (*CreateServiceContractResponse) ProtoMessage() {}
 
 func (x *CreateServiceContractResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_domain_proto_msgTypes[73]
+	mi := &file_gantry_v1_domain_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4206,7 +4415,7 @@ func (x *CreateServiceContractResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateServiceContractResponse.ProtoReflect.Descriptor instead.
 func (*CreateServiceContractResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{73}
+	return file_gantry_v1_domain_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *CreateServiceContractResponse) GetContract() *ServiceContract {
@@ -4258,6 +4467,11 @@ const file_gantry_v1_domain_proto_rawDesc = "" +
 	"\x15CreateFacilityRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"I\n" +
 	"\x16CreateFacilityResponse\x12/\n" +
+	"\bfacility\x18\x01 \x01(\v2\x13.gantry.v1.FacilityR\bfacility\";\n" +
+	"\x15UpdateFacilityRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"I\n" +
+	"\x16UpdateFacilityResponse\x12/\n" +
 	"\bfacility\x18\x01 \x01(\v2\x13.gantry.v1.FacilityR\bfacility\"4\n" +
 	"\x11ListAssetsRequest\x12\x1f\n" +
 	"\vfacility_id\x18\x01 \x01(\tR\n" +
@@ -4270,6 +4484,14 @@ const file_gantry_v1_domain_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12#\n" +
 	"\rserial_number\x18\x03 \x01(\tR\fserialNumber\"=\n" +
 	"\x13CreateAssetResponse\x12&\n" +
+	"\x05asset\x18\x01 \x01(\v2\x10.gantry.v1.AssetR\x05asset\"~\n" +
+	"\x12UpdateAssetRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
+	"\vfacility_id\x18\x02 \x01(\tR\n" +
+	"facilityId\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12#\n" +
+	"\rserial_number\x18\x04 \x01(\tR\fserialNumber\"=\n" +
+	"\x13UpdateAssetResponse\x12&\n" +
 	"\x05asset\x18\x01 \x01(\v2\x10.gantry.v1.AssetR\x05asset\"\x1b\n" +
 	"\x19ListAssetProposalsRequest\"T\n" +
 	"\x1aListAssetProposalsResponse\x126\n" +
@@ -4527,13 +4749,15 @@ const file_gantry_v1_domain_proto_rawDesc = "" +
 	"\x1cCreateServiceContractRequest\x126\n" +
 	"\bcontract\x18\x01 \x01(\v2\x1a.gantry.v1.ServiceContractR\bcontract\"W\n" +
 	"\x1dCreateServiceContractResponse\x126\n" +
-	"\bcontract\x18\x01 \x01(\v2\x1a.gantry.v1.ServiceContractR\bcontract2\x88\x05\n" +
+	"\bcontract\x18\x01 \x01(\v2\x1a.gantry.v1.ServiceContractR\bcontract2\xad\x06\n" +
 	"\x10ShopfloorService\x12U\n" +
 	"\x0eListFacilities\x12 .gantry.v1.ListFacilitiesRequest\x1a!.gantry.v1.ListFacilitiesResponse\x12U\n" +
-	"\x0eCreateFacility\x12 .gantry.v1.CreateFacilityRequest\x1a!.gantry.v1.CreateFacilityResponse\x12I\n" +
+	"\x0eCreateFacility\x12 .gantry.v1.CreateFacilityRequest\x1a!.gantry.v1.CreateFacilityResponse\x12U\n" +
+	"\x0eUpdateFacility\x12 .gantry.v1.UpdateFacilityRequest\x1a!.gantry.v1.UpdateFacilityResponse\x12I\n" +
 	"\n" +
 	"ListAssets\x12\x1c.gantry.v1.ListAssetsRequest\x1a\x1d.gantry.v1.ListAssetsResponse\x12L\n" +
-	"\vCreateAsset\x12\x1d.gantry.v1.CreateAssetRequest\x1a\x1e.gantry.v1.CreateAssetResponse\x12a\n" +
+	"\vCreateAsset\x12\x1d.gantry.v1.CreateAssetRequest\x1a\x1e.gantry.v1.CreateAssetResponse\x12L\n" +
+	"\vUpdateAsset\x12\x1d.gantry.v1.UpdateAssetRequest\x1a\x1e.gantry.v1.UpdateAssetResponse\x12a\n" +
 	"\x12ListAssetProposals\x12$.gantry.v1.ListAssetProposalsRequest\x1a%.gantry.v1.ListAssetProposalsResponse\x12d\n" +
 	"\x13AcceptAssetProposal\x12%.gantry.v1.AcceptAssetProposalRequest\x1a&.gantry.v1.AcceptAssetProposalResponse\x12d\n" +
 	"\x13RejectAssetProposal\x12%.gantry.v1.RejectAssetProposalRequest\x1a&.gantry.v1.RejectAssetProposalResponse2\xf9\b\n" +
@@ -4578,7 +4802,7 @@ func file_gantry_v1_domain_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_domain_proto_rawDescData
 }
 
-var file_gantry_v1_domain_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
+var file_gantry_v1_domain_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
 var file_gantry_v1_domain_proto_goTypes = []any{
 	(*Facility)(nil),                      // 0: gantry.v1.Facility
 	(*Asset)(nil),                         // 1: gantry.v1.Asset
@@ -4587,184 +4811,194 @@ var file_gantry_v1_domain_proto_goTypes = []any{
 	(*ListFacilitiesResponse)(nil),        // 4: gantry.v1.ListFacilitiesResponse
 	(*CreateFacilityRequest)(nil),         // 5: gantry.v1.CreateFacilityRequest
 	(*CreateFacilityResponse)(nil),        // 6: gantry.v1.CreateFacilityResponse
-	(*ListAssetsRequest)(nil),             // 7: gantry.v1.ListAssetsRequest
-	(*ListAssetsResponse)(nil),            // 8: gantry.v1.ListAssetsResponse
-	(*CreateAssetRequest)(nil),            // 9: gantry.v1.CreateAssetRequest
-	(*CreateAssetResponse)(nil),           // 10: gantry.v1.CreateAssetResponse
-	(*ListAssetProposalsRequest)(nil),     // 11: gantry.v1.ListAssetProposalsRequest
-	(*ListAssetProposalsResponse)(nil),    // 12: gantry.v1.ListAssetProposalsResponse
-	(*AcceptAssetProposalRequest)(nil),    // 13: gantry.v1.AcceptAssetProposalRequest
-	(*AcceptAssetProposalResponse)(nil),   // 14: gantry.v1.AcceptAssetProposalResponse
-	(*RejectAssetProposalRequest)(nil),    // 15: gantry.v1.RejectAssetProposalRequest
-	(*RejectAssetProposalResponse)(nil),   // 16: gantry.v1.RejectAssetProposalResponse
-	(*ServiceOrg)(nil),                    // 17: gantry.v1.ServiceOrg
-	(*Customer)(nil),                      // 18: gantry.v1.Customer
-	(*CustomerMachine)(nil),               // 19: gantry.v1.CustomerMachine
-	(*ListServiceOrgsRequest)(nil),        // 20: gantry.v1.ListServiceOrgsRequest
-	(*ListServiceOrgsResponse)(nil),       // 21: gantry.v1.ListServiceOrgsResponse
-	(*CreateServiceOrgRequest)(nil),       // 22: gantry.v1.CreateServiceOrgRequest
-	(*CreateServiceOrgResponse)(nil),      // 23: gantry.v1.CreateServiceOrgResponse
-	(*ListCustomersRequest)(nil),          // 24: gantry.v1.ListCustomersRequest
-	(*ListCustomersResponse)(nil),         // 25: gantry.v1.ListCustomersResponse
-	(*CreateCustomerRequest)(nil),         // 26: gantry.v1.CreateCustomerRequest
-	(*CreateCustomerResponse)(nil),        // 27: gantry.v1.CreateCustomerResponse
-	(*InviteCustomerRequest)(nil),         // 28: gantry.v1.InviteCustomerRequest
-	(*InviteCustomerResponse)(nil),        // 29: gantry.v1.InviteCustomerResponse
-	(*ListCustomerMachinesRequest)(nil),   // 30: gantry.v1.ListCustomerMachinesRequest
-	(*ListCustomerMachinesResponse)(nil),  // 31: gantry.v1.ListCustomerMachinesResponse
-	(*CreateCustomerMachineRequest)(nil),  // 32: gantry.v1.CreateCustomerMachineRequest
-	(*CreateCustomerMachineResponse)(nil), // 33: gantry.v1.CreateCustomerMachineResponse
-	(*ProposeAssetRequest)(nil),           // 34: gantry.v1.ProposeAssetRequest
-	(*ProposeAssetResponse)(nil),          // 35: gantry.v1.ProposeAssetResponse
-	(*RemoteAccessTemplate)(nil),          // 36: gantry.v1.RemoteAccessTemplate
-	(*DataPoint)(nil),                     // 37: gantry.v1.DataPoint
-	(*OpcuaTemplate)(nil),                 // 38: gantry.v1.OpcuaTemplate
-	(*MachineModel)(nil),                  // 39: gantry.v1.MachineModel
-	(*ListMachineModelsRequest)(nil),      // 40: gantry.v1.ListMachineModelsRequest
-	(*ListMachineModelsResponse)(nil),     // 41: gantry.v1.ListMachineModelsResponse
-	(*GetMachineModelRequest)(nil),        // 42: gantry.v1.GetMachineModelRequest
-	(*GetMachineModelResponse)(nil),       // 43: gantry.v1.GetMachineModelResponse
-	(*CreateMachineModelRequest)(nil),     // 44: gantry.v1.CreateMachineModelRequest
-	(*CreateMachineModelResponse)(nil),    // 45: gantry.v1.CreateMachineModelResponse
-	(*UpdateMachineModelRequest)(nil),     // 46: gantry.v1.UpdateMachineModelRequest
-	(*UpdateMachineModelResponse)(nil),    // 47: gantry.v1.UpdateMachineModelResponse
-	(*ServiceCase)(nil),                   // 48: gantry.v1.ServiceCase
-	(*ChatMessage)(nil),                   // 49: gantry.v1.ChatMessage
-	(*CreateCaseRequest)(nil),             // 50: gantry.v1.CreateCaseRequest
-	(*CreateCaseResponse)(nil),            // 51: gantry.v1.CreateCaseResponse
-	(*GetCaseRequest)(nil),                // 52: gantry.v1.GetCaseRequest
-	(*GetCaseResponse)(nil),               // 53: gantry.v1.GetCaseResponse
-	(*ListCasesRequest)(nil),              // 54: gantry.v1.ListCasesRequest
-	(*ListCasesResponse)(nil),             // 55: gantry.v1.ListCasesResponse
-	(*UpdateCaseRequest)(nil),             // 56: gantry.v1.UpdateCaseRequest
-	(*UpdateCaseResponse)(nil),            // 57: gantry.v1.UpdateCaseResponse
-	(*PostMessageRequest)(nil),            // 58: gantry.v1.PostMessageRequest
-	(*PostMessageResponse)(nil),           // 59: gantry.v1.PostMessageResponse
-	(*ListMessagesRequest)(nil),           // 60: gantry.v1.ListMessagesRequest
-	(*ListMessagesResponse)(nil),          // 61: gantry.v1.ListMessagesResponse
-	(*StreamMessagesRequest)(nil),         // 62: gantry.v1.StreamMessagesRequest
-	(*ContactPerson)(nil),                 // 63: gantry.v1.ContactPerson
-	(*ExternalUser)(nil),                  // 64: gantry.v1.ExternalUser
-	(*SetExternalUserRequest)(nil),        // 65: gantry.v1.SetExternalUserRequest
-	(*SetExternalUserResponse)(nil),       // 66: gantry.v1.SetExternalUserResponse
-	(*GetExternalUserRequest)(nil),        // 67: gantry.v1.GetExternalUserRequest
-	(*GetExternalUserResponse)(nil),       // 68: gantry.v1.GetExternalUserResponse
-	(*ServiceContract)(nil),               // 69: gantry.v1.ServiceContract
-	(*ListServiceContractsRequest)(nil),   // 70: gantry.v1.ListServiceContractsRequest
-	(*ListServiceContractsResponse)(nil),  // 71: gantry.v1.ListServiceContractsResponse
-	(*CreateServiceContractRequest)(nil),  // 72: gantry.v1.CreateServiceContractRequest
-	(*CreateServiceContractResponse)(nil), // 73: gantry.v1.CreateServiceContractResponse
-	(*timestamppb.Timestamp)(nil),         // 74: google.protobuf.Timestamp
-	(*Tenant)(nil),                        // 75: gantry.v1.Tenant
+	(*UpdateFacilityRequest)(nil),         // 7: gantry.v1.UpdateFacilityRequest
+	(*UpdateFacilityResponse)(nil),        // 8: gantry.v1.UpdateFacilityResponse
+	(*ListAssetsRequest)(nil),             // 9: gantry.v1.ListAssetsRequest
+	(*ListAssetsResponse)(nil),            // 10: gantry.v1.ListAssetsResponse
+	(*CreateAssetRequest)(nil),            // 11: gantry.v1.CreateAssetRequest
+	(*CreateAssetResponse)(nil),           // 12: gantry.v1.CreateAssetResponse
+	(*UpdateAssetRequest)(nil),            // 13: gantry.v1.UpdateAssetRequest
+	(*UpdateAssetResponse)(nil),           // 14: gantry.v1.UpdateAssetResponse
+	(*ListAssetProposalsRequest)(nil),     // 15: gantry.v1.ListAssetProposalsRequest
+	(*ListAssetProposalsResponse)(nil),    // 16: gantry.v1.ListAssetProposalsResponse
+	(*AcceptAssetProposalRequest)(nil),    // 17: gantry.v1.AcceptAssetProposalRequest
+	(*AcceptAssetProposalResponse)(nil),   // 18: gantry.v1.AcceptAssetProposalResponse
+	(*RejectAssetProposalRequest)(nil),    // 19: gantry.v1.RejectAssetProposalRequest
+	(*RejectAssetProposalResponse)(nil),   // 20: gantry.v1.RejectAssetProposalResponse
+	(*ServiceOrg)(nil),                    // 21: gantry.v1.ServiceOrg
+	(*Customer)(nil),                      // 22: gantry.v1.Customer
+	(*CustomerMachine)(nil),               // 23: gantry.v1.CustomerMachine
+	(*ListServiceOrgsRequest)(nil),        // 24: gantry.v1.ListServiceOrgsRequest
+	(*ListServiceOrgsResponse)(nil),       // 25: gantry.v1.ListServiceOrgsResponse
+	(*CreateServiceOrgRequest)(nil),       // 26: gantry.v1.CreateServiceOrgRequest
+	(*CreateServiceOrgResponse)(nil),      // 27: gantry.v1.CreateServiceOrgResponse
+	(*ListCustomersRequest)(nil),          // 28: gantry.v1.ListCustomersRequest
+	(*ListCustomersResponse)(nil),         // 29: gantry.v1.ListCustomersResponse
+	(*CreateCustomerRequest)(nil),         // 30: gantry.v1.CreateCustomerRequest
+	(*CreateCustomerResponse)(nil),        // 31: gantry.v1.CreateCustomerResponse
+	(*InviteCustomerRequest)(nil),         // 32: gantry.v1.InviteCustomerRequest
+	(*InviteCustomerResponse)(nil),        // 33: gantry.v1.InviteCustomerResponse
+	(*ListCustomerMachinesRequest)(nil),   // 34: gantry.v1.ListCustomerMachinesRequest
+	(*ListCustomerMachinesResponse)(nil),  // 35: gantry.v1.ListCustomerMachinesResponse
+	(*CreateCustomerMachineRequest)(nil),  // 36: gantry.v1.CreateCustomerMachineRequest
+	(*CreateCustomerMachineResponse)(nil), // 37: gantry.v1.CreateCustomerMachineResponse
+	(*ProposeAssetRequest)(nil),           // 38: gantry.v1.ProposeAssetRequest
+	(*ProposeAssetResponse)(nil),          // 39: gantry.v1.ProposeAssetResponse
+	(*RemoteAccessTemplate)(nil),          // 40: gantry.v1.RemoteAccessTemplate
+	(*DataPoint)(nil),                     // 41: gantry.v1.DataPoint
+	(*OpcuaTemplate)(nil),                 // 42: gantry.v1.OpcuaTemplate
+	(*MachineModel)(nil),                  // 43: gantry.v1.MachineModel
+	(*ListMachineModelsRequest)(nil),      // 44: gantry.v1.ListMachineModelsRequest
+	(*ListMachineModelsResponse)(nil),     // 45: gantry.v1.ListMachineModelsResponse
+	(*GetMachineModelRequest)(nil),        // 46: gantry.v1.GetMachineModelRequest
+	(*GetMachineModelResponse)(nil),       // 47: gantry.v1.GetMachineModelResponse
+	(*CreateMachineModelRequest)(nil),     // 48: gantry.v1.CreateMachineModelRequest
+	(*CreateMachineModelResponse)(nil),    // 49: gantry.v1.CreateMachineModelResponse
+	(*UpdateMachineModelRequest)(nil),     // 50: gantry.v1.UpdateMachineModelRequest
+	(*UpdateMachineModelResponse)(nil),    // 51: gantry.v1.UpdateMachineModelResponse
+	(*ServiceCase)(nil),                   // 52: gantry.v1.ServiceCase
+	(*ChatMessage)(nil),                   // 53: gantry.v1.ChatMessage
+	(*CreateCaseRequest)(nil),             // 54: gantry.v1.CreateCaseRequest
+	(*CreateCaseResponse)(nil),            // 55: gantry.v1.CreateCaseResponse
+	(*GetCaseRequest)(nil),                // 56: gantry.v1.GetCaseRequest
+	(*GetCaseResponse)(nil),               // 57: gantry.v1.GetCaseResponse
+	(*ListCasesRequest)(nil),              // 58: gantry.v1.ListCasesRequest
+	(*ListCasesResponse)(nil),             // 59: gantry.v1.ListCasesResponse
+	(*UpdateCaseRequest)(nil),             // 60: gantry.v1.UpdateCaseRequest
+	(*UpdateCaseResponse)(nil),            // 61: gantry.v1.UpdateCaseResponse
+	(*PostMessageRequest)(nil),            // 62: gantry.v1.PostMessageRequest
+	(*PostMessageResponse)(nil),           // 63: gantry.v1.PostMessageResponse
+	(*ListMessagesRequest)(nil),           // 64: gantry.v1.ListMessagesRequest
+	(*ListMessagesResponse)(nil),          // 65: gantry.v1.ListMessagesResponse
+	(*StreamMessagesRequest)(nil),         // 66: gantry.v1.StreamMessagesRequest
+	(*ContactPerson)(nil),                 // 67: gantry.v1.ContactPerson
+	(*ExternalUser)(nil),                  // 68: gantry.v1.ExternalUser
+	(*SetExternalUserRequest)(nil),        // 69: gantry.v1.SetExternalUserRequest
+	(*SetExternalUserResponse)(nil),       // 70: gantry.v1.SetExternalUserResponse
+	(*GetExternalUserRequest)(nil),        // 71: gantry.v1.GetExternalUserRequest
+	(*GetExternalUserResponse)(nil),       // 72: gantry.v1.GetExternalUserResponse
+	(*ServiceContract)(nil),               // 73: gantry.v1.ServiceContract
+	(*ListServiceContractsRequest)(nil),   // 74: gantry.v1.ListServiceContractsRequest
+	(*ListServiceContractsResponse)(nil),  // 75: gantry.v1.ListServiceContractsResponse
+	(*CreateServiceContractRequest)(nil),  // 76: gantry.v1.CreateServiceContractRequest
+	(*CreateServiceContractResponse)(nil), // 77: gantry.v1.CreateServiceContractResponse
+	(*timestamppb.Timestamp)(nil),         // 78: google.protobuf.Timestamp
+	(*Tenant)(nil),                        // 79: gantry.v1.Tenant
 }
 var file_gantry_v1_domain_proto_depIdxs = []int32{
-	74, // 0: gantry.v1.Facility.created_at:type_name -> google.protobuf.Timestamp
-	74, // 1: gantry.v1.Asset.created_at:type_name -> google.protobuf.Timestamp
-	74, // 2: gantry.v1.AssetProposal.created_at:type_name -> google.protobuf.Timestamp
+	78, // 0: gantry.v1.Facility.created_at:type_name -> google.protobuf.Timestamp
+	78, // 1: gantry.v1.Asset.created_at:type_name -> google.protobuf.Timestamp
+	78, // 2: gantry.v1.AssetProposal.created_at:type_name -> google.protobuf.Timestamp
 	0,  // 3: gantry.v1.ListFacilitiesResponse.facilities:type_name -> gantry.v1.Facility
 	0,  // 4: gantry.v1.CreateFacilityResponse.facility:type_name -> gantry.v1.Facility
-	1,  // 5: gantry.v1.ListAssetsResponse.assets:type_name -> gantry.v1.Asset
-	1,  // 6: gantry.v1.CreateAssetResponse.asset:type_name -> gantry.v1.Asset
-	2,  // 7: gantry.v1.ListAssetProposalsResponse.proposals:type_name -> gantry.v1.AssetProposal
-	1,  // 8: gantry.v1.AcceptAssetProposalResponse.asset:type_name -> gantry.v1.Asset
-	17, // 9: gantry.v1.ListServiceOrgsResponse.service_orgs:type_name -> gantry.v1.ServiceOrg
-	17, // 10: gantry.v1.CreateServiceOrgResponse.service_org:type_name -> gantry.v1.ServiceOrg
-	18, // 11: gantry.v1.ListCustomersResponse.customers:type_name -> gantry.v1.Customer
-	18, // 12: gantry.v1.CreateCustomerResponse.customer:type_name -> gantry.v1.Customer
-	75, // 13: gantry.v1.InviteCustomerResponse.tenant:type_name -> gantry.v1.Tenant
-	19, // 14: gantry.v1.ListCustomerMachinesResponse.machines:type_name -> gantry.v1.CustomerMachine
-	19, // 15: gantry.v1.CreateCustomerMachineResponse.machine:type_name -> gantry.v1.CustomerMachine
-	2,  // 16: gantry.v1.ProposeAssetResponse.proposal:type_name -> gantry.v1.AssetProposal
-	37, // 17: gantry.v1.OpcuaTemplate.data_points:type_name -> gantry.v1.DataPoint
-	36, // 18: gantry.v1.MachineModel.remote_access:type_name -> gantry.v1.RemoteAccessTemplate
-	38, // 19: gantry.v1.MachineModel.opcua:type_name -> gantry.v1.OpcuaTemplate
-	39, // 20: gantry.v1.ListMachineModelsResponse.models:type_name -> gantry.v1.MachineModel
-	39, // 21: gantry.v1.GetMachineModelResponse.model:type_name -> gantry.v1.MachineModel
-	39, // 22: gantry.v1.CreateMachineModelRequest.model:type_name -> gantry.v1.MachineModel
-	39, // 23: gantry.v1.CreateMachineModelResponse.model:type_name -> gantry.v1.MachineModel
-	39, // 24: gantry.v1.UpdateMachineModelRequest.model:type_name -> gantry.v1.MachineModel
-	39, // 25: gantry.v1.UpdateMachineModelResponse.model:type_name -> gantry.v1.MachineModel
-	74, // 26: gantry.v1.ServiceCase.created_at:type_name -> google.protobuf.Timestamp
-	74, // 27: gantry.v1.ServiceCase.updated_at:type_name -> google.protobuf.Timestamp
-	74, // 28: gantry.v1.ChatMessage.at:type_name -> google.protobuf.Timestamp
-	48, // 29: gantry.v1.CreateCaseResponse.case:type_name -> gantry.v1.ServiceCase
-	48, // 30: gantry.v1.GetCaseResponse.case:type_name -> gantry.v1.ServiceCase
-	48, // 31: gantry.v1.ListCasesResponse.cases:type_name -> gantry.v1.ServiceCase
-	48, // 32: gantry.v1.UpdateCaseResponse.case:type_name -> gantry.v1.ServiceCase
-	49, // 33: gantry.v1.PostMessageResponse.message:type_name -> gantry.v1.ChatMessage
-	49, // 34: gantry.v1.ListMessagesResponse.messages:type_name -> gantry.v1.ChatMessage
-	63, // 35: gantry.v1.ExternalUser.contact:type_name -> gantry.v1.ContactPerson
-	64, // 36: gantry.v1.SetExternalUserRequest.external_user:type_name -> gantry.v1.ExternalUser
-	64, // 37: gantry.v1.SetExternalUserResponse.external_user:type_name -> gantry.v1.ExternalUser
-	64, // 38: gantry.v1.GetExternalUserResponse.external_user:type_name -> gantry.v1.ExternalUser
-	69, // 39: gantry.v1.ListServiceContractsResponse.contracts:type_name -> gantry.v1.ServiceContract
-	69, // 40: gantry.v1.CreateServiceContractRequest.contract:type_name -> gantry.v1.ServiceContract
-	69, // 41: gantry.v1.CreateServiceContractResponse.contract:type_name -> gantry.v1.ServiceContract
-	3,  // 42: gantry.v1.ShopfloorService.ListFacilities:input_type -> gantry.v1.ListFacilitiesRequest
-	5,  // 43: gantry.v1.ShopfloorService.CreateFacility:input_type -> gantry.v1.CreateFacilityRequest
-	7,  // 44: gantry.v1.ShopfloorService.ListAssets:input_type -> gantry.v1.ListAssetsRequest
-	9,  // 45: gantry.v1.ShopfloorService.CreateAsset:input_type -> gantry.v1.CreateAssetRequest
-	11, // 46: gantry.v1.ShopfloorService.ListAssetProposals:input_type -> gantry.v1.ListAssetProposalsRequest
-	13, // 47: gantry.v1.ShopfloorService.AcceptAssetProposal:input_type -> gantry.v1.AcceptAssetProposalRequest
-	15, // 48: gantry.v1.ShopfloorService.RejectAssetProposal:input_type -> gantry.v1.RejectAssetProposalRequest
-	20, // 49: gantry.v1.CustomerService.ListServiceOrgs:input_type -> gantry.v1.ListServiceOrgsRequest
-	22, // 50: gantry.v1.CustomerService.CreateServiceOrg:input_type -> gantry.v1.CreateServiceOrgRequest
-	24, // 51: gantry.v1.CustomerService.ListCustomers:input_type -> gantry.v1.ListCustomersRequest
-	26, // 52: gantry.v1.CustomerService.CreateCustomer:input_type -> gantry.v1.CreateCustomerRequest
-	28, // 53: gantry.v1.CustomerService.InviteCustomer:input_type -> gantry.v1.InviteCustomerRequest
-	30, // 54: gantry.v1.CustomerService.ListCustomerMachines:input_type -> gantry.v1.ListCustomerMachinesRequest
-	32, // 55: gantry.v1.CustomerService.CreateCustomerMachine:input_type -> gantry.v1.CreateCustomerMachineRequest
-	34, // 56: gantry.v1.CustomerService.ProposeAsset:input_type -> gantry.v1.ProposeAssetRequest
-	65, // 57: gantry.v1.CustomerService.SetExternalUser:input_type -> gantry.v1.SetExternalUserRequest
-	67, // 58: gantry.v1.CustomerService.GetExternalUser:input_type -> gantry.v1.GetExternalUserRequest
-	70, // 59: gantry.v1.CustomerService.ListServiceContracts:input_type -> gantry.v1.ListServiceContractsRequest
-	72, // 60: gantry.v1.CustomerService.CreateServiceContract:input_type -> gantry.v1.CreateServiceContractRequest
-	40, // 61: gantry.v1.MachineModelService.ListMachineModels:input_type -> gantry.v1.ListMachineModelsRequest
-	42, // 62: gantry.v1.MachineModelService.GetMachineModel:input_type -> gantry.v1.GetMachineModelRequest
-	44, // 63: gantry.v1.MachineModelService.CreateMachineModel:input_type -> gantry.v1.CreateMachineModelRequest
-	46, // 64: gantry.v1.MachineModelService.UpdateMachineModel:input_type -> gantry.v1.UpdateMachineModelRequest
-	50, // 65: gantry.v1.CaseService.CreateCase:input_type -> gantry.v1.CreateCaseRequest
-	52, // 66: gantry.v1.CaseService.GetCase:input_type -> gantry.v1.GetCaseRequest
-	54, // 67: gantry.v1.CaseService.ListCases:input_type -> gantry.v1.ListCasesRequest
-	56, // 68: gantry.v1.CaseService.UpdateCase:input_type -> gantry.v1.UpdateCaseRequest
-	58, // 69: gantry.v1.CaseService.PostMessage:input_type -> gantry.v1.PostMessageRequest
-	60, // 70: gantry.v1.CaseService.ListMessages:input_type -> gantry.v1.ListMessagesRequest
-	62, // 71: gantry.v1.CaseService.StreamMessages:input_type -> gantry.v1.StreamMessagesRequest
-	4,  // 72: gantry.v1.ShopfloorService.ListFacilities:output_type -> gantry.v1.ListFacilitiesResponse
-	6,  // 73: gantry.v1.ShopfloorService.CreateFacility:output_type -> gantry.v1.CreateFacilityResponse
-	8,  // 74: gantry.v1.ShopfloorService.ListAssets:output_type -> gantry.v1.ListAssetsResponse
-	10, // 75: gantry.v1.ShopfloorService.CreateAsset:output_type -> gantry.v1.CreateAssetResponse
-	12, // 76: gantry.v1.ShopfloorService.ListAssetProposals:output_type -> gantry.v1.ListAssetProposalsResponse
-	14, // 77: gantry.v1.ShopfloorService.AcceptAssetProposal:output_type -> gantry.v1.AcceptAssetProposalResponse
-	16, // 78: gantry.v1.ShopfloorService.RejectAssetProposal:output_type -> gantry.v1.RejectAssetProposalResponse
-	21, // 79: gantry.v1.CustomerService.ListServiceOrgs:output_type -> gantry.v1.ListServiceOrgsResponse
-	23, // 80: gantry.v1.CustomerService.CreateServiceOrg:output_type -> gantry.v1.CreateServiceOrgResponse
-	25, // 81: gantry.v1.CustomerService.ListCustomers:output_type -> gantry.v1.ListCustomersResponse
-	27, // 82: gantry.v1.CustomerService.CreateCustomer:output_type -> gantry.v1.CreateCustomerResponse
-	29, // 83: gantry.v1.CustomerService.InviteCustomer:output_type -> gantry.v1.InviteCustomerResponse
-	31, // 84: gantry.v1.CustomerService.ListCustomerMachines:output_type -> gantry.v1.ListCustomerMachinesResponse
-	33, // 85: gantry.v1.CustomerService.CreateCustomerMachine:output_type -> gantry.v1.CreateCustomerMachineResponse
-	35, // 86: gantry.v1.CustomerService.ProposeAsset:output_type -> gantry.v1.ProposeAssetResponse
-	66, // 87: gantry.v1.CustomerService.SetExternalUser:output_type -> gantry.v1.SetExternalUserResponse
-	68, // 88: gantry.v1.CustomerService.GetExternalUser:output_type -> gantry.v1.GetExternalUserResponse
-	71, // 89: gantry.v1.CustomerService.ListServiceContracts:output_type -> gantry.v1.ListServiceContractsResponse
-	73, // 90: gantry.v1.CustomerService.CreateServiceContract:output_type -> gantry.v1.CreateServiceContractResponse
-	41, // 91: gantry.v1.MachineModelService.ListMachineModels:output_type -> gantry.v1.ListMachineModelsResponse
-	43, // 92: gantry.v1.MachineModelService.GetMachineModel:output_type -> gantry.v1.GetMachineModelResponse
-	45, // 93: gantry.v1.MachineModelService.CreateMachineModel:output_type -> gantry.v1.CreateMachineModelResponse
-	47, // 94: gantry.v1.MachineModelService.UpdateMachineModel:output_type -> gantry.v1.UpdateMachineModelResponse
-	51, // 95: gantry.v1.CaseService.CreateCase:output_type -> gantry.v1.CreateCaseResponse
-	53, // 96: gantry.v1.CaseService.GetCase:output_type -> gantry.v1.GetCaseResponse
-	55, // 97: gantry.v1.CaseService.ListCases:output_type -> gantry.v1.ListCasesResponse
-	57, // 98: gantry.v1.CaseService.UpdateCase:output_type -> gantry.v1.UpdateCaseResponse
-	59, // 99: gantry.v1.CaseService.PostMessage:output_type -> gantry.v1.PostMessageResponse
-	61, // 100: gantry.v1.CaseService.ListMessages:output_type -> gantry.v1.ListMessagesResponse
-	49, // 101: gantry.v1.CaseService.StreamMessages:output_type -> gantry.v1.ChatMessage
-	72, // [72:102] is the sub-list for method output_type
-	42, // [42:72] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	0,  // 5: gantry.v1.UpdateFacilityResponse.facility:type_name -> gantry.v1.Facility
+	1,  // 6: gantry.v1.ListAssetsResponse.assets:type_name -> gantry.v1.Asset
+	1,  // 7: gantry.v1.CreateAssetResponse.asset:type_name -> gantry.v1.Asset
+	1,  // 8: gantry.v1.UpdateAssetResponse.asset:type_name -> gantry.v1.Asset
+	2,  // 9: gantry.v1.ListAssetProposalsResponse.proposals:type_name -> gantry.v1.AssetProposal
+	1,  // 10: gantry.v1.AcceptAssetProposalResponse.asset:type_name -> gantry.v1.Asset
+	21, // 11: gantry.v1.ListServiceOrgsResponse.service_orgs:type_name -> gantry.v1.ServiceOrg
+	21, // 12: gantry.v1.CreateServiceOrgResponse.service_org:type_name -> gantry.v1.ServiceOrg
+	22, // 13: gantry.v1.ListCustomersResponse.customers:type_name -> gantry.v1.Customer
+	22, // 14: gantry.v1.CreateCustomerResponse.customer:type_name -> gantry.v1.Customer
+	79, // 15: gantry.v1.InviteCustomerResponse.tenant:type_name -> gantry.v1.Tenant
+	23, // 16: gantry.v1.ListCustomerMachinesResponse.machines:type_name -> gantry.v1.CustomerMachine
+	23, // 17: gantry.v1.CreateCustomerMachineResponse.machine:type_name -> gantry.v1.CustomerMachine
+	2,  // 18: gantry.v1.ProposeAssetResponse.proposal:type_name -> gantry.v1.AssetProposal
+	41, // 19: gantry.v1.OpcuaTemplate.data_points:type_name -> gantry.v1.DataPoint
+	40, // 20: gantry.v1.MachineModel.remote_access:type_name -> gantry.v1.RemoteAccessTemplate
+	42, // 21: gantry.v1.MachineModel.opcua:type_name -> gantry.v1.OpcuaTemplate
+	43, // 22: gantry.v1.ListMachineModelsResponse.models:type_name -> gantry.v1.MachineModel
+	43, // 23: gantry.v1.GetMachineModelResponse.model:type_name -> gantry.v1.MachineModel
+	43, // 24: gantry.v1.CreateMachineModelRequest.model:type_name -> gantry.v1.MachineModel
+	43, // 25: gantry.v1.CreateMachineModelResponse.model:type_name -> gantry.v1.MachineModel
+	43, // 26: gantry.v1.UpdateMachineModelRequest.model:type_name -> gantry.v1.MachineModel
+	43, // 27: gantry.v1.UpdateMachineModelResponse.model:type_name -> gantry.v1.MachineModel
+	78, // 28: gantry.v1.ServiceCase.created_at:type_name -> google.protobuf.Timestamp
+	78, // 29: gantry.v1.ServiceCase.updated_at:type_name -> google.protobuf.Timestamp
+	78, // 30: gantry.v1.ChatMessage.at:type_name -> google.protobuf.Timestamp
+	52, // 31: gantry.v1.CreateCaseResponse.case:type_name -> gantry.v1.ServiceCase
+	52, // 32: gantry.v1.GetCaseResponse.case:type_name -> gantry.v1.ServiceCase
+	52, // 33: gantry.v1.ListCasesResponse.cases:type_name -> gantry.v1.ServiceCase
+	52, // 34: gantry.v1.UpdateCaseResponse.case:type_name -> gantry.v1.ServiceCase
+	53, // 35: gantry.v1.PostMessageResponse.message:type_name -> gantry.v1.ChatMessage
+	53, // 36: gantry.v1.ListMessagesResponse.messages:type_name -> gantry.v1.ChatMessage
+	67, // 37: gantry.v1.ExternalUser.contact:type_name -> gantry.v1.ContactPerson
+	68, // 38: gantry.v1.SetExternalUserRequest.external_user:type_name -> gantry.v1.ExternalUser
+	68, // 39: gantry.v1.SetExternalUserResponse.external_user:type_name -> gantry.v1.ExternalUser
+	68, // 40: gantry.v1.GetExternalUserResponse.external_user:type_name -> gantry.v1.ExternalUser
+	73, // 41: gantry.v1.ListServiceContractsResponse.contracts:type_name -> gantry.v1.ServiceContract
+	73, // 42: gantry.v1.CreateServiceContractRequest.contract:type_name -> gantry.v1.ServiceContract
+	73, // 43: gantry.v1.CreateServiceContractResponse.contract:type_name -> gantry.v1.ServiceContract
+	3,  // 44: gantry.v1.ShopfloorService.ListFacilities:input_type -> gantry.v1.ListFacilitiesRequest
+	5,  // 45: gantry.v1.ShopfloorService.CreateFacility:input_type -> gantry.v1.CreateFacilityRequest
+	7,  // 46: gantry.v1.ShopfloorService.UpdateFacility:input_type -> gantry.v1.UpdateFacilityRequest
+	9,  // 47: gantry.v1.ShopfloorService.ListAssets:input_type -> gantry.v1.ListAssetsRequest
+	11, // 48: gantry.v1.ShopfloorService.CreateAsset:input_type -> gantry.v1.CreateAssetRequest
+	13, // 49: gantry.v1.ShopfloorService.UpdateAsset:input_type -> gantry.v1.UpdateAssetRequest
+	15, // 50: gantry.v1.ShopfloorService.ListAssetProposals:input_type -> gantry.v1.ListAssetProposalsRequest
+	17, // 51: gantry.v1.ShopfloorService.AcceptAssetProposal:input_type -> gantry.v1.AcceptAssetProposalRequest
+	19, // 52: gantry.v1.ShopfloorService.RejectAssetProposal:input_type -> gantry.v1.RejectAssetProposalRequest
+	24, // 53: gantry.v1.CustomerService.ListServiceOrgs:input_type -> gantry.v1.ListServiceOrgsRequest
+	26, // 54: gantry.v1.CustomerService.CreateServiceOrg:input_type -> gantry.v1.CreateServiceOrgRequest
+	28, // 55: gantry.v1.CustomerService.ListCustomers:input_type -> gantry.v1.ListCustomersRequest
+	30, // 56: gantry.v1.CustomerService.CreateCustomer:input_type -> gantry.v1.CreateCustomerRequest
+	32, // 57: gantry.v1.CustomerService.InviteCustomer:input_type -> gantry.v1.InviteCustomerRequest
+	34, // 58: gantry.v1.CustomerService.ListCustomerMachines:input_type -> gantry.v1.ListCustomerMachinesRequest
+	36, // 59: gantry.v1.CustomerService.CreateCustomerMachine:input_type -> gantry.v1.CreateCustomerMachineRequest
+	38, // 60: gantry.v1.CustomerService.ProposeAsset:input_type -> gantry.v1.ProposeAssetRequest
+	69, // 61: gantry.v1.CustomerService.SetExternalUser:input_type -> gantry.v1.SetExternalUserRequest
+	71, // 62: gantry.v1.CustomerService.GetExternalUser:input_type -> gantry.v1.GetExternalUserRequest
+	74, // 63: gantry.v1.CustomerService.ListServiceContracts:input_type -> gantry.v1.ListServiceContractsRequest
+	76, // 64: gantry.v1.CustomerService.CreateServiceContract:input_type -> gantry.v1.CreateServiceContractRequest
+	44, // 65: gantry.v1.MachineModelService.ListMachineModels:input_type -> gantry.v1.ListMachineModelsRequest
+	46, // 66: gantry.v1.MachineModelService.GetMachineModel:input_type -> gantry.v1.GetMachineModelRequest
+	48, // 67: gantry.v1.MachineModelService.CreateMachineModel:input_type -> gantry.v1.CreateMachineModelRequest
+	50, // 68: gantry.v1.MachineModelService.UpdateMachineModel:input_type -> gantry.v1.UpdateMachineModelRequest
+	54, // 69: gantry.v1.CaseService.CreateCase:input_type -> gantry.v1.CreateCaseRequest
+	56, // 70: gantry.v1.CaseService.GetCase:input_type -> gantry.v1.GetCaseRequest
+	58, // 71: gantry.v1.CaseService.ListCases:input_type -> gantry.v1.ListCasesRequest
+	60, // 72: gantry.v1.CaseService.UpdateCase:input_type -> gantry.v1.UpdateCaseRequest
+	62, // 73: gantry.v1.CaseService.PostMessage:input_type -> gantry.v1.PostMessageRequest
+	64, // 74: gantry.v1.CaseService.ListMessages:input_type -> gantry.v1.ListMessagesRequest
+	66, // 75: gantry.v1.CaseService.StreamMessages:input_type -> gantry.v1.StreamMessagesRequest
+	4,  // 76: gantry.v1.ShopfloorService.ListFacilities:output_type -> gantry.v1.ListFacilitiesResponse
+	6,  // 77: gantry.v1.ShopfloorService.CreateFacility:output_type -> gantry.v1.CreateFacilityResponse
+	8,  // 78: gantry.v1.ShopfloorService.UpdateFacility:output_type -> gantry.v1.UpdateFacilityResponse
+	10, // 79: gantry.v1.ShopfloorService.ListAssets:output_type -> gantry.v1.ListAssetsResponse
+	12, // 80: gantry.v1.ShopfloorService.CreateAsset:output_type -> gantry.v1.CreateAssetResponse
+	14, // 81: gantry.v1.ShopfloorService.UpdateAsset:output_type -> gantry.v1.UpdateAssetResponse
+	16, // 82: gantry.v1.ShopfloorService.ListAssetProposals:output_type -> gantry.v1.ListAssetProposalsResponse
+	18, // 83: gantry.v1.ShopfloorService.AcceptAssetProposal:output_type -> gantry.v1.AcceptAssetProposalResponse
+	20, // 84: gantry.v1.ShopfloorService.RejectAssetProposal:output_type -> gantry.v1.RejectAssetProposalResponse
+	25, // 85: gantry.v1.CustomerService.ListServiceOrgs:output_type -> gantry.v1.ListServiceOrgsResponse
+	27, // 86: gantry.v1.CustomerService.CreateServiceOrg:output_type -> gantry.v1.CreateServiceOrgResponse
+	29, // 87: gantry.v1.CustomerService.ListCustomers:output_type -> gantry.v1.ListCustomersResponse
+	31, // 88: gantry.v1.CustomerService.CreateCustomer:output_type -> gantry.v1.CreateCustomerResponse
+	33, // 89: gantry.v1.CustomerService.InviteCustomer:output_type -> gantry.v1.InviteCustomerResponse
+	35, // 90: gantry.v1.CustomerService.ListCustomerMachines:output_type -> gantry.v1.ListCustomerMachinesResponse
+	37, // 91: gantry.v1.CustomerService.CreateCustomerMachine:output_type -> gantry.v1.CreateCustomerMachineResponse
+	39, // 92: gantry.v1.CustomerService.ProposeAsset:output_type -> gantry.v1.ProposeAssetResponse
+	70, // 93: gantry.v1.CustomerService.SetExternalUser:output_type -> gantry.v1.SetExternalUserResponse
+	72, // 94: gantry.v1.CustomerService.GetExternalUser:output_type -> gantry.v1.GetExternalUserResponse
+	75, // 95: gantry.v1.CustomerService.ListServiceContracts:output_type -> gantry.v1.ListServiceContractsResponse
+	77, // 96: gantry.v1.CustomerService.CreateServiceContract:output_type -> gantry.v1.CreateServiceContractResponse
+	45, // 97: gantry.v1.MachineModelService.ListMachineModels:output_type -> gantry.v1.ListMachineModelsResponse
+	47, // 98: gantry.v1.MachineModelService.GetMachineModel:output_type -> gantry.v1.GetMachineModelResponse
+	49, // 99: gantry.v1.MachineModelService.CreateMachineModel:output_type -> gantry.v1.CreateMachineModelResponse
+	51, // 100: gantry.v1.MachineModelService.UpdateMachineModel:output_type -> gantry.v1.UpdateMachineModelResponse
+	55, // 101: gantry.v1.CaseService.CreateCase:output_type -> gantry.v1.CreateCaseResponse
+	57, // 102: gantry.v1.CaseService.GetCase:output_type -> gantry.v1.GetCaseResponse
+	59, // 103: gantry.v1.CaseService.ListCases:output_type -> gantry.v1.ListCasesResponse
+	61, // 104: gantry.v1.CaseService.UpdateCase:output_type -> gantry.v1.UpdateCaseResponse
+	63, // 105: gantry.v1.CaseService.PostMessage:output_type -> gantry.v1.PostMessageResponse
+	65, // 106: gantry.v1.CaseService.ListMessages:output_type -> gantry.v1.ListMessagesResponse
+	53, // 107: gantry.v1.CaseService.StreamMessages:output_type -> gantry.v1.ChatMessage
+	76, // [76:108] is the sub-list for method output_type
+	44, // [44:76] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_domain_proto_init() }
@@ -4773,14 +5007,14 @@ func file_gantry_v1_domain_proto_init() {
 		return
 	}
 	file_gantry_v1_identity_proto_init()
-	file_gantry_v1_domain_proto_msgTypes[37].OneofWrappers = []any{}
+	file_gantry_v1_domain_proto_msgTypes[41].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_domain_proto_rawDesc), len(file_gantry_v1_domain_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   74,
+			NumMessages:   78,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

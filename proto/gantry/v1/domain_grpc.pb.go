@@ -24,8 +24,10 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	ShopfloorService_ListFacilities_FullMethodName      = "/gantry.v1.ShopfloorService/ListFacilities"
 	ShopfloorService_CreateFacility_FullMethodName      = "/gantry.v1.ShopfloorService/CreateFacility"
+	ShopfloorService_UpdateFacility_FullMethodName      = "/gantry.v1.ShopfloorService/UpdateFacility"
 	ShopfloorService_ListAssets_FullMethodName          = "/gantry.v1.ShopfloorService/ListAssets"
 	ShopfloorService_CreateAsset_FullMethodName         = "/gantry.v1.ShopfloorService/CreateAsset"
+	ShopfloorService_UpdateAsset_FullMethodName         = "/gantry.v1.ShopfloorService/UpdateAsset"
 	ShopfloorService_ListAssetProposals_FullMethodName  = "/gantry.v1.ShopfloorService/ListAssetProposals"
 	ShopfloorService_AcceptAssetProposal_FullMethodName = "/gantry.v1.ShopfloorService/AcceptAssetProposal"
 	ShopfloorService_RejectAssetProposal_FullMethodName = "/gantry.v1.ShopfloorService/RejectAssetProposal"
@@ -37,8 +39,14 @@ const (
 type ShopfloorServiceClient interface {
 	ListFacilities(ctx context.Context, in *ListFacilitiesRequest, opts ...grpc.CallOption) (*ListFacilitiesResponse, error)
 	CreateFacility(ctx context.Context, in *CreateFacilityRequest, opts ...grpc.CallOption) (*CreateFacilityResponse, error)
+	// UpdateFacility renames a facility (Digital Shopfloor = manage at it).
+	UpdateFacility(ctx context.Context, in *UpdateFacilityRequest, opts ...grpc.CallOption) (*UpdateFacilityResponse, error)
 	ListAssets(ctx context.Context, in *ListAssetsRequest, opts ...grpc.CallOption) (*ListAssetsResponse, error)
 	CreateAsset(ctx context.Context, in *CreateAssetRequest, opts ...grpc.CallOption) (*CreateAssetResponse, error)
+	// UpdateAsset sets an asset's name and serial number and assigns it to a
+	// facility (Digital Shopfloor = manage at the asset and, when it moves,
+	// at the target facility).
+	UpdateAsset(ctx context.Context, in *UpdateAssetRequest, opts ...grpc.CallOption) (*UpdateAssetResponse, error)
 	ListAssetProposals(ctx context.Context, in *ListAssetProposalsRequest, opts ...grpc.CallOption) (*ListAssetProposalsResponse, error)
 	// AcceptAssetProposal creates the asset in a facility and links it to the
 	// proposing provider (Digital Shopfloor = manage).
@@ -74,6 +82,16 @@ func (c *shopfloorServiceClient) CreateFacility(ctx context.Context, in *CreateF
 	return out, nil
 }
 
+func (c *shopfloorServiceClient) UpdateFacility(ctx context.Context, in *UpdateFacilityRequest, opts ...grpc.CallOption) (*UpdateFacilityResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateFacilityResponse)
+	err := c.cc.Invoke(ctx, ShopfloorService_UpdateFacility_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *shopfloorServiceClient) ListAssets(ctx context.Context, in *ListAssetsRequest, opts ...grpc.CallOption) (*ListAssetsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListAssetsResponse)
@@ -88,6 +106,16 @@ func (c *shopfloorServiceClient) CreateAsset(ctx context.Context, in *CreateAsse
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateAssetResponse)
 	err := c.cc.Invoke(ctx, ShopfloorService_CreateAsset_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *shopfloorServiceClient) UpdateAsset(ctx context.Context, in *UpdateAssetRequest, opts ...grpc.CallOption) (*UpdateAssetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateAssetResponse)
+	err := c.cc.Invoke(ctx, ShopfloorService_UpdateAsset_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -130,8 +158,14 @@ func (c *shopfloorServiceClient) RejectAssetProposal(ctx context.Context, in *Re
 type ShopfloorServiceServer interface {
 	ListFacilities(context.Context, *ListFacilitiesRequest) (*ListFacilitiesResponse, error)
 	CreateFacility(context.Context, *CreateFacilityRequest) (*CreateFacilityResponse, error)
+	// UpdateFacility renames a facility (Digital Shopfloor = manage at it).
+	UpdateFacility(context.Context, *UpdateFacilityRequest) (*UpdateFacilityResponse, error)
 	ListAssets(context.Context, *ListAssetsRequest) (*ListAssetsResponse, error)
 	CreateAsset(context.Context, *CreateAssetRequest) (*CreateAssetResponse, error)
+	// UpdateAsset sets an asset's name and serial number and assigns it to a
+	// facility (Digital Shopfloor = manage at the asset and, when it moves,
+	// at the target facility).
+	UpdateAsset(context.Context, *UpdateAssetRequest) (*UpdateAssetResponse, error)
 	ListAssetProposals(context.Context, *ListAssetProposalsRequest) (*ListAssetProposalsResponse, error)
 	// AcceptAssetProposal creates the asset in a facility and links it to the
 	// proposing provider (Digital Shopfloor = manage).
@@ -153,11 +187,17 @@ func (UnimplementedShopfloorServiceServer) ListFacilities(context.Context, *List
 func (UnimplementedShopfloorServiceServer) CreateFacility(context.Context, *CreateFacilityRequest) (*CreateFacilityResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateFacility not implemented")
 }
+func (UnimplementedShopfloorServiceServer) UpdateFacility(context.Context, *UpdateFacilityRequest) (*UpdateFacilityResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateFacility not implemented")
+}
 func (UnimplementedShopfloorServiceServer) ListAssets(context.Context, *ListAssetsRequest) (*ListAssetsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAssets not implemented")
 }
 func (UnimplementedShopfloorServiceServer) CreateAsset(context.Context, *CreateAssetRequest) (*CreateAssetResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateAsset not implemented")
+}
+func (UnimplementedShopfloorServiceServer) UpdateAsset(context.Context, *UpdateAssetRequest) (*UpdateAssetResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateAsset not implemented")
 }
 func (UnimplementedShopfloorServiceServer) ListAssetProposals(context.Context, *ListAssetProposalsRequest) (*ListAssetProposalsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAssetProposals not implemented")
@@ -225,6 +265,24 @@ func _ShopfloorService_CreateFacility_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ShopfloorService_UpdateFacility_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateFacilityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ShopfloorServiceServer).UpdateFacility(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ShopfloorService_UpdateFacility_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ShopfloorServiceServer).UpdateFacility(ctx, req.(*UpdateFacilityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ShopfloorService_ListAssets_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListAssetsRequest)
 	if err := dec(in); err != nil {
@@ -257,6 +315,24 @@ func _ShopfloorService_CreateAsset_Handler(srv interface{}, ctx context.Context,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(ShopfloorServiceServer).CreateAsset(ctx, req.(*CreateAssetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ShopfloorService_UpdateAsset_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateAssetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ShopfloorServiceServer).UpdateAsset(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ShopfloorService_UpdateAsset_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ShopfloorServiceServer).UpdateAsset(ctx, req.(*UpdateAssetRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -331,12 +407,20 @@ var ShopfloorService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ShopfloorService_CreateFacility_Handler,
 		},
 		{
+			MethodName: "UpdateFacility",
+			Handler:    _ShopfloorService_UpdateFacility_Handler,
+		},
+		{
 			MethodName: "ListAssets",
 			Handler:    _ShopfloorService_ListAssets_Handler,
 		},
 		{
 			MethodName: "CreateAsset",
 			Handler:    _ShopfloorService_CreateAsset_Handler,
+		},
+		{
+			MethodName: "UpdateAsset",
+			Handler:    _ShopfloorService_UpdateAsset_Handler,
 		},
 		{
 			MethodName: "ListAssetProposals",

@@ -48,12 +48,18 @@ const (
 	// ShopfloorServiceCreateFacilityProcedure is the fully-qualified name of the ShopfloorService's
 	// CreateFacility RPC.
 	ShopfloorServiceCreateFacilityProcedure = "/gantry.v1.ShopfloorService/CreateFacility"
+	// ShopfloorServiceUpdateFacilityProcedure is the fully-qualified name of the ShopfloorService's
+	// UpdateFacility RPC.
+	ShopfloorServiceUpdateFacilityProcedure = "/gantry.v1.ShopfloorService/UpdateFacility"
 	// ShopfloorServiceListAssetsProcedure is the fully-qualified name of the ShopfloorService's
 	// ListAssets RPC.
 	ShopfloorServiceListAssetsProcedure = "/gantry.v1.ShopfloorService/ListAssets"
 	// ShopfloorServiceCreateAssetProcedure is the fully-qualified name of the ShopfloorService's
 	// CreateAsset RPC.
 	ShopfloorServiceCreateAssetProcedure = "/gantry.v1.ShopfloorService/CreateAsset"
+	// ShopfloorServiceUpdateAssetProcedure is the fully-qualified name of the ShopfloorService's
+	// UpdateAsset RPC.
+	ShopfloorServiceUpdateAssetProcedure = "/gantry.v1.ShopfloorService/UpdateAsset"
 	// ShopfloorServiceListAssetProposalsProcedure is the fully-qualified name of the ShopfloorService's
 	// ListAssetProposals RPC.
 	ShopfloorServiceListAssetProposalsProcedure = "/gantry.v1.ShopfloorService/ListAssetProposals"
@@ -133,8 +139,14 @@ const (
 type ShopfloorServiceClient interface {
 	ListFacilities(context.Context, *connect.Request[v1.ListFacilitiesRequest]) (*connect.Response[v1.ListFacilitiesResponse], error)
 	CreateFacility(context.Context, *connect.Request[v1.CreateFacilityRequest]) (*connect.Response[v1.CreateFacilityResponse], error)
+	// UpdateFacility renames a facility (Digital Shopfloor = manage at it).
+	UpdateFacility(context.Context, *connect.Request[v1.UpdateFacilityRequest]) (*connect.Response[v1.UpdateFacilityResponse], error)
 	ListAssets(context.Context, *connect.Request[v1.ListAssetsRequest]) (*connect.Response[v1.ListAssetsResponse], error)
 	CreateAsset(context.Context, *connect.Request[v1.CreateAssetRequest]) (*connect.Response[v1.CreateAssetResponse], error)
+	// UpdateAsset sets an asset's name and serial number and assigns it to a
+	// facility (Digital Shopfloor = manage at the asset and, when it moves,
+	// at the target facility).
+	UpdateAsset(context.Context, *connect.Request[v1.UpdateAssetRequest]) (*connect.Response[v1.UpdateAssetResponse], error)
 	ListAssetProposals(context.Context, *connect.Request[v1.ListAssetProposalsRequest]) (*connect.Response[v1.ListAssetProposalsResponse], error)
 	// AcceptAssetProposal creates the asset in a facility and links it to the
 	// proposing provider (Digital Shopfloor = manage).
@@ -165,6 +177,12 @@ func NewShopfloorServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(shopfloorServiceMethods.ByName("CreateFacility")),
 			connect.WithClientOptions(opts...),
 		),
+		updateFacility: connect.NewClient[v1.UpdateFacilityRequest, v1.UpdateFacilityResponse](
+			httpClient,
+			baseURL+ShopfloorServiceUpdateFacilityProcedure,
+			connect.WithSchema(shopfloorServiceMethods.ByName("UpdateFacility")),
+			connect.WithClientOptions(opts...),
+		),
 		listAssets: connect.NewClient[v1.ListAssetsRequest, v1.ListAssetsResponse](
 			httpClient,
 			baseURL+ShopfloorServiceListAssetsProcedure,
@@ -175,6 +193,12 @@ func NewShopfloorServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			httpClient,
 			baseURL+ShopfloorServiceCreateAssetProcedure,
 			connect.WithSchema(shopfloorServiceMethods.ByName("CreateAsset")),
+			connect.WithClientOptions(opts...),
+		),
+		updateAsset: connect.NewClient[v1.UpdateAssetRequest, v1.UpdateAssetResponse](
+			httpClient,
+			baseURL+ShopfloorServiceUpdateAssetProcedure,
+			connect.WithSchema(shopfloorServiceMethods.ByName("UpdateAsset")),
 			connect.WithClientOptions(opts...),
 		),
 		listAssetProposals: connect.NewClient[v1.ListAssetProposalsRequest, v1.ListAssetProposalsResponse](
@@ -202,8 +226,10 @@ func NewShopfloorServiceClient(httpClient connect.HTTPClient, baseURL string, op
 type shopfloorServiceClient struct {
 	listFacilities      *connect.Client[v1.ListFacilitiesRequest, v1.ListFacilitiesResponse]
 	createFacility      *connect.Client[v1.CreateFacilityRequest, v1.CreateFacilityResponse]
+	updateFacility      *connect.Client[v1.UpdateFacilityRequest, v1.UpdateFacilityResponse]
 	listAssets          *connect.Client[v1.ListAssetsRequest, v1.ListAssetsResponse]
 	createAsset         *connect.Client[v1.CreateAssetRequest, v1.CreateAssetResponse]
+	updateAsset         *connect.Client[v1.UpdateAssetRequest, v1.UpdateAssetResponse]
 	listAssetProposals  *connect.Client[v1.ListAssetProposalsRequest, v1.ListAssetProposalsResponse]
 	acceptAssetProposal *connect.Client[v1.AcceptAssetProposalRequest, v1.AcceptAssetProposalResponse]
 	rejectAssetProposal *connect.Client[v1.RejectAssetProposalRequest, v1.RejectAssetProposalResponse]
@@ -219,6 +245,11 @@ func (c *shopfloorServiceClient) CreateFacility(ctx context.Context, req *connec
 	return c.createFacility.CallUnary(ctx, req)
 }
 
+// UpdateFacility calls gantry.v1.ShopfloorService.UpdateFacility.
+func (c *shopfloorServiceClient) UpdateFacility(ctx context.Context, req *connect.Request[v1.UpdateFacilityRequest]) (*connect.Response[v1.UpdateFacilityResponse], error) {
+	return c.updateFacility.CallUnary(ctx, req)
+}
+
 // ListAssets calls gantry.v1.ShopfloorService.ListAssets.
 func (c *shopfloorServiceClient) ListAssets(ctx context.Context, req *connect.Request[v1.ListAssetsRequest]) (*connect.Response[v1.ListAssetsResponse], error) {
 	return c.listAssets.CallUnary(ctx, req)
@@ -227,6 +258,11 @@ func (c *shopfloorServiceClient) ListAssets(ctx context.Context, req *connect.Re
 // CreateAsset calls gantry.v1.ShopfloorService.CreateAsset.
 func (c *shopfloorServiceClient) CreateAsset(ctx context.Context, req *connect.Request[v1.CreateAssetRequest]) (*connect.Response[v1.CreateAssetResponse], error) {
 	return c.createAsset.CallUnary(ctx, req)
+}
+
+// UpdateAsset calls gantry.v1.ShopfloorService.UpdateAsset.
+func (c *shopfloorServiceClient) UpdateAsset(ctx context.Context, req *connect.Request[v1.UpdateAssetRequest]) (*connect.Response[v1.UpdateAssetResponse], error) {
+	return c.updateAsset.CallUnary(ctx, req)
 }
 
 // ListAssetProposals calls gantry.v1.ShopfloorService.ListAssetProposals.
@@ -248,8 +284,14 @@ func (c *shopfloorServiceClient) RejectAssetProposal(ctx context.Context, req *c
 type ShopfloorServiceHandler interface {
 	ListFacilities(context.Context, *connect.Request[v1.ListFacilitiesRequest]) (*connect.Response[v1.ListFacilitiesResponse], error)
 	CreateFacility(context.Context, *connect.Request[v1.CreateFacilityRequest]) (*connect.Response[v1.CreateFacilityResponse], error)
+	// UpdateFacility renames a facility (Digital Shopfloor = manage at it).
+	UpdateFacility(context.Context, *connect.Request[v1.UpdateFacilityRequest]) (*connect.Response[v1.UpdateFacilityResponse], error)
 	ListAssets(context.Context, *connect.Request[v1.ListAssetsRequest]) (*connect.Response[v1.ListAssetsResponse], error)
 	CreateAsset(context.Context, *connect.Request[v1.CreateAssetRequest]) (*connect.Response[v1.CreateAssetResponse], error)
+	// UpdateAsset sets an asset's name and serial number and assigns it to a
+	// facility (Digital Shopfloor = manage at the asset and, when it moves,
+	// at the target facility).
+	UpdateAsset(context.Context, *connect.Request[v1.UpdateAssetRequest]) (*connect.Response[v1.UpdateAssetResponse], error)
 	ListAssetProposals(context.Context, *connect.Request[v1.ListAssetProposalsRequest]) (*connect.Response[v1.ListAssetProposalsResponse], error)
 	// AcceptAssetProposal creates the asset in a facility and links it to the
 	// proposing provider (Digital Shopfloor = manage).
@@ -276,6 +318,12 @@ func NewShopfloorServiceHandler(svc ShopfloorServiceHandler, opts ...connect.Han
 		connect.WithSchema(shopfloorServiceMethods.ByName("CreateFacility")),
 		connect.WithHandlerOptions(opts...),
 	)
+	shopfloorServiceUpdateFacilityHandler := connect.NewUnaryHandler(
+		ShopfloorServiceUpdateFacilityProcedure,
+		svc.UpdateFacility,
+		connect.WithSchema(shopfloorServiceMethods.ByName("UpdateFacility")),
+		connect.WithHandlerOptions(opts...),
+	)
 	shopfloorServiceListAssetsHandler := connect.NewUnaryHandler(
 		ShopfloorServiceListAssetsProcedure,
 		svc.ListAssets,
@@ -286,6 +334,12 @@ func NewShopfloorServiceHandler(svc ShopfloorServiceHandler, opts ...connect.Han
 		ShopfloorServiceCreateAssetProcedure,
 		svc.CreateAsset,
 		connect.WithSchema(shopfloorServiceMethods.ByName("CreateAsset")),
+		connect.WithHandlerOptions(opts...),
+	)
+	shopfloorServiceUpdateAssetHandler := connect.NewUnaryHandler(
+		ShopfloorServiceUpdateAssetProcedure,
+		svc.UpdateAsset,
+		connect.WithSchema(shopfloorServiceMethods.ByName("UpdateAsset")),
 		connect.WithHandlerOptions(opts...),
 	)
 	shopfloorServiceListAssetProposalsHandler := connect.NewUnaryHandler(
@@ -312,10 +366,14 @@ func NewShopfloorServiceHandler(svc ShopfloorServiceHandler, opts ...connect.Han
 			shopfloorServiceListFacilitiesHandler.ServeHTTP(w, r)
 		case ShopfloorServiceCreateFacilityProcedure:
 			shopfloorServiceCreateFacilityHandler.ServeHTTP(w, r)
+		case ShopfloorServiceUpdateFacilityProcedure:
+			shopfloorServiceUpdateFacilityHandler.ServeHTTP(w, r)
 		case ShopfloorServiceListAssetsProcedure:
 			shopfloorServiceListAssetsHandler.ServeHTTP(w, r)
 		case ShopfloorServiceCreateAssetProcedure:
 			shopfloorServiceCreateAssetHandler.ServeHTTP(w, r)
+		case ShopfloorServiceUpdateAssetProcedure:
+			shopfloorServiceUpdateAssetHandler.ServeHTTP(w, r)
 		case ShopfloorServiceListAssetProposalsProcedure:
 			shopfloorServiceListAssetProposalsHandler.ServeHTTP(w, r)
 		case ShopfloorServiceAcceptAssetProposalProcedure:
@@ -339,12 +397,20 @@ func (UnimplementedShopfloorServiceHandler) CreateFacility(context.Context, *con
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.ShopfloorService.CreateFacility is not implemented"))
 }
 
+func (UnimplementedShopfloorServiceHandler) UpdateFacility(context.Context, *connect.Request[v1.UpdateFacilityRequest]) (*connect.Response[v1.UpdateFacilityResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.ShopfloorService.UpdateFacility is not implemented"))
+}
+
 func (UnimplementedShopfloorServiceHandler) ListAssets(context.Context, *connect.Request[v1.ListAssetsRequest]) (*connect.Response[v1.ListAssetsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.ShopfloorService.ListAssets is not implemented"))
 }
 
 func (UnimplementedShopfloorServiceHandler) CreateAsset(context.Context, *connect.Request[v1.CreateAssetRequest]) (*connect.Response[v1.CreateAssetResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.ShopfloorService.CreateAsset is not implemented"))
+}
+
+func (UnimplementedShopfloorServiceHandler) UpdateAsset(context.Context, *connect.Request[v1.UpdateAssetRequest]) (*connect.Response[v1.UpdateAssetResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gantry.v1.ShopfloorService.UpdateAsset is not implemented"))
 }
 
 func (UnimplementedShopfloorServiceHandler) ListAssetProposals(context.Context, *connect.Request[v1.ListAssetProposalsRequest]) (*connect.Response[v1.ListAssetProposalsResponse], error) {
