@@ -114,9 +114,15 @@ func customersVisible(c *identity.Caller) bool {
 }
 
 // modelsVisible: the navigation shows machine models to provider users
-// with Machine Models ≥ read.
+// with Machine Models ≥ read for the whole tenant (models are
+// tenant-wide; fleet.ListModels asks the same).
 func modelsVisible(c *identity.Caller) bool {
-	return c.Tenant.Kind == authz.KindServiceProvider && c.Effective()[authz.MachineModels] >= authz.Read
+	return modelsAllowed(c, authz.Read)
+}
+
+func modelsAllowed(c *identity.Caller, l authz.Level) bool {
+	return c.Tenant.Kind == authz.KindServiceProvider &&
+		authz.Decide(c.Principal, authz.MachineModels, l, authz.Resource{Owner: authz.Location{Tenant: c.Tenant.ID}}).Allowed
 }
 
 func errNotFound(what, id string) error {

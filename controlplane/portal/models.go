@@ -294,9 +294,7 @@ func (f *modelForm) addProblems(m fleet.Model) {
 
 // canManageModels: whether the form is editable for the caller (the
 // service decides on save).
-func canManageModels(c *identity.Caller) bool {
-	return c.Tenant.Kind == authz.KindServiceProvider && c.Effective()[authz.MachineModels] >= authz.Manage
-}
+func canManageModels(c *identity.Caller) bool { return modelsAllowed(c, authz.Manage) }
 
 const readOnlyModels = "Read only: changing machine models and their templates needs Machine Models = manage (Master Data Manager)."
 

@@ -308,3 +308,43 @@ func callerFor(t *testing.T, srv *servertest.Server, email string) *identity.Cal
 	}
 	return c
 }
+
+// TestCustomersFollowScope: a Customer Data Manager scoped to one
+// customer sees only that customer and its machines; the other customer
+// is not found.
+func TestCustomersFollowScope(t *testing.T) {
+	srv := demo(t)
+	ctx := context.Background()
+	acme := user(t, srv, "cdm@acme.example").TenantID
+	cs, err := srv.Store.ListCustomers(ctx, acme)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]string{}
+	for _, c := range cs {
+		ids[c.Name] = c.ID
+	}
+	if _, err := srv.Identity.CreateUserDirect(ctx, acme, "cdm-sudhaus@acme.example", "CDM Sudhaus", servertest.Password,
+		[]store.RoleGrant{{Role: authz.CustomerDataManager, Scope: authz.Scope{Kind: authz.ScopeCustomer, ID: ids["Sudhaus Foods"]}}}); err != nil {
+		t.Fatal(err)
+	}
+	b := sessionBrowser(t, srv, srv.URL, "cdm-sudhaus@acme.example")
+	code, body := b.get("/customers")
+	if code != 200 || !strings.Contains(body, "Sudhaus Foods") || strings.Contains(body, "Nordwerk Plant") {
+		t.Errorf("scoped customer list: %d\n%s", code, body)
+	}
+	// Machine models are tenant-wide: a customer-scoped role does not
+	// reach them, so no link (and the customer page works without them).
+	if strings.Contains(body, `data-testid="nav-models"`) {
+		t.Errorf("customer-scoped CDM sees the machine models link")
+	}
+	if code, _ := b.get("/models"); code != 403 {
+		t.Errorf("customer-scoped CDM on /models: %d", code)
+	}
+	if code, body := b.get("/customers/" + ids["Sudhaus Foods"]); code != 200 || !strings.Contains(body, "CNC-5X #2001") {
+		t.Errorf("own customer: %d\n%s", code, body)
+	}
+	if code, body := b.get("/customers/" + ids["Nordwerk Plant"]); code != 404 || strings.Contains(body, "CNC-5X #1041") {
+		t.Errorf("customer outside the scope: %d", code)
+	}
+}
