@@ -30,9 +30,14 @@ import (
 
 // hubIssuer issues SSC peers on the test control plane's real hub, for a
 // portal built in the test with a log it can read.
-type hubIssuer struct{ hub *remote.Hub }
+// It remembers the routes of the last config it issued.
+type hubIssuer struct {
+	hub  *remote.Hub
+	mu   sync.Mutex
+	last []string
+}
 
-func (h hubIssuer) IssueSSC(u cases.Use, publicKey string) (portal.SSCConfig, error) {
+func (h *hubIssuer) IssueSSC(u cases.Use, publicKey string) (portal.SSCConfig, error) {
 	c, err := h.hub.AddEngineer(remote.SSCRequest{GrantID: u.GrantID, UserID: u.UserID, PublicKey: publicKey, Subnets: u.Subnets})
 	if err != nil {
 		return portal.SSCConfig{}, err
@@ -41,7 +46,16 @@ func (h hubIssuer) IssueSSC(u cases.Use, publicKey string) (portal.SSCConfig, er
 	for _, p := range c.AllowedIPs {
 		out.AllowedIPs = append(out.AllowedIPs, p.String())
 	}
+	h.mu.Lock()
+	h.last = out.AllowedIPs
+	h.mu.Unlock()
 	return out, nil
+}
+
+func (h *hubIssuer) lastRoutes() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.last
 }
 
 var (
@@ -60,7 +74,8 @@ func TestSSCConfigPage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pt.WithSSC(hubIssuer{srv.Hub})
+	issuer := &hubIssuer{hub: srv.Hub}
+	pt.WithSSC(issuer)
 	mux := http.NewServeMux()
 	pt.Mount(mux)
 	hs := httptest.NewServer(mux)
@@ -92,13 +107,20 @@ func TestSSCConfigPage(t *testing.T) {
 	cfg := html.UnescapeString(m[1])
 	priv := regexp.MustCompile(`(?m)^PrivateKey = (\S+)$`).FindStringSubmatch(cfg)
 	if priv == nil || !strings.Contains(cfg, "\n[Interface]\n") || !strings.Contains(cfg, "Endpoint = "+srv.Hub.Endpoint()+"\n") ||
-		!strings.Contains(cfg, "AllowedIPs = 192.168.10.0/24\n") || strings.Contains(cfg, "DNS") {
+		strings.Contains(cfg, "DNS") {
 		t.Fatalf("config:\n%s", cfg)
 	}
 	if kb, err := base64.StdEncoding.DecodeString(priv[1]); err != nil {
 		t.Errorf("private key: %v", err)
 	} else if _, err := wg.KeyFromBytes(kb); err != nil {
 		t.Errorf("private key: %v", err)
+	}
+	// AllowedIPs: only what the hub routes for the template's one /24
+	// machine subnet (the subnet itself, or its virtual twin when the hub
+	// maps subnets 1:1).
+	routes := issuer.lastRoutes()
+	if len(routes) != 1 || !strings.HasSuffix(routes[0], "/24") || !strings.Contains(cfg, "\nAllowedIPs = "+routes[0]+"\n") {
+		t.Errorf("AllowedIPs: routes %v in\n%s", routes, cfg)
 	}
 	if !strings.Contains(page, "shown only once") {
 		t.Errorf("page does not say the key is shown once")
