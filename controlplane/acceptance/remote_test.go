@@ -304,17 +304,25 @@ func TestRule_LiveSessionsEndWhenAccessEnds(t *testing.T) {
 			t.Errorf("case closing: closed after %v with %q", took, reason)
 		}
 		// Every attempt and every session is in the operator's audit log,
-		// sessions with their byte counts.
+		// sessions with their byte counts. A session's record is written
+		// when its relay has finished, just after the close frame the
+		// client saw: wait for it.
 		audit := gantryv1connect.NewAuditServiceClient(http.DefaultClient, w.srv.URL, connect.WithProtoJSON(), servertest.Bearer(w.actor("O1/admin").Token))
-		evs, err := audit.ListAudit(ctx, connect.NewRequest(&gantryv1.ListAuditRequest{Limit: 200}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		count := map[string]int{}
-		for _, e := range evs.Msg.Events {
-			count[e.Action]++
-			if e.Action == "remote_access.session" && (!strings.Contains(e.Detail, "bytes to the machine") || !strings.Contains(e.Detail, "10.0.0.10:5900") || e.Target == "") {
-				t.Errorf("session audit lacks target/bytes: %+v", e)
+		var count map[string]int
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			evs, err := audit.ListAudit(ctx, connect.NewRequest(&gantryv1.ListAuditRequest{Limit: 200}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			count = map[string]int{}
+			for _, e := range evs.Msg.Events {
+				count[e.Action]++
+				if e.Action == "remote_access.session" && (!strings.Contains(e.Detail, "bytes to the machine") || !strings.Contains(e.Detail, "10.0.0.10:5900") || e.Target == "") {
+					t.Errorf("session audit lacks target/bytes: %+v", e)
+				}
+			}
+			if count["remote_access.session"] >= 4 || time.Now().After(deadline) {
+				break
 			}
 		}
 		if count["remote_access.use"] < 4 || count["remote_access.session"] < 4 || count["remote_access.use_denied"] < 1 {

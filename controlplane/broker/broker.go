@@ -87,16 +87,19 @@ type Config struct {
 	MaxPacketSize uint32
 	// OnConnect is called with the device ID when a device goes from no
 	// connection to one, OnDisconnect when its last connection ends (a
-	// session takeover by the same device calls neither). They run on the
-	// connection's goroutine, outside the broker's locks; keep them short.
-	// Either may be nil.
-	OnConnect, OnDisconnect func(deviceID string)
+	// session takeover by the same device calls neither). at is taken
+	// under the broker's lock when the change happens: the callbacks run
+	// on the connections' goroutines, outside the lock, so two of them for
+	// one device may run in either order; order them by at. Keep them
+	// short. Either may be nil.
+	OnConnect, OnDisconnect func(deviceID string, at time.Time)
 }
 
 // Stats counts broker decisions; export them as Prometheus counters
 // (Connected is a gauge). All fields are safe for concurrent reads.
 type Stats struct {
 	Connected     atomic.Int64 // device connections now open
+	NotAcked      atomic.Int64 // publishes refused by an Intercept handler (no PUBACK, connection closed)
 	AuthDenied    atomic.Int64 // refused CONNECTs (see package doc)
 	PublishDenied atomic.Int64 // publishes refused by the ACL
 	SubDenied     atomic.Int64 // subscriptions (and deliveries) refused by the ACL
@@ -113,9 +116,12 @@ type Broker struct {
 	nextSubID atomic.Int64
 	closeOnce sync.Once
 	closed    atomic.Bool
+	started   atomic.Bool
 
 	mu      sync.Mutex
 	devices map[string]*deviceConns // by device ID
+
+	intercepts map[topics.Kind]func(topic string, payload []byte) error // set before Start, then read-only
 }
 
 // New builds a broker and binds its listener; call Start to serve. A nil
@@ -153,7 +159,7 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 	caps.MaximumPacketSize = cfg.MaxPacketSize
 	mochiLog := slog.New(newLimitedHandler(logger.Handler(), 10*time.Second, time.Now)).With("component", "mqtt")
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: mochiLog})
-	b := &Broker{srv: srv, log: logger, devices: map[string]*deviceConns{}}
+	b := &Broker{srv: srv, log: logger, devices: map[string]*deviceConns{}, intercepts: map[topics.Kind]func(string, []byte) error{}}
 	if err := srv.AddHook(&authHook{b: b, cfg: cfg}, nil); err != nil {
 		return nil, fmt.Errorf("broker.New: %w", err)
 	}
@@ -175,8 +181,32 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 	return b, nil
 }
 
+// Intercept makes handler the receiver of devices' publishes of kind k
+// (e.g. topics.Telemetry), called on the publishing device's connection
+// after the ACL check and before the broker acknowledges the message: if
+// it returns nil the message is acknowledged and delivered to subscribers
+// as usual; if it returns an error the message is neither acknowledged
+// nor delivered, and the connection is closed, so the device keeps the
+// message and sends it again after reconnecting (MQTT 3.1.1 has no
+// negative PUBACK). Counted in Stats.NotAcked. Call before Start; one
+// handler per kind.
+func (b *Broker) Intercept(k topics.Kind, handler func(topic string, payload []byte) error) error {
+	if handler == nil || !k.FromDevice() {
+		return fmt.Errorf("broker.Intercept(%q): %w: a handler for a kind devices publish is required", k, ErrTopic)
+	}
+	if b.started.Load() {
+		return fmt.Errorf("broker.Intercept(%q): the broker has started; intercept before Start", k)
+	}
+	if _, dup := b.intercepts[k]; dup {
+		return fmt.Errorf("broker.Intercept(%q): already intercepted", k)
+	}
+	b.intercepts[k] = handler
+	return nil
+}
+
 // Start serves in the background until Close.
 func (b *Broker) Start() error {
+	b.started.Store(true)
 	if b.closed.Load() {
 		return fmt.Errorf("broker.Start: %w", ErrClosed)
 	}
@@ -269,7 +299,7 @@ func (h *authHook) ID() string { return "gantry-device-auth" }
 
 func (h *authHook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect:
+	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnPublish:
 		return true
 	}
 	return false
@@ -323,6 +353,29 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		return deny(fmt.Sprintf("will topic %q is not one of the device's own topics", pk.Connect.WillTopic))
 	}
 	return true
+}
+
+// OnPublish runs Intercept handlers; mochi calls it after the ACL check
+// and before it writes the PUBACK.
+func (h *authHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline || len(h.b.intercepts) == 0 {
+		return pk, nil
+	}
+	_, kind, err := topics.Parse(pk.TopicName)
+	if err != nil {
+		return pk, nil
+	}
+	handle := h.b.intercepts[kind]
+	if handle == nil {
+		return pk, nil
+	}
+	if err := handle(pk.TopicName, pk.Payload); err != nil {
+		h.b.Stats.NotAcked.Add(1)
+		h.b.log.Warn("publish not acknowledged; closing the connection so the device sends it again", "device", deviceID(cl), "topic", pk.TopicName, "err", err)
+		_ = h.b.srv.DisconnectClient(cl, packets.ErrServerUnavailable)
+		return pk, packets.ErrRejectPacket
+	}
+	return pk, nil
 }
 
 func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
@@ -383,10 +436,11 @@ func (h *authHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	d.conns[cl] = true
 	up := !d.online
 	d.online = true
+	at := time.Now()
 	h.b.mu.Unlock()
 	h.b.Stats.Connected.Add(1)
 	if up && h.cfg.OnConnect != nil {
-		h.cfg.OnConnect(id)
+		h.cfg.OnConnect(id, at)
 	}
 }
 
@@ -422,10 +476,11 @@ func (h *authHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	if len(d.conns) == 0 {
 		delete(h.b.devices, id)
 	}
+	at := time.Now()
 	h.b.mu.Unlock()
 	h.b.Stats.Connected.Add(-closed)
 	if down && h.cfg.OnDisconnect != nil {
-		h.cfg.OnDisconnect(id)
+		h.cfg.OnDisconnect(id, at)
 	}
 }
 

@@ -41,8 +41,8 @@ func start(t *testing.T) *env {
 	e := &env{ca: ca, events: make(chan string, 16)}
 	b, err := New(Config{Listen: "127.0.0.1:0", Certificate: srvCert, ClientCAs: ca.Pool(),
 		IsRevoked:    func(_, s string) bool { _, ok := e.revoked.Load(s); return ok },
-		OnConnect:    func(id string) { e.events <- "up " + id },
-		OnDisconnect: func(id string) { e.events <- "down " + id },
+		OnConnect:    func(id string, _ time.Time) { e.events <- "up " + id },
+		OnDisconnect: func(id string, _ time.Time) { e.events <- "down " + id },
 	}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -454,5 +454,82 @@ func waitEvent(t *testing.T, ch chan string, want string) {
 		case <-deadline:
 			t.Fatalf("no %q event", want)
 		}
+	}
+}
+
+// TestInterceptWithholdsAck: a publish its Intercept handler refuses gets
+// no PUBACK, reaches no subscriber, and its connection is closed (so the
+// device resends it from its queue); an accepted one is acknowledged
+// after the handler ran and delivered.
+func TestInterceptWithholdsAck(t *testing.T) {
+	ca, err := pki.NewCA("test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCert, _ := ca.IssueServer([]string{"127.0.0.1"}, time.Hour)
+	b, err := New(Config{Listen: "127.0.0.1:0", Certificate: srvCert, ClientCAs: ca.Pool()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	var mu sync.Mutex
+	var handled []string
+	if err := b.Intercept(topics.Telemetry, func(topic string, p []byte) error {
+		mu.Lock()
+		defer mu.Unlock()
+		handled = append(handled, string(p))
+		if string(p) == "fail" {
+			return errors.New("store down")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Intercept(topics.Cmd, func(string, []byte) error { return nil }); err == nil {
+		t.Error("intercepting a kind devices do not publish was accepted")
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Intercept(topics.Events, func(string, []byte) error { return nil }); err == nil {
+		t.Error("Intercept after Start accepted")
+	}
+	delivered := make(chan string, 4)
+	if err := b.Subscribe(topics.Wildcard(topics.Telemetry), func(_ string, p []byte) { delivered <- string(p) }); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{ca: ca, b: b}
+	lost := make(chan error, 1)
+	c, err := e.client(t, "dev-a", "dev-a", nil, func(o *paho.ClientOptions) {
+		o.SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic := topics.Device("dev-a", topics.Telemetry)
+	if tok := c.Publish(topic, 1, false, "ok"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("accepted publish: %v", tok.Error())
+	}
+	if got := <-delivered; got != "ok" {
+		t.Fatalf("delivered %q", got)
+	}
+	tok := c.Publish(topic, 1, false, "fail")
+	select {
+	case <-lost:
+	case <-time.After(10 * time.Second):
+		t.Fatal("connection not closed after a refused publish")
+	}
+	if tok.WaitTimeout(time.Second) && tok.Error() == nil {
+		t.Error("refused publish completed without error (PUBACK sent?)")
+	}
+	select {
+	case got := <-delivered:
+		t.Errorf("refused publish delivered: %q", got)
+	case <-time.After(200 * time.Millisecond):
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(handled) != 2 || b.Stats.NotAcked.Load() != 1 {
+		t.Errorf("handled %v, not acked %d; want [ok fail] and 1", handled, b.Stats.NotAcked.Load())
 	}
 }

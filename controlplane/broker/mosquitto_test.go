@@ -59,6 +59,11 @@ func TestMosquittoACL(t *testing.T) {
 	}
 	caPEM, _, _ := ca.MarshalPEM()
 	os.WriteFile(filepath.Join(dir, "ca.pem"), caPEM, 0o600)
+	crl, err := ca.CRL(nil, 1, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "crl.pem"), crl, 0o600)
 	srv, _ := ca.IssueServer([]string{"127.0.0.1"}, time.Hour)
 	writePEM(t, filepath.Join(dir, "server"), srv)
 	port := freePort(t)

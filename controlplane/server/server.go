@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,12 +26,15 @@ import (
 	"github.com/gantry-iot/gantry/controlplane/cases"
 	"github.com/gantry-iot/gantry/controlplane/commands"
 	"github.com/gantry-iot/gantry/controlplane/errkind"
+	"github.com/gantry-iot/gantry/controlplane/extbroker"
 	"github.com/gantry-iot/gantry/controlplane/fleet"
 	"github.com/gantry-iot/gantry/controlplane/identity"
 	"github.com/gantry-iot/gantry/controlplane/notify"
 	"github.com/gantry-iot/gantry/controlplane/pki"
 	portalpkg "github.com/gantry-iot/gantry/controlplane/portal"
+	"github.com/gantry-iot/gantry/controlplane/presence"
 	"github.com/gantry-iot/gantry/controlplane/remote"
+	"github.com/gantry-iot/gantry/controlplane/revocation"
 	"github.com/gantry-iot/gantry/controlplane/store"
 	"github.com/gantry-iot/gantry/controlplane/telemetry"
 	"github.com/gantry-iot/gantry/pkg/topics"
@@ -55,8 +60,25 @@ type Config struct {
 	// MQTTListen is the embedded broker's TLS address; "off" disables it.
 	MQTTListen string
 	// MQTTPublicURL is the broker URL handed to devices (default: the
-	// embedded broker's address).
+	// embedded broker's address, or MQTTExternal).
 	MQTTPublicURL string
+	// MQTTExternal, tls://host:port, makes the control plane use an
+	// external broker (Mosquitto, deploy/mosquitto) instead of the
+	// embedded one, connecting with its own client certificate (CN
+	// gantry-controlplane) from its CA. Requires MQTTCRLFile.
+	MQTTExternal string
+	// MQTTCRLFile is where the CRL of revoked device certificates is
+	// written (PEM) for the external broker's crlfile.
+	MQTTCRLFile string
+	// MQTTCRLReload is a command (split at spaces, no shell) run after each
+	// CRL rewrite so the broker loads it, e.g. "systemctl reload mosquitto".
+	MQTTCRLReload string
+	// MQTTIngestClients is the number of shared-subscription clients that
+	// receive telemetry from the external broker (0: 4).
+	MQTTIngestClients int
+	// PresenceInterval is how often coalesced online states are written
+	// (0: 150 ms).
+	PresenceInterval time.Duration
 	// HistoryRetention bounds the stored value history (default 7 days).
 	HistoryRetention time.Duration
 	// NotificationRetention bounds stored edge-rule notifications
@@ -88,6 +110,25 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		return errors.New("--data-dir is required (where the SQLite store and state live)")
+	}
+	if c.MQTTExternal != "" {
+		u, err := url.Parse(c.MQTTExternal)
+		if err != nil || u.Scheme != "tls" || u.Hostname() == "" || u.Port() == "" {
+			return fmt.Errorf("--mqtt-external %q: want tls://host:port (the broker requires TLS with client certificates)", c.MQTTExternal)
+		}
+		if c.MQTTListen != "" && c.MQTTListen != "off" {
+			return fmt.Errorf("--mqtt-listen %q and --mqtt-external %q: use either the embedded broker or an external one", c.MQTTListen, c.MQTTExternal)
+		}
+		c.MQTTListen = "off"
+		if c.MQTTCRLFile == "" {
+			return errors.New("--mqtt-external needs --mqtt-crl-file: the external broker learns of revoked device certificates only from that CRL (its crlfile)")
+		}
+	}
+	if c.MQTTCRLReload != "" && c.MQTTCRLFile == "" {
+		return errors.New("--mqtt-crl-reload without --mqtt-crl-file: the reload command runs after the CRL file is rewritten")
+	}
+	if c.MQTTIngestClients < 0 || c.MQTTIngestClients > 64 {
+		return fmt.Errorf("--mqtt-ingest-clients %d: want 1..64 (0: 4)", c.MQTTIngestClients)
 	}
 	if c.MQTTListen == "" {
 		if c.Dev {
@@ -131,8 +172,11 @@ type Server struct {
 	Fleet    *fleet.Service
 	Cases    *cases.Service
 	CA       *pki.CA
-	Broker   *broker.Broker // nil when disabled
+	Broker   *broker.Broker    // nil when disabled or external
+	External *extbroker.Client // nil unless MQTTExternal
+	Revoked  *revocation.Checker
 	ingest   *telemetry.Ingest
+	presence *presence.Writer
 	reg      *prometheus.Registry
 	ln       net.Listener
 	http     *http.Server
@@ -232,17 +276,32 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		s.Close()
 		return nil, err
 	}
+	s.Revoked, err = revocation.New(ctx, st, revocation.Config{CA: s.CA, CRLFile: cfg.MQTTCRLFile, ReloadCommand: strings.Fields(cfg.MQTTCRLReload)}, reg, logger.With("component", "revocation"))
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
 	mqttURL := ""
-	if cfg.MQTTListen != "off" {
+	var msg commands.Broker
+	switch {
+	case cfg.MQTTExternal != "":
+		if err := s.startExternal(ctx, cfg, logger); err != nil {
+			s.Close()
+			return nil, err
+		}
+		mqttURL, msg = cfg.MQTTExternal, s.External
+	case cfg.MQTTListen != "off":
 		if err := s.startBroker(ctx, cfg, logger); err != nil {
 			s.Close()
 			return nil, err
 		}
-		mqttURL = "tls://" + s.Broker.Addr().String()
-		if cfg.MQTTPublicURL != "" {
-			mqttURL = cfg.MQTTPublicURL
-		}
-		d, err := commands.New(s.Broker, cmdKey, logger)
+		mqttURL, msg = "tls://"+s.Broker.Addr().String(), s.Broker
+	}
+	if cfg.MQTTPublicURL != "" && msg != nil {
+		mqttURL = cfg.MQTTPublicURL
+	}
+	if msg != nil {
+		d, err := commands.New(msg, cmdKey, logger)
 		if err != nil {
 			s.Close()
 			return nil, err
@@ -255,7 +314,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		pt.WithRemote(remoteHooks{s.Sessions, s.Tunnels})
 		pt.WithSSC(portalSSC{sscIssuer{s.Hub}})
 	}
-	apiSrv.WithEnrollment(api.Enrollment{Repo: st, CA: s.CA, CommandKey: cmdKey, MQTTURL: mqttURL}).Mount(mux)
+	apiSrv.WithEnrollment(api.Enrollment{Repo: s.Revoked.EnrollRepo(st), CA: s.CA, CommandKey: cmdKey, MQTTURL: mqttURL}).Mount(mux)
 	if cfg.Demo {
 		if err := SeedDemo(ctx, id, st, filepath.Join(cfg.DataDir, "demo-agent.token")); err != nil {
 			s.Close()
@@ -311,17 +370,60 @@ func (s *Server) Close() error {
 	if s.Broker != nil {
 		s.Broker.Close()
 	}
+	if s.External != nil {
+		s.External.Close()
+	}
 	if s.ingest != nil {
 		s.ingest.Close() // after the broker: no new batches; waits for those in flight
+	}
+	if s.presence != nil {
+		s.presence.Close() // after the broker: the last disconnects are written
 	}
 	s.ln.Close()
 	return s.Store.Close()
 }
 
+// startPresence starts the coalescing online-state writer.
+func (s *Server) startPresence(ctx context.Context, cfg Config, logger *slog.Logger) {
+	s.presence = presence.New(s.Store, cfg.PresenceInterval, s.reg, logger.With("component", "presence"))
+	go s.presence.Run(context.WithoutCancel(ctx))
+}
+
+// startIngest starts the telemetry writer; it must run before telemetry
+// can arrive (retained messages are delivered at subscription).
+func (s *Server) startIngest(ctx context.Context, logger *slog.Logger) {
+	s.ingest = telemetry.New(s.Store, telemetry.Config{}, s.reg, logger)
+	go s.ingest.Run(context.WithoutCancel(ctx))
+}
+
+// onState handles retained states and wills: they drive online status.
+// The time recorded is the arrival time, not the payload's: a will carries
+// the time its connection began, older than the "online" that followed.
+func (s *Server) onState(logger *slog.Logger) func(topic string, payload []byte) {
+	return func(topic string, payload []byte) {
+		id, _, err := topics.Parse(topic)
+		if err != nil {
+			return
+		}
+		var st gantryv1.DeviceState
+		if err := proto.Unmarshal(payload, &st); err != nil {
+			logger.Warn("bad device state payload", "device", id, "err", err)
+			return
+		}
+		s.presence.Set(id, st.Online, time.Now())
+		// Agents announce "online" after subscribing to their commands:
+		// the moment to (re)send their tunnels.
+		if t := s.tunnels.Load(); t != nil && st.Online {
+			t.DeviceOnline(id)
+		}
+	}
+}
+
 // startBroker runs the embedded MQTT broker: TLS with a server certificate
 // from the control plane's CA, device certificates required; a device's
 // certificate is valid only while it is the device's current one (so
-// re-enrollment revokes the previous certificate).
+// re-enrollment revokes the previous certificate), checked from memory by
+// s.Revoked.
 func (s *Server) startBroker(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	host, _, _ := net.SplitHostPort(cfg.MQTTListen)
 	hosts := []string{"localhost", "127.0.0.1"}
@@ -332,29 +434,28 @@ func (s *Server) startBroker(ctx context.Context, cfg Config, logger *slog.Logge
 	if err != nil {
 		return err
 	}
-	setOnline := func(id string, online bool) {
-		if err := s.Store.SetDeviceOnline(context.WithoutCancel(ctx), id, online, time.Now()); err != nil {
-			logger.Warn("device state not recorded", "device", id, "online", online, "err", err)
-		}
-	}
+	s.startPresence(ctx, cfg, logger)
 	b, err := broker.New(broker.Config{
-		Listen:      cfg.MQTTListen,
-		Certificate: cert,
-		ClientCAs:   s.CA.Pool(),
-		IsRevoked: func(deviceID, serial string) bool {
-			d, err := s.Store.GetDevice(context.Background(), deviceID)
-			return err != nil || d.CertSerial == "" || d.CertSerial != serial
-		},
-		OnConnect:    func(id string) { setOnline(id, true) },
-		OnDisconnect: func(id string) { setOnline(id, false) },
+		Listen:       cfg.MQTTListen,
+		Certificate:  cert,
+		ClientCAs:    s.CA.Pool(),
+		IsRevoked:    s.Revoked.IsRevoked,
+		OnConnect:    func(id string, at time.Time) { s.presence.Set(id, true, at) },
+		OnDisconnect: func(id string, at time.Time) { s.presence.Set(id, false, at) },
 	}, logger)
 	if err != nil {
+		return err
+	}
+	s.Broker = b
+	// Telemetry is stored before the PUBACK, and a batch the store refuses
+	// is not acknowledged: the agent keeps it and sends it again.
+	s.startIngest(ctx, logger)
+	if err := b.Intercept(topics.Telemetry, s.ingest.Ingest); err != nil {
 		return err
 	}
 	if err := b.Start(); err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
-	s.Broker = b
 	s.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_mqtt_connected_devices", Help: "Devices connected to the embedded broker."},
 			func() float64 { return float64(b.Stats.Connected.Load()) }),
@@ -363,36 +464,55 @@ func (s *Server) startBroker(ctx context.Context, cfg Config, logger *slog.Logge
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_mqtt_publish_denied_total", Help: "Publishes refused by the per-device ACL."},
 			func() float64 { return float64(b.Stats.PublishDenied.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_mqtt_subscribe_denied_total", Help: "Subscriptions refused by the per-device ACL."},
-			func() float64 { return float64(b.Stats.SubDenied.Load()) }))
-	// The ingest writer must run before Handle is subscribed (retained
-	// messages are delivered at once); Close stops it after the broker.
-	s.ingest = telemetry.New(s.Store, telemetry.Config{}, s.reg, logger)
-	go s.ingest.Run(context.WithoutCancel(ctx))
-	if err := b.Subscribe(topics.Wildcard(topics.Telemetry), s.ingest.Handle); err != nil {
-		return err
-	}
+			func() float64 { return float64(b.Stats.SubDenied.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_mqtt_not_acked_total", Help: "Device publishes not acknowledged because they could not be processed (e.g. telemetry not stored); the device resends them."},
+			func() float64 { return float64(b.Stats.NotAcked.Load()) }))
 	// Edge-rule events become notifications (and, optionally, cases).
 	if err := b.Subscribe(topics.Wildcard(topics.Events), notify.New(s.Store, s.reg, logger).Handle); err != nil {
 		return err
 	}
 	// Retained state and the agents' wills drive online status.
-	return b.Subscribe(topics.Wildcard(topics.State), func(topic string, payload []byte) {
-		id, _, err := topics.Parse(topic)
-		if err != nil {
-			return
-		}
-		var st gantryv1.DeviceState
-		if err := proto.Unmarshal(payload, &st); err != nil {
-			logger.Warn("bad device state payload", "device", id, "err", err)
-			return
-		}
-		setOnline(id, st.Online)
-		// Agents announce "online" after subscribing to their commands:
-		// the moment to (re)send their tunnels.
-		if t := s.tunnels.Load(); t != nil && st.Online {
-			t.DeviceOnline(id)
-		}
-	})
+	return b.Subscribe(topics.Wildcard(topics.State), s.onState(logger))
+}
+
+// startExternal connects to an external broker (see package extbroker)
+// with a client certificate for gantry-controlplane from the CA: telemetry
+// and events through shared subscriptions, states in order on the main
+// client. It does not wait for the broker: the clients keep retrying, so
+// the control plane and its broker can start in any order.
+func (s *Server) startExternal(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	cert, err := s.CA.IssueClient(extbroker.DefaultClientID, 365*24*time.Hour)
+	if err != nil {
+		return err
+	}
+	s.startPresence(ctx, cfg, logger)
+	s.startIngest(ctx, logger)
+	c, err := extbroker.New(extbroker.Config{
+		URL:           cfg.MQTTExternal,
+		TLS:           &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: s.CA.Pool()},
+		IngestClients: cfg.MQTTIngestClients,
+	}, logger.With("component", "mqtt-external"))
+	if err != nil {
+		return err
+	}
+	s.External = c
+	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_mqtt_external_clients_connected", Help: "Control-plane clients connected to the external broker."},
+		func() float64 { return float64(c.Connected()) }))
+	if err := c.SubscribeShared(topics.Wildcard(topics.Telemetry), s.ingest.Ingest); err != nil {
+		return err
+	}
+	events := notify.New(s.Store, s.reg, logger).Handle
+	if err := c.SubscribeShared(topics.Wildcard(topics.Events), func(topic string, payload []byte) error {
+		events(topic, payload)
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := c.Subscribe(topics.Wildcard(topics.State), s.onState(logger)); err != nil {
+		return err
+	}
+	c.Start() // the command dispatcher subscribes to acks later, on a clean session
+	return nil
 }
 
 // lazyLocator breaks the construction cycle between identity and fleet.

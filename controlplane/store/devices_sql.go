@@ -121,7 +121,86 @@ func (d *db) SetDeviceOnline(ctx context.Context, id string, online bool, at tim
 	return requireRow("store.SetDeviceOnline", id, res, err)
 }
 
+func (d *db) SetDevicesOnline(ctx context.Context, states []DeviceOnline) (int, error) {
+	if len(states) == 0 {
+		return 0, nil
+	}
+	unknown := 0
+	err := d.tx(ctx, func(tx *sql.Tx) error {
+		unknown = 0
+		for _, s := range states {
+			o := 0
+			if s.Online {
+				o = 1
+			}
+			res, err := d.exec(ctx, tx, `UPDATE edge_devices SET online = ?, last_seen = ? WHERE id = ?`, o, toMicros(nowIfZero(s.At)), s.ID)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				unknown++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store.SetDevicesOnline: %w", err)
+	}
+	return unknown, nil
+}
+
 func (d *db) SetDeviceCert(ctx context.Context, id, certSerial, agentVersion string) error {
-	res, err := d.exec(ctx, d.sql, `UPDATE edge_devices SET cert_serial = ?, agent_version = ? WHERE id = ?`, certSerial, agentVersion, id)
-	return requireRow("store.SetDeviceCert", id, res, err)
+	err := d.tx(ctx, func(tx *sql.Tx) error {
+		var old string
+		if err := d.row(ctx, tx, `SELECT cert_serial FROM edge_devices WHERE id = ? FOR UPDATE`, id).Scan(&old); err != nil {
+			return notFound("device", id, err)
+		}
+		if _, err := d.exec(ctx, tx, `UPDATE edge_devices SET cert_serial = ?, agent_version = ? WHERE id = ?`, certSerial, agentVersion, id); err != nil {
+			return err
+		}
+		if old == "" || old == certSerial {
+			return nil
+		}
+		_, err := d.exec(ctx, tx, `INSERT INTO revoked_certs (serial, device_id, revoked_at) VALUES (?, ?, ?) ON CONFLICT (serial) DO NOTHING`,
+			old, id, toMicros(time.Now()))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store.SetDeviceCert: %w", err)
+	}
+	return nil
+}
+
+func (d *db) ListDeviceCerts(ctx context.Context) (map[string]string, error) {
+	rows, err := d.query(ctx, d.sql, `SELECT id, cert_serial FROM edge_devices WHERE cert_serial <> ''`)
+	if err != nil {
+		return nil, fmt.Errorf("store.ListDeviceCerts: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var id, serial string
+		if err := rows.Scan(&id, &serial); err != nil {
+			return nil, fmt.Errorf("store.ListDeviceCerts: %w", err)
+		}
+		out[id] = serial
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store.ListDeviceCerts: %w", err)
+	}
+	return out, nil
+}
+
+func (d *db) ListRevokedCerts(ctx context.Context) ([]RevokedCert, error) {
+	rows, err := d.query(ctx, d.sql, `SELECT serial, device_id, revoked_at FROM revoked_certs ORDER BY revoked_at, serial`)
+	if err != nil {
+		return nil, fmt.Errorf("store.ListRevokedCerts: %w", err)
+	}
+	return collect(rows, func(s scanner) (RevokedCert, error) {
+		var r RevokedCert
+		var at int64
+		err := s.Scan(&r.Serial, &r.DeviceID, &at)
+		r.RevokedAt = fromMicros(at)
+		return r, err
+	})
 }

@@ -283,6 +283,20 @@ type EdgeDevice struct {
 	CreatedAt         time.Time
 }
 
+// RevokedCert is a device certificate that is no longer valid.
+type RevokedCert struct {
+	Serial    string // hex, as pki.SerialString
+	DeviceID  string
+	RevokedAt time.Time
+}
+
+// DeviceOnline is one device's connection state at a time.
+type DeviceOnline struct {
+	ID     string
+	Online bool
+	At     time.Time
+}
+
 // EnrollmentToken is a one-time token for enrolling one device. Only the
 // SHA-256 of the token is stored.
 type EnrollmentToken struct {
@@ -302,11 +316,21 @@ type Devices interface {
 	// ListDevicesOfAssets returns devices linked to machines of the given assets.
 	ListDevicesOfAssets(ctx context.Context, assetIDs []string) ([]EdgeDevice, error)
 	LinkDevice(ctx context.Context, id, customerMachineID string) error
-	// SetDeviceCert records a device's new certificate serial (revoking the
-	// previous one) and agent version.
+	// SetDeviceCert records a device's new certificate serial and agent
+	// version; the previous serial, if any and different, is added to the
+	// revoked certificates in the same transaction.
 	SetDeviceCert(ctx context.Context, id, certSerial, agentVersion string) error
+	// ListDeviceCerts returns every enrolled device's current certificate
+	// serial by device ID.
+	ListDeviceCerts(ctx context.Context) (map[string]string, error)
+	// ListRevokedCerts returns the revoked device certificates, oldest first.
+	ListRevokedCerts(ctx context.Context) ([]RevokedCert, error)
 	// SetDeviceOnline records a device's connection state.
 	SetDeviceOnline(ctx context.Context, id string, online bool, at time.Time) error
+	// SetDevicesOnline records many devices' connection states in one
+	// transaction, in order (a later entry for the same device wins).
+	// Unknown device IDs are skipped and counted in the result.
+	SetDevicesOnline(ctx context.Context, states []DeviceOnline) (unknown int, err error)
 	CreateEnrollmentToken(ctx context.Context, t EnrollmentToken) error
 	// UseEnrollmentToken marks a token used and returns it: ErrNotFound,
 	// ErrExpired or ErrUsed otherwise.

@@ -11,6 +11,7 @@ package telemetry
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -105,19 +106,27 @@ func New(st Store, cfg Config, reg prometheus.Registerer, logger *slog.Logger) *
 }
 
 // Handle ingests one message from gantry/v1/dev/{id}/telemetry and returns
-// once it is stored (so the PUBACK that follows means stored). The
-// broker's ACL guarantees the topic's device is the publisher.
-func (i *Ingest) Handle(topic string, payload []byte) {
+// once it is stored or storing it failed (see Ingest for callers that can
+// refuse the message then). The broker's ACL guarantees the topic's device
+// is the publisher.
+func (i *Ingest) Handle(topic string, payload []byte) { _ = i.Ingest(topic, payload) }
+
+// Ingest is Handle reporting the outcome: nil once the batch is stored or
+// when the message is malformed (counted and dropped: sending it again
+// cannot help), an error wrapping ErrNotStored when the store failed or
+// ingest is closed, so the caller can withhold the acknowledgement and
+// have the device send it again.
+func (i *Ingest) Ingest(topic string, payload []byte) error {
 	dev, kind, err := topics.Parse(topic)
 	if err != nil || kind != topics.Telemetry {
 		i.rejected.Inc()
-		return
+		return nil
 	}
 	var b gantryv1.TelemetryBatch
 	if err := proto.Unmarshal(payload, &b); err != nil || len(b.Samples) > MaxSamples {
 		i.rejected.Inc()
 		i.log.Warn("malformed telemetry", "device", dev, "bytes", len(payload), "err", err)
-		return
+		return nil
 	}
 	samples := make([]store.Sample, 0, len(b.Samples))
 	for _, s := range b.Samples {
@@ -140,7 +149,7 @@ func (i *Ingest) Handle(topic string, payload []byte) {
 	if err != nil {
 		i.failed.Inc()
 		i.log.Error("telemetry not stored", "device", dev, "seq", b.Seq, "err", err)
-		return
+		return fmt.Errorf("telemetry: device %s batch %d: %w: %w", dev, b.Seq, ErrNotStored, err)
 	}
 	i.mu.Lock()
 	if b.Seq != 0 && b.Seq <= i.lastSeq[dev] {
@@ -151,6 +160,7 @@ func (i *Ingest) Handle(topic string, payload []byte) {
 	i.mu.Unlock()
 	i.batches.Inc()
 	i.values.Add(float64(len(samples)))
+	return nil
 }
 
 // Run writes the batches of Handle calls until ctx ends or Close is

@@ -305,3 +305,28 @@ func TestCloseBeforeRun(t *testing.T) {
 	}
 	in.Handle(topics.Device("d", topics.Telemetry), payload(t, 1, 1))
 }
+
+// TestIngestReportsFailure: Ingest returns ErrNotStored when the store
+// fails (so the broker can withhold the PUBACK), nil once stored and nil
+// for malformed messages (dropped: sending them again cannot help).
+func TestIngestReportsFailure(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	f := &fakeStore{}
+	in := telemetry.New(f, telemetry.Config{}, nil, nil)
+	done := make(chan error, 1)
+	go func() { done <- in.Run(context.Background()) }()
+	if err := in.Ingest(topics.Device("bad", topics.Telemetry), payload(t, 1, 1)); !errors.Is(err, telemetry.ErrNotStored) {
+		t.Errorf("failed store: %v, want ErrNotStored", err)
+	}
+	if err := in.Ingest(topics.Device("good", topics.Telemetry), payload(t, 1, 1)); err != nil || f.stored["good"] != 1 {
+		t.Errorf("stored batch: %v (stored %v)", err, f.stored)
+	}
+	if err := in.Ingest(topics.Device("good", topics.Telemetry), []byte{0xff, 0xff}); err != nil {
+		t.Errorf("malformed batch: %v, want nil (dropped)", err)
+	}
+	in.Close()
+	<-done
+	if err := in.Ingest(topics.Device("late", topics.Telemetry), payload(t, 2, 1)); !errors.Is(err, telemetry.ErrNotStored) {
+		t.Errorf("after Close: %v, want ErrNotStored", err)
+	}
+}

@@ -31,6 +31,9 @@ import (
 // publishing, 1 message/s per agent (GANTRY_AGENTSIM_RATE) with 10 values
 // each. GANTRY_AGENTSIM_STORE=postgres runs the control planes on a fresh
 // database each in the server of GANTRY_TEST_POSTGRES instead of SQLite.
+// GANTRY_AGENTSIM_BROKER=mosquitto runs each control plane against a
+// Mosquitto started from deploy/mosquitto (external-broker mode); the
+// broker's own CPU and RSS are logged beside the table.
 func TestScaleLoad(t *testing.T) {
 	if os.Getenv("GANTRY_BENCH") == "" {
 		t.Skip("load measurement: set GANTRY_BENCH=1 (see make bench)")
@@ -193,6 +196,8 @@ type scaleResult struct {
 	simCores        float64
 	cpRSS, simRSS   int64 // peaks during publishing
 	ingested, dupes float64
+	brokerCores     float64 // external broker (Mosquitto) CPU, if any
+	brokerRSS       int64
 }
 
 // measure runs n agents for run against a fresh control plane process.
@@ -202,8 +207,20 @@ func measure(t *testing.T, n int, rate float64, run time.Duration, store func(*t
 	if store != nil {
 		extra = []string{"--store", store(t)}
 	}
-	cp := startControlPlane(t, t.TempDir(), extra...)
+	dataDir := t.TempDir()
+	brokerPid := -1
+	if os.Getenv("GANTRY_AGENTSIM_BROKER") == "mosquitto" {
+		flags, pid := externalBroker(t, dataDir, extra)
+		extra, brokerPid = append(extra, flags...), pid
+	}
+	cp := startControlPlane(t, dataDir, extra...)
 	pid := cp.cmd.Process.Pid
+	if brokerPid > 0 {
+		eventually(t, 30*time.Second, "control plane connected to mosquitto", func() (bool, string) {
+			n := cp.metric(t, "gantry_mqtt_external_clients_connected")
+			return n == 5, fmt.Sprint(n, " clients")
+		})
+	}
 	state, err := os.MkdirTemp(shmDir(), "agentsim-bench-")
 	if err != nil {
 		t.Fatal(err)
@@ -228,6 +245,10 @@ func measure(t *testing.T, n int, rate float64, run time.Duration, store func(*t
 		t.Fatalf("%d agents: Run ended before publishing: %v %+v", n, err, res.sum)
 	}
 	cpu0, sim0, ing0, t0 := agentsim.ProcCPU(pid), agentsim.ProcCPU(0), cp.metric(t, "gantry_telemetry_batches_total"), time.Now()
+	var brokerCPU0 time.Duration
+	if brokerPid > 0 {
+		brokerCPU0 = agentsim.ProcCPU(brokerPid)
+	}
 	var peakMu sync.Mutex
 	stop := make(chan struct{})
 	sampled := make(chan struct{})
@@ -239,6 +260,9 @@ func measure(t *testing.T, n int, rate float64, run time.Duration, store func(*t
 			a, b := agentsim.ProcRSS(pid), agentsim.ProcRSS(0)
 			peakMu.Lock()
 			res.cpRSS, res.simRSS = max(res.cpRSS, a), max(res.simRSS, b)
+			if brokerPid > 0 {
+				res.brokerRSS = max(res.brokerRSS, agentsim.ProcRSS(brokerPid))
+			}
 			peakMu.Unlock()
 			select {
 			case <-stop:
@@ -249,6 +273,10 @@ func measure(t *testing.T, n int, rate float64, run time.Duration, store func(*t
 	}()
 	time.Sleep(run - 500*time.Millisecond)
 	cpu1, sim1, ing1, t1 := agentsim.ProcCPU(pid), agentsim.ProcCPU(0), cp.metric(t, "gantry_telemetry_batches_total"), time.Now()
+	var brokerCPU1 time.Duration
+	if brokerPid > 0 {
+		brokerCPU1 = agentsim.ProcCPU(brokerPid)
+	}
 	close(stop)
 	<-sampled
 	if err := <-done; err != nil {
@@ -256,6 +284,9 @@ func measure(t *testing.T, n int, rate float64, run time.Duration, store func(*t
 	}
 	el := t1.Sub(t0).Seconds()
 	res.cpCores, res.simCores = (cpu1-cpu0).Seconds()/el, (sim1-sim0).Seconds()/el
+	if brokerPid > 0 {
+		res.brokerCores = (brokerCPU1 - brokerCPU0).Seconds() / el
+	}
 	res.ingestedPerSec = (ing1 - ing0) / el
 	// No loss: every acknowledged batch is ingested, once.
 	deadline := time.Now().Add(30 * time.Second)
@@ -273,6 +304,9 @@ func measure(t *testing.T, n int, rate float64, run time.Duration, store func(*t
 		t.Errorf("%d agents: control plane ingested %v batches (%v duplicates), agentsim sent %d, saw %d acked", n, res.ingested, res.dupes, res.sum.Sent, res.sum.Acked)
 	}
 	t.Logf("%d agents: %+v", n, res.sum)
+	if brokerPid > 0 {
+		t.Logf("%d agents: mosquitto %.2f cores, peak RSS %.0f MiB", n, res.brokerCores, mib(res.brokerRSS))
+	}
 	return res
 }
 

@@ -62,10 +62,16 @@ type controlPlane struct {
 // startControlPlane runs gantry-controlplane --dev on free ports.
 func startControlPlane(t *testing.T) *controlPlane {
 	t.Helper()
+	return startControlPlaneArgs(t, t.TempDir(), "--mqtt-listen", "127.0.0.1:0")
+}
+
+// startControlPlaneArgs runs gantry-controlplane serve --dev on a free
+// port with dataDir and further flags.
+func startControlPlaneArgs(t *testing.T, dataDir string, args ...string) *controlPlane {
+	t.Helper()
 	bin := binaries(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	dataDir := t.TempDir()
-	cmd := exec.CommandContext(ctx, filepath.Join(bin, "gantry-controlplane"), "serve", "--dev", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--data-dir", dataDir)
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "gantry-controlplane"), append([]string{"serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir", dataDir}, args...)...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,14 +22,20 @@ import (
 const usage = `gantry-controlplane — Gantry's cloud control plane.
 
 Usage:
-  gantry-controlplane serve [flags]   run the control plane
-  gantry-controlplane help            show this help
+  gantry-controlplane serve [flags]            run the control plane
+  gantry-controlplane mosquitto-files [flags]  write the CA, a server certificate and the CRL for Mosquitto
+  gantry-controlplane help                     show this help
 
 serve runs the portal, the JSON API and gRPC on one listener, with the store
 (SQLite in --data-dir by default, or PostgreSQL via --store).
 
 Quick start on a fresh machine (plain HTTP on loopback, demo tenants and users):
   gantry-controlplane serve --dev --data-dir .gantry-dev
+
+With an external broker (Mosquitto, see deploy/mosquitto/README.md):
+  gantry-controlplane mosquitto-files --data-dir D --out /etc/mosquitto/gantry --hosts mqtt.example.com
+  gantry-controlplane serve --data-dir D --mqtt-external tls://mqtt.example.com:8883 \
+      --mqtt-crl-file /etc/mosquitto/gantry/crl.pem --mqtt-crl-reload "systemctl reload mosquitto" ...
 
 Flags of serve:
 `
@@ -54,6 +61,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "serve":
 		return serve(args[1:], stdout, stderr)
+	case "mosquitto-files":
+		return mosquittoFiles(args[1:], stdout, stderr)
 	default:
 		return fmt.Errorf("unknown command %q; run 'gantry-controlplane help'", args[0])
 	}
@@ -70,7 +79,11 @@ func newServeFlags(cfg *server.Config, logLevel *string) *flag.FlagSet {
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key for HTTPS (required without --dev)")
 	fs.StringVar(&cfg.ConferenceURL, "conference-url", "https://meet.example.com", "base URL of the conferencing provider; each case gets <url>/gantry-case-<id>")
 	fs.StringVar(&cfg.MQTTListen, "mqtt-listen", "", "embedded MQTT broker TLS address (default 127.0.0.1:8883 with --dev, :8883 otherwise; \"off\" to use an external broker)")
-	fs.StringVar(&cfg.MQTTPublicURL, "mqtt-public-url", "", "broker URL handed to devices at enrollment, e.g. tls://gantry.example.com:8883 (default: the embedded broker's address)")
+	fs.StringVar(&cfg.MQTTPublicURL, "mqtt-public-url", "", "broker URL handed to devices at enrollment, e.g. tls://gantry.example.com:8883 (default: the embedded broker's address or --mqtt-external)")
+	fs.StringVar(&cfg.MQTTExternal, "mqtt-external", "", "use this external broker (tls://host:port, Mosquitto configured from deploy/mosquitto) instead of the embedded one")
+	fs.StringVar(&cfg.MQTTCRLFile, "mqtt-crl-file", "", "with --mqtt-external: where to write the CRL of revoked device certificates (the broker's crlfile); rewritten on every revocation")
+	fs.StringVar(&cfg.MQTTCRLReload, "mqtt-crl-reload", "", "with --mqtt-crl-file: command run after each CRL rewrite so the broker loads it, e.g. \"systemctl reload mosquitto\" (split at spaces, no shell)")
+	fs.IntVar(&cfg.MQTTIngestClients, "mqtt-ingest-clients", 0, "with --mqtt-external: shared-subscription clients receiving telemetry (default 4)")
 	fs.IntVar(&cfg.WGPort, "wg-port", -1, "UDP port of the WireGuard hub for remote access (default 51820; with --dev a free port; 0: a free port)")
 	fs.StringVar(&cfg.WGPublicHost, "wg-public-host", "", "host agents send WireGuard packets to (default: the host of --portal-url or the listen address)")
 	fs.DurationVar(&cfg.HistoryRetention, "history-retention", 7*24*time.Hour, "how long machine-data history is kept")
@@ -106,6 +119,9 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if s.Broker != nil {
 		fmt.Fprintf(stdout, "  MQTT broker (TLS, device certificates from the control plane CA): tls://%s\n", s.Broker.Addr())
 	}
+	if s.External != nil {
+		fmt.Fprintf(stdout, "  MQTT broker (external): %s, CRL %s\n", cfg.MQTTExternal, cfg.MQTTCRLFile)
+	}
 	if cfg.Dev {
 		logins, err := server.DemoLogins(ctx, s.Store)
 		if err != nil {
@@ -122,5 +138,37 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	logger.Info("control plane stopped")
+	return nil
+}
+
+// mosquittoFiles writes what an external Mosquitto needs from the control
+// plane: its CA, a server certificate for the broker's host names and the
+// current CRL.
+func mosquittoFiles(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("mosquitto-files", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data-dir", "/var/lib/gantry", "the control plane's data directory (its CA is in pki/)")
+	dsn := fs.String("store", "", "store DSN, as for serve")
+	out := fs.String("out", "", "directory to write ca.pem, server.pem, server-key.pem and crl.pem to (e.g. /etc/mosquitto/gantry)")
+	hosts := fs.String("hosts", "", "comma-separated host names and IPs devices use to reach the broker (server certificate names)")
+	days := fs.Int("days", 365, "validity of the server certificate in days")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *out == "" || *hosts == "" {
+		return errors.New("mosquitto-files: --out and --hosts are required")
+	}
+	if *days <= 0 {
+		return fmt.Errorf("mosquitto-files: --days %d: want a positive number", *days)
+	}
+	written, err := server.WriteMosquittoFiles(context.Background(), server.MosquittoFiles{
+		DataDir: *dataDir, StoreDSN: *dsn, Dir: *out, Hosts: strings.Split(*hosts, ","), Validity: time.Duration(*days) * 24 * time.Hour,
+	})
+	if err != nil {
+		return err
+	}
+	for _, f := range written {
+		fmt.Fprintln(stdout, "wrote", f)
+	}
 	return nil
 }
