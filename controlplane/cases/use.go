@@ -222,7 +222,14 @@ func (s *Service) GrantSSC(ctx context.Context, g store.Grant) (subnets, ports [
 // template's targets of that type. It applies AuthorizeUse's rules (the
 // portal asks it to show or disable its Connect buttons); the error says
 // why not. Opening a session still goes through AuthorizeUse.
+//
+// For conn ssc it applies SSCConfig's rule instead and returns the
+// template's machine subnets, without issuing a config.
 func (s *Service) UseTargets(ctx context.Context, c *identity.Caller, caseID, conn string) ([]string, error) {
+	if conn == machinemodel.ConnSSC {
+		u, _, err := s.authorizeGrant(ctx, c, caseID, conn, "")
+		return u.Subnets, err
+	}
 	u, _, err := s.authorizeUse(ctx, c, caseID, conn, "")
 	if err != nil {
 		return nil, err

@@ -40,6 +40,7 @@ type Portal struct {
 	fleet  *fleet.Service
 	cases  *cases.Service
 	remote RemoteSessions // nil: remote access disabled (no WireGuard hub)
+	ssc    SSCIssuer      // nil: no SSC configs (no WireGuard hub)
 	secure bool           // set Secure on cookies (HTTPS)
 	log    *slog.Logger
 	tmpl   map[string]*template.Template
@@ -60,7 +61,7 @@ func New(id *identity.Service, fl *fleet.Service, cs *cases.Service, secure bool
 			return map[string]string{"vnc": "VNC tunnel", "data_link": "SSC Data Link", "ssc": "Secure Service Connect"}[c]
 		},
 	}
-	for _, page := range []string{"login", "cases", "case", "newcase", "users", "devices", "error", "invite", "register", "userdelete", "audit", "roles", "company", "vnc", "shopfloor", "facility", "assetedit", "asset"} {
+	for _, page := range []string{"login", "cases", "case", "newcase", "users", "devices", "error", "invite", "register", "userdelete", "audit", "roles", "company", "vnc", "shopfloor", "facility", "assetedit", "asset", "models", "model", "customers", "customer", "ssc"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+page+".html")
 		if err != nil {
 			return nil, err
@@ -120,6 +121,15 @@ func (p *Portal) Mount(mux *http.ServeMux) {
 	mux.HandleFunc("GET /company", p.authed(p.companyPage))
 	mux.HandleFunc("POST /company", p.authed(p.updateCompany))
 	mux.HandleFunc("GET /devices", p.authed(p.devicesPage))
+	mux.HandleFunc("GET /models", p.authed(p.modelsPage))
+	mux.HandleFunc("GET /models/new", p.authed(p.newModelPage))
+	mux.HandleFunc("POST /models", p.authed(p.saveModel))
+	mux.HandleFunc("GET /models/{id}", p.authed(p.modelPage))
+	mux.HandleFunc("POST /models/{id}", p.authed(p.saveModel))
+	mux.HandleFunc("GET /customers", p.authed(p.customersPage))
+	mux.HandleFunc("GET /customers/{id}", p.authed(p.customerPage))
+	mux.HandleFunc("POST /cases/{id}/ssc", p.authed(p.generateSSC))
+	mux.HandleFunc("POST /cases/{id}/ssc/download", p.authed(p.downloadSSC))
 	p.mountShopfloor(mux)
 }
 
@@ -133,6 +143,8 @@ type nav struct {
 	Users         bool
 	Admin         bool // Tenant Admin: audit log, custom roles, company
 	Devices       bool
+	Models        bool // machine models (provider, Machine Models ≥ read)
+	Customers     bool // customers and machines (provider, Customer Management ≥ read)
 	Shopfloor     bool // facilities, assets, proposals, asset dashboards
 	Active        string
 	CanCreateCase bool
@@ -151,6 +163,7 @@ func navFor(c *identity.Caller, active string) nav {
 	n.Users = c.ManagesUsers()
 	n.Admin = c.IsTenantAdmin()
 	n.Devices = eff[authz.EdgeDevices] >= authz.Read || (c.Tenant.Kind == authz.KindOperator && eff[authz.DigitalShopfloor] >= authz.Read)
+	n.Models, n.Customers = modelsVisible(c), customersVisible(c)
 	n.Shopfloor = shopfloorNav(c)
 	n.CanCreateCase = c.Tenant.Kind == authz.KindOperator && (eff[authz.ServiceCaseManagement] >= authz.Manage || eff[authz.InternalServiceCases] >= authz.Manage)
 	return n
@@ -242,6 +255,10 @@ func (p *Portal) home(w http.ResponseWriter, r *http.Request, c *identity.Caller
 		http.Redirect(w, r, "/shopfloor", http.StatusSeeOther)
 	case n.Devices:
 		http.Redirect(w, r, "/devices", http.StatusSeeOther)
+	case n.Customers:
+		http.Redirect(w, r, "/customers", http.StatusSeeOther)
+	case n.Models:
+		http.Redirect(w, r, "/models", http.StatusSeeOther)
 	default:
 		p.fail(w, c, errkind.Deniedf("your account has no roles yet; ask an admin of %s to assign you one", c.Tenant.Name))
 	}

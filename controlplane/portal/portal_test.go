@@ -191,6 +191,18 @@ func TestBrowser(t *testing.T) {
 		}
 	})
 	t.Run("shopfloor", func(t *testing.T) { runShopfloorSpec(t, srv, agent, env) })
+	// Machine models, customers and SSC on a control plane of their own
+	// (no agent needed: the hub issues configs for an active grant).
+	t.Run("models", func(t *testing.T) {
+		srv := demo(t)
+		cmd := exec.Command("node", "browser/models.spec.mjs")
+		cmd.Env = append(os.Environ(), "BASE_URL="+srv.URL, "CHROMIUM="+chromium, "SHOTS="+shots, "PASSWORD="+server.DemoPassword, "HUB_ENDPOINT="+srv.Hub.Endpoint())
+		out, err := cmd.CombinedOutput()
+		t.Logf("%s", out)
+		if err != nil {
+			t.Fatalf("browser test failed: %v", err)
+		}
+	})
 }
 
 // rfbSize is the demo machine's HMI screen in the browser test.

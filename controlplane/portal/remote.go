@@ -73,8 +73,10 @@ func (p *Portal) connectOptions(r *http.Request, c *identity.Caller, caseID stri
 					}
 				}
 			}
+		case machinemodel.ConnSSC:
+			o = p.sscOption(r, c, caseID)
 		default:
-			o.Reason = "Secure Service Connect configurations are not issued in the browser yet."
+			o.Reason = "This connection type is not offered in the browser."
 		}
 		out = append(out, o)
 	}

@@ -312,6 +312,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 			return nil, err
 		}
 		pt.WithRemote(remoteHooks{s.Sessions, s.Tunnels})
+		pt.WithSSC(portalSSC{sscIssuer{s.Hub}})
 	}
 	apiSrv.WithEnrollment(api.Enrollment{Repo: s.Revoked.EnrollRepo(st), CA: s.CA, CommandKey: cmdKey, MQTTURL: mqttURL}).Mount(mux)
 	if cfg.Demo {
@@ -629,6 +630,14 @@ func (i sscIssuer) IssueSSC(u cases.Use, publicKey string) (api.SSCConfig, error
 		out.MachineSubnets = append(out.MachineSubnets, p.String())
 	}
 	return out, nil
+}
+
+// portalSSC issues SSC engineer peers for the portal, like sscIssuer for the API.
+type portalSSC struct{ api sscIssuer }
+
+func (p portalSSC) IssueSSC(u cases.Use, publicKey string) (portalpkg.SSCConfig, error) {
+	c, err := p.api.IssueSSC(u, publicKey)
+	return portalpkg.SSCConfig(c), err
 }
 
 // retain deletes machine-data history and notifications older than their
