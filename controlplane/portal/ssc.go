@@ -10,6 +10,7 @@ import (
 
 	qr "github.com/piglig/go-qr"
 
+	"github.com/gantry-iot/gantry/controlplane/api"
 	"github.com/gantry-iot/gantry/controlplane/cases"
 	"github.com/gantry-iot/gantry/controlplane/errkind"
 	"github.com/gantry-iot/gantry/controlplane/identity"
@@ -32,15 +33,9 @@ type SSCIssuer interface {
 	IssueSSC(u cases.Use, publicKey string) (SSCConfig, error)
 }
 
-// SSCConfig is an issued Secure Service Connect config.
-type SSCConfig struct {
-	WGQuick            string // the wg-quick file
-	Address            string // the engineer's /32
-	PublicKey          string // the engineer's, base64
-	PrivateKeyIncluded bool
-	HubEndpoint        string
-	AllowedIPs         []string
-}
+// SSCConfig is an issued Secure Service Connect config, as the API
+// returns it.
+type SSCConfig = api.SSCConfig
 
 // WithSSC enables generating SSC configs. Call it before serving.
 func (p *Portal) WithSSC(s SSCIssuer) *Portal {

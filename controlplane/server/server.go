@@ -636,8 +636,7 @@ func (i sscIssuer) IssueSSC(u cases.Use, publicKey string) (api.SSCConfig, error
 type portalSSC struct{ api sscIssuer }
 
 func (p portalSSC) IssueSSC(u cases.Use, publicKey string) (portalpkg.SSCConfig, error) {
-	c, err := p.api.IssueSSC(u, publicKey)
-	return portalpkg.SSCConfig(c), err
+	return p.api.IssueSSC(u, publicKey)
 }
 
 // retain deletes machine-data history and notifications older than their

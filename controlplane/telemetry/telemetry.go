@@ -291,4 +291,3 @@ func (i *Ingest) Close() error {
 	<-i.stopped
 	return nil
 }
-

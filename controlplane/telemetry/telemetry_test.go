@@ -211,7 +211,6 @@ func (f *fakeStore) StoreSampleBatches(ctx context.Context, batches []store.Samp
 	return nil
 }
 
-
 // TestHandleWaitsForCommit: Handle returns only once the store has
 // committed its batch (the PUBACK follows Handle).
 func TestHandleWaitsForCommit(t *testing.T) {
