@@ -201,6 +201,7 @@ func TestModelForm(t *testing.T) {
 	bad.Set("opcua.data_points[0].warn_above", "1000")           // above the alarm
 	bad.Set("opcua.data_points[0].sampling_interval_ms", "fast") // not a number
 	bad.Set("remote_access.vnc_targets", "10.1.0.20:5900\nhmi:99999")
+	bad.Set("remote_access.ssc_ports", "tcp/102\nsctp/9")
 	code, body := mdm.post("/models", bad)
 	if code != 400 {
 		t.Fatalf("invalid model: %d\n%s", code, body)
@@ -210,6 +211,7 @@ func TestModelForm(t *testing.T) {
 		"opcua.data_points[0].warn_above":           "warning threshold 1000 is above the alarm threshold 950",
 		"opcua.data_points[0].sampling_interval_ms": `"fast" is not a whole number`,
 		"remote_access.vnc_targets":                 `line 2: "hmi:99999": port must be 1..65535`,
+		"remote_access.ssc_ports":                   `line 2: "sctp/9" is not a port rule`,
 		"opcua.data_points[0].name":                 "",
 		"name":                                      "",
 	} {
