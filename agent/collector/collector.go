@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,6 +38,9 @@ const (
 	CreateBatch             = 500
 )
 
+// SecurityPolicies are the policies a secured endpoint may use.
+var SecurityPolicies = []string{"Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"}
+
 // Options tune a Collector.
 type Options struct {
 	FlushInterval time.Duration // batch window, default 250ms
@@ -43,13 +48,14 @@ type Options struct {
 	Watchdog      time.Duration // reconnect when nothing arrives this long, default 30s
 	MaxBackoff    time.Duration // default 30s
 	Logger        *slog.Logger
+	Security      Security // secured endpoints and user login
 }
 
 // PointStatus is the last known state of a data point.
 type PointStatus struct {
-	Point  string
-	NodeID string
-	Status string // "ok", or why the point yields no data
+	Point  string `json:"point"`
+	NodeID string `json:"node_id"`
+	Status string `json:"status"` // "ok", or why the point yields no data
 }
 
 // Collector runs one OPC-UA session. Create with New, then Run.
@@ -71,7 +77,15 @@ func New(tpl machinemodel.OPCUA, sink func([]Sample), opts Options) (*Collector,
 		return nil, fmt.Errorf("collector: %w", ps.Err())
 	}
 	if tpl.SecurityMode != "None" {
-		return nil, fmt.Errorf("collector: security mode %s is not supported yet; use None", tpl.SecurityMode)
+		if opts.Security.Identity == nil {
+			return nil, fmt.Errorf("collector: security mode %s needs the agent's client certificate (Security.Identity)", tpl.SecurityMode)
+		}
+		if opts.Security.Policy == "" {
+			opts.Security.Policy = "Basic256Sha256"
+		}
+		if !slices.Contains(SecurityPolicies, opts.Security.Policy) {
+			return nil, fmt.Errorf("collector: security policy %q: want one of %s", opts.Security.Policy, strings.Join(SecurityPolicies, ", "))
+		}
 	}
 	if opts.FlushInterval <= 0 {
 		opts.FlushInterval = 250 * time.Millisecond
@@ -90,6 +104,9 @@ func New(tpl machinemodel.OPCUA, sink func([]Sample), opts Options) (*Collector,
 	}
 	return &Collector{tpl: tpl, sink: sink, opts: opts, log: opts.Logger, statuses: map[string]string{}, last: map[string]float64{}, state: "starting"}, nil
 }
+
+// Endpoint is the OPC-UA server's URL.
+func (c *Collector) Endpoint() string { return c.tpl.EndpointURL }
 
 // State describes the connection ("connected", or the last error).
 func (c *Collector) State() string {
@@ -144,16 +161,20 @@ func (c *Collector) Run(ctx context.Context) error {
 func (c *Collector) session(ctx context.Context) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cl, err := opcua.NewClient(c.tpl.EndpointURL, opcua.SecurityMode(ua.MessageSecurityModeNone), opcua.AutoReconnect(false), opcua.RequestTimeout(10*time.Second))
+	cctx, ccancel := context.WithTimeout(sctx, 10*time.Second)
+	defer ccancel()
+	opts, err := c.clientOptions(cctx)
+	if err != nil {
+		return c.explain(err)
+	}
+	cl, err := opcua.NewClient(c.tpl.EndpointURL, opts...)
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
-	cctx, ccancel := context.WithTimeout(sctx, 10*time.Second)
-	err = cl.Connect(cctx)
-	ccancel()
-	if err != nil {
-		return fmt.Errorf("connect %s: %w", c.tpl.EndpointURL, err)
+	if err := cl.Connect(cctx); err != nil {
+		return c.explain(fmt.Errorf("connect %s: %w", c.tpl.EndpointURL, err))
 	}
+	ccancel()
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

@@ -123,8 +123,11 @@ func TestNewRejectsBadTemplates(t *testing.T) {
 	if _, err := New(machinemodel.OPCUA{EndpointURL: "http://x", SecurityMode: "None"}, nil, Options{}); err == nil {
 		t.Errorf("bad endpoint accepted")
 	}
-	if _, err := New(machinemodel.OPCUA{EndpointURL: "opc.tcp://1.2.3.4:4840", SecurityMode: "SignAndEncrypt"}, nil, Options{}); err == nil || !strings.Contains(err.Error(), "not supported yet") {
-		t.Errorf("unsupported security mode: %v", err)
+	if _, err := New(machinemodel.OPCUA{EndpointURL: "opc.tcp://1.2.3.4:4840", SecurityMode: "SignAndEncrypt"}, nil, Options{}); err == nil || !strings.Contains(err.Error(), "client certificate") {
+		t.Errorf("secured endpoint without a client certificate: %v", err)
+	}
+	if _, err := New(machinemodel.OPCUA{EndpointURL: "opc.tcp://1.2.3.4:4840", SecurityMode: "Sign"}, nil, Options{Security: Security{Identity: &Identity{}, Policy: "Basic128Rsa15"}}); err == nil || !strings.Contains(err.Error(), "want one of") {
+		t.Errorf("deprecated security policy: %v", err)
 	}
 }
 

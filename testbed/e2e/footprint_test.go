@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,10 +11,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"connectrpc.com/connect"
-	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
-	"github.com/gantry-iot/gantry/proto/gantry/v1/gantryv1connect"
 )
 
 // Footprint goals of issue 5.
@@ -77,20 +72,7 @@ func TestAgentFootprintLoad(t *testing.T) {
 
 	// An enrolled agent, connected and idle.
 	cp := startControlPlane(t)
-	ctx := context.Background()
-	dc := gantryv1connect.NewDeviceServiceClient(cp.http, cp.url, connect.WithProtoJSON(), cp.login(t, "st@acme.example"))
-	dev, err := dc.CreateDevice(ctx, connect.NewRequest(&gantryv1.CreateDeviceRequest{Name: "Footprint", SerialNumber: "FP-1"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := dc.CreateEnrollmentToken(ctx, connect.NewRequest(&gantryv1.CreateEnrollmentTokenRequest{DeviceId: dev.Msg.Device.Id}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	state := t.TempDir()
-	if out, err := exec.Command(agent, "enroll", "--server", cp.url, "--token", tok.Msg.Token, "--state-dir", state).CombinedOutput(); err != nil {
-		t.Fatalf("enroll: %v\n%s", err, out)
-	}
+	dc, id, state := enrollDevice(t, cp, agent, "Footprint")
 	start := func(bin string, args ...string) *exec.Cmd {
 		c := exec.Command(bin, args...)
 		if err := c.Start(); err != nil {
@@ -101,7 +83,7 @@ func TestAgentFootprintLoad(t *testing.T) {
 	}
 	a := start(agent, "run", "--state-dir", state, "--metrics-listen", "127.0.0.1:0")
 	b := start(idle)
-	waitOnline(t, dc, dev.Msg.Device.Id, true, 30*time.Second)
+	waitOnline(t, dc, id, true, 30*time.Second)
 	// Idle: connected, keepalives only. Sample for a while and keep the
 	// highest resident size seen.
 	var agentRSS, idleRSS int64

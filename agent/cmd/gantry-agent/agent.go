@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -135,6 +136,7 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 		return err
 	}
 	logger = logger.With("device", st.DeviceID)
+	status := &statusPage{device: st.DeviceID}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	connected := prometheus.NewGauge(prometheus.GaugeOpts{Name: "gantry_agent_connected", Help: "1 while the MQTT session to the control plane is up."})
@@ -145,7 +147,10 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 		if err != nil {
 			return fmt.Errorf("metrics: listen on %s: %w (choose another with --metrics-listen)", metricsAddr, err)
 		}
-		srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.Handle("GET /status", status)
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(ln)
 		defer srv.Close()
 		logger.Info("metrics listening", "addr", ln.Addr().String())
@@ -212,6 +217,7 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 	}
 	lnk.Store(l)
 	connected.Set(1)
+	status.connected.Store(true)
 	qdir := cfg.QueueDir()
 	// The queue reads a zero SyncDelay as "default"; the config's 0s means
 	// "do not wait", which the shortest window gives.
@@ -256,10 +262,15 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 	}
 	if tpl != nil {
 		ed := &edge{q: q, rules: eng, log: logger, now: time.Now}
-		col, err := collector.New(*tpl, func(samples []collector.Sample) { ed.samples(fctx, samples) }, collector.Options{Logger: logger})
+		ctpl, sec, err := collectorSecurity(cfg, *tpl, st.DeviceID)
 		if err != nil {
 			return err
 		}
+		col, err := collector.New(ctpl, func(samples []collector.Sample) { ed.samples(fctx, samples) }, collector.Options{Logger: logger, Security: sec})
+		if err != nil {
+			return err
+		}
+		status.collector.Store(col)
 		wg.Go(func() { ed.run(fctx, time.Second, totalsInterval) })
 		wg.Go(func() {
 			for {
@@ -291,8 +302,10 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 		case <-tick.C:
 			if l.Connected() {
 				connected.Set(1)
+				status.connected.Store(true)
 			} else {
 				connected.Set(0)
+				status.connected.Store(false)
 			}
 		}
 	}
@@ -336,4 +349,73 @@ func browse(ctx context.Context, b *gantryv1.Browse, tpl *machinemodel.OPCUA) (*
 		out.Nodes = append(out.Nodes, &gantryv1.BrowsedNode{NodeId: n.NodeID, ParentId: n.ParentID, BrowseName: n.BrowseName, DisplayName: n.DisplayName, NodeClass: n.NodeClass, Depth: uint32(n.Depth)})
 	}
 	return out, nil
+}
+
+// collectorSecurity reads how the agent meets the template's endpoint.
+// The config's endpoint with the same URL gives the security policy, the
+// login (username with password_file) and, when it is not None, the
+// security mode (the site's setting wins over the template's). A secured
+// mode uses the agent's OPC-UA client certificate, created in the state
+// directory on first use, and pins the server's certificate there on
+// first contact.
+func collectorSecurity(cfg config.Config, tpl machinemodel.OPCUA, deviceID string) (machinemodel.OPCUA, collector.Security, error) {
+	var sec collector.Security
+	for _, ep := range cfg.OPCUA.Endpoints {
+		if ep.URL != tpl.EndpointURL {
+			continue
+		}
+		if ep.SecurityMode != "" && ep.SecurityMode != config.SecurityModeNone {
+			tpl.SecurityMode = string(ep.SecurityMode)
+		}
+		if ep.SecurityPolicy != "" && ep.SecurityPolicy != config.SecurityPolicyNone {
+			sec.Policy = string(ep.SecurityPolicy)
+		}
+		switch ep.Auth.Type {
+		case config.AuthUsername:
+			b, err := os.ReadFile(ep.Auth.PasswordFile)
+			if err != nil {
+				return tpl, sec, fmt.Errorf("opcua endpoint %s: password_file: %w", ep.Name, err)
+			}
+			sec.Username, sec.Password = ep.Auth.Username, strings.TrimRight(string(b), "\r\n")
+		case config.AuthCertificate:
+			return tpl, sec, fmt.Errorf("opcua endpoint %s: certificate user login is not supported yet; use username or anonymous", ep.Name)
+		}
+		break
+	}
+	if tpl.SecurityMode != "None" {
+		id, err := collector.LoadOrCreateIdentity(cfg.StateDir, "urn:gantry:agent:"+deviceID)
+		if err != nil {
+			return tpl, sec, err
+		}
+		sec.Identity = id
+		sec.TrustDir = filepath.Join(cfg.StateDir, "opcua-trust")
+	}
+	return tpl, sec, nil
+}
+
+// statusPage serves GET /status on the metrics address: the MQTT link and
+// the OPC-UA collector's connection and per-point states, as JSON, so a
+// technician on site (or a monitoring system) sees why data is missing.
+type statusPage struct {
+	device    string
+	connected atomic.Bool
+	collector atomic.Pointer[collector.Collector]
+}
+
+func (p *statusPage) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	type opcuaStatus struct {
+		Endpoint string                  `json:"endpoint"`
+		State    string                  `json:"state"`
+		Points   []collector.PointStatus `json:"points"`
+	}
+	out := struct {
+		Device        string       `json:"device"`
+		MQTTConnected bool         `json:"mqtt_connected"`
+		OPCUA         *opcuaStatus `json:"opcua,omitempty"`
+	}{Device: p.device, MQTTConnected: p.connected.Load()}
+	if c := p.collector.Load(); c != nil {
+		out.OPCUA = &opcuaStatus{Endpoint: c.Endpoint(), State: c.State(), Points: c.Statuses()}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(out)
 }

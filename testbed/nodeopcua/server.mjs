@@ -1,0 +1,57 @@
+// An independent OPC-UA server (node-opcua) for the agent's security
+// interop tests: Basic256Sha256 with Sign and SignAndEncrypt, username
+// login, no anonymous access, and a few changing variables.
+//
+// Usage: node testbed/nodeopcua/server.mjs PORT PKI_DIR
+// Environment: OPCUA_USER (default operator), OPCUA_PASSWORD (required).
+// Prints "READY <endpoint URL>" once it listens. Unknown client
+// certificates are accepted automatically: this is a test server.
+import { OPCUAServer, OPCUACertificateManager, MessageSecurityMode, SecurityPolicy, DataType, Variant } from "node-opcua";
+
+const [port, pki] = [parseInt(process.argv[2], 10), process.argv[3]];
+const user = process.env.OPCUA_USER || "operator";
+const password = process.env.OPCUA_PASSWORD;
+if (!port || !pki || !password) {
+  console.error("usage: OPCUA_PASSWORD=… node server.mjs PORT PKI_DIR");
+  process.exit(2);
+}
+
+const serverCertificateManager = new OPCUACertificateManager({ automaticallyAcceptUnknownCertificate: true, rootFolder: pki });
+const server = new OPCUAServer({
+  port,
+  hostname: "127.0.0.1",
+  serverCertificateManager,
+  securityModes: [MessageSecurityMode.Sign, MessageSecurityMode.SignAndEncrypt],
+  securityPolicies: [SecurityPolicy.Basic256Sha256],
+  allowAnonymous: false,
+  userManager: { isValidUser: (u, p) => u === user && p === password },
+});
+await server.initialize();
+
+const space = server.engine.addressSpace;
+const ns = space.getOwnNamespace();
+let temperature = 20;
+let counter = 0;
+setInterval(() => {
+  temperature = Math.round((temperature + 0.25) * 100) / 100;
+  counter += 1;
+}, 100);
+for (const [name, get] of [["Temperature", () => temperature], ["Counter", () => counter]]) {
+  ns.addVariable({
+    organizedBy: space.rootFolder.objects,
+    nodeId: "s=" + name,
+    browseName: name,
+    dataType: "Double",
+    minimumSamplingInterval: 100,
+    value: { get: () => new Variant({ dataType: DataType.Double, value: get() }) },
+  });
+}
+await server.start();
+console.log("READY " + server.getEndpointUrl());
+
+for (const sig of ["SIGINT", "SIGTERM"]) {
+  process.on(sig, async () => {
+    await server.shutdown(100);
+    process.exit(0);
+  });
+}
