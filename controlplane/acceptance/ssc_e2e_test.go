@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -22,9 +23,11 @@ import (
 
 	"github.com/gantry-iot/gantry/agent/agenttest"
 	"github.com/gantry-iot/gantry/controlplane/remote"
+	"github.com/gantry-iot/gantry/controlplane/server/servertest"
 	"github.com/gantry-iot/gantry/controlplane/store/storetest"
 	"github.com/gantry-iot/gantry/pkg/wg"
 	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
+	"github.com/gantry-iot/gantry/proto/gantry/v1/gantryv1connect"
 )
 
 // quickPeer is an engineer's WireGuard client built from a generated
@@ -369,6 +372,25 @@ func TestSSCEndToEnd(t *testing.T) {
 	// S1's session is unaffected.
 	if err := udpRoundTrip(ist, netip.AddrPortFrom(hst, 7), 20, 500*time.Millisecond); err != nil {
 		t.Errorf("S1 after I1's deactivation: %v", err)
+	}
+	// I1's ended config is in the operator's audit log with its bytes and
+	// 5-tuple flow summaries (no payloads).
+	audit := gantryv1connect.NewAuditServiceClient(http.DefaultClient, w.srv.URL, connect.WithProtoJSON(), servertest.Bearer(w.actor("O1/admin").Token))
+	evs, err := audit.ListAudit(ctx, connect.NewRequest(&gantryv1.ListAuditRequest{Limit: 200}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var detail string
+	for _, e := range evs.Msg.Events {
+		if e.Action == "remote_access.ssc_session" && e.Target == w.id("I1") && strings.Contains(e.Detail, " → "+hme.String()+":7 ") {
+			detail = e.Detail
+		}
+	}
+	t.Logf("ssc session audit: %s", detail)
+	var up, down int64
+	if _, err := fmt.Sscanf(detail[strings.Index(detail, ", ")+2:], "%d bytes to the machine, %d bytes to the engineer", &up, &down); err != nil || up < 256<<10 || down < 256<<10 ||
+		!strings.Contains(detail, "tcp :") || !strings.Contains(detail, "udp :") {
+		t.Errorf("SSC session audit %q (%v): want ≥ 256 KiB each way and tcp and udp flows to %s:7", detail, err, hme)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.zx2c4.com/wireguard/tun"
@@ -78,6 +79,8 @@ type forwarder struct {
 	closeOnce sync.Once
 	readers   sync.WaitGroup
 	bufs      sync.Pool
+
+	flows flowBook // per-engineer flow summaries for the audit log
 
 	dropped   *prometheus.CounterVec
 	forwarded prometheus.Counter
@@ -194,6 +197,7 @@ func (f *forwarder) Write(bufs [][]byte, offset int) (int, error) {
 			select {
 			case f.inject <- q:
 				f.forwarded.Inc()
+				f.flows.account(p, f.sscPrefix, time.Now())
 			case <-f.done:
 				return 0, os.ErrClosed
 			}

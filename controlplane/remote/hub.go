@@ -47,6 +47,9 @@ type HubConfig struct {
 	Logger                  *slog.Logger
 	// Registry receives the SSC forwarding metrics (nil: not exported).
 	Registry prometheus.Registerer
+	// SSCAudit, when set, receives each SSC config's session summary
+	// (bytes and 5-tuple flows) when its peer is removed.
+	SSCAudit func(SSCSession)
 }
 
 // Hub is the control plane's userspace WireGuard interface. Each active

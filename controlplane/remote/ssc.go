@@ -33,6 +33,9 @@ var ErrNoSSCAddress = errkind.New(errkind.Exhausted, "", "no free engineer addre
 type SSCRequest struct {
 	GrantID string
 	UserID  string
+	// CaseID and TenantID (the case's tenant) address the session's
+	// audit record.
+	CaseID, TenantID string
 	// PublicKey is the engineer's own key, in base64; empty: the hub
 	// generates a key pair and the config carries the private key.
 	PublicKey string
@@ -90,10 +93,11 @@ func (c SSCConfig) WGQuick() string {
 
 // engineerPeer is one issued SSC config on the hub.
 type engineerPeer struct {
-	grantID, userID string
-	key             wg.Key
-	addr            netip.Addr
-	issued          time.Time
+	grantID, userID  string
+	caseID, tenantID string
+	key              wg.Key
+	addr             netip.Addr
+	issued           time.Time
 }
 
 // AddEngineer issues an SSC config: it allocates the engineer a /32 from
@@ -172,7 +176,7 @@ func (h *Hub) AddEngineer(r SSCRequest) (SSCConfig, error) {
 		h.gcGrantNetLocked(r.GrantID)
 		return SSCConfig{}, err
 	}
-	h.engineers[cfg.PublicKey] = &engineerPeer{grantID: r.GrantID, userID: r.UserID, key: cfg.PublicKey, addr: addr, issued: time.Now()}
+	h.engineers[cfg.PublicKey] = &engineerPeer{grantID: r.GrantID, userID: r.UserID, caseID: r.CaseID, tenantID: r.TenantID, key: cfg.PublicKey, addr: addr, issued: time.Now()}
 	h.publishLocked()
 	cfg.GrantID, cfg.Address, cfg.HubPublicKey, cfg.PresharedKey, cfg.HubEndpoint = r.GrantID, addr, h.pub, psk, h.Endpoint()
 	cfg.AllowedIPs, cfg.Machine = slices.Clone(gn.virtual), slices.Clone(gn.machine)
@@ -196,6 +200,15 @@ func (h *Hub) PruneEngineers(active map[string]bool, asOf time.Time) int {
 }
 
 func (h *Hub) pruneEngineers(drop func(*engineerPeer) bool) int {
+	var ended []SSCSession
+	defer func() {
+		// Audit outside the hub's lock: it writes to the store.
+		for _, s := range ended {
+			if h.cfg.SSCAudit != nil {
+				h.cfg.SSCAudit(s)
+			}
+		}
+	}()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n := 0
@@ -216,6 +229,9 @@ func (h *Hub) pruneEngineers(drop func(*engineerPeer) bool) int {
 			continue
 		}
 		delete(h.engineers, k)
+		s := SSCSession{GrantID: e.grantID, UserID: e.userID, CaseID: e.caseID, TenantID: e.tenantID, Address: e.addr, Issued: e.issued, Ended: time.Now()}
+		s.Flows, s.Other, s.OtherFlows = h.fwd.flows.take(e.addr)
+		ended = append(ended, s)
 		h.sscPool.free(e.addr)
 		h.gcGrantNetLocked(e.grantID)
 		n++

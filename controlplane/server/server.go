@@ -531,7 +531,13 @@ func (s *Server) startRemote(cfg Config, d *commands.Dispatcher, apiSrv *api.Ser
 			host = u.Hostname()
 		}
 	}
-	hub, err := remote.NewHub(remote.HubConfig{ListenPort: cfg.WGPort, PublicHost: host, Logger: logger.With("component", "wg-hub"), Registry: s.reg})
+	hub, err := remote.NewHub(remote.HubConfig{ListenPort: cfg.WGPort, PublicHost: host, Logger: logger.With("component", "wg-hub"), Registry: s.reg,
+		SSCAudit: func(ss remote.SSCSession) {
+			if err := s.Store.AppendAudit(context.Background(), store.AuditEvent{TenantID: ss.TenantID, ActorID: ss.UserID, Action: "remote_access.ssc_session",
+				Target: ss.CaseID, Detail: ss.Detail(20), At: ss.Ended.UTC()}); err != nil {
+				logger.Error("audit append failed", "action", "remote_access.ssc_session", "err", err)
+			}
+		}})
 	if err != nil {
 		return fmt.Errorf("%w (choose another UDP port with --wg-port)", err)
 	}
@@ -617,7 +623,8 @@ func (r remoteHooks) WebSocketPath() string                         { return rem
 type sscIssuer struct{ hub *remote.Hub }
 
 func (i sscIssuer) IssueSSC(u cases.Use, publicKey string) (api.SSCConfig, error) {
-	c, err := i.hub.AddEngineer(remote.SSCRequest{GrantID: u.GrantID, UserID: u.UserID, PublicKey: publicKey, Subnets: u.Subnets, Ports: u.Ports})
+	c, err := i.hub.AddEngineer(remote.SSCRequest{GrantID: u.GrantID, UserID: u.UserID, CaseID: u.CaseID, TenantID: u.CaseTenantID,
+		PublicKey: publicKey, Subnets: u.Subnets, Ports: u.Ports})
 	if err != nil {
 		return api.SSCConfig{}, err
 	}
