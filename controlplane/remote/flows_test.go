@@ -47,3 +47,18 @@ func TestFlowBook(t *testing.T) {
 		t.Errorf("detail %q, want it to contain %q and 268 flows", d, want)
 	}
 }
+
+// TestHubRefusesOverlappingPools: the engineers' SSC pool must not
+// overlap the agents' tunnel network (an engineer could then pose as an
+// agent's address).
+func TestHubRefusesOverlappingPools(t *testing.T) {
+	for _, c := range []struct{ tunnel, ssc string }{
+		{"100.96.0.0/16", "100.96.128.0/17"},
+		{"100.96.0.0/16", "100.96.0.0/12"},
+	} {
+		_, err := NewHub(HubConfig{Prefix: netip.MustParsePrefix(c.tunnel), SSCPrefix: netip.MustParsePrefix(c.ssc)})
+		if err == nil || !strings.Contains(err.Error(), "overlaps") {
+			t.Errorf("tunnel %s, SSC pool %s: %v", c.tunnel, c.ssc, err)
+		}
+	}
+}
