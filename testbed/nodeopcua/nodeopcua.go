@@ -27,8 +27,9 @@ const User = "operator"
 
 // Node IDs of the server's variables.
 const (
-	Temperature = "ns=1;s=Temperature"
-	Counter     = "ns=1;s=Counter"
+	Temperature   = "ns=1;s=Temperature"
+	Counter       = "ns=1;s=Counter"       // +1 every 100 ms
+	Subscriptions = "ns=1;s=Subscriptions" // the server's live subscriptions
 )
 
 // ErrUnavailable means node or the node-opcua package is missing.
@@ -54,6 +55,7 @@ func Available() error {
 // Server is a running node-opcua server.
 type Server struct {
 	URL    string // opc.tcp://127.0.0.1:PORT
+	Port   int
 	cancel context.CancelFunc
 	done   chan struct{}
 	mu     sync.Mutex
@@ -63,19 +65,25 @@ type Server struct {
 // Start runs the server on a free loopback port with its PKI in pkiDir
 // and waits until it listens (node-opcua creates its certificate first).
 func Start(ctx context.Context, password, pkiDir string) (*Server, error) {
-	if err := Available(); err != nil {
-		return nil, err
-	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
+	return StartOn(ctx, port, password, pkiDir)
+}
+
+// StartOn is Start on a given port, e.g. to restart a server where its
+// clients expect it (same pkiDir: same certificate).
+func StartOn(ctx context.Context, port int, password, pkiDir string) (*Server, error) {
+	if err := Available(); err != nil {
+		return nil, err
+	}
 	rctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(rctx, "node", filepath.Join(root(), "testbed", "nodeopcua", "server.mjs"), strconv.Itoa(port), pkiDir)
 	cmd.Env = append(os.Environ(), "OPCUA_USER="+User, "OPCUA_PASSWORD="+password)
-	s := &Server{URL: "opc.tcp://127.0.0.1:" + strconv.Itoa(port), cancel: cancel, done: make(chan struct{})}
+	s := &Server{URL: "opc.tcp://127.0.0.1:" + strconv.Itoa(port), Port: port, cancel: cancel, done: make(chan struct{})}
 	cmd.Stderr = (*lockedWriter)(s)
 	out, err := cmd.StdoutPipe()
 	if err != nil {

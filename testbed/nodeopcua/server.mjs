@@ -1,6 +1,7 @@
 // An independent OPC-UA server (node-opcua) for the agent's security
 // interop tests: Basic256Sha256 with Sign and SignAndEncrypt, username
-// login, no anonymous access, and a few changing variables.
+// login, no anonymous access, a few changing variables (Temperature,
+// Counter: +1 every 100 ms) and the live subscription count.
 //
 // Usage: node testbed/nodeopcua/server.mjs PORT PKI_DIR
 // Environment: OPCUA_USER (default operator), OPCUA_PASSWORD (required).
@@ -36,7 +37,9 @@ setInterval(() => {
   temperature = Math.round((temperature + 0.25) * 100) / 100;
   counter += 1;
 }, 100);
-for (const [name, get] of [["Temperature", () => temperature], ["Counter", () => counter]]) {
+// Subscriptions is the server's count of live subscriptions: tests check
+// that a reconnecting client leaves no duplicates behind.
+for (const [name, get] of [["Temperature", () => temperature], ["Counter", () => counter], ["Subscriptions", () => server.engine.currentSubscriptionCount]]) {
   ns.addVariable({
     organizedBy: space.rootFolder.objects,
     nodeId: "s=" + name,
