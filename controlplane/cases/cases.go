@@ -464,7 +464,7 @@ func (s *Service) List(ctx context.Context, c *identity.Caller, f ListFilter) ([
 		}
 		q.Kind = store.CaseShared
 	default:
-		return nil, nil
+		return nil, errkind.Deniedf("service cases are between operators and service providers; %s has no Service Case Management permission", c.Tenant.Name)
 	}
 	if ext, err := s.external(ctx, c); err != nil {
 		return nil, err

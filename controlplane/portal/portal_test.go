@@ -182,27 +182,32 @@ func TestBrowser(t *testing.T) {
 	}
 	env := append(os.Environ(), "BASE_URL="+srv.URL, "CHROMIUM="+chromium, "SHOTS="+shots, "PASSWORD="+server.DemoPassword)
 	t.Run("portal", func(t *testing.T) {
-		cmd := exec.Command("node", "browser/portal.spec.mjs")
-		cmd.Env = append(env, "RFB_PIXELS="+pixels)
-		out, err := cmd.CombinedOutput()
-		t.Logf("%s", out)
-		if err != nil {
-			t.Fatalf("browser test failed: %v", err)
-		}
+		runSpec(t, "browser/portal.spec.mjs", append(env, "RFB_PIXELS="+pixels))
 	})
 	t.Run("shopfloor", func(t *testing.T) { runShopfloorSpec(t, srv, agent, env) })
 	// Machine models, customers and SSC on a control plane of their own
 	// (no agent needed: the hub issues configs for an active grant).
 	t.Run("models", func(t *testing.T) {
 		srv := demo(t)
-		cmd := exec.Command("node", "browser/models.spec.mjs")
-		cmd.Env = append(os.Environ(), "BASE_URL="+srv.URL, "CHROMIUM="+chromium, "SHOTS="+shots, "PASSWORD="+server.DemoPassword, "HUB_ENDPOINT="+srv.Hub.Endpoint())
-		out, err := cmd.CombinedOutput()
-		t.Logf("%s", out)
-		if err != nil {
-			t.Fatalf("browser test failed: %v", err)
-		}
+		runSpec(t, "browser/models.spec.mjs", append(os.Environ(), "BASE_URL="+srv.URL, "CHROMIUM="+chromium, "SHOTS="+shots, "PASSWORD="+server.DemoPassword, "HUB_ENDPOINT="+srv.Hub.Endpoint()))
 	})
+	// Every demo user's navigation, on untouched demo data.
+	t.Run("nav", func(t *testing.T) {
+		srv := demo(t)
+		runSpec(t, "browser/nav.spec.mjs", append(os.Environ(), "BASE_URL="+srv.URL, "CHROMIUM="+chromium, "SHOTS="+shots, "PASSWORD="+server.DemoPassword))
+	})
+}
+
+// runSpec runs one browser spec with node and fails the test if it fails.
+func runSpec(t *testing.T, spec string, env []string) {
+	t.Helper()
+	cmd := exec.Command("node", spec)
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	t.Logf("%s", out)
+	if err != nil {
+		t.Fatalf("browser test %s failed: %v", spec, err)
+	}
 }
 
 // rfbSize is the demo machine's HMI screen in the browser test.

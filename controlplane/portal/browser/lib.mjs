@@ -29,7 +29,7 @@ export function loginWith(browser, base, password) {
     await page.goto(base + '/login');
     await page.fill('input[name=email]', email);
     await page.fill('input[name=password]', pw);
-    await Promise.all([page.waitForURL(/\/(cases|users|devices|shopfloor)/), page.click('button[type=submit]')]);
+    await Promise.all([page.waitForURL((u) => !u.pathname.startsWith('/login')), page.click('button[type=submit]')]);
     return { ctx, page, errors };
   };
 }
