@@ -1,0 +1,227 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gopcua/opcua"
+	"github.com/gopcua/opcua/ua"
+
+	"github.com/gantry-iot/gantry/pkg/machinemodel"
+	"github.com/gantry-iot/gantry/testbed/opcuasim"
+)
+
+// Issue 6's load: 10,000 nodes changing every 100 ms in one template.
+const (
+	loadNodes    = 10000
+	loadInterval = 100 * time.Millisecond
+	loadWindow   = 20 * time.Second
+)
+
+// TestOPCUA10kLoad measures one agent process collecting 10,000 OPC-UA
+// nodes that change every 100 ms (all in one template) through its
+// durable queue and MQTT to the control plane: values/s ingested, agent
+// CPU seconds per 100k values and RSS — against a bare gopcua
+// subscription client receiving the same nodes in the same run. Part of
+// make bench (GANTRY_BENCH=1).
+func TestOPCUA10kLoad(t *testing.T) {
+	if os.Getenv("GANTRY_BENCH") == "" {
+		t.Skip("set GANTRY_BENCH=1 to measure the 10,000-node OPC-UA load (part of make bench)")
+	}
+	bin := binaries(t)
+	sim := filepath.Join(t.TempDir(), "opcuasim")
+	if out, err := exec.Command("go", "build", "-o", sim, "../opcuasim/cmd/opcuasim").CombinedOutput(); err != nil {
+		t.Fatalf("build opcuasim: %v\n%s", err, out)
+	}
+	// The simulator in its own process, so neither measured client shares
+	// a process with it.
+	simCmd := exec.Command(sim, "--port", "0", "--nodes", strconv.Itoa(loadNodes), "--interval", loadInterval.String())
+	out, err := simCmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := simCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = simCmd.Process.Kill(); _, _ = simCmd.Process.Wait() })
+	sc := bufio.NewScanner(out)
+	re := regexp.MustCompile(`on (opc\.tcp://\S+) \(namespace (\d+)\)`)
+	var endpoint string
+	var ns uint16
+	for sc.Scan() {
+		if m := re.FindStringSubmatch(sc.Text()); m != nil {
+			endpoint = m[1]
+			n, _ := strconv.Atoi(m[2])
+			ns = uint16(n)
+			break
+		}
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	if endpoint == "" {
+		t.Fatal("opcuasim printed no endpoint")
+	}
+	var points []machinemodel.DataPoint
+	for i := range loadNodes {
+		points = append(points, machinemodel.DataPoint{NodeID: opcuasim.GeneratedNodeID(ns, i), Name: fmt.Sprintf("gen%d", i), SamplingIntervalMS: uint32(loadInterval / time.Millisecond)})
+	}
+
+	// Baseline: a bare gopcua client, ≤ 1,000 items per subscription.
+	base := bareSubscriber(t, endpoint, points)
+
+	// The agent process, one template with all 10,000 nodes.
+	cp := startControlPlane(t)
+	_, _, state := enrollDevice(t, cp, filepath.Join(bin, "gantry-agent"), "load gateway")
+	b, _ := json.Marshal(machinemodel.OPCUA{EndpointURL: endpoint, SecurityMode: "None", DataPoints: points})
+	tplFile := filepath.Join(t.TempDir(), "opcua.json")
+	if err := os.WriteFile(tplFile, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	agentMetrics := freePort(t)
+	agent := exec.Command(filepath.Join(bin, "gantry-agent"), "run", "--state-dir", state, "--metrics-listen", agentMetrics, "--opcua-template", tplFile)
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = agent.Process.Kill(); _, _ = agent.Process.Wait() })
+	ingested := func() float64 { return metric(t, cp.url+"/metrics", "gantry_telemetry_values_total") }
+	deadline := time.Now().Add(120 * time.Second)
+	for ingested() < loadNodes {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent's values did not reach the control plane within 120 s")
+		}
+		time.Sleep(time.Second)
+	}
+	time.Sleep(5 * time.Second) // past the start-up burst
+	v0, c0, t0 := ingested(), cpuSeconds(t, agent.Process.Pid), time.Now()
+	var rssMax int64
+	for time.Since(t0) < loadWindow {
+		time.Sleep(time.Second)
+		rssMax = max(rssMax, rss(t, agent.Process.Pid))
+	}
+	v1, c1, el := ingested(), cpuSeconds(t, agent.Process.Pid), time.Since(t0)
+	agentRate := (v1 - v0) / el.Seconds()
+	agentCPU := (c1 - c0) / ((v1 - v0) / 100000)
+	produced := float64(loadNodes) / loadInterval.Seconds()
+	am := "http://" + agentMetrics + "/metrics"
+	t.Logf("agent queue after the window: %.1f MB backlog, %.0f records dropped (queue full), %.0f messages acked by the broker",
+		metric(t, am, "gantry_agent_queue_bytes")/(1<<20), metric(t, am, "gantry_agent_queue_dropped_total"), metric(t, am, "gantry_agent_messages_sent_total"))
+	t.Logf("control plane: %.0f telemetry batches ingested", metric(t, cp.url+"/metrics", "gantry_telemetry_batches_total"))
+	t.Logf("produced (nominal): %.0f values/s", produced)
+	t.Logf("bare gopcua client: %.0f values/s, %.3f CPU s per 100k values", base.rate, base.cpuPer100k)
+	t.Logf("agent → control plane: %.0f values/s ingested (%.1f %% of produced, %.1f %% of the bare client's), %.3f CPU s per 100k values (%.2f× the bare client), RSS max %.1f MB",
+		agentRate, 100*agentRate/produced, 100*agentRate/base.rate, agentCPU, agentCPU/base.cpuPer100k, float64(rssMax)/(1<<20))
+}
+
+type baseline struct{ rate, cpuPer100k float64 }
+
+// bareSubscriber subscribes to points with plain gopcua (no queue, no
+// MQTT), counts the values it receives over loadWindow and the test
+// process's CPU time meanwhile.
+func bareSubscriber(t *testing.T, endpoint string, points []machinemodel.DataPoint) baseline {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cl, err := opcua.NewClient(endpoint, opcua.SecurityMode(ua.MessageSecurityModeNone), opcua.AutoReconnect(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close(context.Background())
+	notify := make(chan *opcua.PublishNotificationData, 256)
+	var values atomic.Int64
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case n := <-notify:
+				if d, ok := n.Value.(*ua.DataChangeNotification); ok {
+					values.Add(int64(len(d.MonitoredItems)))
+				}
+			}
+		}
+	}()
+	for start := 0; start < len(points); start += 1000 {
+		sub, err := cl.Subscribe(ctx, &opcua.SubscriptionParameters{Interval: loadInterval}, notify)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for b := start; b < min(start+1000, len(points)); b += 500 {
+			var reqs []*ua.MonitoredItemCreateRequest
+			for i := b; i < min(b+500, start+1000, len(points)); i++ {
+				id, _ := ua.ParseNodeID(points[i].NodeID)
+				req := opcua.NewMonitoredItemCreateRequestWithDefaults(id, ua.AttributeIDValue, uint32(i+1))
+				req.RequestedParameters.SamplingInterval = float64(loadInterval / time.Millisecond)
+				reqs = append(reqs, req)
+			}
+			if _, err := sub.Monitor(ctx, ua.TimestampsToReturnBoth, reqs...); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	time.Sleep(5 * time.Second)
+	v0, c0, t0 := values.Load(), selfCPU(t), time.Now()
+	time.Sleep(loadWindow)
+	v1, c1, el := values.Load(), selfCPU(t), time.Since(t0)
+	n := float64(v1 - v0)
+	return baseline{rate: n / el.Seconds(), cpuPer100k: (c1 - c0) / (n / 100000)}
+}
+
+// cpuSeconds reads a process's user + system CPU time from /proc.
+func cpuSeconds(t *testing.T, pid int) float64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command name (which may contain spaces).
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}
+
+func selfCPU(t *testing.T) float64 {
+	t.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// metric reads one counter from a Prometheus text endpoint.
+func metric(t *testing.T, url, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			return f
+		}
+	}
+	return 0
+}
