@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gopcua/opcua"
@@ -64,6 +65,10 @@ type Collector struct {
 	sink func([]Sample)
 	opts Options
 	log  *slog.Logger
+
+	// Collected counts the values received from the server (every
+	// monitored-item notification with a value, before the deadband).
+	Collected atomic.Int64
 
 	mu       sync.Mutex
 	statuses map[string]string
@@ -252,6 +257,7 @@ func (c *Collector) session(ctx context.Context) error {
 			if !ok {
 				continue
 			}
+			c.Collected.Add(int64(len(dc.MonitoredItems)))
 			for _, it := range dc.MonitoredItems {
 				d, ok := handles[it.ClientHandle]
 				if !ok || it.Value == nil {

@@ -34,10 +34,15 @@ const (
 
 // TestOPCUA10kLoad measures one agent process collecting 10,000 OPC-UA
 // nodes that change every 100 ms (all in one template) through its
-// durable queue and MQTT to the control plane: values/s ingested, agent
-// CPU seconds per 100k values and RSS — against a bare gopcua
-// subscription client receiving the same nodes in the same run. Part of
-// make bench (GANTRY_BENCH=1).
+// durable queue and MQTT: values/s collected, delivered to the broker
+// (PUBACK) and stored by the control plane, agent CPU seconds per 100k
+// collected and per 100k delivered values, and RSS — against a bare gopcua
+// subscription client receiving the same nodes in the same run. Two
+// brokers: the embedded one (acknowledges after the control plane stored
+// the batch) and Mosquitto (acknowledges on receipt). Part of make bench
+// (GANTRY_BENCH=1); GANTRY_BENCH_AGENT_BEFORE=path also measures another
+// gantry-agent build in the same run, GANTRY_BENCH_PPROF=addr serves the
+// agent's pprof there.
 func TestOPCUA10kLoad(t *testing.T) {
 	if os.Getenv("GANTRY_BENCH") == "" {
 		t.Skip("set GANTRY_BENCH=1 to measure the 10,000-node OPC-UA load (part of make bench)")
@@ -82,47 +87,121 @@ func TestOPCUA10kLoad(t *testing.T) {
 	// Baseline: a bare gopcua client, ≤ 1,000 items per subscription.
 	base := bareSubscriber(t, endpoint, points)
 
-	// The agent process, one template with all 10,000 nodes.
-	cp := startControlPlane(t)
-	_, _, state := enrollDevice(t, cp, filepath.Join(bin, "gantry-agent"), "load gateway")
 	b, _ := json.Marshal(machinemodel.OPCUA{EndpointURL: endpoint, SecurityMode: "None", DataPoints: points})
 	tplFile := filepath.Join(t.TempDir(), "opcua.json")
 	if err := os.WriteFile(tplFile, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	produced := float64(loadNodes) / loadInterval.Seconds()
+	t.Logf("produced (nominal): %.0f values/s; load average %s", produced, loadAvg())
+	t.Logf("bare gopcua client: %.0f values/s, %.3f CPU s per 100k values", base.rate, base.cpuPer100k)
+	// Agents to measure: this tree's, and optionally an earlier build
+	// (GANTRY_BENCH_AGENT_BEFORE=path) for a before/after in one run.
+	agents := []struct{ name, bin string }{{"agent", filepath.Join(bin, "gantry-agent")}}
+	if before := os.Getenv("GANTRY_BENCH_AGENT_BEFORE"); before != "" {
+		agents = append([]struct{ name, bin string }{{"before", before}}, agents...)
+	}
+	// The embedded broker acknowledges a batch after the control plane
+	// stored it; Mosquitto acknowledges on receipt, so it measures the
+	// agent's delivery to a broker independent of the ingest speed.
+	t.Run("embedded", func(t *testing.T) {
+		cp := startControlPlane(t)
+		for _, a := range agents {
+			loadAgent(t, cp, a.name, a.bin, tplFile, base, true)
+		}
+	})
+	t.Run("mosquitto", func(t *testing.T) {
+		dataDir, brokerDir := t.TempDir(), t.TempDir()
+		if out, err := exec.Command(filepath.Join(bin, "gantry-controlplane"), "mosquitto-files", "--data-dir", dataDir, "--out", brokerDir, "--hosts", "127.0.0.1,localhost").CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto-files: %v\n%s", err, out)
+		}
+		addr, _, _ := startMosquitto(t, brokerDir)
+		cp := startControlPlaneArgs(t, dataDir, "--mqtt-external", "tls://"+addr, "--mqtt-ingest-clients", "1")
+		for _, a := range agents {
+			loadAgent(t, cp, a.name, a.bin, tplFile, base, false)
+		}
+	})
+}
+
+// loadAgent runs one agent process (binary agentBin, freshly enrolled at
+// cp) on the load template and reports, over loadWindow: values collected
+// from the server, values acknowledged by the broker (and, with ingest,
+// stored by the control plane), the agent's CPU per 100k collected and
+// per 100k delivered values against the bare client's, and its RSS.
+func loadAgent(t *testing.T, cp *controlPlane, name, agentBin, tplFile string, base baseline, ingest bool) {
+	t.Helper()
+	_, _, state := enrollDevice(t, cp, agentBin, "load gateway "+name+" "+strconv.FormatInt(time.Now().UnixNano(), 36))
 	agentMetrics := freePort(t)
-	agent := exec.Command(filepath.Join(bin, "gantry-agent"), "run", "--state-dir", state, "--metrics-listen", agentMetrics, "--opcua-template", tplFile)
+	args := []string{"run", "--state-dir", state, "--metrics-listen", agentMetrics, "--opcua-template", tplFile}
+	if pp := os.Getenv("GANTRY_BENCH_PPROF"); pp != "" && name == "agent" {
+		args = append(args, "--pprof-listen", pp) // go tool pprof http://$GANTRY_BENCH_PPROF/debug/pprof/profile?seconds=20
+	}
+	agent := exec.Command(agentBin, args...)
 	if err := agent.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = agent.Process.Kill(); _, _ = agent.Process.Wait() })
+	stop := func() { _ = agent.Process.Kill(); _, _ = agent.Process.Wait() }
+	defer stop()
+	am := "http://" + agentMetrics + "/metrics"
+	collected := func() float64 { return metricRetry(t, am, "gantry_agent_values_collected_total") }
+	sent := func() float64 { return metricRetry(t, am, "gantry_agent_values_sent_total") }
 	ingested := func() float64 { return metric(t, cp.url+"/metrics", "gantry_telemetry_values_total") }
 	deadline := time.Now().Add(120 * time.Second)
-	for ingested() < loadNodes {
+	for sent() < loadNodes {
 		if time.Now().After(deadline) {
-			t.Fatal("the agent's values did not reach the control plane within 120 s")
+			t.Fatalf("%s: the agent's values did not reach the broker within 120 s", name)
 		}
 		time.Sleep(time.Second)
 	}
 	time.Sleep(5 * time.Second) // past the start-up burst
-	v0, c0, t0 := ingested(), cpuSeconds(t, agent.Process.Pid), time.Now()
+	c0, s0, i0, cpu0, t0 := collected(), sent(), ingested(), cpuSeconds(t, agent.Process.Pid), time.Now()
 	var rssMax int64
 	for time.Since(t0) < loadWindow {
 		time.Sleep(time.Second)
 		rssMax = max(rssMax, rss(t, agent.Process.Pid))
 	}
-	v1, c1, el := ingested(), cpuSeconds(t, agent.Process.Pid), time.Since(t0)
-	agentRate := (v1 - v0) / el.Seconds()
-	agentCPU := (c1 - c0) / ((v1 - v0) / 100000)
+	c1, s1, i1, cpu1, el := collected(), sent(), ingested(), cpuSeconds(t, agent.Process.Pid), time.Since(t0)
 	produced := float64(loadNodes) / loadInterval.Seconds()
-	am := "http://" + agentMetrics + "/metrics"
-	t.Logf("agent queue after the window: %.1f MB backlog, %.0f records dropped (queue full), %.0f messages acked by the broker",
-		metric(t, am, "gantry_agent_queue_bytes")/(1<<20), metric(t, am, "gantry_agent_queue_dropped_total"), metric(t, am, "gantry_agent_messages_sent_total"))
-	t.Logf("control plane: %.0f telemetry batches ingested", metric(t, cp.url+"/metrics", "gantry_telemetry_batches_total"))
-	t.Logf("produced (nominal): %.0f values/s", produced)
-	t.Logf("bare gopcua client: %.0f values/s, %.3f CPU s per 100k values", base.rate, base.cpuPer100k)
-	t.Logf("agent → control plane: %.0f values/s ingested (%.1f %% of produced, %.1f %% of the bare client's), %.3f CPU s per 100k values (%.2f× the bare client), RSS max %.1f MB",
-		agentRate, 100*agentRate/produced, 100*agentRate/base.rate, agentCPU, agentCPU/base.cpuPer100k, float64(rssMax)/(1<<20))
+	cpu := cpu1 - cpu0
+	colRate, sentRate := (c1-c0)/el.Seconds(), (s1-s0)/el.Seconds()
+	perCol, perSent := cpu/((c1-c0)/100000), cpu/((s1-s0)/100000)
+	t.Logf("%s: load average %s", name, loadAvg())
+	t.Logf("%s: queue after the window: %.1f MB backlog, %.0f records dropped (queue full), %.0f messages acked by the broker",
+		name, metric(t, am, "gantry_agent_queue_bytes")/(1<<20), metric(t, am, "gantry_agent_queue_dropped_total"), metric(t, am, "gantry_agent_messages_sent_total"))
+	t.Logf("%s: collected %.0f values/s (%.1f %% of produced), %.3f CPU s per 100k collected (%.2f× the bare client)",
+		name, colRate, 100*colRate/produced, perCol, perCol/base.cpuPer100k)
+	t.Logf("%s: delivered to the broker (PUBACK) %.0f values/s (%.1f %% of produced), %.3f CPU s per 100k delivered (%.2f× the bare client); RSS max %.1f MB",
+		name, sentRate, 100*sentRate/produced, perSent, perSent/base.cpuPer100k, float64(rssMax)/(1<<20))
+	if ingest {
+		r := (i1 - i0) / el.Seconds()
+		t.Logf("%s: stored by the control plane %.0f values/s (%.1f %% of produced)", name, r, 100*r/produced)
+	}
+	stop()
+}
+
+// metricRetry is metric for a process that may still be starting.
+func metricRetry(t *testing.T, url, name string) float64 {
+	t.Helper()
+	for i := 0; ; i++ {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			return metric(t, url, name)
+		}
+		if i == 50 {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
 }
 
 type baseline struct{ rate, cpuPer100k float64 }
