@@ -115,8 +115,9 @@ func TestOPCUA10kLoad(t *testing.T) {
 		if out, err := exec.Command(filepath.Join(bin, "gantry-controlplane"), "mosquitto-files", "--data-dir", dataDir, "--out", brokerDir, "--hosts", "127.0.0.1,localhost").CombinedOutput(); err != nil {
 			t.Fatalf("mosquitto-files: %v\n%s", err, out)
 		}
-		addr, _, _ := startMosquitto(t, brokerDir)
-		cp := startControlPlaneArgs(t, dataDir, "--mqtt-external", "tls://"+addr, "--mqtt-ingest-clients", "1")
+		addr, mosq, _ := startMosquitto(t, brokerDir)
+		cp := startControlPlaneArgs(t, dataDir, "--mqtt-external", "tls://"+addr, "--mqtt-crl-file", filepath.Join(brokerDir, "crl.pem"),
+			"--mqtt-crl-reload", fmt.Sprintf("kill -HUP %d", mosq.Process.Pid), "--mqtt-ingest-clients", "1")
 		for _, a := range agents {
 			loadAgent(t, cp, a.name, a.bin, tplFile, base, false)
 		}

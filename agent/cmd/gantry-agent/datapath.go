@@ -43,13 +43,13 @@ func recordSamples(b []byte) int {
 			return n
 		}
 		b = b[l:]
-		if num == 2 && typ == protowire.BytesType {
-			n++
-		}
 		if l = protowire.ConsumeFieldValue(num, typ, b); l < 0 {
 			return n
 		}
 		b = b[l:]
+		if num == 2 && typ == protowire.BytesType {
+			n++
+		}
 	}
 	return n
 }

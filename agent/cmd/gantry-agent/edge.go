@@ -17,6 +17,7 @@ import (
 // appender is the durable queue as the edge pipeline uses it.
 type appender interface {
 	Append(ctx context.Context, payload []byte) (uint64, error)
+	AppendAsync(ctx context.Context, payload []byte, done func(seq uint64, err error)) error
 }
 
 // Suffixes of the telemetry points that carry the rules engine's totals.
@@ -36,15 +37,12 @@ type edge struct {
 	rules *rules.Engine // nil: no rules
 	log   *slog.Logger
 	now   func() time.Time
+	async asyncAppends
 }
 
 // samples is the collector's sink.
 func (e *edge) samples(ctx context.Context, ss []collector.Sample) {
-	rec := &gantryv1.QueuedRecord{Samples: make([]*gantryv1.Sample, 0, len(ss))}
-	for _, s := range ss {
-		rec.Samples = append(rec.Samples, &gantryv1.Sample{Point: s.Point, Value: s.Value, Status: s.Status, At: timestamppb.New(s.At)})
-	}
-	e.append(ctx, rec, "telemetry")
+	encodeSamples(ss, func(rec []byte) { e.appendAsync(ctx, rec, "telemetry") })
 	if e.rules == nil {
 		return
 	}
