@@ -388,7 +388,11 @@ func collectorSecurity(cfg config.Config, tpl machinemodel.OPCUA, deviceID strin
 			}
 			sec.Username, sec.Password = ep.Auth.Username, strings.TrimRight(string(b), "\r\n")
 		case config.AuthCertificate:
-			return tpl, sec, fmt.Errorf("opcua endpoint %s: certificate user login is not supported yet; use username or anonymous", ep.Name)
+			uc, err := collector.LoadUserCertificate(ep.Auth.CertFile, ep.Auth.KeyFile)
+			if err != nil {
+				return tpl, sec, fmt.Errorf("opcua endpoint %s: %w", ep.Name, err)
+			}
+			sec.UserCert = uc
 		}
 		break
 	}
