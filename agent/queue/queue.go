@@ -105,7 +105,7 @@ type recRef struct {
 
 type pendingAppend struct {
 	payload []byte
-	done    chan appendResult         // Append waits here, or
+	done    chan appendResult           // Append waits here, or
 	cb      func(seq uint64, err error) // AppendAsync's callback
 }
 
