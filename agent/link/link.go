@@ -222,6 +222,11 @@ func Message(seq uint64, payload []byte) (topics.Kind, []byte, error) {
 	if out, ok := telemetryFast(seq, payload); ok {
 		return topics.Telemetry, out, nil
 	}
+	return messageDecoded(seq, payload)
+}
+
+// messageDecoded is Message by decoding the record and encoding the batch.
+func messageDecoded(seq uint64, payload []byte) (topics.Kind, []byte, error) {
 	var r gantryv1.QueuedRecord
 	if err := proto.Unmarshal(payload, &r); err != nil {
 		return "", nil, badRecord{fmt.Errorf("queued record %d is not a queue record: %w", seq, err)}
