@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -38,6 +39,9 @@ type edge struct {
 	log   *slog.Logger
 	now   func() time.Time
 	async asyncAppends
+
+	rulesMu  sync.Mutex
+	rulesBuf []rules.Sample // samples' scratch slice for the rules
 }
 
 // samples is the collector's sink.
@@ -46,11 +50,15 @@ func (e *edge) samples(ctx context.Context, ss []collector.Sample) {
 	if e.rules == nil {
 		return
 	}
-	rs := make([]rules.Sample, len(ss))
-	for i, s := range ss {
-		rs[i] = rules.Sample(s)
+	e.rulesMu.Lock()
+	rs := e.rulesBuf[:0]
+	for _, s := range ss {
+		rs = append(rs, rules.Sample(s))
 	}
-	e.events(ctx, e.rules.ObserveBatch(rs))
+	e.rulesBuf = rs
+	evs := e.rules.ObserveBatch(rs)
+	e.rulesMu.Unlock()
+	e.events(ctx, evs)
 }
 
 // events queues the rules' events (nothing when evs is empty).

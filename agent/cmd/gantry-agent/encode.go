@@ -72,10 +72,11 @@ func appendSample(b []byte, s *collector.Sample) []byte {
 // encodeSamples encodes ss as telemetry records (gantryv1.QueuedRecord
 // with samples) of at most maxRecordSamples samples and about
 // maxRecordBytes each, calling emit with each record in order; emit owns
-// the record it gets (a fresh slice).
+// the record it gets (from recordPool: give it back with putRecord when
+// done, or drop it).
 func encodeSamples(ss []collector.Sample, emit func(rec []byte)) {
 	for len(ss) > 0 {
-		b := make([]byte, 0, min(maxRecordBytes+4<<10, len(ss)*48))
+		b := getRecord(min(maxRecordBytes+4<<10, len(ss)*48))
 		i := 0
 		for i < len(ss) && i < maxRecordSamples && len(b) < maxRecordBytes {
 			b = appendSample(b, &ss[i])
@@ -83,6 +84,22 @@ func encodeSamples(ss []collector.Sample, emit func(rec []byte)) {
 		}
 		emit(b)
 		ss = ss[i:]
+	}
+}
+
+// recordPool recycles record buffers once the queue has written them.
+var recordPool sync.Pool
+
+func getRecord(size int) []byte {
+	if p, ok := recordPool.Get().(*[]byte); ok && cap(*p) >= size {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, max(size, maxRecordBytes+4<<10))
+}
+
+func putRecord(b []byte) {
+	if cap(b) <= 2*maxRecordBytes {
+		recordPool.Put(&b)
 	}
 }
 
@@ -108,6 +125,7 @@ func (e *edge) appendAsync(ctx context.Context, rec []byte, what string) {
 		return
 	}
 	err := e.q.AppendAsync(ctx, rec, func(_ uint64, err error) {
+		putRecord(rec) // written (or refused): the queue is done with it
 		<-e.async.sem
 		if err != nil && ctx.Err() == nil {
 			e.log.Warn(what+" not queued", "err", err)
