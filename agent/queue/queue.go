@@ -12,8 +12,8 @@
 // Durability: Append returns nil only after the record was written and the
 // segment fsync'd, so it survives kill -9 and power loss. The cursor is
 // replaced atomically (temp file, fsync, rename, fsync of the directory)
-// shortly after acks advance it; a crash before that only redelivers
-// records (duplicates, never loss).
+// at most once a second while acks advance it, and on Close; a crash
+// before that only redelivers records (duplicates, never loss).
 //
 // Recovery: Open scans every segment and verifies every record (length,
 // CRC-32C, expected sequence). A torn or corrupt tail of the last segment
@@ -51,7 +51,7 @@ const (
 	MinSegmentBytes  = 4 << 10
 	DefaultSyncDelay = 2 * time.Millisecond
 	maxBatch         = 4096
-	cursorInterval   = 100 * time.Millisecond
+	cursorInterval   = time.Second
 	cursorName       = "cursor"
 )
 
@@ -429,7 +429,7 @@ func (q *Queue) writer() {
 	defer q.wg.Done()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	// The cursor is written at most every cursorInterval: each write is
+	// The cursor is written at most once per cursorInterval: each write is
 	// two fsyncs, and with many small acks per second they would cost
 	// more than the records. A crash in between only redelivers.
 	cursorTimer := time.NewTimer(time.Hour)

@@ -37,7 +37,8 @@ const (
 // durable queue and MQTT: values/s collected, delivered to the broker
 // (PUBACK) and stored by the control plane, agent CPU seconds per 100k
 // collected and per 100k delivered values, and RSS — against a bare gopcua
-// subscription client receiving the same nodes in the same run. Two
+// subscription client receiving the same nodes in the same run (alone
+// first, then alongside each agent in the same window). Two
 // brokers: the embedded one (acknowledges after the control plane stored
 // the batch) and Mosquitto (acknowledges on receipt). Part of make bench
 // (GANTRY_BENCH=1); GANTRY_BENCH_AGENT_BEFORE=path also measures another
@@ -104,10 +105,15 @@ func TestOPCUA10kLoad(t *testing.T) {
 	// The embedded broker acknowledges a batch after the control plane
 	// stored it; Mosquitto acknowledges on receipt, so it measures the
 	// agent's delivery to a broker independent of the ingest speed.
+	// A bare client also runs alongside each agent, so that both see the
+	// same simulator and the same machine load in the same window (on a
+	// shared machine the load changes between windows).
+	side := startBare(t, endpoint, points)
+	defer side.stop()
 	t.Run("embedded", func(t *testing.T) {
 		cp := startControlPlane(t)
 		for _, a := range agents {
-			loadAgent(t, cp, a.name, a.bin, tplFile, base, true)
+			loadAgent(t, cp, a.name, a.bin, tplFile, side, true)
 		}
 	})
 	t.Run("mosquitto", func(t *testing.T) {
@@ -119,7 +125,7 @@ func TestOPCUA10kLoad(t *testing.T) {
 		cp := startControlPlaneArgs(t, dataDir, "--mqtt-external", "tls://"+addr, "--mqtt-crl-file", filepath.Join(brokerDir, "crl.pem"),
 			"--mqtt-crl-reload", fmt.Sprintf("kill -HUP %d", mosq.Process.Pid), "--mqtt-ingest-clients", "1")
 		for _, a := range agents {
-			loadAgent(t, cp, a.name, a.bin, tplFile, base, false)
+			loadAgent(t, cp, a.name, a.bin, tplFile, side, false)
 		}
 	})
 }
@@ -128,8 +134,9 @@ func TestOPCUA10kLoad(t *testing.T) {
 // cp) on the load template and reports, over loadWindow: values collected
 // from the server, values acknowledged by the broker (and, with ingest,
 // stored by the control plane), the agent's CPU per 100k collected and
-// per 100k delivered values against the bare client's, and its RSS.
-func loadAgent(t *testing.T, cp *controlPlane, name, agentBin, tplFile string, base baseline, ingest bool) {
+// per 100k delivered values against those of the bare client running
+// alongside (the test process's CPU in the same window), and its RSS.
+func loadAgent(t *testing.T, cp *controlPlane, name, agentBin, tplFile string, side *bareClient, ingest bool) {
 	t.Helper()
 	_, _, state := enrollDevice(t, cp, agentBin, "load gateway "+name+" "+strconv.FormatInt(time.Now().UnixNano(), 36))
 	agentMetrics := freePort(t)
@@ -155,18 +162,19 @@ func loadAgent(t *testing.T, cp *controlPlane, name, agentBin, tplFile string, b
 		time.Sleep(time.Second)
 	}
 	time.Sleep(5 * time.Second) // past the start-up burst
-	c0, s0, i0, cpu0, t0 := collected(), sent(), ingested(), cpuSeconds(t, agent.Process.Pid), time.Now()
+	c0, s0, i0, cpu0, b0, bc0, t0 := collected(), sent(), ingested(), cpuSeconds(t, agent.Process.Pid), side.values.Load(), selfCPU(t), time.Now()
 	var rssMax int64
 	for time.Since(t0) < loadWindow {
 		time.Sleep(time.Second)
 		rssMax = max(rssMax, rss(t, agent.Process.Pid))
 	}
-	c1, s1, i1, cpu1, el := collected(), sent(), ingested(), cpuSeconds(t, agent.Process.Pid), time.Since(t0)
+	c1, s1, i1, cpu1, b1, bc1, el := collected(), sent(), ingested(), cpuSeconds(t, agent.Process.Pid), side.values.Load(), selfCPU(t), time.Since(t0)
+	base := baseline{rate: float64(b1-b0) / el.Seconds(), cpuPer100k: (bc1 - bc0) / (float64(b1-b0) / 100000)}
 	produced := float64(loadNodes) / loadInterval.Seconds()
 	cpu := cpu1 - cpu0
 	colRate, sentRate := (c1-c0)/el.Seconds(), (s1-s0)/el.Seconds()
 	perCol, perSent := cpu/((c1-c0)/100000), cpu/((s1-s0)/100000)
-	t.Logf("%s: load average %s", name, loadAvg())
+	t.Logf("%s: load average %s; bare client alongside: %.0f values/s, %.3f CPU s per 100k values", name, loadAvg(), base.rate, base.cpuPer100k)
 	t.Logf("%s: queue after the window: %.1f MB backlog, %.0f records dropped (queue full), %.0f messages acked by the broker",
 		name, metric(t, am, "gantry_agent_queue_bytes")/(1<<20), metric(t, am, "gantry_agent_queue_dropped_total"), metric(t, am, "gantry_agent_messages_sent_total"))
 	t.Logf("%s: collected %.0f values/s (%.1f %% of produced), %.3f CPU s per 100k collected (%.2f× the bare client)",
@@ -212,8 +220,28 @@ type baseline struct{ rate, cpuPer100k float64 }
 // process's CPU time meanwhile.
 func bareSubscriber(t *testing.T, endpoint string, points []machinemodel.DataPoint) baseline {
 	t.Helper()
+	c := startBare(t, endpoint, points)
+	defer c.stop()
+	time.Sleep(5 * time.Second)
+	v0, c0, t0 := c.values.Load(), selfCPU(t), time.Now()
+	time.Sleep(loadWindow)
+	v1, c1, el := c.values.Load(), selfCPU(t), time.Since(t0)
+	n := float64(v1 - v0)
+	return baseline{rate: n / el.Seconds(), cpuPer100k: (c1 - c0) / (n / 100000)}
+}
+
+// bareClient is a running bare gopcua subscription client.
+type bareClient struct {
+	values atomic.Int64
+	stop   func()
+}
+
+// startBare connects a bare gopcua client and subscribes to points (≤
+// 1,000 items per subscription, created in batches of 500); it counts the
+// values it receives until stop.
+func startBare(t *testing.T, endpoint string, points []machinemodel.DataPoint) *bareClient {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	cl, err := opcua.NewClient(endpoint, opcua.SecurityMode(ua.MessageSecurityModeNone), opcua.AutoReconnect(false))
 	if err != nil {
 		t.Fatal(err)
@@ -221,17 +249,23 @@ func bareSubscriber(t *testing.T, endpoint string, points []machinemodel.DataPoi
 	if err := cl.Connect(ctx); err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close(context.Background())
+	c := &bareClient{}
+	done := make(chan struct{})
+	c.stop = func() {
+		cancel()
+		<-done
+		_ = cl.Close(context.Background())
+	}
 	notify := make(chan *opcua.PublishNotificationData, 256)
-	var values atomic.Int64
 	go func() {
+		defer close(done)
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case n := <-notify:
 				if d, ok := n.Value.(*ua.DataChangeNotification); ok {
-					values.Add(int64(len(d.MonitoredItems)))
+					c.values.Add(int64(len(d.MonitoredItems)))
 				}
 			}
 		}
@@ -254,12 +288,7 @@ func bareSubscriber(t *testing.T, endpoint string, points []machinemodel.DataPoi
 			}
 		}
 	}
-	time.Sleep(5 * time.Second)
-	v0, c0, t0 := values.Load(), selfCPU(t), time.Now()
-	time.Sleep(loadWindow)
-	v1, c1, el := values.Load(), selfCPU(t), time.Since(t0)
-	n := float64(v1 - v0)
-	return baseline{rate: n / el.Seconds(), cpuPer100k: (c1 - c0) / (n / 100000)}
+	return c
 }
 
 // cpuSeconds reads a process's user + system CPU time from /proc.
