@@ -112,8 +112,9 @@ func TestOPCUA10kLoad(t *testing.T) {
 	defer side.stop()
 	t.Run("embedded", func(t *testing.T) {
 		cp := startControlPlane(t)
-		for _, a := range agents {
-			loadAgent(t, cp, a.name, a.bin, tplFile, side, true)
+		states := enrollLoadAgents(t, cp, agents)
+		for i, a := range agents {
+			loadAgent(t, cp, a.name, a.bin, states[i], tplFile, side, true)
 		}
 	})
 	t.Run("mosquitto", func(t *testing.T) {
@@ -124,21 +125,34 @@ func TestOPCUA10kLoad(t *testing.T) {
 		addr, mosq, _ := startMosquitto(t, brokerDir)
 		cp := startControlPlaneArgs(t, dataDir, "--mqtt-external", "tls://"+addr, "--mqtt-crl-file", filepath.Join(brokerDir, "crl.pem"),
 			"--mqtt-crl-reload", fmt.Sprintf("kill -HUP %d", mosq.Process.Pid), "--mqtt-ingest-clients", "1")
-		for _, a := range agents {
-			loadAgent(t, cp, a.name, a.bin, tplFile, side, false)
+		states := enrollLoadAgents(t, cp, agents)
+		for i, a := range agents {
+			loadAgent(t, cp, a.name, a.bin, states[i], tplFile, side, false)
 		}
 	})
 }
 
-// loadAgent runs one agent process (binary agentBin, freshly enrolled at
-// cp) on the load template and reports, over loadWindow: values collected
+// enrollLoadAgents enrolls a device for each agent before any runs (the
+// control plane is busiest once telemetry flows) and returns their state
+// directories.
+func enrollLoadAgents(t *testing.T, cp *controlPlane, agents []struct{ name, bin string }) []string {
+	t.Helper()
+	var states []string
+	for _, a := range agents {
+		_, _, state := enrollDevice(t, cp, a.bin, "load gateway "+a.name)
+		states = append(states, state)
+	}
+	return states
+}
+
+// loadAgent runs one agent process (binary agentBin, enrolled at cp with
+// its state in state) on the load template and reports, over loadWindow: values collected
 // from the server, values acknowledged by the broker (and, with ingest,
 // stored by the control plane), the agent's CPU per 100k collected and
 // per 100k delivered values against those of the bare client running
 // alongside (the test process's CPU in the same window), and its RSS.
-func loadAgent(t *testing.T, cp *controlPlane, name, agentBin, tplFile string, side *bareClient, ingest bool) {
+func loadAgent(t *testing.T, cp *controlPlane, name, agentBin, state, tplFile string, side *bareClient, ingest bool) {
 	t.Helper()
-	_, _, state := enrollDevice(t, cp, agentBin, "load gateway "+name+" "+strconv.FormatInt(time.Now().UnixNano(), 36))
 	agentMetrics := freePort(t)
 	args := []string{"run", "--state-dir", state, "--metrics-listen", agentMetrics, "--opcua-template", tplFile}
 	if pp := os.Getenv("GANTRY_BENCH_PPROF"); pp != "" && name == "agent" {
