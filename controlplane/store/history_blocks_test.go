@@ -138,3 +138,62 @@ func TestHistoryReadsOldRows(t *testing.T) {
 		t.Errorf("history after pruning: %v, want 4 5 6", got)
 	}
 }
+
+// TestLatestFromOldRows: latest values stored one row per point before
+// the snapshots existed are read as they are, and merged into the
+// device's snapshot by its next write (an older sample does not replace
+// a newer stored value).
+func TestLatestFromOldRows(t *testing.T) {
+	ctx := context.Background()
+	st, err := Open(ctx, filepath.Join(t.TempDir(), "gantry.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	d := st.(*db)
+	t0 := time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC)
+	for j, p := range []string{"a", "b", "c"} {
+		if _, err := d.exec(ctx, d.sql, `INSERT INTO device_values (device_id, point, value, status, at) VALUES (?, ?, ?, ?, ?)`,
+			"d", p, float64(j), j, toMicros(t0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []Sample{{Point: "a", Value: 0, At: t0}, {Point: "b", Value: 1, Status: 1, At: t0}, {Point: "c", Value: 2, Status: 2, At: t0}}
+	got, err := st.LatestValues(ctx, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("before a write (-want +got):\n%s", diff)
+	}
+	if err := st.StoreSamples(ctx, "d", []Sample{
+		{Point: "b", Value: 10, At: t0.Add(time.Second)}, {Point: "c", Value: 20, At: t0.Add(-time.Second)}, {Point: "d", Value: 30, At: t0}}); err != nil {
+		t.Fatal(err)
+	}
+	want = []Sample{want[0], {Point: "b", Value: 10, At: t0.Add(time.Second)}, want[2], {Point: "d", Value: 30, At: t0}}
+	got, err = st.LatestValues(ctx, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("after a write (-want +got):\n%s", diff)
+	}
+	var left int
+	if err := d.row(ctx, d.sql, `SELECT COUNT(*) FROM device_values`).Scan(&left); err != nil || left != 0 {
+		t.Errorf("%d rows left in device_values (%v), want them moved", left, err)
+	}
+}
+
+// TestLatestSnapshotCorrupt: a cut snapshot is an error, not a shorter list.
+func TestLatestSnapshotCorrupt(t *testing.T) {
+	data := encodeLatest([]latestEntry{{point: "a", value: 1, at: -5}, {point: "bb", status: 7, at: 1 << 50}})
+	es, err := decodeLatest(data)
+	if err != nil || len(es) != 2 || es[0].at != -5 || es[1].point != "bb" || es[1].status != 7 || es[1].at != 1<<50 {
+		t.Fatalf("round trip: %+v, %v", es, err)
+	}
+	for n := range len(data) {
+		if _, err := decodeLatest(data[:n]); err == nil {
+			t.Errorf("snapshot cut to %d of %d bytes decoded without error", n, len(data))
+		}
+	}
+}

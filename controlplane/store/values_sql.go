@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -25,12 +26,30 @@ func scanSample(s scanner) (Sample, error) {
 	return v, err
 }
 
+// LatestValues reads the device's snapshot, or its rows in device_values
+// if nothing was written since the snapshots were introduced.
 func (d *db) LatestValues(ctx context.Context, deviceID string) ([]Sample, error) {
-	rows, err := d.query(ctx, d.sql, `SELECT point, value, status, at, 0 FROM device_values WHERE device_id = ? ORDER BY point`, deviceID)
-	if err != nil {
+	var data []byte
+	err := d.row(ctx, d.sql, `SELECT data FROM device_latest WHERE device_id = ?`, deviceID).Scan(&data)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("store.LatestValues: %w", err)
 	}
-	return collect(rows, scanSample)
+	if data == nil {
+		rows, err := d.query(ctx, d.sql, `SELECT point, value, status, at, 0 FROM device_values WHERE device_id = ? ORDER BY point`, deviceID)
+		if err != nil {
+			return nil, fmt.Errorf("store.LatestValues: %w", err)
+		}
+		return collect(rows, scanSample)
+	}
+	es, err := decodeLatest(data)
+	if err != nil {
+		return nil, fmt.Errorf("store.LatestValues: device %s: %w", deviceID, err)
+	}
+	out := make([]Sample, len(es))
+	for i, e := range es {
+		out[i] = Sample{Point: e.point, Value: e.value, Status: e.status, At: fromMicros(e.at)}
+	}
+	return out, nil
 }
 
 // History merges the point's samples from the history blocks with those
@@ -149,46 +168,38 @@ func (d *db) PruneHistory(ctx context.Context, before time.Time) (int64, error) 
 	return n, nil
 }
 
-// sampleRowsPerStatement bounds a multi-row INSERT (5 parameters a row
-// stays well under SQLite's 32,766 and PostgreSQL's 65,535 parameters).
-const sampleRowsPerStatement = 250
-
 // blockRowsPerStatement bounds a multi-row INSERT of history blocks.
 const blockRowsPerStatement = 100
 
 func (d *db) StoreSampleBatches(ctx context.Context, batches []SampleBatch) error {
-	type key struct{ device, point string }
-	type row struct {
-		device string
-		s      Sample
-	}
-	var history []row
-	latest := map[key]int{} // → index into history of the point's newest sample
+	// The group's newest sample per device and point (the later one on
+	// equal times).
+	newest := map[string]map[string]latestEntry{}
+	some := false
 	for _, b := range batches {
 		for _, s := range b.Samples {
-			history = append(history, row{b.DeviceID, s})
-			k := key{b.DeviceID, s.Point}
-			if j, ok := latest[k]; !ok || !s.At.Before(history[j].s.At) {
-				latest[k] = len(history) - 1
+			some = true
+			m := newest[b.DeviceID]
+			if m == nil {
+				m = map[string]latestEntry{}
+				newest[b.DeviceID] = m
+			}
+			at := toMicros(s.At)
+			if e, ok := m[s.Point]; !ok || at >= e.at {
+				m[s.Point] = latestEntry{point: s.Point, value: s.Value, status: s.Status, at: at}
 			}
 		}
 	}
-	if len(history) == 0 {
+	if !some {
 		return nil
 	}
-	// One row per point in the upsert (PostgreSQL refuses to update a row
-	// twice in one statement), in key order so concurrent writers lock
+	// Devices in key order so concurrent PostgreSQL writers lock their
 	// rows in the same order.
-	newest := make([]row, 0, len(latest))
-	for _, j := range latest {
-		newest = append(newest, history[j])
+	devices := make([]string, 0, len(newest))
+	for dev := range newest {
+		devices = append(devices, dev)
 	}
-	sort.Slice(newest, func(a, b int) bool {
-		if newest[a].device != newest[b].device {
-			return newest[a].device < newest[b].device
-		}
-		return newest[a].s.Point < newest[b].s.Point
-	})
+	sort.Strings(devices)
 	blocks := historyBlocks(batches)
 	return d.tx(ctx, func(tx *sql.Tx) error {
 		for len(blocks) > 0 {
@@ -203,23 +214,126 @@ func (d *db) StoreSampleBatches(ctx context.Context, batches []SampleBatch) erro
 			}
 			blocks = blocks[n:]
 		}
-		for len(newest) > 0 {
-			n := min(len(newest), sampleRowsPerStatement)
-			args := make([]any, 0, 5*n)
-			for _, r := range newest[:n] {
-				args = append(args, r.device, r.s.Point, r.s.Value, int64(r.s.Status), toMicros(r.s.At))
+		stored, err := d.lockLatest(ctx, tx, devices)
+		if err != nil {
+			return fmt.Errorf("store.StoreSampleBatches: latest values: %w", err)
+		}
+		rows := make([]any, 0, 2*len(devices))
+		for _, dev := range devices {
+			update := make([]latestEntry, 0, len(newest[dev]))
+			for _, e := range newest[dev] {
+				update = append(update, e)
 			}
-			q := `INSERT INTO device_values (device_id, point, value, status, at) VALUES ` + valueRows(n, 5) + `
-				ON CONFLICT (device_id, point) DO UPDATE SET value = excluded.value, status = excluded.status, at = excluded.at
-				WHERE excluded.at >= device_values.at`
-			if _, err := d.exec(ctx, tx, q, args...); err != nil {
+			sortLatest(update)
+			rows = append(rows, dev, encodeLatest(mergeLatest(stored[dev], update)))
+		}
+		for len(rows) > 0 {
+			n := min(len(rows)/2, latestRowsPerStatement)
+			q := `INSERT INTO device_latest (device_id, data) VALUES ` + valueRows(n, 2) + `
+				ON CONFLICT (device_id) DO UPDATE SET data = excluded.data`
+			if _, err := d.exec(ctx, tx, q, rows[:2*n]...); err != nil {
 				return fmt.Errorf("store.StoreSampleBatches: latest values: %w", err)
 			}
-			newest = newest[n:]
+			rows = rows[2*n:]
 		}
 		return nil
 	})
 }
+
+// lockLatest returns the stored latest values of devices (sorted), locking
+// their snapshot rows until tx ends. A device without a filled snapshot
+// gets its values from device_values (the layout before the snapshots),
+// which are deleted as they move into the snapshot.
+func (d *db) lockLatest(ctx context.Context, tx *sql.Tx, devices []string) (map[string][]latestEntry, error) {
+	stored := map[string][]latestEntry{}
+	var legacy []string
+	for rest := devices; len(rest) > 0; {
+		chunk := rest[:min(len(rest), latestRowsPerStatement)]
+		rest = rest[len(chunk):]
+		args := make([]any, len(chunk))
+		for i, dev := range chunk {
+			args[i] = dev
+		}
+		if d.dialect == postgres {
+			// SQLite's write transactions are exclusive; PostgreSQL's
+			// are not: create the missing rows (or wait for the writer
+			// creating them) so that FOR UPDATE below locks every row.
+			if _, err := d.exec(ctx, tx, `INSERT INTO device_latest (device_id) VALUES `+valueRows(len(chunk), 1)+` ON CONFLICT (device_id) DO NOTHING`, args...); err != nil {
+				return nil, err
+			}
+		}
+		rows, err := d.query(ctx, tx, `SELECT device_id, data FROM device_latest WHERE device_id IN `+valueRows(1, len(chunk))+` FOR UPDATE`, args...)
+		if err != nil {
+			return nil, err
+		}
+		filled := map[string]bool{}
+		for rows.Next() {
+			var dev string
+			var data []byte
+			if err := rows.Scan(&dev, &data); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if data == nil {
+				continue
+			}
+			es, err := decodeLatest(data)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("device %s: %w", dev, err)
+			}
+			stored[dev], filled[dev] = es, true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		for _, dev := range chunk {
+			if !filled[dev] {
+				legacy = append(legacy, dev)
+			}
+		}
+	}
+	for rest := legacy; len(rest) > 0; {
+		chunk := rest[:min(len(rest), latestRowsPerStatement)]
+		rest = rest[len(chunk):]
+		args := make([]any, len(chunk))
+		for i, dev := range chunk {
+			args[i] = dev
+		}
+		in := valueRows(1, len(chunk))
+		rows, err := d.query(ctx, tx, `SELECT device_id, point, value, status, at FROM device_values WHERE device_id IN `+in, args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var dev string
+			var e latestEntry
+			var status int64
+			if err := rows.Scan(&dev, &e.point, &e.value, &status, &e.at); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			e.status = uint32(status)
+			stored[dev] = append(stored[dev], e)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		if _, err := d.exec(ctx, tx, `DELETE FROM device_values WHERE device_id IN `+in, args...); err != nil {
+			return nil, err
+		}
+	}
+	for _, dev := range legacy {
+		sortLatest(stored[dev])
+	}
+	return stored, nil
+}
+
+// latestRowsPerStatement bounds the devices of one statement on
+// device_latest.
+const latestRowsPerStatement = 200
 
 // valueRows returns n rows of cols placeholders: "(?, ?), (?, ?)".
 func valueRows(n, cols int) string {

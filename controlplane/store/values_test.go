@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -169,6 +170,56 @@ func TestHistoryRangeAndRetention(t *testing.T) {
 			}
 			if len(h) != 48 || h[0].Value != 12 {
 				t.Errorf("%s after pruning: %d samples, first %+v; want 48 from 12", dev, len(h), h[0])
+			}
+		}
+	})
+}
+
+// TestConcurrentLatestWriters: transactions writing different points of
+// the same devices at once (several ingest writers, e.g. control planes
+// sharing PostgreSQL) lose none of them, also on a device's first write.
+func TestConcurrentLatestWriters(t *testing.T) {
+	storetest.ForEach(t, func(t *testing.T, newStore storetest.Factory) {
+		ctx := context.Background()
+		st := newStore(t)
+		t0 := time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC)
+		const writers, rounds = 4, 30
+		var start sync.WaitGroup
+		start.Add(writers)
+		errs := make(chan error, writers)
+		for w := range writers {
+			go func() {
+				start.Done()
+				start.Wait()
+				for r := range rounds {
+					// Every writer writes the round's new devices.
+					var bs []store.SampleBatch
+					for k := range 3 {
+						bs = append(bs, store.SampleBatch{DeviceID: fmt.Sprintf("d%02d-%d", r, k), Samples: []store.Sample{{Point: fmt.Sprintf("w%d", w), Value: float64(r), At: t0}}})
+					}
+					if err := st.StoreSampleBatches(ctx, bs); err != nil {
+						errs <- err
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for range writers {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		for r := range rounds {
+			for k := range 3 {
+				dev := fmt.Sprintf("d%02d-%d", r, k)
+				vs, err := st.LatestValues(ctx, dev)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(vs) != writers {
+					t.Errorf("%s: %d latest values, want %d", dev, len(vs), writers)
+				}
 			}
 		}
 	})

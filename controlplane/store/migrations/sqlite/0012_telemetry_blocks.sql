@@ -14,3 +14,13 @@ CREATE TABLE device_history_blocks (
 );
 CREATE INDEX device_history_blocks_range ON device_history_blocks(device_id, part, bucket);
 CREATE INDEX device_history_blocks_t_max ON device_history_blocks(t_max);
+
+-- Latest values: one row per device holding every point's latest value
+-- (sorted by point, packed; see latest_snapshot.go). data is NULL while a
+-- writer holds the row but has not filled it; devices without a filled
+-- row still have their latest values in device_values, which the first
+-- write of the device moves into the snapshot.
+CREATE TABLE device_latest (
+  device_id TEXT PRIMARY KEY,
+  data BLOB
+);
