@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gantry-iot/gantry/controlplane/store"
 	"github.com/gantry-iot/gantry/controlplane/store/storetest"
@@ -36,15 +37,18 @@ func perBatch(st store.Store, topic string, payload []byte) error {
 	return st.StoreSamples(context.Background(), dev, samples)
 }
 
-// BenchmarkIngest compares 64 devices publishing at once (10 values a
-// batch, SQLite) through the per-batch path and through group commit
-// (default, and waiting 2 or 5 ms for fuller groups); batches/s is the
-// figure to compare.
+// BenchmarkIngest compares 64 devices publishing at once (SQLite) through
+// the per-batch path and through group commit (default, and waiting 2 or
+// 5 ms for fuller groups), with 10 values a batch (many small agents) and
+// with 1,000 (one wide OPC-UA agent's batches, 64 devices here; grouped
+// only);
+// batches/s and values/s are the figures to compare. To compare store
+// layouts, run the same file on two builds alternately.
 //
 //	go test -run '^$' -bench BenchmarkIngest -benchtime 3000x ./controlplane/telemetry/
 func BenchmarkIngest(b *testing.B) {
 	const producers = 64
-	run := func(b *testing.B, handle func(topic string, payload []byte)) {
+	run := func(b *testing.B, values int, handle func(topic string, payload []byte)) {
 		var next atomic.Int64
 		var wg sync.WaitGroup
 		b.ResetTimer()
@@ -53,38 +57,79 @@ func BenchmarkIngest(b *testing.B) {
 			topic := topics.Device(fmt.Sprintf("dev-%02d", p), topics.Telemetry)
 			wg.Go(func() {
 				for seq := uint64(1); next.Add(1) <= int64(b.N); seq++ {
-					handle(topic, payload(b, seq, 10))
+					handle(topic, payload(b, seq, values))
 				}
 			})
 		}
 		wg.Wait()
-		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "batches/s")
+		secs := time.Since(start).Seconds()
+		b.ReportMetric(float64(b.N)/secs, "batches/s")
+		b.ReportMetric(float64(b.N*values)/secs, "values/s")
 	}
-	b.Run("per-batch", func(b *testing.B) {
-		st := storetest.SQLite(b)
-		run(b, func(topic string, payload []byte) {
-			if err := perBatch(st, topic, payload); err != nil {
-				b.Error(err)
+	for _, values := range []int{10, 1000} {
+		b.Run(fmt.Sprintf("values=%d/per-batch", values), func(b *testing.B) {
+			if values > 10 {
+				b.Skip("64 writers of 1,000 values each exceed SQLite's busy timeout")
 			}
+			st := storetest.SQLite(b)
+			run(b, values, func(topic string, payload []byte) {
+				if err := perBatch(st, topic, payload); err != nil {
+					b.Error(err)
+				}
+			})
 		})
-	})
-	for _, c := range []struct {
-		name string
-		cfg  telemetry.Config
-	}{
-		{"grouped", telemetry.Config{}},
-		{"grouped-wait2ms", telemetry.Config{Window: 2 * time.Millisecond}},
-		{"grouped-wait5ms", telemetry.Config{Window: 5 * time.Millisecond}},
-	} {
-		b.Run(c.name, func(b *testing.B) {
-			reg := prometheus.NewRegistry()
-			in := telemetry.New(storetest.SQLite(b), c.cfg, reg, nil)
-			start(b, in)
-			run(b, in.Handle)
-			if got := counter(b, reg, "gantry_telemetry_batches_total"); got != float64(b.N) {
-				b.Errorf("stored %v batches of %d", got, b.N)
-			}
-			b.ReportMetric(float64(b.N)/counter(b, reg, "gantry_telemetry_group_batches"), "batches/tx")
-		})
+		for _, c := range []struct {
+			name string
+			cfg  telemetry.Config
+		}{
+			{"grouped", telemetry.Config{}},
+			{"grouped-wait2ms", telemetry.Config{Window: 2 * time.Millisecond}},
+		} {
+			b.Run(fmt.Sprintf("values=%d/%s", values, c.name), func(b *testing.B) {
+				reg := prometheus.NewRegistry()
+				in := telemetry.New(storetest.SQLite(b), c.cfg, reg, nil)
+				start(b, in)
+				run(b, values, in.Handle)
+				if got := counter(b, reg, "gantry_telemetry_batches_total"); got != float64(b.N) {
+					b.Errorf("stored %v batches of %d", got, b.N)
+				}
+				b.ReportMetric(float64(b.N)/counter(b, reg, "gantry_telemetry_group_batches"), "batches/tx")
+			})
+		}
 	}
+}
+
+// BenchmarkIngestWideDevice is one OPC-UA agent with 10,000 nodes: one
+// device publishing batches of 1,000 of its points in turn, one at a time
+// (the broker handles one connection's publishes in order, so each batch
+// waits for its own commit). values/s is the figure to compare.
+//
+//	go test -run '^$' -bench BenchmarkIngestWideDevice -benchtime 300x ./controlplane/telemetry/
+func BenchmarkIngestWideDevice(b *testing.B) {
+	const points, perBatch = 10000, 1000
+	payloads := make([][]byte, points/perBatch)
+	for k := range payloads {
+		batch := &gantryv1.TelemetryBatch{Seq: uint64(k + 1)}
+		for j := range perBatch {
+			batch.Samples = append(batch.Samples, &gantryv1.Sample{Point: fmt.Sprintf("ns=2;s=gen%d", k*perBatch+j), Value: float64(j), At: timestamppb.New(t0)})
+		}
+		p, err := proto.Marshal(batch)
+		if err != nil {
+			b.Fatal(err)
+		}
+		payloads[k] = p
+	}
+	reg := prometheus.NewRegistry()
+	in := telemetry.New(storetest.SQLite(b), telemetry.Config{}, reg, nil)
+	start(b, in)
+	topic := topics.Device("opcua-10k", topics.Telemetry)
+	for _, p := range payloads { // every point once before timing
+		in.Handle(topic, p)
+	}
+	b.ResetTimer()
+	begin := time.Now()
+	for i := range b.N {
+		in.Handle(topic, payloads[i%len(payloads)])
+	}
+	b.ReportMetric(float64(b.N*perBatch)/time.Since(begin).Seconds(), "values/s")
 }
