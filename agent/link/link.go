@@ -53,9 +53,11 @@ type Config struct {
 
 // Link is a live MQTT session. Safe for concurrent use.
 type Link struct {
-	cfg    Config
-	client paho.Client
-	log    *slog.Logger
+	cfg       Config
+	client    paho.Client
+	log       *slog.Logger
+	closing   chan struct{} // closed by Close: ends a reconnect wait
+	closeOnce sync.Once
 }
 
 func statePayload(online bool, version string) []byte {
@@ -91,7 +93,7 @@ func Dial(ctx context.Context, cfg Config, logger *slog.Logger) (*Link, error) {
 	if cfg.MinBackoff > cfg.MaxBackoff {
 		return nil, fmt.Errorf("link: min backoff %v is longer than max backoff %v: lower the minimum or raise the maximum", cfg.MinBackoff, cfg.MaxBackoff)
 	}
-	l := &Link{cfg: cfg, log: logger}
+	l := &Link{cfg: cfg, log: logger, closing: make(chan struct{})}
 	bo := &Backoff{Min: cfg.MinBackoff, Max: cfg.MaxBackoff, Jitter: cfg.Jitter, Rand: rand.Float64}
 	stateTopic := topics.Device(cfg.DeviceID, topics.State)
 	opts := paho.NewClientOptions().
@@ -103,8 +105,12 @@ func Dial(ctx context.Context, cfg Config, logger *slog.Logger) (*Link, error) {
 		// handshake; the broker still checks the certificate for
 		// revocation at CONNECT.
 		SetTLSConfig(&tls.Config{Certificates: []tls.Certificate{cfg.Certificate}, RootCAs: cfg.RootCAs, ServerName: host, MinVersion: tls.VersionTLS12,
-			ClientSessionCache: tls.NewLRUClientSessionCache(sessionCacheSize)}).
+			ClientSessionCache: &sessionCache{}}).
 		SetKeepAlive(cfg.KeepAlive).
+		// A broker that answers a ping late is busy, not gone: dropping
+		// the connection after paho's 10 s would add a handshake to its
+		// load (seen with 10,000 agents after a control-plane restart).
+		SetPingTimeout(cfg.KeepAlive).
 		// Clean sessions: delivery guarantees live in the agent's durable
 		// queue (acked only after PUBACK, rewound on reconnect), not in
 		// paho's in-memory store, whose resume races with publishes made
@@ -121,7 +127,12 @@ func Dial(ctx context.Context, cfg Config, logger *slog.Logger) (*Link, error) {
 		SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) {
 			n, d := bo.Next(time.Now())
 			if d > 0 {
-				time.Sleep(d)
+				t := time.NewTimer(d)
+				select {
+				case <-t.C:
+				case <-l.closing: // Close: paho's Disconnect waits for this attempt
+					t.Stop()
+				}
 			}
 			if cfg.OnAttempt != nil {
 				cfg.OnAttempt(n)
@@ -169,9 +180,45 @@ func Dial(ctx context.Context, cfg Config, logger *slog.Logger) (*Link, error) {
 	return l, nil
 }
 
+// sessionCache holds the link's TLS session (one broker). Go's TLS client
+// drops a session whenever a resumed handshake fails, also for a timeout
+// or a reset from an overloaded broker, which turns the next attempt into
+// a full handshake just when the broker is busiest; this cache keeps the
+// session through two such failures and drops it at the third in a row
+// (so a session the broker really refuses is gone after three attempts).
+type sessionCache struct {
+	mu    sync.Mutex
+	key   string
+	cs    *tls.ClientSessionState
+	drops int
+}
+
+func (c *sessionCache) Get(key string) (*tls.ClientSessionState, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cs == nil || key != c.key {
+		return nil, false
+	}
+	return c.cs, true
+}
+
+func (c *sessionCache) Put(key string, cs *tls.ClientSessionState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cs == nil {
+		if key != c.key {
+			return
+		}
+		if c.drops++; c.drops >= 3 {
+			c.cs, c.drops = nil, 0
+		}
+		return
+	}
+	c.key, c.cs, c.drops = key, cs, 0
+}
+
 const (
-	sessionCacheSize = 4
-	pahoBackoff      = 5 * time.Millisecond
+	pahoBackoff = 5 * time.Millisecond
 	// RecentWindow is how long after losing a connection that was up the
 	// reconnect backoff stays capped at RecentCap: a control plane that
 	// restarts is usually back within seconds, and its devices should find
@@ -267,6 +314,7 @@ func (l *Link) Connected() bool { return l.client.IsConnectionOpen() }
 
 // Close publishes the offline state and disconnects cleanly.
 func (l *Link) Close() error {
+	l.closeOnce.Do(func() { close(l.closing) })
 	tok := l.client.Publish(topics.Device(l.cfg.DeviceID, topics.State), 1, true, statePayload(false, l.cfg.AgentVersion))
 	tok.WaitTimeout(2 * time.Second)
 	l.client.Disconnect(500)

@@ -1,6 +1,7 @@
 package link
 
 import (
+	"crypto/tls"
 	"errors"
 	"slices"
 	"testing"
@@ -134,5 +135,33 @@ func TestBackoffSchedule(t *testing.T) {
 	b.Rand = func() float64 { return 0.5 }
 	if _, d := b.Next(now); d != s {
 		t.Errorf("second attempt with r 0.5: %v, want 1s", d)
+	}
+}
+
+// TestSessionCache: a session survives two failed uses and is dropped at
+// the third in a row; a new session resets the count; another key misses.
+func TestSessionCache(t *testing.T) {
+	c := &sessionCache{}
+	s1, s2 := &tls.ClientSessionState{}, &tls.ClientSessionState{}
+	c.Put("broker", s1)
+	c.Put("broker", nil)
+	c.Put("broker", nil)
+	if got, ok := c.Get("broker"); !ok || got != s1 {
+		t.Fatal("session dropped after two failures")
+	}
+	c.Put("broker", s2) // a successful handshake's new ticket
+	c.Put("broker", nil)
+	c.Put("broker", nil)
+	if got, _ := c.Get("broker"); got != s2 {
+		t.Fatal("count not reset by a new session")
+	}
+	c.Put("other", nil)
+	c.Put("broker", nil)
+	if _, ok := c.Get("broker"); ok {
+		t.Fatal("session kept after three failures in a row")
+	}
+	c.Put("broker", s1)
+	if _, ok := c.Get("other"); ok {
+		t.Fatal("session returned for another key")
 	}
 }

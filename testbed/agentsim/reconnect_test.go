@@ -113,7 +113,7 @@ func TestReconnectLoad(t *testing.T) {
 				at20s = connected
 			}
 		}
-		if connected >= want || el > 5*time.Minute {
+		if connected >= want || el > 3*time.Minute {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
