@@ -241,49 +241,14 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	if portal == "" {
 		portal = url
 	}
-	// fleet locates scope nodes for identity, and identity invites the
-	// first admin of customer tenants for fleet: build fleet with a nil
-	// identity first, then wire both ways.
-	locator := &lazyLocator{}
-	id, err := identity.New(st, locator, identity.Config{PortalURL: portal}, logger)
-	if err != nil {
-		ln.Close()
-		st.Close()
-		return nil, err
-	}
-	fl := fleet.New(st, id, logger)
-	locator.fleet = fl
-	cs := cases.New(st, fl, cases.Config{ConferenceBaseURL: cfg.ConferenceURL}, logger)
-	s := &Server{cfg: cfg, log: logger, Store: st, Identity: id, Fleet: fl, Cases: cs, ln: ln, URL: url}
-
+	s := &Server{cfg: cfg, log: logger, Store: st, ln: ln, URL: url}
 	reg := prometheus.NewRegistry()
 	s.reg = reg
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	mux := http.NewServeMux()
-	apiSrv := api.New(id, fl, cs, portal, logger)
-	pt, err := portalpkg.New(id, fl, cs, !cfg.Dev, logger)
-	if err != nil {
-		ln.Close()
-		st.Close()
-		return nil, err
-	}
-	pt.Mount(mux)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-
-	var protocols http.Protocols
-	protocols.SetHTTP1(true)
-	protocols.SetHTTP2(true)
-	if cfg.Dev {
-		protocols.SetUnencryptedHTTP2(true) // gRPC clients over h2c on loopback
-	}
-	s.http = &http.Server{
-		Handler:           mux,
-		Protocols:         &protocols,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
-	lap("services")
+	// The broker starts first: after a restart every device is waiting
+	// for it, and the services below take seconds (identity computes an
+	// argon2id hash). Devices online before the remote-access services
+	// exist get their tunnels from the tunnel manager's first pass.
 	if s.CA, err = pki.LoadOrCreateCA(filepath.Join(cfg.DataDir, "pki"), "Gantry control plane CA"); err != nil {
 		s.Close()
 		return nil, err
@@ -317,6 +282,44 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		mqttURL, msg = "tls://"+s.Broker.Addr().String(), s.Broker
 	}
 	lap("broker")
+	// fleet locates scope nodes for identity, and identity invites the
+	// first admin of customer tenants for fleet: build fleet with a nil
+	// identity first, then wire both ways.
+	locator := &lazyLocator{}
+	id, err := identity.New(st, locator, identity.Config{PortalURL: portal}, logger)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	fl := fleet.New(st, id, logger)
+	locator.fleet = fl
+	cs := cases.New(st, fl, cases.Config{ConferenceBaseURL: cfg.ConferenceURL}, logger)
+	s.Identity, s.Fleet, s.Cases = id, fl, cs
+
+	mux := http.NewServeMux()
+	apiSrv := api.New(id, fl, cs, portal, logger)
+	pt, err := portalpkg.New(id, fl, cs, !cfg.Dev, logger)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	pt.Mount(mux)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	if cfg.Dev {
+		protocols.SetUnencryptedHTTP2(true) // gRPC clients over h2c on loopback
+	}
+	s.http = &http.Server{
+		Handler:           mux,
+		Protocols:         &protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	lap("services")
 	if cfg.MQTTPublicURL != "" && msg != nil {
 		mqttURL = cfg.MQTTPublicURL
 	}
