@@ -155,7 +155,23 @@ type Sim struct {
 	ready    chan struct{}
 	mu       sync.Mutex
 	devices  []string
+	live     []*agent
 	attempts []Attempt
+}
+
+// Connected counts the agents whose MQTT session is up now, as the agents
+// see it (valid after Ready).
+func (s *Sim) Connected() int {
+	s.mu.Lock()
+	live := s.live
+	s.mu.Unlock()
+	n := 0
+	for _, a := range live {
+		if l := a.link.Load(); l != nil && l.Connected() {
+			n++
+		}
+	}
+	return n
 }
 
 // Attempt is one reconnect attempt of an agent's link (after a lost
@@ -261,7 +277,7 @@ func (s *Sim) Run(ctx context.Context) (Summary, error) {
 		ids[i] = a.st.DeviceID
 	}
 	s.mu.Lock()
-	s.devices = ids
+	s.devices, s.live = ids, live
 	s.mu.Unlock()
 
 	runCtx, stop := context.WithCancel(ctx)
