@@ -99,10 +99,14 @@ type MQTT struct {
 	InflightWindow int // QoS 1 publishes awaiting acknowledgement at once
 }
 
-// Backoff is an exponential backoff with jitter.
+// Backoff is the reconnect schedule (agent/link.Backoff): attempt n after
+// a lost connection waits a random time in [(1−Jitter)·b, b] with
+// b = Min·2^(n−1) capped at Max, and capped at min(8·Min, Max) during the
+// first 2 minutes after losing a connection that was up (a restarted
+// control plane is found within ~8 s by default).
 type Backoff struct {
 	Min, Max time.Duration
-	Jitter   float64 // fraction in [0, 1]
+	Jitter   float64 // random fraction of each wait, [0, 1]; 1 = full jitter
 }
 
 // Batch bounds telemetry batches.
@@ -248,7 +252,7 @@ func Default() Config {
 		MQTT: MQTT{
 			KeepAlive:      30 * time.Second,
 			ConnectTimeout: 10 * time.Second,
-			Reconnect:      Backoff{Min: time.Second, Max: time.Minute, Jitter: 0.2},
+			Reconnect:      Backoff{Min: time.Second, Max: time.Minute, Jitter: 1},
 			Batch:          Batch{MaxMessages: 100, MaxDelay: time.Second},
 			InflightWindow: 64,
 		},

@@ -14,7 +14,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -34,13 +34,19 @@ type Config struct {
 	RootCAs      *x509.CertPool
 	AgentVersion string
 	KeepAlive    time.Duration // default 30s
-	MaxBackoff   time.Duration // default 60s
-	// MinBackoff is paho's first reconnect delay (1 s); Jitter (a fraction
-	// in [0, 1]) adds a random extra delay of up to Jitter × the current
-	// backoff before each reconnect attempt, so a fleet that lost its broker
-	// does not come back in lockstep waves. 0: none.
+	// Reconnect schedule (see Backoff): attempt n after a lost connection
+	// waits a random time in [(1−Jitter)·b, b] with b = MinBackoff·2^(n−1)
+	// capped at MaxBackoff, and capped at RecentCap(MinBackoff, MaxBackoff)
+	// during the first RecentWindow after losing a connection that was up.
+	// Defaults: MinBackoff 1 s, MaxBackoff 60 s; Jitter is a fraction in
+	// [0, 1] (1: full jitter; 0: none).
 	MinBackoff time.Duration
+	MaxBackoff time.Duration
 	Jitter     float64
+	// OnAttempt, if set, is called right before each reconnect attempt
+	// (after its wait) with the attempt's number since the connection was
+	// lost (for load tests). Keep it short.
+	OnAttempt func(attempt int)
 	// OnCommand receives raw command payloads (verification happens in the
 	// command handler, not here). May be nil.
 	OnCommand func(payload []byte)
@@ -48,9 +54,11 @@ type Config struct {
 
 // Link is a live MQTT session. Safe for concurrent use.
 type Link struct {
-	cfg    Config
-	client paho.Client
-	log    *slog.Logger
+	cfg       Config
+	client    paho.Client
+	log       *slog.Logger
+	closing   chan struct{} // closed by Close: ends a reconnect wait
+	closeOnce sync.Once
 }
 
 func statePayload(online bool, version string) []byte {
@@ -83,14 +91,27 @@ func Dial(ctx context.Context, cfg Config, logger *slog.Logger) (*Link, error) {
 	if cfg.Jitter < 0 || cfg.Jitter > 1 {
 		return nil, fmt.Errorf("link: jitter %v: want a fraction in [0, 1]", cfg.Jitter)
 	}
-	l := &Link{cfg: cfg, log: logger}
-	var attempts atomic.Int64
+	if cfg.MinBackoff > cfg.MaxBackoff {
+		return nil, fmt.Errorf("link: min backoff %v is longer than max backoff %v: lower the minimum or raise the maximum", cfg.MinBackoff, cfg.MaxBackoff)
+	}
+	l := &Link{cfg: cfg, log: logger, closing: make(chan struct{})}
+	bo := &Backoff{Min: cfg.MinBackoff, Max: cfg.MaxBackoff, Jitter: cfg.Jitter, Rand: rand.Float64}
 	stateTopic := topics.Device(cfg.DeviceID, topics.State)
 	opts := paho.NewClientOptions().
 		AddBroker("tls://"+u.Host).
 		SetClientID(cfg.DeviceID).
-		SetTLSConfig(&tls.Config{Certificates: []tls.Certificate{cfg.Certificate}, RootCAs: cfg.RootCAs, ServerName: host, MinVersion: tls.VersionTLS12}).
+		// A session cache of this link's own (never shared between
+		// devices: a ticket stands for the certificate it was issued to)
+		// lets a reconnect resume the TLS session instead of a full mTLS
+		// handshake; the broker still checks the certificate for
+		// revocation at CONNECT.
+		SetTLSConfig(&tls.Config{Certificates: []tls.Certificate{cfg.Certificate}, RootCAs: cfg.RootCAs, ServerName: host, MinVersion: tls.VersionTLS12,
+			ClientSessionCache: &sessionCache{}}).
 		SetKeepAlive(cfg.KeepAlive).
+		// A broker that answers a ping late is busy, not gone: dropping
+		// the connection after paho's 10 s would add a handshake to its
+		// load (seen with 10,000 agents after a control-plane restart).
+		SetPingTimeout(cfg.KeepAlive).
 		// Clean sessions: delivery guarantees live in the agent's durable
 		// queue (acked only after PUBACK, rewound on reconnect), not in
 		// paho's in-memory store, whose resume races with publishes made
@@ -98,17 +119,28 @@ func Dial(ctx context.Context, cfg Config, logger *slog.Logger) (*Link, error) {
 		SetCleanSession(true).
 		SetOrderMatters(false).
 		SetAutoReconnect(true).
-		SetMaxReconnectInterval(cfg.MaxBackoff).
+		// paho's own reconnect backoff (1 s doubling, no jitter) is reduced
+		// to a few milliseconds; the reconnecting handler waits instead.
+		SetMaxReconnectInterval(pahoBackoff).
 		SetConnectRetry(true).
 		SetConnectRetryInterval(2*time.Second).
 		SetBinaryWill(stateTopic, statePayload(false, cfg.AgentVersion), 1, true).
 		SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) {
-			if d := JitterDelay(int(attempts.Add(1)), cfg.MinBackoff, cfg.MaxBackoff, cfg.Jitter, rand.Float64()); d > 0 {
-				time.Sleep(d)
+			n, d := bo.Next(time.Now())
+			if d > 0 {
+				t := time.NewTimer(d)
+				select {
+				case <-t.C:
+				case <-l.closing: // Close: paho's Disconnect waits for this attempt
+					t.Stop()
+				}
+			}
+			if cfg.OnAttempt != nil {
+				cfg.OnAttempt(n)
 			}
 		}).
 		SetOnConnectHandler(func(c paho.Client) {
-			attempts.Store(0)
+			bo.Connected(time.Now())
 			logger.Info("connected to broker", "broker", u.Host)
 			// Subscribe before announcing "online": the control plane
 			// sends pending commands (e.g. tunnels) when it sees it.
@@ -149,11 +181,106 @@ func Dial(ctx context.Context, cfg Config, logger *slog.Logger) (*Link, error) {
 	return l, nil
 }
 
-// JitterDelay is the random extra delay before reconnect attempt n (1, 2,
-// …): r (uniform in [0, 1)) × jitter × the backoff of that attempt, which
-// doubles from min up to max.
-func JitterDelay(n int, min, max time.Duration, jitter, r float64) time.Duration {
-	if jitter <= 0 || n < 1 {
+// sessionCache holds the link's TLS session (one broker). Go's TLS client
+// drops a session whenever a resumed handshake fails, also for a timeout
+// or a reset from an overloaded broker, which turns the next attempt into
+// a full handshake just when the broker is busiest; this cache keeps the
+// session through two such failures and drops it at the third in a row
+// (so a session the broker really refuses is gone after three attempts).
+type sessionCache struct {
+	mu    sync.Mutex
+	key   string
+	cs    *tls.ClientSessionState
+	drops int
+}
+
+func (c *sessionCache) Get(key string) (*tls.ClientSessionState, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cs == nil || key != c.key {
+		return nil, false
+	}
+	return c.cs, true
+}
+
+func (c *sessionCache) Put(key string, cs *tls.ClientSessionState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cs == nil {
+		if key != c.key {
+			return
+		}
+		if c.drops++; c.drops >= 3 {
+			c.cs, c.drops = nil, 0
+		}
+		return
+	}
+	c.key, c.cs, c.drops = key, cs, 0
+}
+
+const (
+	pahoBackoff = 5 * time.Millisecond
+	// RecentWindow is how long after losing a connection that was up the
+	// reconnect backoff stays capped at RecentCap: a control plane that
+	// restarts is usually back within seconds, and its devices should find
+	// it soon after.
+	RecentWindow = 2 * time.Minute
+	// StableAfter is how long a connection must have lasted for the next
+	// outage to start the backoff from MinBackoff again; a connection
+	// that drops sooner (a flapping broker) keeps doubling.
+	StableAfter = 10 * time.Second
+)
+
+// RecentCap is the longest backoff during RecentWindow after losing a
+// connection that was up: 8 × min, at most max (8 s by default).
+func RecentCap(min, max time.Duration) time.Duration { return minDuration(8*min, max) }
+
+// Backoff is the link's reconnect schedule (capped exponential backoff
+// with jitter). Next and Connected may be called from different
+// goroutines.
+type Backoff struct {
+	Min, Max time.Duration
+	Jitter   float64        // fraction of each wait that is random, [0, 1]
+	Rand     func() float64 // uniform in [0, 1)
+
+	mu          sync.Mutex
+	attempt     int       // attempts in this outage (and flapping ones before it)
+	connectedAt time.Time // last successful connect; zero: never connected
+	lostAt      time.Time // start of the current outage; zero while connected
+}
+
+// Connected records a successful connect at now.
+func (b *Backoff) Connected(now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.connectedAt, b.lostAt = now, time.Time{}
+}
+
+// Next returns the number of the next reconnect attempt and how long to
+// wait before it.
+func (b *Backoff) Next(now time.Time) (int, time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.lostAt.IsZero() { // first attempt of an outage
+		b.lostAt = now
+		if b.connectedAt.IsZero() || now.Sub(b.connectedAt) >= StableAfter {
+			b.attempt = 0
+		}
+	}
+	b.attempt++
+	limit := b.Max
+	if !b.connectedAt.IsZero() && now.Sub(b.lostAt) < RecentWindow {
+		limit = RecentCap(b.Min, b.Max)
+	}
+	return b.attempt, Wait(b.attempt, b.Min, limit, b.Jitter, b.Rand())
+}
+
+// Wait is the wait before reconnect attempt n (1, 2, …): the backoff
+// b = min·2^(n−1), capped at max, minus its random part: b × (1 − jitter
+// × r) for r uniform in [0, 1). jitter 1 is "full jitter" (uniform in
+// [0, b]), 0 a fixed b.
+func Wait(n int, min, max time.Duration, jitter, r float64) time.Duration {
+	if n < 1 {
 		return 0
 	}
 	backoff := min
@@ -161,7 +288,7 @@ func JitterDelay(n int, min, max time.Duration, jitter, r float64) time.Duration
 		backoff *= 2
 	}
 	backoff = minDuration(backoff, max)
-	return time.Duration(r * jitter * float64(backoff))
+	return time.Duration((1 - jitter*r) * float64(backoff))
 }
 
 func minDuration(a, b time.Duration) time.Duration {
@@ -188,6 +315,7 @@ func (l *Link) Connected() bool { return l.client.IsConnectionOpen() }
 
 // Close publishes the offline state and disconnects cleanly.
 func (l *Link) Close() error {
+	l.closeOnce.Do(func() { close(l.closing) })
 	tok := l.client.Publish(topics.Device(l.cfg.DeviceID, topics.State), 1, true, statePayload(false, l.cfg.AgentVersion))
 	tok.WaitTimeout(2 * time.Second)
 	l.client.Disconnect(500)

@@ -1,7 +1,9 @@
 package link
 
 import (
+	"crypto/tls"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -59,7 +61,7 @@ func TestMessage(t *testing.T) {
 	}
 }
 
-func TestJitterDelay(t *testing.T) {
+func TestWait(t *testing.T) {
 	const s = time.Second
 	for _, tc := range []struct {
 		n      int
@@ -67,15 +69,99 @@ func TestJitterDelay(t *testing.T) {
 		r      float64
 		want   time.Duration
 	}{
-		{1, 0.2, 0.5, 100 * time.Millisecond}, // backoff 1 s
-		{2, 0.2, 0.5, 200 * time.Millisecond}, // 2 s
-		{4, 0.2, 1, 1600 * time.Millisecond},  // 8 s
-		{20, 0.2, 1, 12 * s},                  // capped at 60 s
-		{3, 0, 1, 0},                          // no jitter
-		{0, 0.2, 1, 0},                        // not an attempt
+		{1, 1, 0.5, 500 * time.Millisecond},  // backoff 1 s, full jitter
+		{2, 1, 0.5, s},                       // 2 s
+		{4, 1, 0, 8 * s},                     // 8 s
+		{4, 0.2, 1, 6400 * time.Millisecond}, // 8 s − 20 %
+		{20, 1, 0.75, 15 * s},                // capped at 60 s
+		{3, 0, 0.9, 4 * s},                   // no jitter
+		{0, 1, 0.5, 0},                       // not an attempt
 	} {
-		if got := JitterDelay(tc.n, s, 60*s, tc.jitter, tc.r); got != tc.want {
+		if got := Wait(tc.n, s, 60*s, tc.jitter, tc.r); got != tc.want {
 			t.Errorf("attempt %d jitter %v r %v: %v, want %v", tc.n, tc.jitter, tc.r, got, tc.want)
 		}
+	}
+}
+
+// TestBackoffSchedule: without jitter (r = 0) the waits double from min;
+// after losing a connection that was up they are capped at 8 × min for
+// RecentWindow, then grow to max; a stable connection starts the next
+// outage from min again, a flapping one keeps doubling.
+func TestBackoffSchedule(t *testing.T) {
+	const s = time.Second
+	b := &Backoff{Min: s, Max: 60 * s, Jitter: 1, Rand: func() float64 { return 0 }}
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	var got []time.Duration
+	step := func(k int) {
+		for range k {
+			_, d := b.Next(now)
+			got = append(got, d)
+			now = now.Add(d)
+		}
+	}
+	// Never connected (initial connect retries): plain doubling.
+	step(7)
+	want := []time.Duration{s, 2 * s, 4 * s, 8 * s, 16 * s, 32 * s, 60 * s}
+	if !slices.Equal(got, want) {
+		t.Fatalf("never connected: %v, want %v", got, want)
+	}
+	b.Connected(now)
+	now = now.Add(time.Hour)
+	got = nil
+	step(6)
+	want = []time.Duration{s, 2 * s, 4 * s, 8 * s, 8 * s, 8 * s}
+	if !slices.Equal(got, want) {
+		t.Fatalf("after a lost connection: %v, want %v", got, want)
+	}
+	now = now.Add(RecentWindow) // outage longer than RecentWindow
+	got = nil
+	step(3)
+	want = []time.Duration{60 * s, 60 * s, 60 * s}
+	if !slices.Equal(got, want) {
+		t.Fatalf("long outage: %v, want %v", got, want)
+	}
+	// A connection that drops within StableAfter keeps the count.
+	b.Connected(now)
+	now = now.Add(StableAfter / 2)
+	if n, d := b.Next(now); n != 10 || d != 8*s {
+		t.Fatalf("flapping: attempt %d wait %v, want 10 and the recent cap 8s", n, d)
+	}
+	b.Connected(now)
+	now = now.Add(StableAfter)
+	if n, d := b.Next(now); n != 1 || d != s {
+		t.Fatalf("after a stable connection: attempt %d wait %v, want 1 and 1s", n, d)
+	}
+	// Full jitter: r = 0.5 halves the wait.
+	b.Rand = func() float64 { return 0.5 }
+	if _, d := b.Next(now); d != s {
+		t.Errorf("second attempt with r 0.5: %v, want 1s", d)
+	}
+}
+
+// TestSessionCache: a session survives two failed uses and is dropped at
+// the third in a row; a new session resets the count; another key misses.
+func TestSessionCache(t *testing.T) {
+	c := &sessionCache{}
+	s1, s2 := &tls.ClientSessionState{}, &tls.ClientSessionState{}
+	c.Put("broker", s1)
+	c.Put("broker", nil)
+	c.Put("broker", nil)
+	if got, ok := c.Get("broker"); !ok || got != s1 {
+		t.Fatal("session dropped after two failures")
+	}
+	c.Put("broker", s2) // a successful handshake's new ticket
+	c.Put("broker", nil)
+	c.Put("broker", nil)
+	if got, _ := c.Get("broker"); got != s2 {
+		t.Fatal("count not reset by a new session")
+	}
+	c.Put("other", nil)
+	c.Put("broker", nil)
+	if _, ok := c.Get("broker"); ok {
+		t.Fatal("session kept after three failures in a row")
+	}
+	c.Put("broker", s1)
+	if _, ok := c.Get("other"); ok {
+		t.Fatal("session returned for another key")
 	}
 }

@@ -93,6 +93,14 @@ type Config struct {
 	// one device may run in either order; order them by at. Keep them
 	// short. Either may be nil.
 	OnConnect, OnDisconnect func(deviceID string, at time.Time)
+	// SessionTicketKeys, if set, are the TLS session-ticket keys (the first
+	// encrypts new tickets, all decrypt; see pki.TicketKeys): with keys
+	// that survive a restart, reconnecting devices resume their TLS
+	// sessions instead of doing a full mTLS handshake. A resumed session
+	// carries the device's verified certificate chain from its full
+	// handshake, so identity, ACL and the revocation check at CONNECT are
+	// the same. Nil: Go's own keys, new in every process.
+	SessionTicketKeys [][32]byte
 }
 
 // Stats counts broker decisions; export them as Prometheus counters
@@ -103,12 +111,15 @@ type Stats struct {
 	AuthDenied    atomic.Int64 // refused CONNECTs (see package doc)
 	PublishDenied atomic.Int64 // publishes refused by the ACL
 	SubDenied     atomic.Int64 // subscriptions (and deliveries) refused by the ACL
+	Resumed       atomic.Int64 // CONNECTs on a resumed TLS session (no full handshake)
+	FullTLS       atomic.Int64 // CONNECTs on a full TLS handshake
 }
 
 // Broker is an embedded broker. Safe for concurrent use.
 type Broker struct {
 	srv   *mqtt.Server
 	ln    *listeners.TCP
+	tls   *tls.Config
 	addr  net.Addr
 	log   *slog.Logger
 	Stats Stats
@@ -163,12 +174,16 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 	if err := srv.AddHook(&authHook{b: b, cfg: cfg}, nil); err != nil {
 		return nil, fmt.Errorf("broker.New: %w", err)
 	}
-	b.ln = listeners.NewTCP(listeners.Config{ID: "tls", Address: cfg.Listen, TLSConfig: &tls.Config{
+	b.tls = &tls.Config{
 		Certificates: []tls.Certificate{cfg.Certificate},
 		ClientCAs:    cfg.ClientCAs,
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		MinVersion:   tls.VersionTLS12,
-	}})
+	}
+	if err := b.SetSessionTicketKeys(cfg.SessionTicketKeys); err != nil {
+		return nil, err
+	}
+	b.ln = listeners.NewTCP(listeners.Config{ID: "tls", Address: cfg.Listen, TLSConfig: b.tls})
 	if err := srv.AddListener(b.ln); err != nil {
 		return nil, fmt.Errorf("broker.New: %w: listen on %s: %w (is another broker using the port? choose another MQTT listen address)", ErrConfig, cfg.Listen, err)
 	}
@@ -201,6 +216,22 @@ func (b *Broker) Intercept(k topics.Kind, handler func(topic string, payload []b
 		return fmt.Errorf("broker.Intercept(%q): already intercepted", k)
 	}
 	b.intercepts[k] = handler
+	return nil
+}
+
+// SetSessionTicketKeys replaces the TLS session-ticket keys (e.g. after a
+// rotation): keys[0] encrypts new tickets, every key decrypts. Nil or
+// empty keeps the current keys. Safe while serving.
+func (b *Broker) SetSessionTicketKeys(keys [][32]byte) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	for i, k := range keys {
+		if k == ([32]byte{}) {
+			return fmt.Errorf("broker: %w: session ticket key %d is all zeros (load the keys with pki.LoadOrCreateTicketKeys)", ErrConfig, i)
+		}
+	}
+	b.tls.SetSessionTicketKeys(keys)
 	return nil
 }
 
@@ -335,7 +366,7 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	}
 	deny := func(reason string) bool {
 		h.b.Stats.AuthDenied.Add(1)
-		h.b.log.Warn("mqtt connection refused", "remote", cl.Net.Remote, "device", id, "client_id", cl.ID, "reason", reason)
+		h.b.log.Warn("mqtt connection refused", "remote", cl.Net.Remote, "device", id, "client_id", cl.ID, "tls_resumed", resumed(cl), "reason", reason)
 		return false
 	}
 	switch {
@@ -352,7 +383,19 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	case pk.Connect.WillFlag && !devicePublishAllowed(id, pk.Connect.WillTopic):
 		return deny(fmt.Sprintf("will topic %q is not one of the device's own topics", pk.Connect.WillTopic))
 	}
+	if resumed(cl) {
+		h.b.Stats.Resumed.Add(1)
+	} else {
+		h.b.Stats.FullTLS.Add(1)
+	}
 	return true
+}
+
+// resumed reports whether the client's TLS session was resumed from a
+// session ticket.
+func resumed(cl *mqtt.Client) bool {
+	tc, ok := cl.Net.Conn.(*tls.Conn)
+	return ok && tc.ConnectionState().DidResume
 }
 
 // OnPublish runs Intercept handlers; mochi calls it after the ACL check

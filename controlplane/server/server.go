@@ -79,6 +79,10 @@ type Config struct {
 	// PresenceInterval is how often coalesced online states are written
 	// (0: 150 ms).
 	PresenceInterval time.Duration
+	// MQTTTicketKeyPeriod is how often the embedded broker's TLS
+	// session-ticket key (DataDir/pki/session-ticket-keys.pem) is replaced;
+	// the previous key still decrypts. 0: pki.DefaultTicketKeyPeriod.
+	MQTTTicketKeyPeriod time.Duration
 	// HistoryRetention bounds the stored value history (default 7 days).
 	HistoryRetention time.Duration
 	// NotificationRetention bounds stored edge-rule notifications
@@ -187,6 +191,8 @@ type Server struct {
 	Tunnels  *remote.Tunnels
 	Sessions *remote.Sessions
 	tunnels  atomic.Pointer[remote.Tunnels]
+
+	stopTickets chan struct{} // ends rotateTicketKeys
 }
 
 // New opens the store and builds the services; it listens but does not serve yet.
@@ -200,6 +206,15 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
+	// Startup steps are timed: after a restart every device waits for the
+	// broker, so the time until it accepts is logged.
+	began, step := time.Now(), time.Now()
+	var timings []any
+	lap := func(name string) {
+		now := time.Now()
+		timings = append(timings, slog.Duration(name, now.Sub(step).Round(time.Millisecond)))
+		step = now
+	}
 	st := cfg.Store
 	if st == nil {
 		dsn := cfg.StoreDSN
@@ -211,6 +226,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 			return nil, err
 		}
 	}
+	lap("store")
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		st.Close()
@@ -225,30 +241,66 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	if portal == "" {
 		portal = url
 	}
+	s := &Server{cfg: cfg, log: logger, Store: st, ln: ln, URL: url}
+	reg := prometheus.NewRegistry()
+	s.reg = reg
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The broker starts first: after a restart every device is waiting
+	// for it, and the services below take seconds (identity computes an
+	// argon2id hash). Devices online before the remote-access services
+	// exist get their tunnels from the tunnel manager's first pass.
+	if s.CA, err = pki.LoadOrCreateCA(filepath.Join(cfg.DataDir, "pki"), "Gantry control plane CA"); err != nil {
+		s.Close()
+		return nil, err
+	}
+	cmdKey, err := pki.LoadOrCreateSigningKey(filepath.Join(cfg.DataDir, "pki"))
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	lap("pki")
+	s.Revoked, err = revocation.New(ctx, st, revocation.Config{CA: s.CA, CRLFile: cfg.MQTTCRLFile, ReloadCommand: strings.Fields(cfg.MQTTCRLReload)}, reg, logger.With("component", "revocation"))
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	lap("revocation")
+	mqttURL := ""
+	var msg commands.Broker
+	switch {
+	case cfg.MQTTExternal != "":
+		if err := s.startExternal(ctx, cfg, logger); err != nil {
+			s.Close()
+			return nil, err
+		}
+		mqttURL, msg = cfg.MQTTExternal, s.External
+	case cfg.MQTTListen != "off":
+		if err := s.startBroker(ctx, cfg, logger); err != nil {
+			s.Close()
+			return nil, err
+		}
+		mqttURL, msg = "tls://"+s.Broker.Addr().String(), s.Broker
+	}
+	lap("broker")
 	// fleet locates scope nodes for identity, and identity invites the
 	// first admin of customer tenants for fleet: build fleet with a nil
 	// identity first, then wire both ways.
 	locator := &lazyLocator{}
 	id, err := identity.New(st, locator, identity.Config{PortalURL: portal}, logger)
 	if err != nil {
-		ln.Close()
-		st.Close()
+		s.Close()
 		return nil, err
 	}
 	fl := fleet.New(st, id, logger)
 	locator.fleet = fl
 	cs := cases.New(st, fl, cases.Config{ConferenceBaseURL: cfg.ConferenceURL}, logger)
-	s := &Server{cfg: cfg, log: logger, Store: st, Identity: id, Fleet: fl, Cases: cs, ln: ln, URL: url}
+	s.Identity, s.Fleet, s.Cases = id, fl, cs
 
-	reg := prometheus.NewRegistry()
-	s.reg = reg
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	apiSrv := api.New(id, fl, cs, portal, logger)
 	pt, err := portalpkg.New(id, fl, cs, !cfg.Dev, logger)
 	if err != nil {
-		ln.Close()
-		st.Close()
+		s.Close()
 		return nil, err
 	}
 	pt.Mount(mux)
@@ -267,36 +319,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	if s.CA, err = pki.LoadOrCreateCA(filepath.Join(cfg.DataDir, "pki"), "Gantry control plane CA"); err != nil {
-		s.Close()
-		return nil, err
-	}
-	cmdKey, err := pki.LoadOrCreateSigningKey(filepath.Join(cfg.DataDir, "pki"))
-	if err != nil {
-		s.Close()
-		return nil, err
-	}
-	s.Revoked, err = revocation.New(ctx, st, revocation.Config{CA: s.CA, CRLFile: cfg.MQTTCRLFile, ReloadCommand: strings.Fields(cfg.MQTTCRLReload)}, reg, logger.With("component", "revocation"))
-	if err != nil {
-		s.Close()
-		return nil, err
-	}
-	mqttURL := ""
-	var msg commands.Broker
-	switch {
-	case cfg.MQTTExternal != "":
-		if err := s.startExternal(ctx, cfg, logger); err != nil {
-			s.Close()
-			return nil, err
-		}
-		mqttURL, msg = cfg.MQTTExternal, s.External
-	case cfg.MQTTListen != "off":
-		if err := s.startBroker(ctx, cfg, logger); err != nil {
-			s.Close()
-			return nil, err
-		}
-		mqttURL, msg = "tls://"+s.Broker.Addr().String(), s.Broker
-	}
+	lap("services")
 	if cfg.MQTTPublicURL != "" && msg != nil {
 		mqttURL = cfg.MQTTPublicURL
 	}
@@ -321,6 +344,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 			return nil, fmt.Errorf("demo data: %w", err)
 		}
 	}
+	lap("rest")
+	logger.Info("control plane started", append(timings, slog.Duration("total", time.Since(began).Round(time.Millisecond)))...)
 	return s, nil
 }
 
@@ -369,6 +394,10 @@ func (s *Server) Close() error {
 	}
 	if s.Broker != nil {
 		s.Broker.Close()
+	}
+	if s.stopTickets != nil {
+		close(s.stopTickets)
+		s.stopTickets = nil
 	}
 	if s.External != nil {
 		s.External.Close()
@@ -434,19 +463,35 @@ func (s *Server) startBroker(ctx context.Context, cfg Config, logger *slog.Logge
 	if err != nil {
 		return err
 	}
+	// Session-ticket keys that survive a restart: reconnecting devices
+	// resume their TLS sessions instead of ~10,000 full mTLS handshakes.
+	tickets, err := pki.LoadOrCreateTicketKeys(filepath.Join(cfg.DataDir, "pki"), time.Now())
+	if err != nil {
+		return err
+	}
+	period := cfg.MQTTTicketKeyPeriod
+	if period <= 0 {
+		period = pki.DefaultTicketKeyPeriod
+	}
+	if _, err := tickets.Rotate(time.Now(), period); err != nil {
+		return err
+	}
 	s.startPresence(ctx, cfg, logger)
 	b, err := broker.New(broker.Config{
-		Listen:       cfg.MQTTListen,
-		Certificate:  cert,
-		ClientCAs:    s.CA.Pool(),
-		IsRevoked:    s.Revoked.IsRevoked,
-		OnConnect:    func(id string, at time.Time) { s.presence.Set(id, true, at) },
-		OnDisconnect: func(id string, at time.Time) { s.presence.Set(id, false, at) },
+		SessionTicketKeys: tickets.Keys(),
+		Listen:            cfg.MQTTListen,
+		Certificate:       cert,
+		ClientCAs:         s.CA.Pool(),
+		IsRevoked:         s.Revoked.IsRevoked,
+		OnConnect:         func(id string, at time.Time) { s.presence.Set(id, true, at) },
+		OnDisconnect:      func(id string, at time.Time) { s.presence.Set(id, false, at) },
 	}, logger)
 	if err != nil {
 		return err
 	}
 	s.Broker = b
+	s.stopTickets = make(chan struct{})
+	go s.rotateTicketKeys(tickets, period, s.stopTickets, logger)
 	// Telemetry is stored before the PUBACK, and a batch the store refuses
 	// is not acknowledged: the agent keeps it and sends it again.
 	s.startIngest(ctx, logger)
@@ -465,6 +510,10 @@ func (s *Server) startBroker(ctx context.Context, cfg Config, logger *slog.Logge
 			func() float64 { return float64(b.Stats.PublishDenied.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_mqtt_subscribe_denied_total", Help: "Subscriptions refused by the per-device ACL."},
 			func() float64 { return float64(b.Stats.SubDenied.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_mqtt_tls_resumed_total", Help: "Device connections on a resumed TLS session (session ticket, no full mTLS handshake)."},
+			func() float64 { return float64(b.Stats.Resumed.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_mqtt_tls_full_handshakes_total", Help: "Device connections on a full mTLS handshake."},
+			func() float64 { return float64(b.Stats.FullTLS.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_mqtt_not_acked_total", Help: "Device publishes not acknowledged because they could not be processed (e.g. telemetry not stored); the device resends them."},
 			func() float64 { return float64(b.Stats.NotAcked.Load()) }))
 	// Edge-rule events become notifications (and, optionally, cases).
@@ -473,6 +522,33 @@ func (s *Server) startBroker(ctx context.Context, cfg Config, logger *slog.Logge
 	}
 	// Retained state and the agents' wills drive online status.
 	return b.Subscribe(topics.Wildcard(topics.State), s.onState(logger))
+}
+
+// rotateTicketKeys replaces the broker's session-ticket key every period
+// (checked every period/24, at most hourly) until stop closes.
+func (s *Server) rotateTicketKeys(keys *pki.TicketKeys, period time.Duration, stop <-chan struct{}, logger *slog.Logger) {
+	every := min(period/24, time.Hour)
+	t := time.NewTicker(max(every, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			rotated, err := keys.Rotate(now, period)
+			if err != nil {
+				logger.Error("session ticket key not rotated; the current key stays in use", "err", err)
+				continue
+			}
+			if rotated {
+				if err := s.Broker.SetSessionTicketKeys(keys.Keys()); err != nil {
+					logger.Error("session ticket key not applied", "err", err)
+					continue
+				}
+				logger.Info("mqtt session ticket key rotated", "keys", pki.TicketKeysKept)
+			}
+		}
+	}
 }
 
 // startExternal connects to an external broker (see package extbroker)

@@ -152,9 +152,49 @@ type Sim struct {
 	c   counters
 	lat latencies
 
-	ready   chan struct{}
-	mu      sync.Mutex
-	devices []string
+	ready    chan struct{}
+	mu       sync.Mutex
+	devices  []string
+	live     []*agent
+	attempts []Attempt
+}
+
+// Connected counts the agents whose MQTT session is up now, as the agents
+// see it (valid after Ready).
+func (s *Sim) Connected() int {
+	s.mu.Lock()
+	live := s.live
+	s.mu.Unlock()
+	n := 0
+	for _, a := range live {
+		if l := a.link.Load(); l != nil && l.Connected() {
+			n++
+		}
+	}
+	return n
+}
+
+// Attempt is one reconnect attempt of an agent's link (after a lost
+// connection), recorded when it starts.
+type Attempt struct {
+	Agent int
+	N     int // attempt number in this outage
+	At    time.Time
+}
+
+// Reconnect schedule of the simulated agents: the agent's defaults
+// (agent/config: mqtt.reconnect).
+const (
+	ReconnectMin    = time.Second
+	ReconnectMax    = time.Minute
+	ReconnectJitter = 1.0
+)
+
+// Attempts returns the reconnect attempts so far.
+func (s *Sim) Attempts() []Attempt {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Attempt(nil), s.attempts...)
 }
 
 // New returns a Sim for a validated cfg. logger may be nil.
@@ -237,7 +277,7 @@ func (s *Sim) Run(ctx context.Context) (Summary, error) {
 		ids[i] = a.st.DeviceID
 	}
 	s.mu.Lock()
-	s.devices = ids
+	s.devices, s.live = ids, live
 	s.mu.Unlock()
 
 	runCtx, stop := context.WithCancel(ctx)
@@ -460,7 +500,16 @@ func (s *Sim) connectOne(ctx context.Context, a *agent, logger *slog.Logger) err
 	a.h = control.New(v, control.Actions{}, logger)
 	dctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
 	defer cancel()
+	// Each agent's link keeps its own TLS session cache, so a restarted
+	// control plane (same ticket keys) resumes the sessions.
 	l, err := link.Dial(dctx, link.Config{DeviceID: a.st.DeviceID, BrokerURL: a.st.MQTTURL, Certificate: a.cert, RootCAs: a.pool, AgentVersion: AgentVersion,
+		MinBackoff: ReconnectMin, MaxBackoff: ReconnectMax, Jitter: ReconnectJitter,
+		OnAttempt: func(n int) {
+			at := time.Now()
+			s.mu.Lock()
+			s.attempts = append(s.attempts, Attempt{Agent: a.i, N: n, At: at})
+			s.mu.Unlock()
+		},
 		OnCommand: func(p []byte) { s.command(a, p) }}, logger)
 	if err != nil {
 		return err

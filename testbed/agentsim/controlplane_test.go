@@ -3,6 +3,7 @@ package agentsim_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -149,26 +150,35 @@ func (cp *controlPlane) devices(t testing.TB) gantryv1connect.DeviceServiceClien
 // metric reads one unlabelled sample from the control plane's /metrics.
 func (cp *controlPlane) metric(t testing.TB, name string) float64 {
 	t.Helper()
-	resp, err := cp.http.Get(cp.url + "/metrics")
+	v, err := cp.tryMetric(name)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return v
+}
+
+// tryMetric is metric returning its error (e.g. a control plane too busy
+// to answer within the client's timeout).
+func (cp *controlPlane) tryMetric(name string) (float64, error) {
+	resp, err := cp.http.Get(cp.url + "/metrics")
+	if err != nil {
+		return 0, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatal(err)
+		return 0, err
 	}
 	for line := range strings.Lines(string(b)) {
 		if rest, ok := strings.CutPrefix(line, name+" "); ok {
 			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
 			if err != nil {
-				t.Fatalf("metric %s: %q: %v", name, line, err)
+				return 0, fmt.Errorf("metric %s: %q: %w", name, line, err)
 			}
-			return v
+			return v, nil
 		}
 	}
-	t.Fatalf("metric %s not exported", name)
-	return 0
+	return 0, fmt.Errorf("metric %s not exported", name)
 }
 
 // online counts the devices among ids whose online flag is set.
