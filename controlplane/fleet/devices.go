@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"time"
 
@@ -21,6 +22,7 @@ type DeviceRepo interface {
 	ListDevices(ctx context.Context, tenantID string) ([]store.EdgeDevice, error)
 	ListDevicesOfAssets(ctx context.Context, assetIDs []string) ([]store.EdgeDevice, error)
 	LinkDevice(ctx context.Context, id, customerMachineID string) error
+	GetDeviceTemplate(ctx context.Context, deviceID string) (store.DeviceTemplate, error)
 	CreateEnrollmentToken(ctx context.Context, t store.EnrollmentToken) error
 }
 
@@ -28,6 +30,9 @@ type DeviceRepo interface {
 type DeviceView struct {
 	store.EdgeDevice
 	AssetID string
+	// Template is the OPC-UA template delivery state (GetDevice only; nil
+	// when no template was ever sent).
+	Template *store.DeviceTemplate
 }
 
 // deviceLocation: tenant-level while unlinked, below the customer machine
@@ -131,7 +136,17 @@ func (s *Service) GetDevice(ctx context.Context, c *identity.Caller, id string) 
 		return DeviceView{}, err
 	}
 	_, asset, err := s.deviceLocation(ctx, d)
-	return DeviceView{EdgeDevice: d, AssetID: asset}, err
+	if err != nil {
+		return DeviceView{}, err
+	}
+	v := DeviceView{EdgeDevice: d, AssetID: asset}
+	switch t, err := s.devices().GetDeviceTemplate(ctx, d.ID); {
+	case err == nil:
+		v.Template = &t
+	case !errors.Is(err, store.ErrNotFound):
+		return DeviceView{}, err
+	}
+	return v, nil
 }
 
 // CreateDevice registers a device (Edge Devices = manage, tenant-wide:
@@ -186,6 +201,9 @@ func (s *Service) LinkDevice(ctx context.Context, c *identity.Caller, id, machin
 	}
 	if err := s.devices().LinkDevice(ctx, d.ID, machineID); err != nil {
 		return DeviceView{}, err
+	}
+	if h := s.hooks.DeviceLinked; h != nil {
+		h(d.ID)
 	}
 	d.CustomerMachineID = machineID
 	return DeviceView{EdgeDevice: d, AssetID: asset}, nil

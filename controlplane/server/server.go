@@ -187,6 +187,8 @@ type Server struct {
 	Tunnels  *remote.Tunnels
 	Sessions *remote.Sessions
 	tunnels  atomic.Pointer[remote.Tunnels]
+	// OPC-UA template delivery (nil without a broker).
+	templates atomic.Pointer[commands.Templates]
 }
 
 // New opens the store and builds the services; it listens but does not serve yet.
@@ -307,6 +309,13 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 			return nil, err
 		}
 		apiSrv.WithCommands(d)
+		tpls := commands.NewTemplates(st, d, reg, logger.With("component", "templates"))
+		apiSrv.WithTemplates(tpls)
+		fl.SetHooks(fleet.Hooks{
+			DeviceLinked: tpls.DeviceLinked,
+			ModelUpdated: func(id string) { go tpls.ModelUpdated(context.WithoutCancel(ctx), id) },
+		})
+		s.templates.Store(tpls)
 		if err := s.startRemote(cfg, d, apiSrv, mux, logger); err != nil {
 			s.Close()
 			return nil, err
@@ -333,6 +342,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer func() { stopStreams(); bg.Wait() }()
 	if s.ingest != nil {
 		bg.Go(func() { s.retain(base, time.Hour) })
+	}
+	if t := s.templates.Load(); t != nil {
+		bg.Go(func() { t.Run(base) })
 	}
 	if s.Tunnels != nil {
 		bg.Go(func() { s.Tunnels.Run(base) })
@@ -414,6 +426,10 @@ func (s *Server) onState(logger *slog.Logger) func(topic string, payload []byte)
 		// Agents announce "online" after subscribing to their commands:
 		// the moment to (re)send their tunnels.
 		if t := s.tunnels.Load(); t != nil && st.Online {
+			t.DeviceOnline(id)
+		}
+		// ... and to deliver their OPC-UA template if they do not run it.
+		if t := s.templates.Load(); t != nil && st.Online {
 			t.DeviceOnline(id)
 		}
 	}
