@@ -211,6 +211,28 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 			return withCollection(func(c *collection) error { return c.restart() })
 		},
 	}, logger)
+	qdir := cfg.QueueDir()
+	// The queue reads a zero SyncDelay as "default"; the config's 0s means
+	// "do not wait", which the shortest window gives.
+	q, err := queue.Open(qdir, queue.Options{MaxBytes: int64(cfg.Queue.MaxMB) << 20, SegmentBytes: int64(cfg.Queue.SegmentMB) << 20, SyncDelay: max(cfg.Queue.SyncInterval, time.Nanosecond), Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	// The collector and edge rules of the current template run from the
+	// start, before and independent of the broker connection: with a
+	// persisted template the agent collects into its queue while the
+	// control plane is unreachable. Stopped (the rules' totals saved)
+	// after the forwarder, before the queue closes.
+	cctx, stopCollect := context.WithCancel(ctx)
+	defer stopCollect()
+	col := newCollection(cctx, cfg, st.DeviceID, q, status, logger)
+	defer col.stop()
+	if err := col.start(tpl); err != nil {
+		return err
+	}
+	colp.Store(col)
+	close(collectionReady)
 	var lnk atomic.Pointer[link.Link]
 	l, err := link.Dial(ctx, link.Config{DeviceID: st.DeviceID, BrokerURL: st.MQTTURL, Certificate: cert, RootCAs: pool, AgentVersion: version,
 		KeepAlive: cfg.MQTT.KeepAlive, MaxBackoff: cfg.MQTT.Reconnect.Max, MinBackoff: cfg.MQTT.Reconnect.Min, Jitter: cfg.MQTT.Reconnect.Jitter,
@@ -231,14 +253,6 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 	lnk.Store(l)
 	connected.Set(1)
 	status.connected.Store(true)
-	qdir := cfg.QueueDir()
-	// The queue reads a zero SyncDelay as "default"; the config's 0s means
-	// "do not wait", which the shortest window gives.
-	q, err := queue.Open(qdir, queue.Options{MaxBytes: int64(cfg.Queue.MaxMB) << 20, SegmentBytes: int64(cfg.Queue.SegmentMB) << 20, SyncDelay: max(cfg.Queue.SyncInterval, time.Nanosecond), Logger: logger})
-	if err != nil {
-		return err
-	}
-	defer q.Close()
 	fw := forward.New(q, l, cfg.MQTT.InflightWindow, logger)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_agent_queue_records", Help: "Records waiting in the store-and-forward queue."}, func() float64 { return float64(q.Stats().Records) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_agent_queue_bytes", Help: "Bytes of the store-and-forward queue on disk."}, func() float64 { return float64(q.Stats().Bytes) }),
@@ -260,15 +274,6 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 	if simulate > 0 {
 		wg.Go(func() { simulateTelemetry(fctx, q, simulate, logger) })
 	}
-	// The collector and edge rules of the current template; stopped (and
-	// the rules' totals saved) before the forwarder.
-	col := newCollection(fctx, cfg, st.DeviceID, q, status, logger)
-	defer col.stop()
-	if err := col.start(tpl); err != nil {
-		return err
-	}
-	colp.Store(col)
-	close(collectionReady)
 	logger.Info("agent running", "queue", qdir, "simulate", simulate)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
