@@ -24,12 +24,13 @@ func devicePB(d fleet.DeviceView) *gantryv1.EdgeDevice {
 		out.LastSeen = ts(d.LastSeen)
 	}
 	if t := d.Template; t != nil {
-		out.Template = &gantryv1.TemplateStatus{Version: t.Version, Hash: t.Hash, State: t.State, Error: t.Error, AppliedVersion: t.AppliedVersion, SentAt: ts(t.SentAt)}
+		out.Template = &gantryv1.TemplateStatus{Version: t.Version, Hash: t.Hash, State: t.State, Error: t.Error, AppliedVersion: t.AppliedVersion}
+		if !t.SentAt.IsZero() {
+			out.Template.SentAt = ts(t.SentAt)
+		}
 		if !t.AckedAt.IsZero() {
 			out.Template.AckedAt = ts(t.AckedAt)
 		}
-	} else if d.CertSerial != "" || d.Online {
-		out.Template = &gantryv1.TemplateStatus{State: "none"}
 	}
 	return out
 }

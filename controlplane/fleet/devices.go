@@ -30,10 +30,13 @@ type DeviceRepo interface {
 type DeviceView struct {
 	store.EdgeDevice
 	AssetID string
-	// Template is the OPC-UA template delivery state (GetDevice only; nil
-	// when no template was ever sent).
+	// Template is the OPC-UA template delivery state (providers'
+	// GetDevice only; State TemplateNone when none was ever sent).
 	Template *store.DeviceTemplate
 }
+
+// TemplateNone is the template state of a device that was never sent one.
+const TemplateNone = "none"
 
 // deviceLocation: tenant-level while unlinked, below the customer machine
 // once linked.
@@ -143,7 +146,9 @@ func (s *Service) GetDevice(ctx context.Context, c *identity.Caller, id string) 
 	switch t, err := s.devices().GetDeviceTemplate(ctx, d.ID); {
 	case err == nil:
 		v.Template = &t
-	case !errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound):
+		v.Template = &store.DeviceTemplate{DeviceID: d.ID, State: TemplateNone}
+	default:
 		return DeviceView{}, err
 	}
 	return v, nil
