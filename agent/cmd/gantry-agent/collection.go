@@ -120,10 +120,18 @@ func (c *collection) applyLocked(t *gantryv1.DeviceTemplate) error {
 	if err != nil {
 		return err
 	}
-	if c.current != nil && c.current.Hash == st.Hash && c.current.Version == st.Version {
-		return nil // already running it (a resend)
-	}
 	st.ReceivedAt = time.Now().UTC()
+	if c.current != nil && c.current.Hash == st.Hash && c.source != sourceFlag {
+		// Already running this template (a resend, or the same content
+		// under a new version number): record the version, restart nothing.
+		if c.current.Version != st.Version {
+			if err := saveTemplate(c.cfg.StateDir, st); err != nil {
+				return fmt.Errorf("template v%d not applied: %w", st.Version, err)
+			}
+			c.current = &st
+		}
+		return nil
+	}
 	// Build first: a template the collector refuses is not persisted.
 	next, err := c.buildLocked(st.OPCUA)
 	if err != nil {
@@ -133,7 +141,7 @@ func (c *collection) applyLocked(t *gantryv1.DeviceTemplate) error {
 		return fmt.Errorf("template v%d not applied: %w", st.Version, err)
 	}
 	if err := c.switchLocked(next, &st, sourceCommand); err != nil {
-		return fmt.Errorf("template v%d not applied: %w", st.Version, err)
+		return fmt.Errorf("template v%d: %w", st.Version, err)
 	}
 	c.log.Info("OPC-UA template applied", "version", st.Version, "hash", st.Hash, "points", len(st.OPCUA.DataPoints), "model", st.MachineModelID)
 	return nil

@@ -288,6 +288,21 @@ func TestCollectionApply(t *testing.T) {
 	if !pointsQueued(t, q, "temp", 10*time.Second) {
 		t.Fatal("no temp values after template v2")
 	}
+	// The same content under another version number: recorded, the
+	// running collector kept.
+	running := status.collector.Load()
+	if err := c.apply(deliver(9, v2)); err != nil {
+		t.Fatal(err)
+	}
+	if status.collector.Load() != running {
+		t.Error("same template under a new version restarted the collector")
+	}
+	if st, err := loadTemplate(dir); err != nil || st.Version != 9 {
+		t.Errorf("persisted after a renumbering: %+v, %v", st, err)
+	}
+	if err := c.apply(deliver(2, v2)); err != nil { // back to the control plane's number
+		t.Fatal(err)
+	}
 	if err := c.restart(); err != nil {
 		t.Errorf("restart_collector: %v", err)
 	}
