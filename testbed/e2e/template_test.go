@@ -2,17 +2,29 @@ package e2e
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/gantry-iot/gantry/controlplane/extbroker"
+	"github.com/gantry-iot/gantry/controlplane/pki"
+	"github.com/gantry-iot/gantry/pkg/command"
+	"github.com/gantry-iot/gantry/pkg/machinemodel"
+	"github.com/gantry-iot/gantry/pkg/topics"
 	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
 	"github.com/gantry-iot/gantry/proto/gantry/v1/gantryv1connect"
 	"github.com/gantry-iot/gantry/testbed/opcuasim"
@@ -284,5 +296,180 @@ func TestTemplateDelivery(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Join(state, "opcua-template.json")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("persisted template mode %v (%v), want 0600", fi.Mode(), err)
+	}
+}
+
+// TestTemplateCommandRejected: someone who can write to the broker (here
+// with a broker credential of the control plane's, on Mosquitto whose ACL
+// lets gantry-controlplane write every cmd topic) but does not hold the
+// command-signing key sends the agent process a template — signed with
+// another key, unsigned, and one whose template was changed after
+// signing. The agent rejects each (acks with "rejected: …"), collects
+// nothing and persists nothing. Then a genuine template the site config
+// cannot serve (its login's password file is missing) is refused with the
+// agent's reason, which GetDevice shows; once the file exists,
+// reload_config applies it.
+func TestTemplateCommandRejected(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real processes")
+	}
+	bin := binaries(t)
+	dataDir, brokerDir := t.TempDir(), t.TempDir()
+	if out, err := exec.Command(filepath.Join(bin, "gantry-controlplane"), "mosquitto-files", "--data-dir", dataDir, "--out", brokerDir, "--hosts", "127.0.0.1,localhost").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto-files: %v\n%s", err, out)
+	}
+	addr, _, _ := startMosquitto(t, brokerDir)
+	cp := startControlPlaneArgs(t, dataDir, "--mqtt-external", "tls://"+addr, "--mqtt-crl-file", filepath.Join(brokerDir, "crl.pem"))
+	dc, id, state := enrollDevice(t, cp, filepath.Join(bin, "gantry-agent"), "GW-TAMPER")
+	metrics := freePort(t)
+	pwFile := filepath.Join(t.TempDir(), "opcua.password")
+	cfgFile := filepath.Join(t.TempDir(), "agent.json")
+	cfgJSON := `{"opcua": {"endpoints": [{"name": "plc", "url": "opc.tcp://127.0.0.1:4840",
+		"auth": {"type": "username", "username": "operator", "password_file": "` + pwFile + `"}}]}}`
+	if err := os.WriteFile(cfgFile, []byte(cfgJSON), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := agentCmd(t, "run", "--config", cfgFile, "--state-dir", state, "--metrics-listen", metrics)
+	var agentLog syncBuffer
+	a.Stderr = &agentLog
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = a.Process.Signal(syscall.SIGTERM); _, _ = a.Process.Wait() }()
+	waitOnline(t, dc, id, true, 30*time.Second)
+
+	// The attacker's broker client.
+	ca, err := pki.LoadOrCreateCA(filepath.Join(dataDir, "pki"), "Gantry control plane CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.IssueClient(extbroker.DefaultClientID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := paho.NewClientOptions().AddBroker("tls://" + addr).SetClientID("attacker").SetAutoReconnect(false).SetProtocolVersion(4).
+		SetTLSConfig(&tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{cert}, ServerName: "127.0.0.1"})
+	mc := paho.NewClient(o)
+	if tok := mc.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("attacker connect: %v", tok.Error())
+	}
+	defer mc.Disconnect(100)
+	acks := make(chan *gantryv1.CommandAck, 8)
+	if tok := mc.Subscribe(topics.Device(id, topics.CmdAck), 1, func(_ paho.Client, m paho.Message) {
+		var ack gantryv1.CommandAck
+		if proto.Unmarshal(m.Payload(), &ack) == nil {
+			acks <- &ack
+		}
+	}); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe acks: %v", tok.Error())
+	}
+
+	tpl := machinemodel.OPCUA{EndpointURL: "opc.tcp://127.0.0.1:4840", SecurityMode: "None", DataPoints: []machinemodel.DataPoint{{NodeID: "ns=2;s=x", Name: "x"}}}
+	body := func() *gantryv1.Command {
+		c := command.New(id, time.Minute, time.Now())
+		c.Body = &gantryv1.Command_ReloadConfig{ReloadConfig: &gantryv1.ReloadConfig{Template: &gantryv1.DeviceTemplate{Version: 1, Hash: tpl.Hash(), Opcua: tpl.ToPB()}}}
+		return c
+	}
+	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
+	wrongKey, err := command.Sign(otherKey, body())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := proto.Marshal(body())
+	unsigned, _ := proto.Marshal(&gantryv1.SignedCommand{Command: raw})
+	// Signed with the other key, then the endpoint changed: the signature
+	// no longer covers the bytes either way.
+	var sc gantryv1.SignedCommand
+	_ = proto.Unmarshal(wrongKey, &sc)
+	var edited gantryv1.Command
+	_ = proto.Unmarshal(sc.Command, &edited)
+	edited.GetReloadConfig().Template.Opcua.EndpointUrl = "opc.tcp://203.0.113.9:4840"
+	sc.Command, _ = proto.Marshal(&edited)
+	tampered, _ := proto.Marshal(&sc)
+	for name, payload := range map[string][]byte{"other key": wrongKey, "unsigned": unsigned, "edited": tampered} {
+		if tok := mc.Publish(topics.Device(id, topics.Cmd), 1, false, payload); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("%s: publish: %v", name, tok.Error())
+		}
+		select {
+		case ack := <-acks:
+			if ack.Ok || !strings.HasPrefix(ack.Error, "rejected: ") {
+				t.Errorf("%s template command: ack %v, want rejected", name, ack)
+			}
+			t.Logf("%s: %s", name, ack.Error)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no ack from the agent\nagent log:\n%s", name, agentLog.String())
+		}
+	}
+	st, ok := readStatus(t, "http://"+metrics+"/status")
+	if !ok || st.OPCUA != nil || st.Template == nil || st.Template.Version != 0 {
+		t.Errorf("after rejected commands the agent status is %+v", st)
+	}
+	if _, err := os.Stat(filepath.Join(state, "opcua-template.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a rejected template was persisted: %v", err)
+	}
+
+	// A genuine template for the endpoint whose login cannot be read.
+	ctx := context.Background()
+	ds, err := dc.ListDevices(ctx, connect.NewRequest(&gantryv1.ListDevicesRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var machine string
+	for _, d := range ds.Msg.Devices {
+		if d.SerialNumber == "GW-DEMO-1" {
+			machine = d.CustomerMachineId
+		}
+	}
+	mm := gantryv1connect.NewMachineModelServiceClient(cp.http, cp.url, connect.WithProtoJSON(), cp.login(t, "mdm@acme.example"))
+	ms, err := mm.ListMachineModels(ctx, connect.NewRequest(&gantryv1.ListMachineModelsRequest{}))
+	if err != nil || len(ms.Msg.Models) == 0 || machine == "" {
+		t.Fatalf("demo model %v (%v) or machine %q missing", ms, err, machine)
+	}
+	model := ms.Msg.Models[0]
+	model.Opcua = tpl.ToPB()
+	if _, err := mm.UpdateMachineModel(ctx, connect.NewRequest(&gantryv1.UpdateMachineModelRequest{Model: model})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dc.LinkDevice(ctx, connect.NewRequest(&gantryv1.LinkDeviceRequest{Id: id, CustomerMachineId: machine})); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		r, err := dc.GetDevice(ctx, connect.NewRequest(&gantryv1.GetDeviceRequest{Id: id}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ts := r.Msg.Device.Template; ts.GetState() == "error" {
+			if ts.Version != 1 || ts.AppliedVersion != 0 || !strings.Contains(ts.Error, "password_file") {
+				t.Errorf("refused template: %+v, want v1 with the agent's password_file error", ts)
+			}
+			t.Logf("GetDevice shows: template v%d %s: %s", ts.Version, ts.State, ts.Error)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("template state %+v, want error\nagent log:\n%s", r.Msg.Device.Template, agentLog.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st, _ := readStatus(t, "http://"+metrics+"/status"); st.OPCUA != nil || st.Template == nil || !strings.Contains(st.Template.Error, "password_file") {
+		t.Errorf("agent status after the refusal: %+v", st)
+	}
+	// The site fixes the file; reload_config sends the template again.
+	if err := os.WriteFile(pwFile, []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := dc.SendCommand(ctx, connect.NewRequest(&gantryv1.SendCommandRequest{DeviceId: id, Command: "reload_config", TimeoutSeconds: 30}))
+	if err != nil || !rc.Msg.Ok {
+		t.Fatalf("reload_config after fixing the password file: %v %v", rc, err)
+	}
+	r, err := dc.GetDevice(ctx, connect.NewRequest(&gantryv1.GetDeviceRequest{Id: id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ts := r.Msg.Device.Template; ts.State != "applied" || ts.AppliedVersion != 1 || ts.Error != "" {
+		t.Errorf("after reload_config: %+v, want v1 applied", ts)
+	}
+	if st, _ := readStatus(t, "http://"+metrics+"/status"); st.OPCUA == nil || st.Template == nil || st.Template.Version != 1 || st.Template.Source != "command" {
+		t.Errorf("agent status after reload_config: %+v", st)
 	}
 }
