@@ -233,6 +233,13 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 	}
 	colp.Store(col)
 	close(collectionReady)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_agent_opcua_template_version",
+		Help: "Version of the delivered OPC-UA template the agent runs (0: none, or a local --opcua-template)."}, func() float64 {
+		if t := status.template.Load(); t != nil {
+			return float64(t.Version)
+		}
+		return 0
+	}))
 	var lnk atomic.Pointer[link.Link]
 	l, err := link.Dial(ctx, link.Config{DeviceID: st.DeviceID, BrokerURL: st.MQTTURL, Certificate: cert, RootCAs: pool, AgentVersion: version,
 		KeepAlive: cfg.MQTT.KeepAlive, MaxBackoff: cfg.MQTT.Reconnect.Max, MinBackoff: cfg.MQTT.Reconnect.Min, Jitter: cfg.MQTT.Reconnect.Jitter,
