@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gopcua/opcua"
@@ -44,7 +45,7 @@ var SecurityPolicies = []string{"Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes2
 // Options tune a Collector.
 type Options struct {
 	FlushInterval time.Duration // batch window, default 250ms
-	MaxBatch      int           // samples per batch, default 1000
+	MaxBatch      int           // samples per batch, default 5000
 	Watchdog      time.Duration // reconnect when nothing arrives this long, default 30s
 	MaxBackoff    time.Duration // default 30s
 	Logger        *slog.Logger
@@ -65,13 +66,27 @@ type Collector struct {
 	opts Options
 	log  *slog.Logger
 
-	mu       sync.Mutex
-	statuses map[string]string
-	last     map[string]float64
-	state    string
+	// Collected counts the values received from the server (every
+	// monitored-item notification with a value, before the deadband).
+	Collected atomic.Int64
+
+	mu     sync.Mutex
+	points []pointState // per data point, in template order (client handle - 1)
+	state  string
 }
 
-// New validates the template and returns a Collector.
+// pointState is what the collector keeps per data point.
+type pointState struct {
+	status string // "" until the first value
+	last   float64
+	seen   bool // last is set (cleared when the session is lost)
+}
+
+const statusOK = "ok"
+
+// New validates the template and returns a Collector. sink receives the
+// batches of samples; it must not keep the slice after it returns (the
+// collector reuses it).
 func New(tpl machinemodel.OPCUA, sink func([]Sample), opts Options) (*Collector, error) {
 	if ps := tpl.Validate(); len(ps) > 0 {
 		return nil, fmt.Errorf("collector: %w", ps.Err())
@@ -87,11 +102,19 @@ func New(tpl machinemodel.OPCUA, sink func([]Sample), opts Options) (*Collector,
 			return nil, fmt.Errorf("collector: security policy %q: want one of %s", opts.Security.Policy, strings.Join(SecurityPolicies, ", "))
 		}
 	}
+	if opts.Security.UserCert != nil {
+		if tpl.SecurityMode == "None" {
+			return nil, errors.New("collector: certificate user login needs security mode Sign or SignAndEncrypt (the user token is signed with the server's certificate and nonce); set the endpoint's security_mode")
+		}
+		if opts.Security.Username != "" {
+			return nil, errors.New("collector: both a username and a user certificate are configured; choose one auth type")
+		}
+	}
 	if opts.FlushInterval <= 0 {
 		opts.FlushInterval = 250 * time.Millisecond
 	}
 	if opts.MaxBatch <= 0 {
-		opts.MaxBatch = 1000
+		opts.MaxBatch = 5000
 	}
 	if opts.Watchdog <= 0 {
 		opts.Watchdog = 30 * time.Second
@@ -102,7 +125,7 @@ func New(tpl machinemodel.OPCUA, sink func([]Sample), opts Options) (*Collector,
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Collector{tpl: tpl, sink: sink, opts: opts, log: opts.Logger, statuses: map[string]string{}, last: map[string]float64{}, state: "starting"}, nil
+	return &Collector{tpl: tpl, sink: sink, opts: opts, log: opts.Logger, points: make([]pointState, len(tpl.DataPoints)), state: "starting"}, nil
 }
 
 // Endpoint is the OPC-UA server's URL.
@@ -120,8 +143,8 @@ func (c *Collector) Statuses() []PointStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make([]PointStatus, 0, len(c.tpl.DataPoints))
-	for _, d := range c.tpl.DataPoints {
-		st := c.statuses[d.Name]
+	for i, d := range c.tpl.DataPoints {
+		st := c.points[i].status
 		if st == "" {
 			st = "no data yet"
 		}
@@ -182,7 +205,6 @@ func (c *Collector) session(ctx context.Context) error {
 	}()
 
 	notify := make(chan *opcua.PublishNotificationData, 256)
-	handles := map[uint32]machinemodel.DataPoint{}
 	var subs []*opcua.Subscription
 	defer func() {
 		// Best effort: on a dead connection these would wait for timeouts.
@@ -206,8 +228,7 @@ func (c *Collector) session(ctx context.Context) error {
 			batch := chunk[b:min(b+CreateBatch, len(chunk))]
 			var reqs []*ua.MonitoredItemCreateRequest
 			for i, d := range batch {
-				h := uint32(start + b + i + 1)
-				handles[h] = d
+				h := uint32(start + b + i + 1) // point index + 1
 				id, _ := ua.ParseNodeID(d.NodeID)
 				req := opcua.NewMonitoredItemCreateRequestWithDefaults(id, ua.AttributeIDValue, h)
 				if d.SamplingIntervalMS > 0 {
@@ -221,7 +242,7 @@ func (c *Collector) session(ctx context.Context) error {
 			}
 			for i, r := range res.Results {
 				if r.StatusCode != ua.StatusOK {
-					c.pointStatus(batch[i].Name, fmt.Sprintf("refused by the server: %v", r.StatusCode))
+					c.pointStatus(start+b+i, fmt.Sprintf("refused by the server: %v", r.StatusCode))
 					c.log.Warn("data point refused", "point", batch[i].Name, "node", batch[i].NodeID, "status", r.StatusCode)
 				}
 			}
@@ -230,7 +251,7 @@ func (c *Collector) session(ctx context.Context) error {
 	c.setState("connected")
 	c.log.Info("opc-ua collecting", "endpoint", c.tpl.EndpointURL, "points", len(pts), "subscriptions", len(subs))
 
-	var pending []Sample
+	pending := make([]Sample, 0, c.opts.MaxBatch)
 	flush := time.NewTicker(c.opts.FlushInterval)
 	defer flush.Stop()
 	lastData := time.Now()
@@ -252,23 +273,16 @@ func (c *Collector) session(ctx context.Context) error {
 			if !ok {
 				continue
 			}
-			for _, it := range dc.MonitoredItems {
-				d, ok := handles[it.ClientHandle]
-				if !ok || it.Value == nil {
-					continue
-				}
-				if s, keep := c.sample(d, it.Value); keep {
-					pending = append(pending, s)
-				}
-			}
+			c.Collected.Add(int64(len(dc.MonitoredItems)))
+			pending = c.samples(dc.MonitoredItems, pending)
 			if len(pending) >= c.opts.MaxBatch {
 				c.emit(pending)
-				pending = nil
+				pending = pending[:0]
 			}
 		case <-flush.C:
 			if len(pending) > 0 {
 				c.emit(pending)
-				pending = nil
+				pending = pending[:0]
 			}
 			if time.Since(lastData) > c.opts.Watchdog {
 				c.lost()
@@ -296,7 +310,9 @@ func (c *Collector) lost() {
 		out = append(out, Sample{Point: d.Name, Status: StatusLost, At: now})
 	}
 	c.mu.Lock()
-	clear(c.last)
+	for i := range c.points {
+		c.points[i].seen = false
+	}
 	c.mu.Unlock()
 	c.emit(out)
 }
@@ -317,47 +333,63 @@ func minInterval(ds []machinemodel.DataPoint) uint32 {
 	return max(m, 50)
 }
 
-func (c *Collector) pointStatus(point, status string) {
+func (c *Collector) pointStatus(i int, status string) {
 	c.mu.Lock()
-	c.statuses[point] = status
+	c.points[i].status = status
 	c.mu.Unlock()
 }
 
-// sample converts a value and applies the point's deadband (client side:
-// gopcua's server ignores deadband filters).
-func (c *Collector) sample(d machinemodel.DataPoint, dv *ua.DataValue) (Sample, bool) {
+// samples converts the items of one data change notification, applies
+// the deadbands and appends what passes to out, taking the lock once.
+func (c *Collector) samples(items []*ua.MonitoredItemNotification, out []Sample) []Sample {
+	pts := c.tpl.DataPoints
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, it := range items {
+		i := int(it.ClientHandle) - 1
+		if i < 0 || i >= len(pts) || it.Value == nil {
+			continue
+		}
+		if s, keep := c.sampleLocked(i, it.Value); keep {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// sampleLocked converts point i's value and applies its deadband (client
+// side: gopcua's server ignores deadband filters). Called with mu held.
+func (c *Collector) sampleLocked(i int, dv *ua.DataValue) (Sample, bool) {
+	d, p := &c.tpl.DataPoints[i], &c.points[i]
 	s := Sample{Point: d.Name, Status: uint32(dv.Status), At: dv.SourceTimestamp}
 	if s.At.IsZero() {
 		s.At = time.Now()
 	}
 	if dv.Status != ua.StatusOK {
-		c.pointStatus(d.Name, fmt.Sprintf("bad value: %v", dv.Status))
+		p.status = fmt.Sprintf("bad value: %v", dv.Status)
 		return s, true
 	}
 	v, err := toFloat(dv.Value)
 	if err != nil {
-		c.pointStatus(d.Name, err.Error())
+		p.status = err.Error()
 		return s, false
 	}
 	s.Value = v
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.statuses[d.Name] = "ok"
-	last, seen := c.last[d.Name]
-	if seen {
-		delta := math.Abs(v - last)
+	p.status = statusOK
+	if p.seen {
+		delta := math.Abs(v - p.last)
 		switch d.DeadbandType {
 		case "absolute":
 			if delta < d.DeadbandValue {
 				return s, false
 			}
 		case "percent":
-			if last != 0 && delta/math.Abs(last)*100 < d.DeadbandValue {
+			if p.last != 0 && delta/math.Abs(p.last)*100 < d.DeadbandValue {
 				return s, false
 			}
 		}
 	}
-	c.last[d.Name] = v
+	p.last, p.seen = v, true
 	return s, true
 }
 

@@ -36,6 +36,10 @@ type Security struct {
 	// anonymous. The password is never logged.
 	Username string
 	Password string
+	// UserCert logs in with an X.509 user identity token (OPC-UA
+	// "certificate" user authentication) instead of a username; it needs
+	// security mode Sign or SignAndEncrypt. See LoadUserCertificate.
+	UserCert *UserCertificate
 	// TrustDir pins server certificates: the first certificate an endpoint
 	// presents is written there, and a different one later is refused
 	// (trust on first use). Empty: no pinning.
@@ -47,6 +51,82 @@ type Identity struct {
 	CertDER []byte
 	Key     *rsa.PrivateKey
 	URI     string // the certificate's application URI
+}
+
+// UserCertificate is an OPC-UA user's X.509 certificate and RSA key.
+type UserCertificate struct {
+	CertDER []byte
+	Key     *rsa.PrivateKey
+	File    string // where the certificate came from, for messages
+	Subject string // the certificate's subject, for messages
+}
+
+// Fingerprint is the certificate's SHA-256 (hex, upper case).
+func (u *UserCertificate) Fingerprint() string { return fingerprint(u.CertDER) }
+
+// LoadUserCertificate reads an OPC-UA user certificate (PEM CERTIFICATE or
+// DER) and its RSA private key (PEM "RSA PRIVATE KEY" or "PRIVATE KEY"),
+// checks that they belong together and that the key file is not readable
+// by every user.
+func LoadUserCertificate(certFile, keyFile string) (*UserCertificate, error) {
+	cb, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("user certificate cert_file: %w", err)
+	}
+	der := cb
+	if b, _ := pem.Decode(cb); b != nil {
+		if b.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("user certificate cert_file %s: PEM block %q, want CERTIFICATE", certFile, b.Type)
+		}
+		der = b.Bytes
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("user certificate cert_file %s: not a PEM or DER X.509 certificate: %w", certFile, err)
+	}
+	pub, ok := cert.PublicKey.(*rsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("user certificate cert_file %s: %T key; OPC-UA user certificates need RSA", certFile, cert.PublicKey)
+	}
+	if now := time.Now(); now.After(cert.NotAfter) || now.Before(cert.NotBefore) {
+		return nil, fmt.Errorf("user certificate cert_file %s: valid %s to %s, not now; renew it", certFile, cert.NotBefore.Format(time.DateOnly), cert.NotAfter.Format(time.DateOnly))
+	}
+	fi, err := os.Stat(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("user certificate key_file: %w", err)
+	}
+	if fi.Mode().Perm()&0o007 != 0 {
+		return nil, fmt.Errorf("user certificate key_file %s: mode %v lets every user read the private key; chmod 600 it", keyFile, fi.Mode().Perm())
+	}
+	kb, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("user certificate key_file: %w", err)
+	}
+	b, _ := pem.Decode(kb)
+	if b == nil {
+		return nil, fmt.Errorf("user certificate key_file %s: not PEM", keyFile)
+	}
+	var key *rsa.PrivateKey
+	switch b.Type {
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(b.Bytes)
+	case "PRIVATE KEY":
+		var k any
+		if k, err = x509.ParsePKCS8PrivateKey(b.Bytes); err == nil {
+			if key, ok = k.(*rsa.PrivateKey); !ok {
+				err = fmt.Errorf("%T key, want RSA", k)
+			}
+		}
+	default:
+		err = fmt.Errorf("PEM block %q, want RSA PRIVATE KEY or PRIVATE KEY", b.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("user certificate key_file %s: %w", keyFile, err)
+	}
+	if !key.PublicKey.Equal(pub) {
+		return nil, fmt.Errorf("user certificate key_file %s does not belong to cert_file %s", keyFile, certFile)
+	}
+	return &UserCertificate{CertDER: der, Key: key, File: certFile, Subject: cert.Subject.String()}, nil
 }
 
 // Identity files in the agent's state directory.
@@ -173,7 +253,13 @@ func (c *Collector) clientOptions(ctx context.Context) ([]opcua.Option, error) {
 		return nil, err
 	}
 	token := ua.UserTokenTypeAnonymous
-	if sec.Username != "" {
+	if sec.UserCert != nil {
+		if !offersToken(ep, ua.UserTokenTypeCertificate) {
+			return nil, fmt.Errorf("the server's %s endpoint offers no certificate user login (it offers %s); use auth type username or anonymous", mode, tokenTypes(ep))
+		}
+		token = ua.UserTokenTypeCertificate
+		opts = append(opts, opcua.AuthCertificate(sec.UserCert.CertDER), opcua.AuthPrivateKey(sec.UserCert.Key))
+	} else if sec.Username != "" {
 		token = ua.UserTokenTypeUserName
 		opts = append(opts, opcua.AuthUsername(sec.Username, sec.Password))
 	} else {
@@ -181,6 +267,26 @@ func (c *Collector) clientOptions(ctx context.Context) ([]opcua.Option, error) {
 	}
 	opts = append(opts, opcua.SecurityFromEndpoint(ep, token))
 	return opts, nil
+}
+
+func offersToken(ep *ua.EndpointDescription, t ua.UserTokenType) bool {
+	for _, p := range ep.UserIdentityTokens {
+		if p.TokenType == t {
+			return true
+		}
+	}
+	return false
+}
+
+func tokenTypes(ep *ua.EndpointDescription) string {
+	var ts []string
+	for _, p := range ep.UserIdentityTokens {
+		ts = append(ts, strings.TrimPrefix(p.TokenType.String(), "UserTokenType"))
+	}
+	if len(ts) == 0 {
+		return "no user login"
+	}
+	return strings.Join(ts, ", ")
 }
 
 // checkPin implements trust on first use for the endpoint's certificate.
@@ -226,6 +332,9 @@ func (c *Collector) explain(err error) error {
 	if errors.As(err, &code) {
 		switch code {
 		case ua.StatusBadUserAccessDenied, ua.StatusBadIdentityTokenRejected, ua.StatusBadIdentityTokenInvalid:
+			if u := c.opts.Security.UserCert; u != nil {
+				return fmt.Errorf("%w: the OPC-UA server refused user certificate %q (sha256 %s, %s); add it to the server's trusted user certificates or check cert_file and key_file", err, u.Subject, u.Fingerprint(), u.File)
+			}
 			who := "anonymous login"
 			if u := c.opts.Security.Username; u != "" {
 				who = "user " + u

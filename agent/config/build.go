@@ -148,6 +148,9 @@ func (w *walker) buildOPCUA(u obj, dst *OPCUA) {
 			a.absPath("cert_file", &ep.Auth.CertFile, false)
 			a.absPath("key_file", &ep.Auth.KeyFile, false)
 			w.checkAuth(a, ep.Auth)
+			if ep.Auth.Type == AuthCertificate && ep.SecurityMode == SecurityModeNone && knownMode {
+				w.add(a.at("type"), "certificate login needs security_mode Sign or SignAndEncrypt with security_policy %s (the user token is signed with the server's certificate and nonce); set both on this endpoint", SecurityPolicyBasic256Sha256)
+			}
 		}
 		dst.Endpoints = append(dst.Endpoints, ep)
 	}
@@ -205,7 +208,7 @@ func (w *walker) checkAuth(a obj, auth Auth) {
 		unused("cert_file", AuthCertificate)
 		unused("key_file", AuthCertificate)
 	case AuthCertificate:
-		need("cert_file", "the absolute path of the PEM client certificate")
+		need("cert_file", "the absolute path of the user's X.509 certificate (PEM or DER, RSA)")
 		need("key_file", "the absolute path of the PEM private key (0600)")
 		unused("username", AuthUsername)
 		unused("password_file", AuthUsername)

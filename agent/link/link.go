@@ -18,6 +18,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -218,6 +219,14 @@ func (l *Link) PublishAsync(seq uint64, payload []byte, done func(error)) {
 // topic kind. A record that is not a QueuedRecord, or holds both samples
 // and events, gives a permanent error (see forward.Permanent).
 func Message(seq uint64, payload []byte) (topics.Kind, []byte, error) {
+	if out, ok := telemetryFast(seq, payload); ok {
+		return topics.Telemetry, out, nil
+	}
+	return messageDecoded(seq, payload)
+}
+
+// messageDecoded is Message by decoding the record and encoding the batch.
+func messageDecoded(seq uint64, payload []byte) (topics.Kind, []byte, error) {
 	var r gantryv1.QueuedRecord
 	if err := proto.Unmarshal(payload, &r); err != nil {
 		return "", nil, badRecord{fmt.Errorf("queued record %d is not a queue record: %w", seq, err)}
@@ -239,6 +248,34 @@ func Message(seq uint64, payload []byte) (topics.Kind, []byte, error) {
 		return "", nil, err
 	}
 	return kind, out, nil
+}
+
+// telemetryFast builds the TelemetryBatch of a record that holds only
+// samples without decoding them: QueuedRecord's samples are field 2 like
+// TelemetryBatch's, so the batch is its seq (field 1) followed by the
+// record's bytes — what proto.Marshal writes for the decoded record. It
+// declines (ok false) records with other fields (events, a bare
+// TelemetryBatch's seq from before events existed, unknown fields) or
+// broken framing; Message decodes those.
+func telemetryFast(seq uint64, payload []byte) ([]byte, bool) {
+	b := payload
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num != 2 || typ != protowire.BytesType {
+			return nil, false
+		}
+		b = b[n:]
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return nil, false
+		}
+		b = b[n:]
+	}
+	out := make([]byte, 0, 1+protowire.SizeVarint(seq)+len(payload))
+	if seq != 0 {
+		out = protowire.AppendTag(out, 1, protowire.VarintType)
+		out = protowire.AppendVarint(out, seq)
+	}
+	return append(out, payload...), true
 }
 
 // badRecord is a permanent publish failure (see forward.Permanent).

@@ -60,3 +60,57 @@ func BenchmarkAppend(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAppendOneProducer is the agent's telemetry pattern: one
+// producer (the collector) appending records of 40 KB, waiting for each
+// fsync (Append, before) or handing records over and going on
+// (AppendAsync with at most 16 outstanding, after), so that records
+// arriving during an fsync share the next one:
+//
+//	go test -run '^$' -bench BenchmarkAppendOneProducer -benchtime 2s ./agent/queue/
+func BenchmarkAppendOneProducer(b *testing.B) {
+	payload := bytes.Repeat([]byte("v"), 40<<10)
+	open := func(b *testing.B) *Queue {
+		q, err := Open(b.TempDir(), Options{MaxBytes: 1 << 30, SegmentBytes: 16 << 20})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { q.Close() })
+		return q
+	}
+	report := func(b *testing.B, q *Queue) {
+		s := q.Stats()
+		b.ReportMetric(float64(s.Appended)/float64(max(s.Syncs, 1)), "records/fsync")
+		b.ReportMetric(float64(s.Appended)/b.Elapsed().Seconds(), "records/s")
+	}
+	b.Run("before/Append", func(b *testing.B) {
+		q := open(b)
+		b.SetBytes(int64(len(payload)))
+		for b.Loop() {
+			if _, err := q.Append(context.Background(), payload); err != nil {
+				b.Fatal(err)
+			}
+		}
+		report(b, q)
+	})
+	b.Run("after/AppendAsync", func(b *testing.B) {
+		q := open(b)
+		sem := make(chan struct{}, 16)
+		b.SetBytes(int64(len(payload)))
+		for b.Loop() {
+			sem <- struct{}{}
+			if err := q.AppendAsync(context.Background(), payload, func(_ uint64, err error) {
+				if err != nil {
+					b.Error(err)
+				}
+				<-sem
+			}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for range cap(sem) {
+			sem <- struct{}{}
+		}
+		report(b, q)
+	})
+}

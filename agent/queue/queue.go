@@ -12,8 +12,8 @@
 // Durability: Append returns nil only after the record was written and the
 // segment fsync'd, so it survives kill -9 and power loss. The cursor is
 // replaced atomically (temp file, fsync, rename, fsync of the directory)
-// shortly after acks advance it; a crash before that only redelivers
-// records (duplicates, never loss).
+// at most once a second while acks advance it, and on Close; a crash
+// before that only redelivers records (duplicates, never loss).
 //
 // Recovery: Open scans every segment and verifies every record (length,
 // CRC-32C, expected sequence). A torn or corrupt tail of the last segment
@@ -51,6 +51,7 @@ const (
 	MinSegmentBytes  = 4 << 10
 	DefaultSyncDelay = 2 * time.Millisecond
 	maxBatch         = 4096
+	cursorInterval   = time.Second
 	cursorName       = "cursor"
 )
 
@@ -104,7 +105,8 @@ type recRef struct {
 
 type pendingAppend struct {
 	payload []byte
-	done    chan appendResult
+	done    chan appendResult           // Append waits here, or
+	cb      func(seq uint64, err error) // AppendAsync's callback
 }
 
 type appendResult struct {
@@ -144,6 +146,7 @@ type Queue struct {
 	closed      bool
 	broken      error
 	lastDropLog time.Time
+	frame       []byte // the writer's framing buffer, reused
 }
 
 // Open opens (or creates) the queue in dir, verifies and repairs the log,
@@ -371,20 +374,8 @@ func (q *Queue) Append(ctx context.Context, payload []byte) (uint64, error) {
 		return 0, err
 	}
 	p := pendingAppend{payload: payload, done: make(chan appendResult, 1)}
-	q.sendMu.RLock()
-	q.mu.Lock()
-	closed := q.closed
-	q.mu.Unlock()
-	if closed {
-		q.sendMu.RUnlock()
-		return 0, fmt.Errorf("queue.Append: %w", ErrClosed)
-	}
-	select {
-	case q.appendCh <- p:
-		q.sendMu.RUnlock()
-	case <-ctx.Done():
-		q.sendMu.RUnlock()
-		return 0, ctx.Err()
+	if err := q.send(ctx, p); err != nil {
+		return 0, err
 	}
 	select {
 	case r := <-p.done:
@@ -394,12 +385,62 @@ func (q *Queue) Append(ctx context.Context, payload []byte) (uint64, error) {
 	}
 }
 
+// AppendAsync is Append without waiting for the fsync: it hands payload
+// to the writer (blocking only while the writer's intake is full) and
+// returns; done is called once, from the writer goroutine, with the
+// record's sequence number after the fsync, or the error. Records keep
+// the order of the AppendAsync calls of one goroutine. The caller must
+// not modify payload before done is called; done runs with the queue's
+// lock held, so it must not block or call the Queue.
+// An error returned here means done will not be called.
+func (q *Queue) AppendAsync(ctx context.Context, payload []byte, done func(seq uint64, err error)) error {
+	if len(payload) > MaxRecord || int64(len(payload)+headerLen) > q.opts.SegmentBytes {
+		return fmt.Errorf("queue.AppendAsync: %w: %d bytes (limit %d)", ErrTooLarge, len(payload), min(MaxRecord, q.opts.SegmentBytes-headerLen))
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return q.send(ctx, pendingAppend{payload: payload, cb: done})
+}
+
+// send hands p to the writer.
+func (q *Queue) send(ctx context.Context, p pendingAppend) error {
+	q.sendMu.RLock()
+	q.mu.Lock()
+	closed := q.closed
+	q.mu.Unlock()
+	if closed {
+		q.sendMu.RUnlock()
+		return fmt.Errorf("queue.Append: %w", ErrClosed)
+	}
+	select {
+	case q.appendCh <- p:
+		q.sendMu.RUnlock()
+		return nil
+	case <-ctx.Done():
+		q.sendMu.RUnlock()
+		return ctx.Err()
+	}
+}
+
 // writer owns the segment files: it commits batches of appends and
 // persists the cursor when acks moved it.
 func (q *Queue) writer() {
 	defer q.wg.Done()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	// The cursor is written at most once per cursorInterval: each write is
+	// two fsyncs, and with many small acks per second they would cost
+	// more than the records. A crash in between only redelivers.
+	cursorTimer := time.NewTimer(time.Hour)
+	cursorTimer.Stop()
+	var lastCursor time.Time
+	cursorArmed := false
+	persist := func() {
+		cursorArmed = false
+		lastCursor = time.Now()
+		q.persistCursor()
+	}
 	for {
 		select {
 		case first, ok := <-q.appendCh:
@@ -424,7 +465,16 @@ func (q *Queue) writer() {
 			timer.Stop()
 			q.commit(batch)
 		case <-q.kick:
-			q.persistCursor()
+			if wait := cursorInterval - time.Since(lastCursor); wait > 0 {
+				if !cursorArmed {
+					cursorArmed = true
+					cursorTimer.Reset(wait)
+				}
+				continue
+			}
+			persist()
+		case <-cursorTimer.C:
+			persist()
 		}
 	}
 }
@@ -459,7 +509,8 @@ func (q *Queue) commit(batch []pendingAppend) {
 		q.enforceBound(n)
 		seg := q.segs[len(q.segs)-1]
 		seq := q.nextSeq
-		if _, werr := q.active.Write(encode(seq, p.payload)); werr != nil {
+		q.frame = encodeInto(q.frame[:0], seq, p.payload)
+		if _, werr := q.active.Write(q.frame); werr != nil {
 			// Cut a partial record so later appends do not land behind garbage.
 			if terr := q.active.Truncate(seg.size); terr != nil {
 				q.broken = fmt.Errorf("%w: %w", ErrBroken, terr)
@@ -492,7 +543,11 @@ func (q *Queue) commit(batch []pendingAppend) {
 		if results[i].err == nil {
 			q.stats.Appended++
 		}
-		p.done <- results[i]
+		if p.cb != nil {
+			p.cb(results[i].seq, results[i].err)
+		} else {
+			p.done <- results[i]
+		}
 	}
 	q.cond.Broadcast()
 }

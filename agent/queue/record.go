@@ -27,8 +27,16 @@ func checksum(h []byte, payload []byte) uint32 {
 }
 
 // encode frames one record.
-func encode(seq uint64, payload []byte) []byte {
-	b := make([]byte, headerLen+len(payload))
+func encode(seq uint64, payload []byte) []byte { return encodeInto(nil, seq, payload) }
+
+// encodeInto frames one record into dst's storage (grown as needed) and
+// returns the frame.
+func encodeInto(dst []byte, seq uint64, payload []byte) []byte {
+	n := headerLen + len(payload)
+	if cap(dst) < n {
+		dst = make([]byte, n)
+	}
+	b := dst[:n]
 	binary.LittleEndian.PutUint32(b[0:4], uint32(len(payload)))
 	binary.LittleEndian.PutUint64(b[8:16], seq)
 	copy(b[headerLen:], payload)

@@ -34,10 +34,16 @@ const (
 
 // TestOPCUA10kLoad measures one agent process collecting 10,000 OPC-UA
 // nodes that change every 100 ms (all in one template) through its
-// durable queue and MQTT to the control plane: values/s ingested, agent
-// CPU seconds per 100k values and RSS — against a bare gopcua
-// subscription client receiving the same nodes in the same run. Part of
-// make bench (GANTRY_BENCH=1).
+// durable queue and MQTT: values/s collected, delivered to the broker
+// (PUBACK) and stored by the control plane, agent CPU seconds per 100k
+// collected and per 100k delivered values, and RSS — against a bare gopcua
+// subscription client receiving the same nodes in the same run (alone
+// first, then alongside each agent in the same window). Two
+// brokers: the embedded one (acknowledges after the control plane stored
+// the batch) and Mosquitto (acknowledges on receipt). Part of make bench
+// (GANTRY_BENCH=1); GANTRY_BENCH_AGENT_BEFORE=path also measures another
+// gantry-agent build in the same run, GANTRY_BENCH_PPROF=addr serves the
+// agent's pprof there.
 func TestOPCUA10kLoad(t *testing.T) {
 	if os.Getenv("GANTRY_BENCH") == "" {
 		t.Skip("set GANTRY_BENCH=1 to measure the 10,000-node OPC-UA load (part of make bench)")
@@ -82,47 +88,143 @@ func TestOPCUA10kLoad(t *testing.T) {
 	// Baseline: a bare gopcua client, ≤ 1,000 items per subscription.
 	base := bareSubscriber(t, endpoint, points)
 
-	// The agent process, one template with all 10,000 nodes.
-	cp := startControlPlane(t)
-	_, _, state := enrollDevice(t, cp, filepath.Join(bin, "gantry-agent"), "load gateway")
 	b, _ := json.Marshal(machinemodel.OPCUA{EndpointURL: endpoint, SecurityMode: "None", DataPoints: points})
 	tplFile := filepath.Join(t.TempDir(), "opcua.json")
 	if err := os.WriteFile(tplFile, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	produced := float64(loadNodes) / loadInterval.Seconds()
+	t.Logf("produced (nominal): %.0f values/s; load average %s", produced, loadAvg())
+	t.Logf("bare gopcua client: %.0f values/s, %.3f CPU s per 100k values", base.rate, base.cpuPer100k)
+	// Agents to measure: this tree's, and optionally an earlier build
+	// (GANTRY_BENCH_AGENT_BEFORE=path) for a before/after in one run.
+	agents := []struct{ name, bin string }{{"agent", filepath.Join(bin, "gantry-agent")}}
+	if before := os.Getenv("GANTRY_BENCH_AGENT_BEFORE"); before != "" {
+		agents = append([]struct{ name, bin string }{{"before", before}}, agents...)
+	}
+	// The embedded broker acknowledges a batch after the control plane
+	// stored it; Mosquitto acknowledges on receipt, so it measures the
+	// agent's delivery to a broker independent of the ingest speed.
+	// A bare client also runs alongside each agent, so that both see the
+	// same simulator and the same machine load in the same window (on a
+	// shared machine the load changes between windows).
+	side := startBare(t, endpoint, points)
+	defer side.stop()
+	t.Run("embedded", func(t *testing.T) {
+		cp := startControlPlane(t)
+		states := enrollLoadAgents(t, cp, agents)
+		for i, a := range agents {
+			loadAgent(t, cp, a.name, a.bin, states[i], tplFile, side, true)
+		}
+	})
+	t.Run("mosquitto", func(t *testing.T) {
+		dataDir, brokerDir := t.TempDir(), t.TempDir()
+		if out, err := exec.Command(filepath.Join(bin, "gantry-controlplane"), "mosquitto-files", "--data-dir", dataDir, "--out", brokerDir, "--hosts", "127.0.0.1,localhost").CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto-files: %v\n%s", err, out)
+		}
+		addr, mosq, _ := startMosquitto(t, brokerDir)
+		cp := startControlPlaneArgs(t, dataDir, "--mqtt-external", "tls://"+addr, "--mqtt-crl-file", filepath.Join(brokerDir, "crl.pem"),
+			"--mqtt-crl-reload", fmt.Sprintf("kill -HUP %d", mosq.Process.Pid), "--mqtt-ingest-clients", "1")
+		states := enrollLoadAgents(t, cp, agents)
+		for i, a := range agents {
+			loadAgent(t, cp, a.name, a.bin, states[i], tplFile, side, false)
+		}
+	})
+}
+
+// enrollLoadAgents enrolls a device for each agent before any runs (the
+// control plane is busiest once telemetry flows) and returns their state
+// directories.
+func enrollLoadAgents(t *testing.T, cp *controlPlane, agents []struct{ name, bin string }) []string {
+	t.Helper()
+	var states []string
+	for _, a := range agents {
+		_, _, state := enrollDevice(t, cp, a.bin, "load gateway "+a.name)
+		states = append(states, state)
+	}
+	return states
+}
+
+// loadAgent runs one agent process (binary agentBin, enrolled at cp with
+// its state in state) on the load template and reports, over loadWindow: values collected
+// from the server, values acknowledged by the broker (and, with ingest,
+// stored by the control plane), the agent's CPU per 100k collected and
+// per 100k delivered values against those of the bare client running
+// alongside (the test process's CPU in the same window), and its RSS.
+func loadAgent(t *testing.T, cp *controlPlane, name, agentBin, state, tplFile string, side *bareClient, ingest bool) {
+	t.Helper()
 	agentMetrics := freePort(t)
-	agent := exec.Command(filepath.Join(bin, "gantry-agent"), "run", "--state-dir", state, "--metrics-listen", agentMetrics, "--opcua-template", tplFile)
+	args := []string{"run", "--state-dir", state, "--metrics-listen", agentMetrics, "--opcua-template", tplFile}
+	if pp := os.Getenv("GANTRY_BENCH_PPROF"); pp != "" && name == "agent" {
+		args = append(args, "--pprof-listen", pp) // go tool pprof http://$GANTRY_BENCH_PPROF/debug/pprof/profile?seconds=20
+	}
+	agent := exec.Command(agentBin, args...)
 	if err := agent.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = agent.Process.Kill(); _, _ = agent.Process.Wait() })
+	stop := func() { _ = agent.Process.Kill(); _, _ = agent.Process.Wait() }
+	defer stop()
+	am := "http://" + agentMetrics + "/metrics"
+	collected := func() float64 { return metricRetry(t, am, "gantry_agent_values_collected_total") }
+	sent := func() float64 { return metricRetry(t, am, "gantry_agent_values_sent_total") }
 	ingested := func() float64 { return metric(t, cp.url+"/metrics", "gantry_telemetry_values_total") }
 	deadline := time.Now().Add(120 * time.Second)
-	for ingested() < loadNodes {
+	for sent() < loadNodes {
 		if time.Now().After(deadline) {
-			t.Fatal("the agent's values did not reach the control plane within 120 s")
+			t.Fatalf("%s: the agent's values did not reach the broker within 120 s", name)
 		}
 		time.Sleep(time.Second)
 	}
 	time.Sleep(5 * time.Second) // past the start-up burst
-	v0, c0, t0 := ingested(), cpuSeconds(t, agent.Process.Pid), time.Now()
+	c0, s0, i0, cpu0, b0, bc0, t0 := collected(), sent(), ingested(), cpuSeconds(t, agent.Process.Pid), side.values.Load(), selfCPU(t), time.Now()
 	var rssMax int64
 	for time.Since(t0) < loadWindow {
 		time.Sleep(time.Second)
 		rssMax = max(rssMax, rss(t, agent.Process.Pid))
 	}
-	v1, c1, el := ingested(), cpuSeconds(t, agent.Process.Pid), time.Since(t0)
-	agentRate := (v1 - v0) / el.Seconds()
-	agentCPU := (c1 - c0) / ((v1 - v0) / 100000)
+	c1, s1, i1, cpu1, b1, bc1, el := collected(), sent(), ingested(), cpuSeconds(t, agent.Process.Pid), side.values.Load(), selfCPU(t), time.Since(t0)
+	base := baseline{rate: float64(b1-b0) / el.Seconds(), cpuPer100k: (bc1 - bc0) / (float64(b1-b0) / 100000)}
 	produced := float64(loadNodes) / loadInterval.Seconds()
-	am := "http://" + agentMetrics + "/metrics"
-	t.Logf("agent queue after the window: %.1f MB backlog, %.0f records dropped (queue full), %.0f messages acked by the broker",
-		metric(t, am, "gantry_agent_queue_bytes")/(1<<20), metric(t, am, "gantry_agent_queue_dropped_total"), metric(t, am, "gantry_agent_messages_sent_total"))
-	t.Logf("control plane: %.0f telemetry batches ingested", metric(t, cp.url+"/metrics", "gantry_telemetry_batches_total"))
-	t.Logf("produced (nominal): %.0f values/s", produced)
-	t.Logf("bare gopcua client: %.0f values/s, %.3f CPU s per 100k values", base.rate, base.cpuPer100k)
-	t.Logf("agent → control plane: %.0f values/s ingested (%.1f %% of produced, %.1f %% of the bare client's), %.3f CPU s per 100k values (%.2f× the bare client), RSS max %.1f MB",
-		agentRate, 100*agentRate/produced, 100*agentRate/base.rate, agentCPU, agentCPU/base.cpuPer100k, float64(rssMax)/(1<<20))
+	cpu := cpu1 - cpu0
+	colRate, sentRate := (c1-c0)/el.Seconds(), (s1-s0)/el.Seconds()
+	perCol, perSent := cpu/((c1-c0)/100000), cpu/((s1-s0)/100000)
+	t.Logf("%s: load average %s; bare client alongside: %.0f values/s, %.3f CPU s per 100k values", name, loadAvg(), base.rate, base.cpuPer100k)
+	t.Logf("%s: queue after the window: %.1f MB backlog, %.0f records dropped (queue full), %.0f messages acked by the broker",
+		name, metric(t, am, "gantry_agent_queue_bytes")/(1<<20), metric(t, am, "gantry_agent_queue_dropped_total"), metric(t, am, "gantry_agent_messages_sent_total"))
+	t.Logf("%s: collected %.0f values/s (%.1f %% of produced), %.3f CPU s per 100k collected (%.2f× the bare client)",
+		name, colRate, 100*colRate/produced, perCol, perCol/base.cpuPer100k)
+	t.Logf("%s: delivered to the broker (PUBACK) %.0f values/s (%.1f %% of produced), %.3f CPU s per 100k delivered (%.2f× the bare client); RSS max %.1f MB",
+		name, sentRate, 100*sentRate/produced, perSent, perSent/base.cpuPer100k, float64(rssMax)/(1<<20))
+	if ingest {
+		r := (i1 - i0) / el.Seconds()
+		t.Logf("%s: stored by the control plane %.0f values/s (%.1f %% of produced)", name, r, 100*r/produced)
+	}
+	stop()
+}
+
+// metricRetry is metric for a process that may still be starting.
+func metricRetry(t *testing.T, url, name string) float64 {
+	t.Helper()
+	for i := 0; ; i++ {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			return metric(t, url, name)
+		}
+		if i == 50 {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
 }
 
 type baseline struct{ rate, cpuPer100k float64 }
@@ -132,8 +234,28 @@ type baseline struct{ rate, cpuPer100k float64 }
 // process's CPU time meanwhile.
 func bareSubscriber(t *testing.T, endpoint string, points []machinemodel.DataPoint) baseline {
 	t.Helper()
+	c := startBare(t, endpoint, points)
+	defer c.stop()
+	time.Sleep(5 * time.Second)
+	v0, c0, t0 := c.values.Load(), selfCPU(t), time.Now()
+	time.Sleep(loadWindow)
+	v1, c1, el := c.values.Load(), selfCPU(t), time.Since(t0)
+	n := float64(v1 - v0)
+	return baseline{rate: n / el.Seconds(), cpuPer100k: (c1 - c0) / (n / 100000)}
+}
+
+// bareClient is a running bare gopcua subscription client.
+type bareClient struct {
+	values atomic.Int64
+	stop   func()
+}
+
+// startBare connects a bare gopcua client and subscribes to points (≤
+// 1,000 items per subscription, created in batches of 500); it counts the
+// values it receives until stop.
+func startBare(t *testing.T, endpoint string, points []machinemodel.DataPoint) *bareClient {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	cl, err := opcua.NewClient(endpoint, opcua.SecurityMode(ua.MessageSecurityModeNone), opcua.AutoReconnect(false))
 	if err != nil {
 		t.Fatal(err)
@@ -141,17 +263,23 @@ func bareSubscriber(t *testing.T, endpoint string, points []machinemodel.DataPoi
 	if err := cl.Connect(ctx); err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close(context.Background())
+	c := &bareClient{}
+	done := make(chan struct{})
+	c.stop = func() {
+		cancel()
+		<-done
+		_ = cl.Close(context.Background())
+	}
 	notify := make(chan *opcua.PublishNotificationData, 256)
-	var values atomic.Int64
 	go func() {
+		defer close(done)
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case n := <-notify:
 				if d, ok := n.Value.(*ua.DataChangeNotification); ok {
-					values.Add(int64(len(d.MonitoredItems)))
+					c.values.Add(int64(len(d.MonitoredItems)))
 				}
 			}
 		}
@@ -174,12 +302,7 @@ func bareSubscriber(t *testing.T, endpoint string, points []machinemodel.DataPoi
 			}
 		}
 	}
-	time.Sleep(5 * time.Second)
-	v0, c0, t0 := values.Load(), selfCPU(t), time.Now()
-	time.Sleep(loadWindow)
-	v1, c1, el := values.Load(), selfCPU(t), time.Since(t0)
-	n := float64(v1 - v0)
-	return baseline{rate: n / el.Seconds(), cpuPer100k: (c1 - c0) / (n / 100000)}
+	return c
 }
 
 // cpuSeconds reads a process's user + system CPU time from /proc.

@@ -71,15 +71,21 @@ func (s *syncBuffer) String() string {
 // device client and ID, the agent's status URL and its log.
 func runSecureAgent(t *testing.T, cp *controlPlane, url string, tpl machinemodel.OPCUA, name, pass string) (gantryv1connect.DeviceServiceClient, string, string, *syncBuffer) {
 	t.Helper()
-	agent := filepath.Join(binaries(t), "gantry-agent")
-	dc, id, state := enrollDevice(t, cp, agent, name)
-	dir := t.TempDir()
-	pwFile := filepath.Join(dir, "opcua.password")
+	pwFile := filepath.Join(t.TempDir(), "opcua.password")
 	if err := os.WriteFile(pwFile, []byte(pass+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return runAuthAgent(t, cp, url, tpl, name, fmt.Sprintf(`{"type": "username", "username": %q, "password_file": %q}`, nodeopcua.User, pwFile))
+}
+
+// runAuthAgent is runSecureAgent with the endpoint's auth object (JSON).
+func runAuthAgent(t *testing.T, cp *controlPlane, url string, tpl machinemodel.OPCUA, name, auth string) (gantryv1connect.DeviceServiceClient, string, string, *syncBuffer) {
+	t.Helper()
+	agent := filepath.Join(binaries(t), "gantry-agent")
+	dc, id, state := enrollDevice(t, cp, agent, name)
+	dir := t.TempDir()
 	cfg := fmt.Sprintf(`{"state_dir": %q, "opcua": {"endpoints": [{"name": "press", "url": %q, "security_mode": "SignAndEncrypt", "security_policy": "Basic256Sha256",
-		"auth": {"type": "username", "username": %q, "password_file": %q}}]}}`, state, url, nodeopcua.User, pwFile)
+		"auth": %s}]}}`, state, url, auth)
 	cfgFile := filepath.Join(dir, "agent.json")
 	b, _ := json.Marshal(tpl)
 	tplFile := filepath.Join(dir, "opcua.json")

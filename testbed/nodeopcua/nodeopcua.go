@@ -1,7 +1,8 @@
 // Package nodeopcua runs server.mjs, an OPC-UA server built on node-opcua
 // (an implementation independent of gopcua, installed from npm by
 // `npm ci`), for the agent's security interop tests: Basic256Sha256 with
-// Sign and SignAndEncrypt, username login, no anonymous access, and the
+// Sign and SignAndEncrypt, username login, X.509 user certificate login
+// (Options.TrustedUserCert), no anonymous access, and the
 // changing variables ns=1;s=Temperature and ns=1;s=Counter.
 package nodeopcua
 
@@ -74,15 +75,36 @@ func Start(ctx context.Context, password, pkiDir string) (*Server, error) {
 	return StartOn(ctx, port, password, pkiDir)
 }
 
+// Options are the server's optional settings.
+type Options struct {
+	// TrustedUserCert is a PEM or DER certificate file whose holder may
+	// log in with an X.509 user identity token; the server rejects every
+	// other user certificate. Empty: none is trusted.
+	TrustedUserCert string
+}
+
 // StartOn is Start on a given port, e.g. to restart a server where its
 // clients expect it (same pkiDir: same certificate).
 func StartOn(ctx context.Context, port int, password, pkiDir string) (*Server, error) {
+	return StartWith(ctx, port, password, pkiDir, Options{})
+}
+
+// StartWith is StartOn with Options; port 0 picks a free port.
+func StartWith(ctx context.Context, port int, password, pkiDir string, o Options) (*Server, error) {
+	if port == 0 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		port = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+	}
 	if err := Available(); err != nil {
 		return nil, err
 	}
 	rctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(rctx, "node", filepath.Join(root(), "testbed", "nodeopcua", "server.mjs"), strconv.Itoa(port), pkiDir)
-	cmd.Env = append(os.Environ(), "OPCUA_USER="+User, "OPCUA_PASSWORD="+password)
+	cmd.Env = append(os.Environ(), "OPCUA_USER="+User, "OPCUA_PASSWORD="+password, "OPCUA_TRUSTED_USER_CERT="+o.TrustedUserCert)
 	s := &Server{URL: "opc.tcp://127.0.0.1:" + strconv.Itoa(port), Port: port, cancel: cancel, done: make(chan struct{})}
 	cmd.Stderr = (*lockedWriter)(s)
 	out, err := cmd.StdoutPipe()

@@ -1,12 +1,18 @@
 // An independent OPC-UA server (node-opcua) for the agent's security
 // interop tests: Basic256Sha256 with Sign and SignAndEncrypt, username
-// login, no anonymous access, a few changing variables (Temperature,
+// login, X.509 user certificate login (only certificates in its user
+// trust list), no anonymous access, a few changing variables (Temperature,
 // Counter: +1 every 100 ms) and the live subscription count.
 //
 // Usage: node testbed/nodeopcua/server.mjs PORT PKI_DIR
-// Environment: OPCUA_USER (default operator), OPCUA_PASSWORD (required).
+// Environment: OPCUA_USER (default operator), OPCUA_PASSWORD (required),
+// OPCUA_TRUSTED_USER_CERT (optional: a PEM or DER certificate whose holder
+// may log in with an X509IdentityToken; other user certificates are
+// rejected).
 // Prints "READY <endpoint URL>" once it listens. Unknown client
 // certificates are accepted automatically: this is a test server.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { OPCUAServer, OPCUACertificateManager, MessageSecurityMode, SecurityPolicy, DataType, Variant } from "node-opcua";
 
 const [port, pki] = [parseInt(process.argv[2], 10), process.argv[3]];
@@ -18,10 +24,19 @@ if (!port || !pki || !password) {
 }
 
 const serverCertificateManager = new OPCUACertificateManager({ automaticallyAcceptUnknownCertificate: true, rootFolder: pki });
+// User certificates: only the trusted ones (unknown ones are rejected).
+const userCertificateManager = new OPCUACertificateManager({ automaticallyAcceptUnknownCertificate: false, rootFolder: join(pki, "users") });
+await userCertificateManager.initialize();
+if (process.env.OPCUA_TRUSTED_USER_CERT) {
+  const raw = readFileSync(process.env.OPCUA_TRUSTED_USER_CERT);
+  const pem = raw.toString("latin1").match(/-----BEGIN CERTIFICATE-----([^-]+)-----END CERTIFICATE-----/);
+  await userCertificateManager.trustCertificate(pem ? Buffer.from(pem[1].replace(/\s+/g, ""), "base64") : raw);
+}
 const server = new OPCUAServer({
   port,
   hostname: "127.0.0.1",
   serverCertificateManager,
+  userCertificateManager,
   securityModes: [MessageSecurityMode.Sign, MessageSecurityMode.SignAndEncrypt],
   securityPolicies: [SecurityPolicy.Basic256Sha256],
   allowAnonymous: false,

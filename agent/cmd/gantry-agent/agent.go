@@ -88,6 +88,7 @@ func runCmd(ctx context.Context, args []string, std stdio) error {
 	metrics := fs.String("metrics-listen", "", "Prometheus metrics address, or off (default: metrics.listen of the config, "+config.DefaultMetricsListen+")")
 	tplFile := fs.String("opcua-template", "", "local OPC-UA template (JSON: endpoint_url, security_mode, data_points) for tests and development: it wins over the template the control plane delivers, which is then refused (default: the delivered template persisted in the state directory)")
 	simulate := fs.Float64("simulate", 0, "simulated agent: produce this many telemetry batches per second (a counter) instead of real machine data")
+	pprofAddr := fs.String("pprof-listen", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060 (default: off)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -120,6 +121,13 @@ func runCmd(ctx context.Context, args []string, std stdio) error {
 		tpl = &t
 	}
 	logger := cfg.Log.NewLogger(std.err).With("version", version)
+	if *pprofAddr != "" {
+		stop, err := servePprof(*pprofAddr, logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	return serve(ctx, cfg, *simulate, tpl, logger)
 }
 
@@ -260,7 +268,9 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 	lnk.Store(l)
 	connected.Set(1)
 	status.connected.Store(true)
-	fw := forward.New(q, l, cfg.MQTT.InflightWindow, logger)
+	pub := &countingPublisher{Publisher: l}
+	dataPathMetrics(reg, status, pub)
+	fw := forward.New(q, pub, cfg.MQTT.InflightWindow, logger)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_agent_queue_records", Help: "Records waiting in the store-and-forward queue."}, func() float64 { return float64(q.Stats().Records) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_agent_queue_bytes", Help: "Bytes of the store-and-forward queue on disk."}, func() float64 { return float64(q.Stats().Bytes) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_queue_dropped_total", Help: "Records dropped because the queue was full."}, func() float64 { return float64(q.Stats().Dropped) }),
@@ -370,7 +380,11 @@ func collectorSecurity(cfg config.Config, tpl machinemodel.OPCUA, deviceID strin
 			}
 			sec.Username, sec.Password = ep.Auth.Username, strings.TrimRight(string(b), "\r\n")
 		case config.AuthCertificate:
-			return tpl, sec, fmt.Errorf("opcua endpoint %s: certificate user login is not supported yet; use username or anonymous", ep.Name)
+			uc, err := collector.LoadUserCertificate(ep.Auth.CertFile, ep.Auth.KeyFile)
+			if err != nil {
+				return tpl, sec, fmt.Errorf("opcua endpoint %s: %w", ep.Name, err)
+			}
+			sec.UserCert = uc
 		}
 		break
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -17,6 +18,7 @@ import (
 // appender is the durable queue as the edge pipeline uses it.
 type appender interface {
 	Append(ctx context.Context, payload []byte) (uint64, error)
+	AppendAsync(ctx context.Context, payload []byte, done func(seq uint64, err error)) error
 }
 
 // Suffixes of the telemetry points that carry the rules engine's totals.
@@ -36,23 +38,27 @@ type edge struct {
 	rules *rules.Engine // nil: no rules
 	log   *slog.Logger
 	now   func() time.Time
+	async asyncAppends
+
+	rulesMu  sync.Mutex
+	rulesBuf []rules.Sample // samples' scratch slice for the rules
 }
 
 // samples is the collector's sink.
 func (e *edge) samples(ctx context.Context, ss []collector.Sample) {
-	rec := &gantryv1.QueuedRecord{Samples: make([]*gantryv1.Sample, 0, len(ss))}
-	for _, s := range ss {
-		rec.Samples = append(rec.Samples, &gantryv1.Sample{Point: s.Point, Value: s.Value, Status: s.Status, At: timestamppb.New(s.At)})
-	}
-	e.append(ctx, rec, "telemetry")
+	encodeSamples(ss, func(rec []byte) { e.appendAsync(ctx, rec, "telemetry") })
 	if e.rules == nil {
 		return
 	}
-	rs := make([]rules.Sample, len(ss))
-	for i, s := range ss {
-		rs[i] = rules.Sample(s)
+	e.rulesMu.Lock()
+	rs := e.rulesBuf[:0]
+	for _, s := range ss {
+		rs = append(rs, rules.Sample(s))
 	}
-	e.events(ctx, e.rules.ObserveBatch(rs))
+	e.rulesBuf = rs
+	evs := e.rules.ObserveBatch(rs)
+	e.rulesMu.Unlock()
+	e.events(ctx, evs)
 }
 
 // events queues the rules' events (nothing when evs is empty).
