@@ -19,7 +19,12 @@ import (
 // Actions are what commands do on this device. Nil functions report that
 // the action is not available.
 type Actions struct {
-	ReloadConfig     func() error
+	// ReloadConfig runs for a reload_config command without a template.
+	ReloadConfig func() error
+	// ApplyTemplate runs for a reload_config command that carries the
+	// device's OPC-UA template; it returns only once the new configuration
+	// is accepted (or refused, the current one still running).
+	ApplyTemplate    func(*gantryv1.DeviceTemplate) error
 	RestartCollector func() error
 	TunnelUp         func(*gantryv1.TunnelUp) error
 	TunnelDown       func(grantID string) error
@@ -68,7 +73,14 @@ func (h *Handler) Handle(payload []byte) []byte {
 	case *gantryv1.Command_Ping:
 		err = nil
 	case *gantryv1.Command_ReloadConfig:
-		err = run(h.act.ReloadConfig)
+		if t := c.GetReloadConfig().GetTemplate(); t != nil {
+			err = ErrUnavailable
+			if h.act.ApplyTemplate != nil {
+				err = h.act.ApplyTemplate(t)
+			}
+		} else {
+			err = run(h.act.ReloadConfig)
+		}
 	case *gantryv1.Command_RestartCollector:
 		err = run(h.act.RestartCollector)
 	case *gantryv1.Command_TunnelUp:

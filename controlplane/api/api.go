@@ -36,6 +36,7 @@ type Server struct {
 	publicURL string
 	enroll    *Enrollment
 	commands  *commands.Dispatcher
+	templates *commands.Templates
 	remote    RemoteSessions
 	ssc       SSCIssuer
 }
@@ -88,6 +89,12 @@ func (s *Server) grantsChanged() {
 // WithCommands enables sending commands to devices.
 func (s *Server) WithCommands(d *commands.Dispatcher) *Server {
 	s.commands = d
+	return s
+}
+
+// WithTemplates makes reload_config deliver the device's OPC-UA template.
+func (s *Server) WithTemplates(t *commands.Templates) *Server {
+	s.templates = t
 	return s
 }
 

@@ -23,6 +23,15 @@ func devicePB(d fleet.DeviceView) *gantryv1.EdgeDevice {
 	if !d.LastSeen.IsZero() {
 		out.LastSeen = ts(d.LastSeen)
 	}
+	if t := d.Template; t != nil {
+		out.Template = &gantryv1.TemplateStatus{Version: t.Version, Hash: t.Hash, State: t.State, Error: t.Error, AppliedVersion: t.AppliedVersion}
+		if !t.SentAt.IsZero() {
+			out.Template.SentAt = ts(t.SentAt)
+		}
+		if !t.AckedAt.IsZero() {
+			out.Template.AckedAt = ts(t.AckedAt)
+		}
+	}
 	return out
 }
 
@@ -99,6 +108,24 @@ func (s *deviceService) SendCommand(ctx context.Context, req *connect.Request[ga
 		return nil, errkind.New(errkind.Precondition, "", "commands need the embedded MQTT broker, which is switched off")
 	}
 	start := time.Now()
+	if m.Command == "reload_config" && s.templates != nil {
+		// reload_config delivers the device's current OPC-UA template (and
+		// so repairs an agent that lost it), whether or not it runs it.
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		rec, ack, err := s.templates.Push(pctx, d.ID)
+		if errors.Is(err, commands.ErrNoAck) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, errkind.New(errkind.Precondition, "", "%v", commands.ErrNoAck)
+		}
+		if err != nil {
+			return nil, err
+		}
+		msg := ack.Error
+		if !ack.Ok && msg == "" {
+			msg = fmt.Sprintf("template v%d refused", rec.Version)
+		}
+		return connect.NewResponse(&gantryv1.SendCommandResponse{Nonce: ack.Nonce, Ok: ack.Ok, Error: msg, RoundTripMs: uint32(time.Since(start).Milliseconds())}), nil
+	}
 	ack, err := s.commands.Send(ctx, d.ID, &cmd, timeout)
 	if errors.Is(err, commands.ErrNoAck) {
 		return nil, errkind.New(errkind.Precondition, "", "%v", err)

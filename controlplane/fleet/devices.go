@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"time"
 
@@ -21,6 +22,7 @@ type DeviceRepo interface {
 	ListDevices(ctx context.Context, tenantID string) ([]store.EdgeDevice, error)
 	ListDevicesOfAssets(ctx context.Context, assetIDs []string) ([]store.EdgeDevice, error)
 	LinkDevice(ctx context.Context, id, customerMachineID string) error
+	GetDeviceTemplate(ctx context.Context, deviceID string) (store.DeviceTemplate, error)
 	CreateEnrollmentToken(ctx context.Context, t store.EnrollmentToken) error
 }
 
@@ -28,7 +30,13 @@ type DeviceRepo interface {
 type DeviceView struct {
 	store.EdgeDevice
 	AssetID string
+	// Template is the OPC-UA template delivery state (providers'
+	// GetDevice only; State TemplateNone when none was ever sent).
+	Template *store.DeviceTemplate
 }
+
+// TemplateNone is the template state of a device that was never sent one.
+const TemplateNone = "none"
 
 // deviceLocation: tenant-level while unlinked, below the customer machine
 // once linked.
@@ -131,7 +139,19 @@ func (s *Service) GetDevice(ctx context.Context, c *identity.Caller, id string) 
 		return DeviceView{}, err
 	}
 	_, asset, err := s.deviceLocation(ctx, d)
-	return DeviceView{EdgeDevice: d, AssetID: asset}, err
+	if err != nil {
+		return DeviceView{}, err
+	}
+	v := DeviceView{EdgeDevice: d, AssetID: asset}
+	switch t, err := s.devices().GetDeviceTemplate(ctx, d.ID); {
+	case err == nil:
+		v.Template = &t
+	case errors.Is(err, store.ErrNotFound):
+		v.Template = &store.DeviceTemplate{DeviceID: d.ID, State: TemplateNone}
+	default:
+		return DeviceView{}, err
+	}
+	return v, nil
 }
 
 // CreateDevice registers a device (Edge Devices = manage, tenant-wide:
@@ -186,6 +206,9 @@ func (s *Service) LinkDevice(ctx context.Context, c *identity.Caller, id, machin
 	}
 	if err := s.devices().LinkDevice(ctx, d.ID, machineID); err != nil {
 		return DeviceView{}, err
+	}
+	if h := s.hooks.DeviceLinked; h != nil {
+		h(d.ID)
 	}
 	d.CustomerMachineID = machineID
 	return DeviceView{EdgeDevice: d, AssetID: asset}, nil

@@ -72,11 +72,24 @@ type Repo interface {
 
 // Service implements fleet use cases. Safe for concurrent use.
 type Service struct {
-	repo Repo
-	id   *identity.Service
-	log  *slog.Logger
-	now  func() time.Time
+	repo  Repo
+	id    *identity.Service
+	log   *slog.Logger
+	now   func() time.Time
+	hooks Hooks
 }
+
+// Hooks are told about changes other parts act on (OPC-UA template
+// delivery to devices). They must not block.
+type Hooks struct {
+	// DeviceLinked: a device was linked to a customer machine or unlinked.
+	DeviceLinked func(deviceID string)
+	// ModelUpdated: a machine model's name or templates were replaced.
+	ModelUpdated func(modelID string)
+}
+
+// SetHooks installs h; call it before serving.
+func (s *Service) SetHooks(h Hooks) { s.hooks = h }
 
 // New returns a Service. logger may be nil.
 func New(repo Repo, id *identity.Service, logger *slog.Logger) *Service {
@@ -321,6 +334,9 @@ func (s *Service) UpdateModel(ctx context.Context, c *identity.Caller, m Model) 
 	sm.UpdatedAt = s.now().UTC()
 	if err := s.repo.UpdateMachineModel(ctx, sm); err != nil {
 		return Model{}, wrapStore("update machine model", err)
+	}
+	if h := s.hooks.ModelUpdated; h != nil {
+		h(m.ID)
 	}
 	return m, nil
 }

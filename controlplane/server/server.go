@@ -193,6 +193,12 @@ type Server struct {
 	tunnels  atomic.Pointer[remote.Tunnels]
 
 	stopTickets chan struct{} // ends rotateTicketKeys
+	// OPC-UA template delivery (nil without a broker).
+	templates atomic.Pointer[commands.Templates]
+	// Devices that came online before templates existed (the broker
+	// starts first); they get their template once it does.
+	earlyMu     sync.Mutex
+	earlyOnline map[string]bool
 }
 
 // New opens the store and builds the services; it listens but does not serve yet.
@@ -330,6 +336,20 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 			return nil, err
 		}
 		apiSrv.WithCommands(d)
+		tpls := commands.NewTemplates(st, d, reg, logger.With("component", "templates"))
+		apiSrv.WithTemplates(tpls)
+		fl.SetHooks(fleet.Hooks{
+			DeviceLinked: tpls.DeviceLinked,
+			ModelUpdated: func(id string) { go tpls.ModelUpdated(context.WithoutCancel(ctx), id) },
+		})
+		s.templates.Store(tpls)
+		s.earlyMu.Lock()
+		early := s.earlyOnline
+		s.earlyOnline = nil
+		s.earlyMu.Unlock()
+		for id := range early {
+			tpls.DeviceOnline(id)
+		}
 		if err := s.startRemote(cfg, d, apiSrv, mux, logger); err != nil {
 			s.Close()
 			return nil, err
@@ -358,6 +378,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer func() { stopStreams(); bg.Wait() }()
 	if s.ingest != nil {
 		bg.Go(func() { s.retain(base, time.Hour) })
+	}
+	if t := s.templates.Load(); t != nil {
+		bg.Go(func() { t.Run(base) })
 	}
 	if s.Tunnels != nil {
 		bg.Go(func() { s.Tunnels.Run(base) })
@@ -445,7 +468,30 @@ func (s *Server) onState(logger *slog.Logger) func(topic string, payload []byte)
 		if t := s.tunnels.Load(); t != nil && st.Online {
 			t.DeviceOnline(id)
 		}
+		// ... and to deliver their OPC-UA template if they do not run it.
+		if st.Online {
+			s.templateOnline(id)
+		}
 	}
+}
+
+// templateOnline delivers a device's template if it does not run it, or
+// remembers the device until template delivery exists.
+func (s *Server) templateOnline(id string) {
+	if t := s.templates.Load(); t != nil {
+		t.DeviceOnline(id)
+		return
+	}
+	s.earlyMu.Lock()
+	defer s.earlyMu.Unlock()
+	if t := s.templates.Load(); t != nil { // stored meanwhile
+		t.DeviceOnline(id)
+		return
+	}
+	if s.earlyOnline == nil {
+		s.earlyOnline = map[string]bool{}
+	}
+	s.earlyOnline[id] = true
 }
 
 // startBroker runs the embedded MQTT broker: TLS with a server certificate

@@ -193,6 +193,7 @@ type Store interface {
 	Grants
 	Values
 	Notifications
+	Templates
 
 	Close() error
 }

@@ -26,7 +26,6 @@ import (
 	"github.com/gantry-iot/gantry/agent/forward"
 	"github.com/gantry-iot/gantry/agent/link"
 	"github.com/gantry-iot/gantry/agent/queue"
-	"github.com/gantry-iot/gantry/agent/rules"
 	"github.com/gantry-iot/gantry/agent/tunnel"
 	"github.com/gantry-iot/gantry/pkg/command"
 	"github.com/gantry-iot/gantry/pkg/machinemodel"
@@ -87,7 +86,7 @@ func runCmd(ctx context.Context, args []string, std stdio) error {
 	cfgFile := fs.String("config", "", "configuration file (see firmware-config/); the flags below override it")
 	dir := fs.String("state-dir", "", "state directory written by enroll (default: state_dir of the config, "+config.DefaultStateDir+")")
 	metrics := fs.String("metrics-listen", "", "Prometheus metrics address, or off (default: metrics.listen of the config, "+config.DefaultMetricsListen+")")
-	tplFile := fs.String("opcua-template", "", "OPC-UA template (JSON: endpoint_url, security_mode, data_points) to collect machine data from")
+	tplFile := fs.String("opcua-template", "", "local OPC-UA template (JSON: endpoint_url, security_mode, data_points) for tests and development: it wins over the template the control plane delivers, which is then refused (default: the delivered template persisted in the state directory)")
 	simulate := fs.Float64("simulate", 0, "simulated agent: produce this many telemetry batches per second (a counter) instead of real machine data")
 	pprofAddr := fs.String("pprof-listen", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060 (default: off)")
 	if err := parseFlags(fs, args); err != nil {
@@ -138,7 +137,6 @@ const totalsInterval = time.Minute
 
 func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machinemodel.OPCUA, logger *slog.Logger) error {
 	dir, metricsAddr := cfg.StateDir, cfg.Metrics.Listen
-	collectorRestarts := make(chan struct{}, 1)
 	st, cert, pool, err := enroll.Load(dir)
 	if err != nil {
 		return err
@@ -185,27 +183,71 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_tunnel_bytes_total", Help: "Bytes forwarded between tunnels and the machine network (both directions, data link, VNC and SSC)."}, func() float64 {
 			return float64(tunnels.Stats.BytesToTarget.Load() + tunnels.Stats.BytesFromTarget.Load())
 		}))
+	// Commands may arrive as soon as the link is up, before the queue and
+	// the collection exist: they wait for it.
+	var colp atomic.Pointer[collection]
+	collectionReady, serveDone := make(chan struct{}), make(chan struct{})
+	defer close(serveDone)
+	withCollection := func(f func(*collection) error) error {
+		select {
+		case <-collectionReady:
+		case <-serveDone:
+			return errors.New("the agent is stopping")
+		}
+		return f(colp.Load())
+	}
 	handler := control.New(verifier, control.Actions{
 		TunnelUp:   tunnels.Up,
 		TunnelDown: tunnels.Down,
 		Browse: func(b *gantryv1.Browse) (*gantryv1.BrowseResult, error) {
-			return browse(ctx, b, tpl)
+			var res *gantryv1.BrowseResult
+			err := withCollection(func(c *collection) error {
+				var err error
+				res, err = browse(ctx, b, c)
+				return err
+			})
+			return res, err
 		},
 		ReloadConfig: func() error {
 			_, _, _, err := enroll.Load(dir) // re-read and check the state directory
 			return err
 		},
+		ApplyTemplate: func(t *gantryv1.DeviceTemplate) error {
+			return withCollection(func(c *collection) error { return c.apply(t) })
+		},
 		RestartCollector: func() error {
-			if tpl == nil {
-				return fmt.Errorf("%w: no OPC-UA template is configured", control.ErrUnavailable)
-			}
-			select {
-			case collectorRestarts <- struct{}{}:
-			default: // a restart is already pending
-			}
-			return nil
+			return withCollection(func(c *collection) error { return c.restart() })
 		},
 	}, logger)
+	qdir := cfg.QueueDir()
+	// The queue reads a zero SyncDelay as "default"; the config's 0s means
+	// "do not wait", which the shortest window gives.
+	q, err := queue.Open(qdir, queue.Options{MaxBytes: int64(cfg.Queue.MaxMB) << 20, SegmentBytes: int64(cfg.Queue.SegmentMB) << 20, SyncDelay: max(cfg.Queue.SyncInterval, time.Nanosecond), Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	// The collector and edge rules of the current template run from the
+	// start, before and independent of the broker connection: with a
+	// persisted template the agent collects into its queue while the
+	// control plane is unreachable. Stopped (the rules' totals saved)
+	// after the forwarder, before the queue closes.
+	cctx, stopCollect := context.WithCancel(ctx)
+	defer stopCollect()
+	col := newCollection(cctx, cfg, st.DeviceID, q, status, logger)
+	defer col.stop()
+	if err := col.start(tpl); err != nil {
+		return err
+	}
+	colp.Store(col)
+	close(collectionReady)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_agent_opcua_template_version",
+		Help: "Version of the delivered OPC-UA template the agent runs (0: none, or a local --opcua-template)."}, func() float64 {
+		if t := status.template.Load(); t != nil {
+			return float64(t.Version)
+		}
+		return 0
+	}))
 	var lnk atomic.Pointer[link.Link]
 	l, err := link.Dial(ctx, link.Config{DeviceID: st.DeviceID, BrokerURL: st.MQTTURL, Certificate: cert, RootCAs: pool, AgentVersion: version,
 		KeepAlive: cfg.MQTT.KeepAlive, MaxBackoff: cfg.MQTT.Reconnect.Max, MinBackoff: cfg.MQTT.Reconnect.Min, Jitter: cfg.MQTT.Reconnect.Jitter,
@@ -226,14 +268,6 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 	lnk.Store(l)
 	connected.Set(1)
 	status.connected.Store(true)
-	qdir := cfg.QueueDir()
-	// The queue reads a zero SyncDelay as "default"; the config's 0s means
-	// "do not wait", which the shortest window gives.
-	q, err := queue.Open(qdir, queue.Options{MaxBytes: int64(cfg.Queue.MaxMB) << 20, SegmentBytes: int64(cfg.Queue.SegmentMB) << 20, SyncDelay: max(cfg.Queue.SyncInterval, time.Nanosecond), Logger: logger})
-	if err != nil {
-		return err
-	}
-	defer q.Close()
 	pub := &countingPublisher{Publisher: l}
 	dataPathMetrics(reg, status, pub)
 	fw := forward.New(q, pub, cfg.MQTT.InflightWindow, logger)
@@ -242,20 +276,7 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_queue_dropped_total", Help: "Records dropped because the queue was full."}, func() float64 { return float64(q.Stats().Dropped) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_messages_sent_total", Help: "Queued messages (telemetry and events) acknowledged by the broker."}, func() float64 { return float64(fw.Stats.Acked.Load()) }))
 	// Goroutines below are owned by serve: on return it stops them and
-	// waits (before the rules engine's final save and the queue's close,
-	// which the earlier defers do).
-	var eng *rules.Engine
-	if tpl != nil {
-		eng, err = rules.New(tpl.DataPoints, rules.Options{StateFile: cfg.RunningHoursFile(), Logger: logger.With("component", "rules")})
-		if err != nil {
-			return fmt.Errorf("edge rules: %w", err)
-		}
-		defer func() {
-			if err := eng.Close(); err != nil {
-				logger.Warn("edge rules: final save failed", "file", cfg.RunningHoursFile(), "err", err)
-			}
-		}()
-	}
+	// waits (before the queue's close, which an earlier defer does).
 	fctx, stopForward := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() {
@@ -269,36 +290,6 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 	})
 	if simulate > 0 {
 		wg.Go(func() { simulateTelemetry(fctx, q, simulate, logger) })
-	}
-	if tpl != nil {
-		ed := &edge{q: q, rules: eng, log: logger, now: time.Now}
-		ctpl, sec, err := collectorSecurity(cfg, *tpl, st.DeviceID)
-		if err != nil {
-			return err
-		}
-		col, err := collector.New(ctpl, func(samples []collector.Sample) { ed.samples(fctx, samples) }, collector.Options{Logger: logger, Security: sec})
-		if err != nil {
-			return err
-		}
-		status.collector.Store(col)
-		wg.Go(func() { ed.run(fctx, time.Second, totalsInterval) })
-		wg.Go(func() {
-			for {
-				cctx, cancel := context.WithCancel(fctx)
-				done := make(chan struct{})
-				go func() { _ = col.Run(cctx); close(done) }()
-				select {
-				case <-fctx.Done():
-					cancel()
-					<-done
-					return
-				case <-collectorRestarts:
-					logger.Info("restarting the OPC-UA collector on command")
-					cancel()
-					<-done
-				}
-			}
-		})
 	}
 	logger.Info("agent running", "queue", qdir, "simulate", simulate)
 	tick := time.NewTicker(time.Second)
@@ -340,11 +331,12 @@ func simulateTelemetry(ctx context.Context, q *queue.Queue, rate float64, logger
 }
 
 // browse runs a Browse command: the endpoint defaults to the template's.
-func browse(ctx context.Context, b *gantryv1.Browse, tpl *machinemodel.OPCUA) (*gantryv1.BrowseResult, error) {
+func browse(ctx context.Context, b *gantryv1.Browse, c *collection) (*gantryv1.BrowseResult, error) {
 	r := collector.BrowseRequest{Endpoint: b.GetEndpointUrl(), Root: b.GetNodeId(), MaxDepth: int(b.GetMaxDepth()), MaxNodes: int(b.GetMaxNodes())}
 	if r.Endpoint == "" {
-		if tpl == nil {
-			return nil, errors.New("give an endpoint_url: this agent has no OPC-UA template")
+		tpl, ok := c.template()
+		if !ok {
+			return nil, errNoTemplate
 		}
 		r.Endpoint = tpl.EndpointURL
 	}
@@ -414,7 +406,10 @@ type statusPage struct {
 	device    string
 	connected atomic.Bool
 	collector atomic.Pointer[collector.Collector]
+	template  atomic.Pointer[templateStatus]
 }
+
+func (p *statusPage) setTemplate(t templateStatus) { p.template.Store(&t) }
 
 func (p *statusPage) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	type opcuaStatus struct {
@@ -423,10 +418,11 @@ func (p *statusPage) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 		Points   []collector.PointStatus `json:"points"`
 	}
 	out := struct {
-		Device        string       `json:"device"`
-		MQTTConnected bool         `json:"mqtt_connected"`
-		OPCUA         *opcuaStatus `json:"opcua,omitempty"`
-	}{Device: p.device, MQTTConnected: p.connected.Load()}
+		Device        string          `json:"device"`
+		MQTTConnected bool            `json:"mqtt_connected"`
+		Template      *templateStatus `json:"template,omitempty"`
+		OPCUA         *opcuaStatus    `json:"opcua,omitempty"`
+	}{Device: p.device, MQTTConnected: p.connected.Load(), Template: p.template.Load()}
 	if c := p.collector.Load(); c != nil {
 		out.OPCUA = &opcuaStatus{Endpoint: c.Endpoint(), State: c.State(), Points: c.Statuses()}
 	}

@@ -243,8 +243,16 @@ func (*Ping) Descriptor() ([]byte, []int) {
 	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{1}
 }
 
+// ReloadConfig without a template re-reads the agent's state directory.
+// With a template it delivers the device's effective OPC-UA configuration
+// (issue 6): the agent validates it, merges the site overrides of its
+// config file, persists it in its state directory and restarts the
+// collector and edge rules with it; it acknowledges ok only once the new
+// collector configuration is accepted, and otherwise keeps the template it
+// runs and acknowledges the reason.
 type ReloadConfig struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Template      *DeviceTemplate        `protobuf:"bytes,1,opt,name=template,proto3" json:"template,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -279,6 +287,92 @@ func (*ReloadConfig) Descriptor() ([]byte, []int) {
 	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
+func (x *ReloadConfig) GetTemplate() *DeviceTemplate {
+	if x != nil {
+		return x.Template
+	}
+	return nil
+}
+
+// DeviceTemplate is the machine model's OPC-UA template as the control
+// plane delivers it to one device.
+type DeviceTemplate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Increases by one for every different template delivered to the
+	// device (per device, starting at 1).
+	Version uint64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// Hex SHA-256 of the template's canonical JSON (pkg/machinemodel
+	// OPCUA.Hash); the agent recomputes and compares it.
+	Hash string `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	// The template: endpoint, security mode and data points with sampling,
+	// deadband, thresholds and accumulator roles. Empty (no endpoint, no
+	// data points): the device has no template any more (unlinked, or the
+	// model has no OPC-UA data) and the agent stops collecting.
+	Opcua *OpcuaTemplate `protobuf:"bytes,3,opt,name=opcua,proto3" json:"opcua,omitempty"`
+	// The machine model the template comes from (empty when none).
+	MachineModelId string `protobuf:"bytes,4,opt,name=machine_model_id,json=machineModelId,proto3" json:"machine_model_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *DeviceTemplate) Reset() {
+	*x = DeviceTemplate{}
+	mi := &file_gantry_v1_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceTemplate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceTemplate) ProtoMessage() {}
+
+func (x *DeviceTemplate) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceTemplate.ProtoReflect.Descriptor instead.
+func (*DeviceTemplate) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *DeviceTemplate) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *DeviceTemplate) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+func (x *DeviceTemplate) GetOpcua() *OpcuaTemplate {
+	if x != nil {
+		return x.Opcua
+	}
+	return nil
+}
+
+func (x *DeviceTemplate) GetMachineModelId() string {
+	if x != nil {
+		return x.MachineModelId
+	}
+	return ""
+}
+
 type RestartCollector struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -287,7 +381,7 @@ type RestartCollector struct {
 
 func (x *RestartCollector) Reset() {
 	*x = RestartCollector{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[3]
+	mi := &file_gantry_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -299,7 +393,7 @@ func (x *RestartCollector) String() string {
 func (*RestartCollector) ProtoMessage() {}
 
 func (x *RestartCollector) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[3]
+	mi := &file_gantry_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -312,7 +406,7 @@ func (x *RestartCollector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartCollector.ProtoReflect.Descriptor instead.
 func (*RestartCollector) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 // TunnelUp brings up (or replaces) the agent's userspace WireGuard peer
@@ -354,7 +448,7 @@ type TunnelUp struct {
 
 func (x *TunnelUp) Reset() {
 	*x = TunnelUp{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[4]
+	mi := &file_gantry_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -366,7 +460,7 @@ func (x *TunnelUp) String() string {
 func (*TunnelUp) ProtoMessage() {}
 
 func (x *TunnelUp) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[4]
+	mi := &file_gantry_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -379,7 +473,7 @@ func (x *TunnelUp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TunnelUp.ProtoReflect.Descriptor instead.
 func (*TunnelUp) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TunnelUp) GetGrantId() string {
@@ -477,7 +571,7 @@ type SSCSubnet struct {
 
 func (x *SSCSubnet) Reset() {
 	*x = SSCSubnet{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[5]
+	mi := &file_gantry_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -489,7 +583,7 @@ func (x *SSCSubnet) String() string {
 func (*SSCSubnet) ProtoMessage() {}
 
 func (x *SSCSubnet) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[5]
+	mi := &file_gantry_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -502,7 +596,7 @@ func (x *SSCSubnet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SSCSubnet.ProtoReflect.Descriptor instead.
 func (*SSCSubnet) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SSCSubnet) GetMachine() string {
@@ -529,7 +623,7 @@ type TunnelDown struct {
 
 func (x *TunnelDown) Reset() {
 	*x = TunnelDown{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[6]
+	mi := &file_gantry_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -541,7 +635,7 @@ func (x *TunnelDown) String() string {
 func (*TunnelDown) ProtoMessage() {}
 
 func (x *TunnelDown) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[6]
+	mi := &file_gantry_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -554,7 +648,7 @@ func (x *TunnelDown) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TunnelDown.ProtoReflect.Descriptor instead.
 func (*TunnelDown) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TunnelDown) GetGrantId() string {
@@ -577,7 +671,7 @@ type SignedCommand struct {
 
 func (x *SignedCommand) Reset() {
 	*x = SignedCommand{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[7]
+	mi := &file_gantry_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +683,7 @@ func (x *SignedCommand) String() string {
 func (*SignedCommand) ProtoMessage() {}
 
 func (x *SignedCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[7]
+	mi := &file_gantry_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +696,7 @@ func (x *SignedCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedCommand.ProtoReflect.Descriptor instead.
 func (*SignedCommand) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SignedCommand) GetCommand() []byte {
@@ -635,7 +729,7 @@ type CommandAck struct {
 
 func (x *CommandAck) Reset() {
 	*x = CommandAck{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[8]
+	mi := &file_gantry_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +741,7 @@ func (x *CommandAck) String() string {
 func (*CommandAck) ProtoMessage() {}
 
 func (x *CommandAck) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[8]
+	mi := &file_gantry_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +754,7 @@ func (x *CommandAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandAck.ProtoReflect.Descriptor instead.
 func (*CommandAck) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CommandAck) GetNonce() string {
@@ -718,7 +812,7 @@ type Browse struct {
 
 func (x *Browse) Reset() {
 	*x = Browse{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[9]
+	mi := &file_gantry_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -730,7 +824,7 @@ func (x *Browse) String() string {
 func (*Browse) ProtoMessage() {}
 
 func (x *Browse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[9]
+	mi := &file_gantry_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -743,7 +837,7 @@ func (x *Browse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Browse.ProtoReflect.Descriptor instead.
 func (*Browse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Browse) GetEndpointUrl() string {
@@ -785,7 +879,7 @@ type BrowseResult struct {
 
 func (x *BrowseResult) Reset() {
 	*x = BrowseResult{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[10]
+	mi := &file_gantry_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -797,7 +891,7 @@ func (x *BrowseResult) String() string {
 func (*BrowseResult) ProtoMessage() {}
 
 func (x *BrowseResult) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[10]
+	mi := &file_gantry_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -810,7 +904,7 @@ func (x *BrowseResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BrowseResult.ProtoReflect.Descriptor instead.
 func (*BrowseResult) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *BrowseResult) GetNodes() []*BrowsedNode {
@@ -843,7 +937,7 @@ type BrowsedNode struct {
 
 func (x *BrowsedNode) Reset() {
 	*x = BrowsedNode{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[11]
+	mi := &file_gantry_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -855,7 +949,7 @@ func (x *BrowsedNode) String() string {
 func (*BrowsedNode) ProtoMessage() {}
 
 func (x *BrowsedNode) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[11]
+	mi := &file_gantry_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -868,7 +962,7 @@ func (x *BrowsedNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BrowsedNode.ProtoReflect.Descriptor instead.
 func (*BrowsedNode) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BrowsedNode) GetNodeId() string {
@@ -927,7 +1021,7 @@ type TelemetryBatch struct {
 
 func (x *TelemetryBatch) Reset() {
 	*x = TelemetryBatch{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[12]
+	mi := &file_gantry_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -939,7 +1033,7 @@ func (x *TelemetryBatch) String() string {
 func (*TelemetryBatch) ProtoMessage() {}
 
 func (x *TelemetryBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[12]
+	mi := &file_gantry_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -952,7 +1046,7 @@ func (x *TelemetryBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TelemetryBatch.ProtoReflect.Descriptor instead.
 func (*TelemetryBatch) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TelemetryBatch) GetSeq() uint64 {
@@ -984,7 +1078,7 @@ type Sample struct {
 
 func (x *Sample) Reset() {
 	*x = Sample{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[13]
+	mi := &file_gantry_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -996,7 +1090,7 @@ func (x *Sample) String() string {
 func (*Sample) ProtoMessage() {}
 
 func (x *Sample) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[13]
+	mi := &file_gantry_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1009,7 +1103,7 @@ func (x *Sample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sample.ProtoReflect.Descriptor instead.
 func (*Sample) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Sample) GetPoint() string {
@@ -1053,7 +1147,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[14]
+	mi := &file_gantry_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +1159,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[14]
+	mi := &file_gantry_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +1172,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *EventBatch) GetSeq() uint64 {
@@ -1117,7 +1211,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[15]
+	mi := &file_gantry_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1129,7 +1223,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[15]
+	mi := &file_gantry_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1142,7 +1236,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Event) GetPoint() string {
@@ -1210,7 +1304,7 @@ type QueuedRecord struct {
 
 func (x *QueuedRecord) Reset() {
 	*x = QueuedRecord{}
-	mi := &file_gantry_v1_agent_proto_msgTypes[16]
+	mi := &file_gantry_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +1316,7 @@ func (x *QueuedRecord) String() string {
 func (*QueuedRecord) ProtoMessage() {}
 
 func (x *QueuedRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_agent_proto_msgTypes[16]
+	mi := &file_gantry_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +1329,7 @@ func (x *QueuedRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueuedRecord.ProtoReflect.Descriptor instead.
 func (*QueuedRecord) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_gantry_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *QueuedRecord) GetSamples() []*Sample {
@@ -1256,7 +1350,7 @@ var File_gantry_v1_agent_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x15gantry/v1/agent.proto\x12\tgantry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x04\n" +
+	"\x15gantry/v1/agent.proto\x12\tgantry.v1\x1a\x16gantry/v1/domain.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x04\n" +
 	"\aCommand\x12\x14\n" +
 	"\x05nonce\x18\x01 \x01(\tR\x05nonce\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x127\n" +
@@ -1272,8 +1366,14 @@ const file_gantry_v1_agent_proto_rawDesc = "" +
 	"tunnelDown\x12+\n" +
 	"\x06browse\x18\x0f \x01(\v2\x11.gantry.v1.BrowseH\x00R\x06browseB\x06\n" +
 	"\x04body\"\x06\n" +
-	"\x04Ping\"\x0e\n" +
-	"\fReloadConfig\"\x12\n" +
+	"\x04Ping\"E\n" +
+	"\fReloadConfig\x125\n" +
+	"\btemplate\x18\x01 \x01(\v2\x19.gantry.v1.DeviceTemplateR\btemplate\"\x98\x01\n" +
+	"\x0eDeviceTemplate\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\tR\x04hash\x12.\n" +
+	"\x05opcua\x18\x03 \x01(\v2\x18.gantry.v1.OpcuaTemplateR\x05opcua\x12(\n" +
+	"\x10machine_model_id\x18\x04 \x01(\tR\x0emachineModelId\"\x12\n" +
 	"\x10RestartCollector\"\xb9\x03\n" +
 	"\bTunnelUp\x12\x19\n" +
 	"\bgrant_id\x18\x01 \x01(\tR\agrantId\x12\x1f\n" +
@@ -1364,52 +1464,56 @@ func file_gantry_v1_agent_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_agent_proto_rawDescData
 }
 
-var file_gantry_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_gantry_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_gantry_v1_agent_proto_goTypes = []any{
 	(*Command)(nil),               // 0: gantry.v1.Command
 	(*Ping)(nil),                  // 1: gantry.v1.Ping
 	(*ReloadConfig)(nil),          // 2: gantry.v1.ReloadConfig
-	(*RestartCollector)(nil),      // 3: gantry.v1.RestartCollector
-	(*TunnelUp)(nil),              // 4: gantry.v1.TunnelUp
-	(*SSCSubnet)(nil),             // 5: gantry.v1.SSCSubnet
-	(*TunnelDown)(nil),            // 6: gantry.v1.TunnelDown
-	(*SignedCommand)(nil),         // 7: gantry.v1.SignedCommand
-	(*CommandAck)(nil),            // 8: gantry.v1.CommandAck
-	(*Browse)(nil),                // 9: gantry.v1.Browse
-	(*BrowseResult)(nil),          // 10: gantry.v1.BrowseResult
-	(*BrowsedNode)(nil),           // 11: gantry.v1.BrowsedNode
-	(*TelemetryBatch)(nil),        // 12: gantry.v1.TelemetryBatch
-	(*Sample)(nil),                // 13: gantry.v1.Sample
-	(*EventBatch)(nil),            // 14: gantry.v1.EventBatch
-	(*Event)(nil),                 // 15: gantry.v1.Event
-	(*QueuedRecord)(nil),          // 16: gantry.v1.QueuedRecord
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*DeviceTemplate)(nil),        // 3: gantry.v1.DeviceTemplate
+	(*RestartCollector)(nil),      // 4: gantry.v1.RestartCollector
+	(*TunnelUp)(nil),              // 5: gantry.v1.TunnelUp
+	(*SSCSubnet)(nil),             // 6: gantry.v1.SSCSubnet
+	(*TunnelDown)(nil),            // 7: gantry.v1.TunnelDown
+	(*SignedCommand)(nil),         // 8: gantry.v1.SignedCommand
+	(*CommandAck)(nil),            // 9: gantry.v1.CommandAck
+	(*Browse)(nil),                // 10: gantry.v1.Browse
+	(*BrowseResult)(nil),          // 11: gantry.v1.BrowseResult
+	(*BrowsedNode)(nil),           // 12: gantry.v1.BrowsedNode
+	(*TelemetryBatch)(nil),        // 13: gantry.v1.TelemetryBatch
+	(*Sample)(nil),                // 14: gantry.v1.Sample
+	(*EventBatch)(nil),            // 15: gantry.v1.EventBatch
+	(*Event)(nil),                 // 16: gantry.v1.Event
+	(*QueuedRecord)(nil),          // 17: gantry.v1.QueuedRecord
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*OpcuaTemplate)(nil),         // 19: gantry.v1.OpcuaTemplate
 }
 var file_gantry_v1_agent_proto_depIdxs = []int32{
-	17, // 0: gantry.v1.Command.issued_at:type_name -> google.protobuf.Timestamp
-	17, // 1: gantry.v1.Command.expires_at:type_name -> google.protobuf.Timestamp
+	18, // 0: gantry.v1.Command.issued_at:type_name -> google.protobuf.Timestamp
+	18, // 1: gantry.v1.Command.expires_at:type_name -> google.protobuf.Timestamp
 	1,  // 2: gantry.v1.Command.ping:type_name -> gantry.v1.Ping
 	2,  // 3: gantry.v1.Command.reload_config:type_name -> gantry.v1.ReloadConfig
-	3,  // 4: gantry.v1.Command.restart_collector:type_name -> gantry.v1.RestartCollector
-	4,  // 5: gantry.v1.Command.tunnel_up:type_name -> gantry.v1.TunnelUp
-	6,  // 6: gantry.v1.Command.tunnel_down:type_name -> gantry.v1.TunnelDown
-	9,  // 7: gantry.v1.Command.browse:type_name -> gantry.v1.Browse
-	17, // 8: gantry.v1.TunnelUp.expires_at:type_name -> google.protobuf.Timestamp
-	5,  // 9: gantry.v1.TunnelUp.ssc_subnets:type_name -> gantry.v1.SSCSubnet
-	17, // 10: gantry.v1.CommandAck.at:type_name -> google.protobuf.Timestamp
-	10, // 11: gantry.v1.CommandAck.browse:type_name -> gantry.v1.BrowseResult
-	11, // 12: gantry.v1.BrowseResult.nodes:type_name -> gantry.v1.BrowsedNode
-	13, // 13: gantry.v1.TelemetryBatch.samples:type_name -> gantry.v1.Sample
-	17, // 14: gantry.v1.Sample.at:type_name -> google.protobuf.Timestamp
-	15, // 15: gantry.v1.EventBatch.events:type_name -> gantry.v1.Event
-	17, // 16: gantry.v1.Event.at:type_name -> google.protobuf.Timestamp
-	13, // 17: gantry.v1.QueuedRecord.samples:type_name -> gantry.v1.Sample
-	15, // 18: gantry.v1.QueuedRecord.events:type_name -> gantry.v1.Event
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	4,  // 4: gantry.v1.Command.restart_collector:type_name -> gantry.v1.RestartCollector
+	5,  // 5: gantry.v1.Command.tunnel_up:type_name -> gantry.v1.TunnelUp
+	7,  // 6: gantry.v1.Command.tunnel_down:type_name -> gantry.v1.TunnelDown
+	10, // 7: gantry.v1.Command.browse:type_name -> gantry.v1.Browse
+	3,  // 8: gantry.v1.ReloadConfig.template:type_name -> gantry.v1.DeviceTemplate
+	19, // 9: gantry.v1.DeviceTemplate.opcua:type_name -> gantry.v1.OpcuaTemplate
+	18, // 10: gantry.v1.TunnelUp.expires_at:type_name -> google.protobuf.Timestamp
+	6,  // 11: gantry.v1.TunnelUp.ssc_subnets:type_name -> gantry.v1.SSCSubnet
+	18, // 12: gantry.v1.CommandAck.at:type_name -> google.protobuf.Timestamp
+	11, // 13: gantry.v1.CommandAck.browse:type_name -> gantry.v1.BrowseResult
+	12, // 14: gantry.v1.BrowseResult.nodes:type_name -> gantry.v1.BrowsedNode
+	14, // 15: gantry.v1.TelemetryBatch.samples:type_name -> gantry.v1.Sample
+	18, // 16: gantry.v1.Sample.at:type_name -> google.protobuf.Timestamp
+	16, // 17: gantry.v1.EventBatch.events:type_name -> gantry.v1.Event
+	18, // 18: gantry.v1.Event.at:type_name -> google.protobuf.Timestamp
+	14, // 19: gantry.v1.QueuedRecord.samples:type_name -> gantry.v1.Sample
+	16, // 20: gantry.v1.QueuedRecord.events:type_name -> gantry.v1.Event
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_agent_proto_init() }
@@ -1417,6 +1521,7 @@ func file_gantry_v1_agent_proto_init() {
 	if File_gantry_v1_agent_proto != nil {
 		return
 	}
+	file_gantry_v1_domain_proto_init()
 	file_gantry_v1_agent_proto_msgTypes[0].OneofWrappers = []any{
 		(*Command_Ping)(nil),
 		(*Command_ReloadConfig)(nil),
@@ -1431,7 +1536,7 @@ func file_gantry_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_agent_proto_rawDesc), len(file_gantry_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -41,8 +41,10 @@ type EdgeDevice struct {
 	Online   bool                   `protobuf:"varint,10,opt,name=online,proto3" json:"online,omitempty"`
 	LastSeen *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
 	// True once the device has enrolled (holds a client certificate).
-	Enrolled      bool                   `protobuf:"varint,12,opt,name=enrolled,proto3" json:"enrolled,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	Enrolled  bool                   `protobuf:"varint,12,opt,name=enrolled,proto3" json:"enrolled,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// The OPC-UA template delivered to the device's agent (GetDevice only).
+	Template      *TemplateStatus `protobuf:"bytes,14,opt,name=template,proto3" json:"template,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -168,6 +170,112 @@ func (x *EdgeDevice) GetCreatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *EdgeDevice) GetTemplate() *TemplateStatus {
+	if x != nil {
+		return x.Template
+	}
+	return nil
+}
+
+// TemplateStatus is what the control plane knows about the OPC-UA
+// template of a device: the version it last sent and the agent's answer.
+type TemplateStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Version and hash of the last template sent (0 and empty: none yet).
+	Version uint64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Hash    string `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	// none (nothing delivered yet), pending (sent, no answer yet), applied
+	// (the agent runs this version) or error (the agent refused it: error
+	// says why; it keeps running applied_version).
+	State string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	Error string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	// The last version the agent acknowledged as applied (0: none).
+	AppliedVersion uint64                 `protobuf:"varint,5,opt,name=applied_version,json=appliedVersion,proto3" json:"applied_version,omitempty"`
+	SentAt         *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
+	AckedAt        *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=acked_at,json=ackedAt,proto3" json:"acked_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *TemplateStatus) Reset() {
+	*x = TemplateStatus{}
+	mi := &file_gantry_v1_devices_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TemplateStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TemplateStatus) ProtoMessage() {}
+
+func (x *TemplateStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_gantry_v1_devices_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TemplateStatus.ProtoReflect.Descriptor instead.
+func (*TemplateStatus) Descriptor() ([]byte, []int) {
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TemplateStatus) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *TemplateStatus) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+func (x *TemplateStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *TemplateStatus) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *TemplateStatus) GetAppliedVersion() uint64 {
+	if x != nil {
+		return x.AppliedVersion
+	}
+	return 0
+}
+
+func (x *TemplateStatus) GetSentAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SentAt
+	}
+	return nil
+}
+
+func (x *TemplateStatus) GetAckedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AckedAt
+	}
+	return nil
+}
+
 type Notification struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -192,7 +300,7 @@ type Notification struct {
 
 func (x *Notification) Reset() {
 	*x = Notification{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[1]
+	mi := &file_gantry_v1_devices_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -204,7 +312,7 @@ func (x *Notification) String() string {
 func (*Notification) ProtoMessage() {}
 
 func (x *Notification) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[1]
+	mi := &file_gantry_v1_devices_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -217,7 +325,7 @@ func (x *Notification) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Notification.ProtoReflect.Descriptor instead.
 func (*Notification) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{1}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Notification) GetId() string {
@@ -308,7 +416,7 @@ type ListNotificationsRequest struct {
 
 func (x *ListNotificationsRequest) Reset() {
 	*x = ListNotificationsRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[2]
+	mi := &file_gantry_v1_devices_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -320,7 +428,7 @@ func (x *ListNotificationsRequest) String() string {
 func (*ListNotificationsRequest) ProtoMessage() {}
 
 func (x *ListNotificationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[2]
+	mi := &file_gantry_v1_devices_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -333,7 +441,7 @@ func (x *ListNotificationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNotificationsRequest.ProtoReflect.Descriptor instead.
 func (*ListNotificationsRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{2}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ListNotificationsRequest) GetDeviceId() string {
@@ -359,7 +467,7 @@ type ListNotificationsResponse struct {
 
 func (x *ListNotificationsResponse) Reset() {
 	*x = ListNotificationsResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[3]
+	mi := &file_gantry_v1_devices_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -371,7 +479,7 @@ func (x *ListNotificationsResponse) String() string {
 func (*ListNotificationsResponse) ProtoMessage() {}
 
 func (x *ListNotificationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[3]
+	mi := &file_gantry_v1_devices_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -384,7 +492,7 @@ func (x *ListNotificationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNotificationsResponse.ProtoReflect.Descriptor instead.
 func (*ListNotificationsResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{3}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListNotificationsResponse) GetNotifications() []*Notification {
@@ -407,7 +515,7 @@ type Value struct {
 
 func (x *Value) Reset() {
 	*x = Value{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[4]
+	mi := &file_gantry_v1_devices_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -419,7 +527,7 @@ func (x *Value) String() string {
 func (*Value) ProtoMessage() {}
 
 func (x *Value) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[4]
+	mi := &file_gantry_v1_devices_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -432,7 +540,7 @@ func (x *Value) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Value.ProtoReflect.Descriptor instead.
 func (*Value) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{4}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Value) GetPoint() string {
@@ -479,7 +587,7 @@ type GetLatestValuesRequest struct {
 
 func (x *GetLatestValuesRequest) Reset() {
 	*x = GetLatestValuesRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[5]
+	mi := &file_gantry_v1_devices_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -491,7 +599,7 @@ func (x *GetLatestValuesRequest) String() string {
 func (*GetLatestValuesRequest) ProtoMessage() {}
 
 func (x *GetLatestValuesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[5]
+	mi := &file_gantry_v1_devices_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -504,7 +612,7 @@ func (x *GetLatestValuesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLatestValuesRequest.ProtoReflect.Descriptor instead.
 func (*GetLatestValuesRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{5}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetLatestValuesRequest) GetDeviceId() string {
@@ -523,7 +631,7 @@ type GetLatestValuesResponse struct {
 
 func (x *GetLatestValuesResponse) Reset() {
 	*x = GetLatestValuesResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[6]
+	mi := &file_gantry_v1_devices_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -535,7 +643,7 @@ func (x *GetLatestValuesResponse) String() string {
 func (*GetLatestValuesResponse) ProtoMessage() {}
 
 func (x *GetLatestValuesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[6]
+	mi := &file_gantry_v1_devices_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -548,7 +656,7 @@ func (x *GetLatestValuesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLatestValuesResponse.ProtoReflect.Descriptor instead.
 func (*GetLatestValuesResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{6}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetLatestValuesResponse) GetValues() []*Value {
@@ -572,7 +680,7 @@ type GetHistoryRequest struct {
 
 func (x *GetHistoryRequest) Reset() {
 	*x = GetHistoryRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[7]
+	mi := &file_gantry_v1_devices_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -584,7 +692,7 @@ func (x *GetHistoryRequest) String() string {
 func (*GetHistoryRequest) ProtoMessage() {}
 
 func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[7]
+	mi := &file_gantry_v1_devices_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -597,7 +705,7 @@ func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{7}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetHistoryRequest) GetDeviceId() string {
@@ -644,7 +752,7 @@ type GetHistoryResponse struct {
 
 func (x *GetHistoryResponse) Reset() {
 	*x = GetHistoryResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[8]
+	mi := &file_gantry_v1_devices_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -656,7 +764,7 @@ func (x *GetHistoryResponse) String() string {
 func (*GetHistoryResponse) ProtoMessage() {}
 
 func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[8]
+	mi := &file_gantry_v1_devices_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -669,7 +777,7 @@ func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{8}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetHistoryResponse) GetValues() []*Value {
@@ -687,7 +795,7 @@ type ListDevicesRequest struct {
 
 func (x *ListDevicesRequest) Reset() {
 	*x = ListDevicesRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[9]
+	mi := &file_gantry_v1_devices_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +807,7 @@ func (x *ListDevicesRequest) String() string {
 func (*ListDevicesRequest) ProtoMessage() {}
 
 func (x *ListDevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[9]
+	mi := &file_gantry_v1_devices_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +820,7 @@ func (x *ListDevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDevicesRequest.ProtoReflect.Descriptor instead.
 func (*ListDevicesRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{9}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{10}
 }
 
 type ListDevicesResponse struct {
@@ -724,7 +832,7 @@ type ListDevicesResponse struct {
 
 func (x *ListDevicesResponse) Reset() {
 	*x = ListDevicesResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[10]
+	mi := &file_gantry_v1_devices_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +844,7 @@ func (x *ListDevicesResponse) String() string {
 func (*ListDevicesResponse) ProtoMessage() {}
 
 func (x *ListDevicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[10]
+	mi := &file_gantry_v1_devices_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +857,7 @@ func (x *ListDevicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDevicesResponse.ProtoReflect.Descriptor instead.
 func (*ListDevicesResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{10}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListDevicesResponse) GetDevices() []*EdgeDevice {
@@ -768,7 +876,7 @@ type GetDeviceRequest struct {
 
 func (x *GetDeviceRequest) Reset() {
 	*x = GetDeviceRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[11]
+	mi := &file_gantry_v1_devices_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +888,7 @@ func (x *GetDeviceRequest) String() string {
 func (*GetDeviceRequest) ProtoMessage() {}
 
 func (x *GetDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[11]
+	mi := &file_gantry_v1_devices_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +901,7 @@ func (x *GetDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceRequest.ProtoReflect.Descriptor instead.
 func (*GetDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{11}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetDeviceRequest) GetId() string {
@@ -812,7 +920,7 @@ type GetDeviceResponse struct {
 
 func (x *GetDeviceResponse) Reset() {
 	*x = GetDeviceResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[12]
+	mi := &file_gantry_v1_devices_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -824,7 +932,7 @@ func (x *GetDeviceResponse) String() string {
 func (*GetDeviceResponse) ProtoMessage() {}
 
 func (x *GetDeviceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[12]
+	mi := &file_gantry_v1_devices_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -837,7 +945,7 @@ func (x *GetDeviceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceResponse.ProtoReflect.Descriptor instead.
 func (*GetDeviceResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{12}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetDeviceResponse) GetDevice() *EdgeDevice {
@@ -858,7 +966,7 @@ type CreateDeviceRequest struct {
 
 func (x *CreateDeviceRequest) Reset() {
 	*x = CreateDeviceRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[13]
+	mi := &file_gantry_v1_devices_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -870,7 +978,7 @@ func (x *CreateDeviceRequest) String() string {
 func (*CreateDeviceRequest) ProtoMessage() {}
 
 func (x *CreateDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[13]
+	mi := &file_gantry_v1_devices_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -883,7 +991,7 @@ func (x *CreateDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateDeviceRequest.ProtoReflect.Descriptor instead.
 func (*CreateDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{13}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateDeviceRequest) GetName() string {
@@ -916,7 +1024,7 @@ type CreateDeviceResponse struct {
 
 func (x *CreateDeviceResponse) Reset() {
 	*x = CreateDeviceResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[14]
+	mi := &file_gantry_v1_devices_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1036,7 @@ func (x *CreateDeviceResponse) String() string {
 func (*CreateDeviceResponse) ProtoMessage() {}
 
 func (x *CreateDeviceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[14]
+	mi := &file_gantry_v1_devices_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1049,7 @@ func (x *CreateDeviceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateDeviceResponse.ProtoReflect.Descriptor instead.
 func (*CreateDeviceResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{14}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateDeviceResponse) GetDevice() *EdgeDevice {
@@ -961,7 +1069,7 @@ type LinkDeviceRequest struct {
 
 func (x *LinkDeviceRequest) Reset() {
 	*x = LinkDeviceRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[15]
+	mi := &file_gantry_v1_devices_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1081,7 @@ func (x *LinkDeviceRequest) String() string {
 func (*LinkDeviceRequest) ProtoMessage() {}
 
 func (x *LinkDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[15]
+	mi := &file_gantry_v1_devices_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1094,7 @@ func (x *LinkDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkDeviceRequest.ProtoReflect.Descriptor instead.
 func (*LinkDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{15}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *LinkDeviceRequest) GetId() string {
@@ -1012,7 +1120,7 @@ type LinkDeviceResponse struct {
 
 func (x *LinkDeviceResponse) Reset() {
 	*x = LinkDeviceResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[16]
+	mi := &file_gantry_v1_devices_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1132,7 @@ func (x *LinkDeviceResponse) String() string {
 func (*LinkDeviceResponse) ProtoMessage() {}
 
 func (x *LinkDeviceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[16]
+	mi := &file_gantry_v1_devices_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1145,7 @@ func (x *LinkDeviceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkDeviceResponse.ProtoReflect.Descriptor instead.
 func (*LinkDeviceResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{16}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LinkDeviceResponse) GetDevice() *EdgeDevice {
@@ -1058,7 +1166,7 @@ type CreateEnrollmentTokenRequest struct {
 
 func (x *CreateEnrollmentTokenRequest) Reset() {
 	*x = CreateEnrollmentTokenRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[17]
+	mi := &file_gantry_v1_devices_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1178,7 @@ func (x *CreateEnrollmentTokenRequest) String() string {
 func (*CreateEnrollmentTokenRequest) ProtoMessage() {}
 
 func (x *CreateEnrollmentTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[17]
+	mi := &file_gantry_v1_devices_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1191,7 @@ func (x *CreateEnrollmentTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnrollmentTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateEnrollmentTokenRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{17}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CreateEnrollmentTokenRequest) GetDeviceId() string {
@@ -1112,7 +1220,7 @@ type CreateEnrollmentTokenResponse struct {
 
 func (x *CreateEnrollmentTokenResponse) Reset() {
 	*x = CreateEnrollmentTokenResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[18]
+	mi := &file_gantry_v1_devices_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1232,7 @@ func (x *CreateEnrollmentTokenResponse) String() string {
 func (*CreateEnrollmentTokenResponse) ProtoMessage() {}
 
 func (x *CreateEnrollmentTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[18]
+	mi := &file_gantry_v1_devices_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1245,7 @@ func (x *CreateEnrollmentTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnrollmentTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateEnrollmentTokenResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{18}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CreateEnrollmentTokenResponse) GetToken() string {
@@ -1173,7 +1281,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[19]
+	mi := &file_gantry_v1_devices_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1185,7 +1293,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[19]
+	mi := &file_gantry_v1_devices_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1198,7 +1306,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{19}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EnrollRequest) GetToken() string {
@@ -1239,7 +1347,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[20]
+	mi := &file_gantry_v1_devices_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1251,7 +1359,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[20]
+	mi := &file_gantry_v1_devices_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1264,7 +1372,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{20}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *EnrollResponse) GetDeviceId() string {
@@ -1315,7 +1423,7 @@ type DeviceState struct {
 
 func (x *DeviceState) Reset() {
 	*x = DeviceState{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[21]
+	mi := &file_gantry_v1_devices_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1327,7 +1435,7 @@ func (x *DeviceState) String() string {
 func (*DeviceState) ProtoMessage() {}
 
 func (x *DeviceState) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[21]
+	mi := &file_gantry_v1_devices_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1340,7 +1448,7 @@ func (x *DeviceState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceState.ProtoReflect.Descriptor instead.
 func (*DeviceState) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{21}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DeviceState) GetOnline() bool {
@@ -1377,7 +1485,7 @@ type SendCommandRequest struct {
 
 func (x *SendCommandRequest) Reset() {
 	*x = SendCommandRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[22]
+	mi := &file_gantry_v1_devices_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1389,7 +1497,7 @@ func (x *SendCommandRequest) String() string {
 func (*SendCommandRequest) ProtoMessage() {}
 
 func (x *SendCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[22]
+	mi := &file_gantry_v1_devices_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1402,7 +1510,7 @@ func (x *SendCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendCommandRequest.ProtoReflect.Descriptor instead.
 func (*SendCommandRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{22}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SendCommandRequest) GetDeviceId() string {
@@ -1439,7 +1547,7 @@ type SendCommandResponse struct {
 
 func (x *SendCommandResponse) Reset() {
 	*x = SendCommandResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[23]
+	mi := &file_gantry_v1_devices_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1451,7 +1559,7 @@ func (x *SendCommandResponse) String() string {
 func (*SendCommandResponse) ProtoMessage() {}
 
 func (x *SendCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[23]
+	mi := &file_gantry_v1_devices_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1464,7 +1572,7 @@ func (x *SendCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendCommandResponse.ProtoReflect.Descriptor instead.
 func (*SendCommandResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{23}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SendCommandResponse) GetNonce() string {
@@ -1512,7 +1620,7 @@ type BrowseDeviceRequest struct {
 
 func (x *BrowseDeviceRequest) Reset() {
 	*x = BrowseDeviceRequest{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[24]
+	mi := &file_gantry_v1_devices_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1632,7 @@ func (x *BrowseDeviceRequest) String() string {
 func (*BrowseDeviceRequest) ProtoMessage() {}
 
 func (x *BrowseDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[24]
+	mi := &file_gantry_v1_devices_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1645,7 @@ func (x *BrowseDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BrowseDeviceRequest.ProtoReflect.Descriptor instead.
 func (*BrowseDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{24}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *BrowseDeviceRequest) GetDeviceId() string {
@@ -1592,7 +1700,7 @@ type BrowseDeviceResponse struct {
 
 func (x *BrowseDeviceResponse) Reset() {
 	*x = BrowseDeviceResponse{}
-	mi := &file_gantry_v1_devices_proto_msgTypes[25]
+	mi := &file_gantry_v1_devices_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1604,7 +1712,7 @@ func (x *BrowseDeviceResponse) String() string {
 func (*BrowseDeviceResponse) ProtoMessage() {}
 
 func (x *BrowseDeviceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gantry_v1_devices_proto_msgTypes[25]
+	mi := &file_gantry_v1_devices_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1617,7 +1725,7 @@ func (x *BrowseDeviceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BrowseDeviceResponse.ProtoReflect.Descriptor instead.
 func (*BrowseDeviceResponse) Descriptor() ([]byte, []int) {
-	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{25}
+	return file_gantry_v1_devices_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *BrowseDeviceResponse) GetNodes() []*BrowsedNode {
@@ -1638,7 +1746,7 @@ var File_gantry_v1_devices_proto protoreflect.FileDescriptor
 
 const file_gantry_v1_devices_proto_rawDesc = "" +
 	"\n" +
-	"\x17gantry/v1/devices.proto\x12\tgantry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15gantry/v1/agent.proto\"\xcb\x03\n" +
+	"\x17gantry/v1/devices.proto\x12\tgantry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15gantry/v1/agent.proto\"\x82\x04\n" +
 	"\n" +
 	"EdgeDevice\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
@@ -1655,7 +1763,16 @@ const file_gantry_v1_devices_proto_rawDesc = "" +
 	"\tlast_seen\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x1a\n" +
 	"\benrolled\x18\f \x01(\bR\benrolled\x129\n" +
 	"\n" +
-	"created_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xd5\x02\n" +
+	"created_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x125\n" +
+	"\btemplate\x18\x0e \x01(\v2\x19.gantry.v1.TemplateStatusR\btemplate\"\xff\x01\n" +
+	"\x0eTemplateStatus\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\tR\x04hash\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12'\n" +
+	"\x0fapplied_version\x18\x05 \x01(\x04R\x0eappliedVersion\x123\n" +
+	"\asent_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x125\n" +
+	"\backed_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\aackedAt\"\xd5\x02\n" +
 	"\fNotification\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\basset_id\x18\x02 \x01(\tR\aassetId\x12\x1b\n" +
@@ -1783,82 +1900,86 @@ func file_gantry_v1_devices_proto_rawDescGZIP() []byte {
 	return file_gantry_v1_devices_proto_rawDescData
 }
 
-var file_gantry_v1_devices_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_gantry_v1_devices_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_gantry_v1_devices_proto_goTypes = []any{
 	(*EdgeDevice)(nil),                    // 0: gantry.v1.EdgeDevice
-	(*Notification)(nil),                  // 1: gantry.v1.Notification
-	(*ListNotificationsRequest)(nil),      // 2: gantry.v1.ListNotificationsRequest
-	(*ListNotificationsResponse)(nil),     // 3: gantry.v1.ListNotificationsResponse
-	(*Value)(nil),                         // 4: gantry.v1.Value
-	(*GetLatestValuesRequest)(nil),        // 5: gantry.v1.GetLatestValuesRequest
-	(*GetLatestValuesResponse)(nil),       // 6: gantry.v1.GetLatestValuesResponse
-	(*GetHistoryRequest)(nil),             // 7: gantry.v1.GetHistoryRequest
-	(*GetHistoryResponse)(nil),            // 8: gantry.v1.GetHistoryResponse
-	(*ListDevicesRequest)(nil),            // 9: gantry.v1.ListDevicesRequest
-	(*ListDevicesResponse)(nil),           // 10: gantry.v1.ListDevicesResponse
-	(*GetDeviceRequest)(nil),              // 11: gantry.v1.GetDeviceRequest
-	(*GetDeviceResponse)(nil),             // 12: gantry.v1.GetDeviceResponse
-	(*CreateDeviceRequest)(nil),           // 13: gantry.v1.CreateDeviceRequest
-	(*CreateDeviceResponse)(nil),          // 14: gantry.v1.CreateDeviceResponse
-	(*LinkDeviceRequest)(nil),             // 15: gantry.v1.LinkDeviceRequest
-	(*LinkDeviceResponse)(nil),            // 16: gantry.v1.LinkDeviceResponse
-	(*CreateEnrollmentTokenRequest)(nil),  // 17: gantry.v1.CreateEnrollmentTokenRequest
-	(*CreateEnrollmentTokenResponse)(nil), // 18: gantry.v1.CreateEnrollmentTokenResponse
-	(*EnrollRequest)(nil),                 // 19: gantry.v1.EnrollRequest
-	(*EnrollResponse)(nil),                // 20: gantry.v1.EnrollResponse
-	(*DeviceState)(nil),                   // 21: gantry.v1.DeviceState
-	(*SendCommandRequest)(nil),            // 22: gantry.v1.SendCommandRequest
-	(*SendCommandResponse)(nil),           // 23: gantry.v1.SendCommandResponse
-	(*BrowseDeviceRequest)(nil),           // 24: gantry.v1.BrowseDeviceRequest
-	(*BrowseDeviceResponse)(nil),          // 25: gantry.v1.BrowseDeviceResponse
-	(*timestamppb.Timestamp)(nil),         // 26: google.protobuf.Timestamp
-	(*BrowsedNode)(nil),                   // 27: gantry.v1.BrowsedNode
+	(*TemplateStatus)(nil),                // 1: gantry.v1.TemplateStatus
+	(*Notification)(nil),                  // 2: gantry.v1.Notification
+	(*ListNotificationsRequest)(nil),      // 3: gantry.v1.ListNotificationsRequest
+	(*ListNotificationsResponse)(nil),     // 4: gantry.v1.ListNotificationsResponse
+	(*Value)(nil),                         // 5: gantry.v1.Value
+	(*GetLatestValuesRequest)(nil),        // 6: gantry.v1.GetLatestValuesRequest
+	(*GetLatestValuesResponse)(nil),       // 7: gantry.v1.GetLatestValuesResponse
+	(*GetHistoryRequest)(nil),             // 8: gantry.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),            // 9: gantry.v1.GetHistoryResponse
+	(*ListDevicesRequest)(nil),            // 10: gantry.v1.ListDevicesRequest
+	(*ListDevicesResponse)(nil),           // 11: gantry.v1.ListDevicesResponse
+	(*GetDeviceRequest)(nil),              // 12: gantry.v1.GetDeviceRequest
+	(*GetDeviceResponse)(nil),             // 13: gantry.v1.GetDeviceResponse
+	(*CreateDeviceRequest)(nil),           // 14: gantry.v1.CreateDeviceRequest
+	(*CreateDeviceResponse)(nil),          // 15: gantry.v1.CreateDeviceResponse
+	(*LinkDeviceRequest)(nil),             // 16: gantry.v1.LinkDeviceRequest
+	(*LinkDeviceResponse)(nil),            // 17: gantry.v1.LinkDeviceResponse
+	(*CreateEnrollmentTokenRequest)(nil),  // 18: gantry.v1.CreateEnrollmentTokenRequest
+	(*CreateEnrollmentTokenResponse)(nil), // 19: gantry.v1.CreateEnrollmentTokenResponse
+	(*EnrollRequest)(nil),                 // 20: gantry.v1.EnrollRequest
+	(*EnrollResponse)(nil),                // 21: gantry.v1.EnrollResponse
+	(*DeviceState)(nil),                   // 22: gantry.v1.DeviceState
+	(*SendCommandRequest)(nil),            // 23: gantry.v1.SendCommandRequest
+	(*SendCommandResponse)(nil),           // 24: gantry.v1.SendCommandResponse
+	(*BrowseDeviceRequest)(nil),           // 25: gantry.v1.BrowseDeviceRequest
+	(*BrowseDeviceResponse)(nil),          // 26: gantry.v1.BrowseDeviceResponse
+	(*timestamppb.Timestamp)(nil),         // 27: google.protobuf.Timestamp
+	(*BrowsedNode)(nil),                   // 28: gantry.v1.BrowsedNode
 }
 var file_gantry_v1_devices_proto_depIdxs = []int32{
-	26, // 0: gantry.v1.EdgeDevice.last_seen:type_name -> google.protobuf.Timestamp
-	26, // 1: gantry.v1.EdgeDevice.created_at:type_name -> google.protobuf.Timestamp
-	26, // 2: gantry.v1.Notification.at:type_name -> google.protobuf.Timestamp
-	26, // 3: gantry.v1.Notification.created_at:type_name -> google.protobuf.Timestamp
-	1,  // 4: gantry.v1.ListNotificationsResponse.notifications:type_name -> gantry.v1.Notification
-	26, // 5: gantry.v1.Value.at:type_name -> google.protobuf.Timestamp
-	4,  // 6: gantry.v1.GetLatestValuesResponse.values:type_name -> gantry.v1.Value
-	26, // 7: gantry.v1.GetHistoryRequest.from:type_name -> google.protobuf.Timestamp
-	26, // 8: gantry.v1.GetHistoryRequest.to:type_name -> google.protobuf.Timestamp
-	4,  // 9: gantry.v1.GetHistoryResponse.values:type_name -> gantry.v1.Value
-	0,  // 10: gantry.v1.ListDevicesResponse.devices:type_name -> gantry.v1.EdgeDevice
-	0,  // 11: gantry.v1.GetDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
-	0,  // 12: gantry.v1.CreateDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
-	0,  // 13: gantry.v1.LinkDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
-	26, // 14: gantry.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	26, // 15: gantry.v1.DeviceState.at:type_name -> google.protobuf.Timestamp
-	27, // 16: gantry.v1.BrowseDeviceResponse.nodes:type_name -> gantry.v1.BrowsedNode
-	9,  // 17: gantry.v1.DeviceService.ListDevices:input_type -> gantry.v1.ListDevicesRequest
-	11, // 18: gantry.v1.DeviceService.GetDevice:input_type -> gantry.v1.GetDeviceRequest
-	13, // 19: gantry.v1.DeviceService.CreateDevice:input_type -> gantry.v1.CreateDeviceRequest
-	15, // 20: gantry.v1.DeviceService.LinkDevice:input_type -> gantry.v1.LinkDeviceRequest
-	17, // 21: gantry.v1.DeviceService.CreateEnrollmentToken:input_type -> gantry.v1.CreateEnrollmentTokenRequest
-	22, // 22: gantry.v1.DeviceService.SendCommand:input_type -> gantry.v1.SendCommandRequest
-	24, // 23: gantry.v1.DeviceService.BrowseDevice:input_type -> gantry.v1.BrowseDeviceRequest
-	5,  // 24: gantry.v1.DeviceService.GetLatestValues:input_type -> gantry.v1.GetLatestValuesRequest
-	7,  // 25: gantry.v1.DeviceService.GetHistory:input_type -> gantry.v1.GetHistoryRequest
-	2,  // 26: gantry.v1.NotificationService.ListNotifications:input_type -> gantry.v1.ListNotificationsRequest
-	19, // 27: gantry.v1.EnrollmentService.Enroll:input_type -> gantry.v1.EnrollRequest
-	10, // 28: gantry.v1.DeviceService.ListDevices:output_type -> gantry.v1.ListDevicesResponse
-	12, // 29: gantry.v1.DeviceService.GetDevice:output_type -> gantry.v1.GetDeviceResponse
-	14, // 30: gantry.v1.DeviceService.CreateDevice:output_type -> gantry.v1.CreateDeviceResponse
-	16, // 31: gantry.v1.DeviceService.LinkDevice:output_type -> gantry.v1.LinkDeviceResponse
-	18, // 32: gantry.v1.DeviceService.CreateEnrollmentToken:output_type -> gantry.v1.CreateEnrollmentTokenResponse
-	23, // 33: gantry.v1.DeviceService.SendCommand:output_type -> gantry.v1.SendCommandResponse
-	25, // 34: gantry.v1.DeviceService.BrowseDevice:output_type -> gantry.v1.BrowseDeviceResponse
-	6,  // 35: gantry.v1.DeviceService.GetLatestValues:output_type -> gantry.v1.GetLatestValuesResponse
-	8,  // 36: gantry.v1.DeviceService.GetHistory:output_type -> gantry.v1.GetHistoryResponse
-	3,  // 37: gantry.v1.NotificationService.ListNotifications:output_type -> gantry.v1.ListNotificationsResponse
-	20, // 38: gantry.v1.EnrollmentService.Enroll:output_type -> gantry.v1.EnrollResponse
-	28, // [28:39] is the sub-list for method output_type
-	17, // [17:28] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	27, // 0: gantry.v1.EdgeDevice.last_seen:type_name -> google.protobuf.Timestamp
+	27, // 1: gantry.v1.EdgeDevice.created_at:type_name -> google.protobuf.Timestamp
+	1,  // 2: gantry.v1.EdgeDevice.template:type_name -> gantry.v1.TemplateStatus
+	27, // 3: gantry.v1.TemplateStatus.sent_at:type_name -> google.protobuf.Timestamp
+	27, // 4: gantry.v1.TemplateStatus.acked_at:type_name -> google.protobuf.Timestamp
+	27, // 5: gantry.v1.Notification.at:type_name -> google.protobuf.Timestamp
+	27, // 6: gantry.v1.Notification.created_at:type_name -> google.protobuf.Timestamp
+	2,  // 7: gantry.v1.ListNotificationsResponse.notifications:type_name -> gantry.v1.Notification
+	27, // 8: gantry.v1.Value.at:type_name -> google.protobuf.Timestamp
+	5,  // 9: gantry.v1.GetLatestValuesResponse.values:type_name -> gantry.v1.Value
+	27, // 10: gantry.v1.GetHistoryRequest.from:type_name -> google.protobuf.Timestamp
+	27, // 11: gantry.v1.GetHistoryRequest.to:type_name -> google.protobuf.Timestamp
+	5,  // 12: gantry.v1.GetHistoryResponse.values:type_name -> gantry.v1.Value
+	0,  // 13: gantry.v1.ListDevicesResponse.devices:type_name -> gantry.v1.EdgeDevice
+	0,  // 14: gantry.v1.GetDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
+	0,  // 15: gantry.v1.CreateDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
+	0,  // 16: gantry.v1.LinkDeviceResponse.device:type_name -> gantry.v1.EdgeDevice
+	27, // 17: gantry.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	27, // 18: gantry.v1.DeviceState.at:type_name -> google.protobuf.Timestamp
+	28, // 19: gantry.v1.BrowseDeviceResponse.nodes:type_name -> gantry.v1.BrowsedNode
+	10, // 20: gantry.v1.DeviceService.ListDevices:input_type -> gantry.v1.ListDevicesRequest
+	12, // 21: gantry.v1.DeviceService.GetDevice:input_type -> gantry.v1.GetDeviceRequest
+	14, // 22: gantry.v1.DeviceService.CreateDevice:input_type -> gantry.v1.CreateDeviceRequest
+	16, // 23: gantry.v1.DeviceService.LinkDevice:input_type -> gantry.v1.LinkDeviceRequest
+	18, // 24: gantry.v1.DeviceService.CreateEnrollmentToken:input_type -> gantry.v1.CreateEnrollmentTokenRequest
+	23, // 25: gantry.v1.DeviceService.SendCommand:input_type -> gantry.v1.SendCommandRequest
+	25, // 26: gantry.v1.DeviceService.BrowseDevice:input_type -> gantry.v1.BrowseDeviceRequest
+	6,  // 27: gantry.v1.DeviceService.GetLatestValues:input_type -> gantry.v1.GetLatestValuesRequest
+	8,  // 28: gantry.v1.DeviceService.GetHistory:input_type -> gantry.v1.GetHistoryRequest
+	3,  // 29: gantry.v1.NotificationService.ListNotifications:input_type -> gantry.v1.ListNotificationsRequest
+	20, // 30: gantry.v1.EnrollmentService.Enroll:input_type -> gantry.v1.EnrollRequest
+	11, // 31: gantry.v1.DeviceService.ListDevices:output_type -> gantry.v1.ListDevicesResponse
+	13, // 32: gantry.v1.DeviceService.GetDevice:output_type -> gantry.v1.GetDeviceResponse
+	15, // 33: gantry.v1.DeviceService.CreateDevice:output_type -> gantry.v1.CreateDeviceResponse
+	17, // 34: gantry.v1.DeviceService.LinkDevice:output_type -> gantry.v1.LinkDeviceResponse
+	19, // 35: gantry.v1.DeviceService.CreateEnrollmentToken:output_type -> gantry.v1.CreateEnrollmentTokenResponse
+	24, // 36: gantry.v1.DeviceService.SendCommand:output_type -> gantry.v1.SendCommandResponse
+	26, // 37: gantry.v1.DeviceService.BrowseDevice:output_type -> gantry.v1.BrowseDeviceResponse
+	7,  // 38: gantry.v1.DeviceService.GetLatestValues:output_type -> gantry.v1.GetLatestValuesResponse
+	9,  // 39: gantry.v1.DeviceService.GetHistory:output_type -> gantry.v1.GetHistoryResponse
+	4,  // 40: gantry.v1.NotificationService.ListNotifications:output_type -> gantry.v1.ListNotificationsResponse
+	21, // 41: gantry.v1.EnrollmentService.Enroll:output_type -> gantry.v1.EnrollResponse
+	31, // [31:42] is the sub-list for method output_type
+	20, // [20:31] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_gantry_v1_devices_proto_init() }
@@ -1873,7 +1994,7 @@ func file_gantry_v1_devices_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gantry_v1_devices_proto_rawDesc), len(file_gantry_v1_devices_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
