@@ -126,7 +126,7 @@ func TestModelsAndCustomersRoutes(t *testing.T) {
 		{"mdm@acme.example", "GET", "/models/new", 200, `data-testid="model-form"`},
 		{"1ls@acme.example", "GET", "/models/new", 403, "needs manage"},
 		{"me@nordwerk.example", "GET", "/models/new", 403, "Not allowed"},
-		{"mdm@acme.example", "GET", "/models/" + cnc, 200, `value="ns=2;s=cnc1.SpindleSpeed"`},
+		{"mdm@acme.example", "GET", "/models/" + cnc, 200, `value="ns=1;s=cnc1.SpindleSpeed"`},
 		{"1ls@acme.example", "GET", "/models/" + cnc, 200, `disabled title="Read only`},
 		{"me@nordwerk.example", "GET", "/models/" + cnc, 403, "Machine Models"},
 		{"mdm@acme.example", "GET", "/models/" + otherModel, 404, "not found"},

@@ -112,10 +112,14 @@ func seedDomain(ctx context.Context, st store.Store, tenants map[string]store.Te
 	user := func(email string) (store.User, error) { return st.GetUserByEmail(ctx, email) }
 	model, err := st.CreateMachineModel(ctx, store.MachineModel{TenantID: acme.ID, Name: "CNC-5X",
 		RemoteAccessJSON: []byte(`{"connection_types":["vnc","data_link","ssc"],"vnc_targets":["192.168.10.20:5900"],"data_link_targets":["192.168.10.30:102","192.168.10.30:502","192.168.10.30:4840"],"machine_subnets":["192.168.10.0/24"]}`),
+		// The site's agent config points the "machine" endpoint at the
+		// local simulator in `make run` (deploy/dev/run.sh); node IDs are
+		// the simulator's CNC profile.
 		OPCUAJSON: []byte(`{"endpoint_url":"opc.tcp://192.168.10.30:4840","security_mode":"None","data_points":[` +
-			`{"node_id":"ns=2;s=cnc1.SpindleSpeed","name":"Spindle speed","unit":"rpm","sampling_interval_ms":500,"deadband_type":"absolute","deadband_value":5,"warn_above":11000,"alarm_above":12000},` +
-			`{"node_id":"ns=2;s=cnc1.Temperature","name":"Temperature","unit":"°C","sampling_interval_ms":1000,"warn_above":70,"alarm_above":85},` +
-			`{"node_id":"ns=2;s=cnc1.Running","name":"Running"},{"node_id":"ns=2;s=cnc1.EnergyCounter","name":"Energy","unit":"kWh"}]}`)})
+			`{"node_id":"ns=1;s=cnc1.SpindleSpeed","name":"Spindle speed","unit":"rpm","sampling_interval_ms":1000,"warn_above":9800},` +
+			`{"node_id":"ns=1;s=cnc1.Temperature","name":"Temperature","unit":"°C","sampling_interval_ms":1000,"warn_above":48,"alarm_above":49.5,"hysteresis":1},` +
+			`{"node_id":"ns=1;s=cnc1.Running","name":"Running","sampling_interval_ms":1000,"role":"running"},` +
+			`{"node_id":"ns=1;s=cnc1.EnergyCounter","name":"Energy","unit":"kWh","sampling_interval_ms":1000,"role":"energy_kwh"}]}`)})
 	if err != nil {
 		return "", err
 	}

@@ -30,12 +30,11 @@ fi
 # A simulated machine: an OPC-UA server with a CNC profile, read by the agent.
 bin/opcuasim --port 4840 --interval 1s >"$data/opcuasim.log" 2>&1 &
 sim=$!
-cat > "$data/opcua-template.json" <<'JSON'
-{"endpoint_url": "opc.tcp://127.0.0.1:4840", "security_mode": "None", "data_points": [
-  {"node_id": "ns=1;s=cnc1.SpindleSpeed", "name": "Spindle speed", "unit": "rpm", "sampling_interval_ms": 1000, "warn_above": 9800},
-  {"node_id": "ns=1;s=cnc1.Temperature", "name": "Temperature", "unit": "°C", "sampling_interval_ms": 1000, "warn_above": 48, "alarm_above": 49.5, "hysteresis": 1},
-  {"node_id": "ns=1;s=cnc1.Running", "name": "Running", "sampling_interval_ms": 1000, "role": "running"},
-  {"node_id": "ns=1;s=cnc1.EnergyCounter", "name": "Energy", "unit": "kWh", "sampling_interval_ms": 1000, "role": "energy_kwh"}]}
+# The agent's site config: the demo model's OPC-UA template (delivered by
+# the control plane in a signed command) names the machine at
+# 192.168.10.30; on this gateway the "machine" endpoint is the simulator.
+cat > "$data/agent-config.json" <<'JSON'
+{"opcua": {"endpoints": [{"name": "machine", "url": "opc.tcp://127.0.0.1:4840"}]}}
 JSON
 # A simulated HMI (VNC test pattern) and PLC port (TCP echo) on the
 # gateway's loopback, and the demo model's remote-access template pointed
@@ -55,9 +54,9 @@ if [ ! -f "$data/remote-demo.done" ]; then
   ) && touch "$data/remote-demo.done" || echo "run: could not point the demo model at the local test peers (remote sessions will fail)" >&2
 fi
 if [ -f "$data/agent/device.json" ]; then
-  bin/gantry-agent run --state-dir "$data/agent" --metrics-listen 127.0.0.1:9101 --opcua-template "$data/opcua-template.json" 2>"$data/agent.log" &
+  bin/gantry-agent run --config "$data/agent-config.json" --state-dir "$data/agent" --metrics-listen 127.0.0.1:9101 2>"$data/agent.log" &
   agent=$!
-  echo "Simulated agent: demo gateway enrolled, collecting from the OPC-UA simulator on opc.tcp://127.0.0.1:4840 (log: $data/agent.log, metrics: http://127.0.0.1:9101/metrics)"
+  echo "Simulated agent: demo gateway enrolled, collecting from the OPC-UA simulator on opc.tcp://127.0.0.1:4840 with the template the control plane delivers (log: $data/agent.log, metrics: http://127.0.0.1:9101/metrics)"
   echo "Remote access: the demo gateway reaches a VNC test pattern on 127.0.0.1:5900 and a TCP echo 'PLC' on 127.0.0.1:5020 (see README: Remote access)"
 fi
 wait "$cp"
