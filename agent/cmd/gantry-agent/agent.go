@@ -166,7 +166,11 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 	case config.ConsentGPIO:
 		consent = tunnel.FileConsent(cfg.RemoteAccess.Consent.Path, true)
 	}
-	tunnels := tunnel.New(tunnel.Options{Logger: logger.With("component", "tunnel"), Consent: consent, ListenPort: cfg.RemoteAccess.WireGuard.ListenPort})
+	// kernel_tun: New checks TUN, CAP_NET_ADMIN, nf_tables and ip_forward
+	// and logs what is missing; the agent keeps running (no crash loop)
+	// and refuses SSC grants with that error.
+	tunnels := tunnel.New(tunnel.Options{Logger: logger.With("component", "tunnel"), Consent: consent, ListenPort: cfg.RemoteAccess.WireGuard.ListenPort,
+		SSCMode: tunnel.SSCMode(cfg.RemoteAccess.SSCL3Mode)})
 	defer tunnels.Close()
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_agent_tunnels", Help: "Remote-access tunnels up (one per active grant)."}, func() float64 { return float64(len(tunnels.Active())) }),
