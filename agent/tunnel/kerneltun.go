@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
@@ -203,11 +204,14 @@ type kernelTun struct {
 	dev  tun.Device
 
 	once sync.Once
+	stop chan struct{} // ends the consent watch
+	done chan struct{} // closed when the watch has ended; nil without one
+	gate bool // the consent gate rule is installed (watch goroutine only)
 }
 
 // up creates the grant's interface, routing and nftables table. On error
 // nothing is left behind.
-func (k *kernelNet) up(s spec) (_ *kernelTun, err error) {
+func (k *kernelNet) up(s spec, consent func() error) (_ *kernelTun, err error) {
 	k.mu.Lock()
 	if k.err != nil {
 		k.mu.Unlock()
@@ -236,7 +240,7 @@ func (k *kernelNet) up(s spec) (_ *kernelTun, err error) {
 		k.release(slot)
 		return nil, err
 	}
-	kt := &kernelTun{k: k, plan: plan}
+	kt := &kernelTun{k: k, plan: plan, stop: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			kt.close()
@@ -290,7 +294,72 @@ func (k *kernelNet) up(s spec) (_ *kernelTun, err error) {
 	if err := nc.Flush(); err != nil {
 		return nil, fmt.Errorf("ssc kernel_tun: install nftables table %s: %w", plan.name, err)
 	}
+	if consent == nil {
+		return kt, nil
+	}
+	// Local consent: the kernel forwards without asking the agent, so a
+	// gate rule drops new engineer flows while consent is missing (as the
+	// userspace router refuses them); flows already running continue.
+	if err := kt.setGate(consent() != nil); err != nil {
+		return nil, err
+	}
+	kt.done = make(chan struct{})
+	go kt.watchConsent(consent)
 	return kt, nil
+}
+
+// consentPoll is how often kernel_tun re-reads the local consent input.
+const consentPoll = 250 * time.Millisecond
+
+func (kt *kernelTun) watchConsent(consent func() error) {
+	defer close(kt.done)
+	tk := time.NewTicker(consentPoll)
+	defer tk.Stop()
+	for {
+		select {
+		case <-kt.stop:
+			return
+		case <-tk.C:
+		}
+		err := consent()
+		if closed := err != nil; closed != kt.gate {
+			if gerr := kt.setGate(closed); gerr != nil {
+				kt.k.log.Error("ssc kernel_tun: cannot follow local consent", "interface", kt.plan.name, "err", gerr)
+				continue
+			}
+			kt.k.log.Info("ssc kernel_tun: local consent changed", "interface", kt.plan.name, "new_flows_allowed", !closed, "reason", err)
+		}
+	}
+}
+
+// setGate installs (closed) or removes the rule that drops new engineer
+// flows.
+func (kt *kernelTun) setGate(closed bool) error {
+	nc, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	t, chain, rule := kt.plan.gateRule()
+	if closed {
+		nc.InsertRule(rule)
+	} else {
+		rules, err := nc.GetRules(t, chain)
+		if err != nil {
+			return fmt.Errorf("list rules of %s: %w", kt.plan.name, err)
+		}
+		for _, r := range rules {
+			if string(r.UserData) == gateTag {
+				if err := nc.DelRule(r); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		return fmt.Errorf("consent gate in %s: %w", kt.plan.name, err)
+	}
+	kt.gate = closed
+	return nil
 }
 
 // ipRules route the grant's replies into its interface: flows marked in
@@ -328,6 +397,10 @@ func ipNet(p netip.Prefix) *net.IPNet {
 // closed first by the caller, so no packet enters while the rules go.
 func (kt *kernelTun) close() {
 	kt.once.Do(func() {
+		close(kt.stop)
+		if kt.done != nil {
+			<-kt.done
+		}
 		p := kt.plan
 		var errs []error
 		if kt.dev != nil {

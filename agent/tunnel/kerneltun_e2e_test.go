@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -70,7 +71,11 @@ func helperAgent() {
 		cmd, arg, _ := strings.Cut(sc.Text(), " ")
 		switch cmd {
 		case "start":
-			m = New(Options{SSCMode: SSCKernelTUN})
+			opts := Options{SSCMode: SSCKernelTUN}
+			if arg != "" {
+				opts.Consent = FileConsent(arg, false)
+			}
+			m = New(opts)
 			out("ok")
 		case "kernelerr":
 			out("%v", m.KernelTUNErr())
@@ -567,6 +572,7 @@ func TestKernelTUNEndToEnd(t *testing.T) {
 		agent.cmd.Process.Kill()
 		agent.cmd.Wait()
 		next := startHelper(t, agentNS, "agent")
+		agent = next
 		if s := next.do("state"); !strings.Contains(s, "table:gantry-ssc0") || !strings.Contains(s, "rule:") {
 			t.Errorf("after kill -9: %s (want the table and rules left over)", s)
 		}
@@ -582,6 +588,42 @@ func TestKernelTUNEndToEnd(t *testing.T) {
 		}
 		if !udpEchoes(eng, netip.AddrPortFrom(host, 7), 5*time.Second) {
 			t.Error("no UDP echo after the restart")
+		}
+	})
+
+	t.Run("local consent gates new flows", func(t *testing.T) {
+		agent.stop()
+		consent := filepath.Join(t.TempDir(), "consent")
+		os.WriteFile(consent, []byte("off\n"), 0o644)
+		agent = startHelper(t, agentNS, "agent")
+		agent.do("start " + consent)
+		up3 := proto.Clone(up).(*gantryv1.TunnelUp)
+		up3.ExpiresAt = timestamppb.New(time.Now().Add(time.Hour))
+		if r := agent.do("up " + encodeUp(t, up3)); r != "ok" {
+			t.Fatalf("up: %s", r)
+		}
+		c2, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if c, err := eng.DialTCP(c2, netip.AddrPortFrom(host, 7)); err == nil {
+			c.Close()
+			t.Error("connected without local consent")
+		}
+		os.WriteFile(consent, []byte("on\n"), 0o644)
+		time.Sleep(2 * consentPoll)
+		c, err := eng.DialTCP(ctx, netip.AddrPortFrom(host, 7))
+		if err != nil {
+			t.Fatalf("with consent: %v", err)
+		}
+		defer c.Close()
+		os.WriteFile(consent, []byte("off\n"), 0o644)
+		time.Sleep(2 * consentPoll)
+		// The running connection continues; new ones are refused.
+		c.Write([]byte("still"))
+		if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
+			t.Errorf("running flow cut when consent went away: %v", err)
+		}
+		if udpEchoes(eng, netip.AddrPortFrom(host, 7), time.Second) {
+			t.Error("new UDP flow after consent went away")
 		}
 	})
 }

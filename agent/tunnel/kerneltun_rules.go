@@ -159,6 +159,21 @@ func (p kernelPlan) ruleset() (*nftables.Table, []*nftables.Chain, []*nftables.R
 	return t, chains, rules
 }
 
+// gateTag marks the consent gate rule (rule user data).
+const gateTag = "gantry-consent-gate"
+
+// gateRule drops new flows from the interface (first in chain forward)
+// while local consent is missing.
+func (p kernelPlan) gateRule() (*nftables.Table, *nftables.Chain, *nftables.Rule) {
+	t := p.nftTable()
+	c := &nftables.Chain{Name: "forward", Table: t}
+	var e []expr.Any
+	e = append(e, iifname(p.name)...)
+	e = append(e, ctState(expr.CtStateBitNEW)...)
+	e = append(e, verdict(expr.VerdictDrop)...)
+	return t, c, &nftables.Rule{Table: t, Chain: c, Exprs: e, UserData: []byte(gateTag)}
+}
+
 func ifnameBytes(n string) []byte {
 	b := make([]byte, unix.IFNAMSIZ)
 	copy(b, n)

@@ -218,7 +218,7 @@ func (m *Manager) Up(msg *gantryv1.TunnelUp) error {
 	wcfg := wg.Config{PrivateKey: s.priv, Address: s.addr, ListenPort: m.opts.ListenPort, Logger: m.log.With("grant", s.grant)}
 	var kt *kernelTun
 	if m.kernel != nil && len(s.ssc.subnets) > 0 {
-		if kt, err = m.kernel.up(s); err != nil {
+		if kt, err = m.kernel.up(s, m.opts.Consent); err != nil {
 			return err
 		}
 		wcfg.TUN = kt.dev
