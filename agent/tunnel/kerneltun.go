@@ -206,7 +206,7 @@ type kernelTun struct {
 	once sync.Once
 	stop chan struct{} // ends the consent watch
 	done chan struct{} // closed when the watch has ended; nil without one
-	gate bool // the consent gate rule is installed (watch goroutine only)
+	gate bool          // the consent gate rule is installed (watch goroutine only)
 }
 
 // up creates the grant's interface, routing and nftables table. On error
