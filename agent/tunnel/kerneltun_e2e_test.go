@@ -77,6 +77,9 @@ func helperAgent() {
 			}
 			m = New(opts)
 			out("ok")
+		case "startuser":
+			m = New(Options{})
+			out("ok")
 		case "kernelerr":
 			out("%v", m.KernelTUNErr())
 		case "up":
@@ -132,8 +135,20 @@ func kernelState() string {
 	return strings.Join(parts, ",")
 }
 
-// helperLAN serves TCP echo on 7 and 8, UDP echo on 7, until stdin ends.
+// helperLAN serves TCP echo on 7 and 8, TCP discard on 9, UDP echo on
+// 7, until stdin ends.
 func helperLAN() {
+	if ln, err := net.Listen("tcp4", ":9"); err == nil {
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() { n, _ := io.Copy(io.Discard, c); fmt.Fprintf(c, "%d\n", n); c.Close() }()
+			}
+		}()
+	}
 	for _, port := range []string{"7", "8"} {
 		ln, err := net.Listen("tcp4", ":"+port)
 		if err != nil {
