@@ -174,6 +174,12 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 	defer tunnels.Close()
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_agent_tunnels", Help: "Remote-access tunnels up (one per active grant)."}, func() float64 { return float64(len(tunnels.Active())) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_agent_ssc_kernel_tun_unavailable", Help: "1 while ssc_l3_mode is kernel_tun but the host check failed (see the log: drop-in, sysctls); SSC grants are refused."}, func() float64 {
+			if tunnels.KernelTUNErr() != nil {
+				return 1
+			}
+			return 0
+		}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_tunnel_connections_total", Help: "Connections forwarded to machine-network targets."}, func() float64 { return float64(tunnels.Stats.ConnsOpened.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_tunnel_refused_total", Help: "Tunnel connection requests refused (target not allowed, no consent, unreachable)."}, func() float64 { return float64(tunnels.Stats.ConnsRefused.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_ssc_flows_total", Help: "Secure Service Connect flows (TCP, UDP, ICMP echo) routed to the machine network."}, func() float64 { return float64(tunnels.Stats.FlowsOpened.Load()) }),
