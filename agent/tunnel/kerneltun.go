@@ -378,7 +378,11 @@ func (p kernelPlan) ipRules() []*netlink.Rule {
 // checkRoute makes sure the machine subnet is reachable from the agent,
 // and not through a kernel-TUN interface (a loop).
 func checkRoute(machine netip.Prefix) error {
-	routes, err := netlink.RouteGet(machine.Addr().Next().AsSlice())
+	probe := machine.Addr()
+	if machine.Bits() < 32 {
+		probe = probe.Next() // the first host
+	}
+	routes, err := netlink.RouteGet(probe.AsSlice())
 	if err != nil || len(routes) == 0 {
 		return fmt.Errorf("machine subnet %s has no route on this device: connect the agent to the machine network or fix the template's subnet", machine)
 	}

@@ -462,7 +462,7 @@ func TestKernelTUNEndToEnd(t *testing.T) {
 		t.Errorf("kernel objects while up: %s", s)
 	}
 	host := netip.AddrFrom4([4]byte{100, 64, 7, 5})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
 	t.Run("tcp through the virtual subnet", func(t *testing.T) {
@@ -607,6 +607,8 @@ func TestKernelTUNEndToEnd(t *testing.T) {
 	})
 
 	t.Run("local consent gates new flows", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
 		agent.stop()
 		consent := filepath.Join(t.TempDir(), "consent")
 		os.WriteFile(consent, []byte("off\n"), 0o644)

@@ -89,7 +89,8 @@ func (p kernelPlan) nftTable() *nftables.Table {
 //	               VIRTUAL dnat to ip daddr & HOSTMASK | MACHINE (1:1).
 //	chain snat     (nat, postrouting, 100): ct mark M oifname != X
 //	               masquerade — machines answer the agent's LAN address.
-//	chain forward  (filter, forward, 0): from X only engineer sources,
+//	chain forward  (filter, forward, 0): TCP MSS clamped to the route's
+//	               MTU both ways; from X only engineer sources,
 //	               DNATed flows (no direct machine addresses), the
 //	               subnets and the template's ports; then drop; into X only
 //	               established/related.
@@ -138,7 +139,11 @@ func (p kernelPlan) ruleset() (*nftables.Table, []*nftables.Chain, []*nftables.R
 	}
 	// snat
 	add(cSNAT, ctMark(mark), oifname(p.name, false), []expr.Any{&expr.Masq{}})
-	// forward
+	// forward: first clamp the MSS of SYNs both ways to the route's MTU
+	// (the TUN's 1420 vs the LAN's 1500; the userspace router terminates
+	// TCP, so there it comes for free), then filter.
+	add(cFwd, iifname(p.name), clampMSS())
+	add(cFwd, oifname(p.name, true), clampMSS())
 	for _, sn := range p.subnets {
 		base := [][]expr.Any{iifname(p.name), ipPrefix(12, p.clients), ctStatus(ipsDstNAT), ipPrefix(16, sn.machine)}
 		if len(p.ports) == 0 {
@@ -262,6 +267,17 @@ func portMatch(r machinemodel.PortRule) []expr.Any {
 	default:
 		return append(l4proto(r.Proto), dport(r.Lo, r.Hi)...)
 	}
+}
+
+// clampMSS is "tcp flags syn / syn,rst tcp option maxseg size set rt
+// mtu".
+func clampMSS() []expr.Any {
+	return append(l4proto(unix.IPPROTO_TCP),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x06}, Xor: []byte{0}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x02}},
+		&expr.Rt{Register: 1, Key: expr.RtTCPMSS},
+		&expr.Exthdr{SourceRegister: 1, Type: 2, Offset: 2, Len: 2, Op: expr.ExthdrOpTcpopt})
 }
 
 func verdict(k expr.VerdictKind) []expr.Any { return []expr.Any{&expr.Verdict{Kind: k}} }

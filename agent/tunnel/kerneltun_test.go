@@ -212,6 +212,8 @@ func TestKernelRuleset(t *testing.T) {
 	chain forward {
 		type filter hook forward priority filter; policy accept;
 		iifname "gantry-ssc3" ct state new drop
+		iifname "gantry-ssc3" tcp flags syn / syn,rst tcp option maxseg size set rt mtu
+		oifname "gantry-ssc3" tcp flags syn / syn,rst tcp option maxseg size set rt mtu
 		iifname "gantry-ssc3" ip saddr 100.97.0.0/16 ct status dnat ip daddr 192.168.0.0/24 tcp dport 102 accept
 		iifname "gantry-ssc3" ip saddr 100.97.0.0/16 ct status dnat ip daddr 192.168.0.0/24 tcp dport 8000-8100 accept
 		iifname "gantry-ssc3" ip saddr 100.97.0.0/16 ct status dnat ip daddr 192.168.0.0/24 udp dport 161 accept
