@@ -261,6 +261,10 @@ func (k *kernelNet) up(s spec, consent func() error) (_ *kernelTun, err error) {
 	if err := netlink.AddrAdd(link, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(plan.addr, 32))}); err != nil {
 		return nil, fmt.Errorf("ssc kernel_tun: address %s on %s: %w (is it already used by another interface?)", plan.addr, plan.name, err)
 	}
+	// IPv4 only: no IPv6 link-local address, so the kernel sends no
+	// router or neighbour solicitations into the tunnel (a kernel without
+	// IPv6 refuses this, which is fine).
+	_ = netlink.LinkSetIP6AddrGenMode(link, 1) // IN6_ADDR_GEN_MODE_NONE
 	if err := netlink.LinkSetUp(link); err != nil {
 		return nil, fmt.Errorf("ssc kernel_tun: set %s up: %w", plan.name, err)
 	}
