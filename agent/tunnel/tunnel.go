@@ -54,8 +54,15 @@ type Options struct {
 	// (default DefaultUDPIdle).
 	UDPIdle time.Duration
 	// OnFlow, if set, receives each ended SSC flow's summary (it must not
-	// block).
+	// block). Userspace mode only: in kernel_tun mode the kernel forwards
+	// and the agent sees no flows.
 	OnFlow func(FlowSummary)
+	// SSCMode is what carries SSC grants (default SSCUserspace). With
+	// SSCKernelTUN, New checks the host (TUN device, CAP_NET_ADMIN,
+	// nf_tables, ip_forward) and removes a crashed run's leftovers; if the
+	// check fails it logs why and SSC grants are refused with that error
+	// (KernelTUNErr), while grants without SSC still work.
+	SSCMode SSCMode
 }
 
 // Stats are the manager's counters.
@@ -75,6 +82,7 @@ type Manager struct {
 	mu      sync.Mutex
 	tunnels map[string]*tunnel
 	closed  bool
+	kernel  *kernelNet // SSCKernelTUN only
 
 	Stats Stats
 }
@@ -94,7 +102,20 @@ func New(opts Options) *Manager {
 		var d net.Dialer
 		opts.Dial = d.DialContext
 	}
-	return &Manager{opts: opts, log: opts.Logger, tunnels: map[string]*tunnel{}}
+	m := &Manager{opts: opts, log: opts.Logger, tunnels: map[string]*tunnel{}}
+	if opts.SSCMode == SSCKernelTUN {
+		m.kernel = newKernelNet(m.log, defaultKernelCheck)
+	}
+	return m
+}
+
+// KernelTUNErr is why the kernel_tun mode cannot work on this host (nil if
+// it can, or in userspace mode).
+func (m *Manager) KernelTUNErr() error {
+	if m.kernel == nil {
+		return nil
+	}
+	return m.kernel.err
 }
 
 type tunnel struct {
@@ -104,6 +125,7 @@ type tunnel struct {
 	ln      net.Listener
 	timer   *time.Timer
 	ssc     sscSpec
+	kt      *kernelTun   // kernel_tun mode: the TUN under iface
 	refused atomic.Int64 // SSC flows refused, for log rate limiting
 
 	mu     sync.Mutex
@@ -191,20 +213,41 @@ func (m *Manager) Up(msg *gantryv1.TunnelUp) error {
 	if old != nil {
 		old.close()
 	}
-	iface, err := wg.New(wg.Config{PrivateKey: s.priv, Address: s.addr, ListenPort: m.opts.ListenPort, Logger: m.log.With("grant", s.grant)})
+	// What sits under the WireGuard device: its own gVisor stack, or for
+	// SSC grants in kernel_tun mode a kernel TUN interface.
+	wcfg := wg.Config{PrivateKey: s.priv, Address: s.addr, ListenPort: m.opts.ListenPort, Logger: m.log.With("grant", s.grant)}
+	var kt *kernelTun
+	if m.kernel != nil && len(s.ssc.subnets) > 0 {
+		if kt, err = m.kernel.up(s, m.opts.Consent); err != nil {
+			return err
+		}
+		wcfg.TUN = kt.dev
+	}
+	iface, err := wg.New(wcfg)
 	if err != nil {
+		if kt != nil {
+			kt.close()
+		}
 		return err
 	}
 	// The listener and the router's handlers are in place before the hub
 	// is a peer: gVisor's handler table must not change while packets
 	// flow.
-	ln, err := iface.ListenTCP(tunnelproto.Port)
+	var ln net.Listener
+	if kt != nil {
+		ln, err = kt.listen(tunnelproto.Port)
+	} else {
+		ln, err = iface.ListenTCP(tunnelproto.Port)
+	}
 	if err != nil {
 		iface.Close()
+		if kt != nil {
+			kt.close()
+		}
 		return fmt.Errorf("tunnel: listen: %w", err)
 	}
-	t := &tunnel{grant: s.grant, targets: s.targets, iface: iface, ln: ln, ssc: s.ssc, conns: map[net.Conn]struct{}{}}
-	if len(s.ssc.subnets) > 0 {
+	t := &tunnel{grant: s.grant, targets: s.targets, iface: iface, ln: ln, ssc: s.ssc, kt: kt, conns: map[net.Conn]struct{}{}}
+	if len(s.ssc.subnets) > 0 && kt == nil {
 		if err := m.startRouter(t); err != nil {
 			t.close()
 			return err
@@ -236,7 +279,11 @@ func (m *Manager) Up(msg *gantryv1.TunnelUp) error {
 	t.wg.Add(1)
 	go m.accept(t)
 	m.Stats.TunnelsUp.Add(1)
-	m.log.Info("tunnel up", "grant", s.grant, "address", s.addr, "hub", s.endpoint, "targets", len(s.targets), "ssc_subnets", len(s.ssc.subnets), "expires", s.expires)
+	mode := SSCUserspace
+	if kt != nil {
+		mode = SSCKernelTUN
+	}
+	m.log.Info("tunnel up", "grant", s.grant, "address", s.addr, "hub", s.endpoint, "targets", len(s.targets), "ssc_subnets", len(s.ssc.subnets), "ssc_mode", mode, "expires", s.expires)
 	return nil
 }
 
@@ -311,6 +358,9 @@ func (t *tunnel) close() bool {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.iface.Close()
+	if t.kt != nil {
+		t.kt.close()
+	}
 	t.wg.Wait()
 	return true
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -115,6 +116,13 @@ type Config struct {
 	// Wrap, if set, wraps the TUN device between WireGuard and the stack
 	// (the hub's SSC forwarding sees every packet there).
 	Wrap func(tun.Device) tun.Device
+	// TUN, if set, is the device WireGuard runs on instead of the
+	// interface's own gVisor stack (the agent's Secure Service Connect
+	// kernel-TUN mode: a kernel TUN interface, so the kernel routes and
+	// NATs). Such an interface has no stack: DialTCP, ListenTCP, DialUDP,
+	// WritePacket and Stack are unavailable (callers use the kernel's
+	// sockets). Close closes the device.
+	TUN tun.Device
 	// OnSpoofedSource, if set, is called for each decrypted packet
 	// WireGuard dropped because its source address is not in the sending
 	// peer's AllowedIPs (cryptokey routing).
@@ -126,13 +134,17 @@ func New(cfg Config) (*Interface, error) {
 	if !cfg.Address.IsValid() {
 		return nil, fmt.Errorf("wg: the interface needs an address")
 	}
-	st, err := newStackTUN(cfg.Address, MTU)
-	if err != nil {
-		return nil, err
+	var st *stackTUN
+	tdev := cfg.TUN
+	if tdev == nil {
+		var err error
+		if st, err = newStackTUN(cfg.Address, MTU); err != nil {
+			return nil, err
+		}
+		tdev = st
 	}
-	var tdev tun.Device = st
 	if cfg.Wrap != nil {
-		tdev = cfg.Wrap(st)
+		tdev = cfg.Wrap(tdev)
 	}
 	lg := cfg.Logger
 	if lg == nil {
@@ -269,19 +281,32 @@ func (i *Interface) Stats() map[Key]PeerStats {
 // Address is the interface's address inside the tunnel.
 func (i *Interface) Address() netip.Addr { return i.addr }
 
+// errNoStack is returned by the stack's methods on an interface that runs
+// on a device of the caller's (Config.TUN).
+var errNoStack = errors.New("wg: the interface runs on a kernel TUN device and has no stack of its own; use the kernel's sockets")
+
 // DialTCP connects through the tunnel.
 func (i *Interface) DialTCP(ctx context.Context, to netip.AddrPort) (net.Conn, error) {
+	if i.st == nil {
+		return nil, errNoStack
+	}
 	return i.st.dialTCP(ctx, to)
 }
 
 // ListenTCP listens on the interface's address.
 func (i *Interface) ListenTCP(port int) (net.Listener, error) {
+	if i.st == nil {
+		return nil, errNoStack
+	}
 	return i.st.listenTCP(netip.AddrPortFrom(i.addr, uint16(port)))
 }
 
 // DialUDP opens a UDP socket from the interface's address (port 0: any)
 // connected to to.
 func (i *Interface) DialUDP(to netip.AddrPort) (net.Conn, error) {
+	if i.st == nil {
+		return nil, errNoStack
+	}
 	return i.st.dialUDP(netip.AddrPortFrom(i.addr, 0), to)
 }
 
@@ -292,16 +317,27 @@ func (i *Interface) WritePacket(p []byte) error {
 	if len(p) < 20 || p[0]>>4 != 4 || len(p) > MTU {
 		return fmt.Errorf("wg: not an IPv4 packet of at most %d bytes", MTU)
 	}
+	if i.st == nil {
+		return errNoStack
+	}
 	return i.st.writeOut(p)
 }
 
 // Stack is the interface's gVisor TCP/IP stack (one NIC, ID NIC), for
-// callers that attach forwarders (the agent's SSC subnet router).
-func (i *Interface) Stack() *stack.Stack { return i.st.stack }
+// callers that attach forwarders (the agent's SSC subnet router); nil on
+// an interface that runs on a device of the caller's (Config.TUN).
+func (i *Interface) Stack() *stack.Stack {
+	if i.st == nil {
+		return nil
+	}
+	return i.st.stack
+}
 
 // Close tears the interface down: its UDP socket closes and every
 // connection through it fails.
 func (i *Interface) Close() {
 	i.dev.Close() // closes the TUN device, and with it the stack
-	i.st.Close()
+	if i.st != nil {
+		i.st.Close()
+	}
 }

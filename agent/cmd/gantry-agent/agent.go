@@ -172,10 +172,20 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 	case config.ConsentGPIO:
 		consent = tunnel.FileConsent(cfg.RemoteAccess.Consent.Path, true)
 	}
-	tunnels := tunnel.New(tunnel.Options{Logger: logger.With("component", "tunnel"), Consent: consent, ListenPort: cfg.RemoteAccess.WireGuard.ListenPort})
+	// kernel_tun: New checks TUN, CAP_NET_ADMIN, nf_tables and ip_forward
+	// and logs what is missing; the agent keeps running (no crash loop)
+	// and refuses SSC grants with that error.
+	tunnels := tunnel.New(tunnel.Options{Logger: logger.With("component", "tunnel"), Consent: consent, ListenPort: cfg.RemoteAccess.WireGuard.ListenPort,
+		SSCMode: tunnel.SSCMode(cfg.RemoteAccess.SSCL3Mode)})
 	defer tunnels.Close()
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_agent_tunnels", Help: "Remote-access tunnels up (one per active grant)."}, func() float64 { return float64(len(tunnels.Active())) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_agent_ssc_kernel_tun_unavailable", Help: "1 while ssc_l3_mode is kernel_tun but the host check failed (see the log: drop-in, sysctls); SSC grants are refused."}, func() float64 {
+			if tunnels.KernelTUNErr() != nil {
+				return 1
+			}
+			return 0
+		}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_tunnel_connections_total", Help: "Connections forwarded to machine-network targets."}, func() float64 { return float64(tunnels.Stats.ConnsOpened.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_tunnel_refused_total", Help: "Tunnel connection requests refused (target not allowed, no consent, unreachable)."}, func() float64 { return float64(tunnels.Stats.ConnsRefused.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_ssc_flows_total", Help: "Secure Service Connect flows (TCP, UDP, ICMP echo) routed to the machine network."}, func() float64 { return float64(tunnels.Stats.FlowsOpened.Load()) }),
