@@ -44,7 +44,7 @@ var SecurityPolicies = []string{"Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes2
 
 // Options tune a Collector.
 type Options struct {
-	FlushInterval time.Duration // batch window, default 250ms
+	FlushInterval time.Duration // batch window, default 250ms; negative: no window, each notification's samples are sent at once
 	MaxBatch      int           // samples per batch, default 5000
 	Watchdog      time.Duration // reconnect when nothing arrives this long, default 30s
 	MaxBackoff    time.Duration // default 30s
@@ -110,7 +110,7 @@ func New(tpl machinemodel.OPCUA, sink func([]Sample), opts Options) (*Collector,
 			return nil, errors.New("collector: both a username and a user certificate are configured; choose one auth type")
 		}
 	}
-	if opts.FlushInterval <= 0 {
+	if opts.FlushInterval == 0 {
 		opts.FlushInterval = 250 * time.Millisecond
 	}
 	if opts.MaxBatch <= 0 {
@@ -252,7 +252,14 @@ func (c *Collector) session(ctx context.Context) error {
 	c.log.Info("opc-ua collecting", "endpoint", c.tpl.EndpointURL, "points", len(pts), "subscriptions", len(subs))
 
 	pending := make([]Sample, 0, c.opts.MaxBatch)
-	flush := time.NewTicker(c.opts.FlushInterval)
+	// The ticker also drives the watchdog, so it runs without a batch
+	// window too.
+	immediate := c.opts.FlushInterval < 0
+	tick := c.opts.FlushInterval
+	if immediate {
+		tick = 250 * time.Millisecond
+	}
+	flush := time.NewTicker(tick)
 	defer flush.Stop()
 	lastData := time.Now()
 	for {
@@ -275,9 +282,12 @@ func (c *Collector) session(ctx context.Context) error {
 			}
 			c.Collected.Add(int64(len(dc.MonitoredItems)))
 			pending = c.samples(dc.MonitoredItems, pending)
-			if len(pending) >= c.opts.MaxBatch {
-				c.emit(pending)
-				pending = pending[:0]
+			// Full batches go now (at most MaxBatch samples each); without a
+			// batch window the rest goes too.
+			for len(pending) > 0 && (immediate || len(pending) >= c.opts.MaxBatch) {
+				n := min(len(pending), c.opts.MaxBatch)
+				c.emit(pending[:n])
+				pending = pending[:copy(pending, pending[n:])]
 			}
 		case <-flush.C:
 			if len(pending) > 0 {

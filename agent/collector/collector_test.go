@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -197,4 +198,54 @@ func (p *proxy) up() {
 		p.t.Fatalf("proxy: listen again on %s: %v", p.addr, err)
 	}
 	p.serve(l)
+}
+
+// TestBatchLimits checks mqtt.batch as the collector applies it: no batch
+// holds more than MaxBatch samples, and without a batch window every
+// notification's samples go at once (more batches than a ticker allows).
+func TestBatchLimits(t *testing.T) {
+	sim, err := opcuasim.New(opcuasim.Config{Generated: 20, Interval: opcuasim.Duration(100 * time.Millisecond)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ns := sim.Namespace()
+	var pts []machinemodel.DataPoint
+	for i := range 20 {
+		pts = append(pts, machinemodel.DataPoint{NodeID: opcuasim.GeneratedNodeID(ns, i), Name: fmt.Sprintf("gen%d", i), SamplingIntervalMS: 100})
+	}
+	tpl := machinemodel.OPCUA{EndpointURL: sim.Endpoint(), SecurityMode: "None", DataPoints: pts}
+	run := func(opts Options, d time.Duration) (sizes []int) {
+		var mu sync.Mutex
+		opts.Watchdog, opts.MaxBackoff = 5*time.Second, time.Second
+		c, err := New(tpl, func(s []Sample) { mu.Lock(); sizes = append(sizes, len(s)); mu.Unlock() }, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx) }()
+		waitFor(t, 10*time.Second, "collecting", func() bool { return c.State() == "connected" })
+		mu.Lock()
+		sizes = nil // from the first full window on
+		mu.Unlock()
+		time.Sleep(d)
+		cancel()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return sizes
+	}
+	for _, n := range run(Options{MaxBatch: 3, FlushInterval: time.Second}, 1500*time.Millisecond) {
+		if n > 3 {
+			t.Fatalf("a batch of %d samples with MaxBatch 3", n)
+		}
+	}
+	// 3 s at 100 ms publishing: ~30 notifications. A 250 ms window would
+	// give at most 13 batches.
+	if got := run(Options{FlushInterval: -1}, 3*time.Second); len(got) <= 14 {
+		t.Errorf("without a batch window: %d batches in 3 s, want one per notification (~30)", len(got))
+	}
 }

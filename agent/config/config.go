@@ -253,7 +253,7 @@ func Default() Config {
 			KeepAlive:      30 * time.Second,
 			ConnectTimeout: 10 * time.Second,
 			Reconnect:      Backoff{Min: time.Second, Max: time.Minute, Jitter: 1},
-			Batch:          Batch{MaxMessages: 100, MaxDelay: time.Second},
+			Batch:          Batch{MaxMessages: 5000, MaxDelay: 250 * time.Millisecond},
 			InflightWindow: 64,
 		},
 		Queue:        Queue{MaxMB: 64, SegmentMB: 8, SyncInterval: 2 * time.Millisecond},

@@ -34,6 +34,9 @@ type Config struct {
 	RootCAs      *x509.CertPool
 	AgentVersion string
 	KeepAlive    time.Duration // default 30s
+	// ConnectTimeout bounds one connection attempt, TLS handshake
+	// included (default 10s: a busy broker after a restart answers late).
+	ConnectTimeout time.Duration
 	// Reconnect schedule (see Backoff): attempt n after a lost connection
 	// waits a random time in [(1−Jitter)·b, b] with b = MinBackoff·2^(n−1)
 	// capped at MaxBackoff, and capped at RecentCap(MinBackoff, MaxBackoff)
@@ -78,6 +81,9 @@ func Dial(ctx context.Context, cfg Config, logger *slog.Logger) (*Link, error) {
 	if err != nil || u.Scheme != "tls" || u.Host == "" {
 		return nil, fmt.Errorf("link: broker URL %q: want tls://host:port", cfg.BrokerURL)
 	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
 	if cfg.KeepAlive == 0 {
 		cfg.KeepAlive = 30 * time.Second
 	}
@@ -108,6 +114,7 @@ func Dial(ctx context.Context, cfg Config, logger *slog.Logger) (*Link, error) {
 		SetTLSConfig(&tls.Config{Certificates: []tls.Certificate{cfg.Certificate}, RootCAs: cfg.RootCAs, ServerName: host, MinVersion: tls.VersionTLS12,
 			ClientSessionCache: &sessionCache{}}).
 		SetKeepAlive(cfg.KeepAlive).
+		SetConnectTimeout(cfg.ConnectTimeout).
 		// A broker that answers a ping late is busy, not gone: dropping
 		// the connection after paho's 10 s would add a handshake to its
 		// load (seen with 10,000 agents after a control-plane restart).

@@ -260,7 +260,7 @@ func serve(ctx context.Context, cfg config.Config, simulate float64, tpl *machin
 	}))
 	var lnk atomic.Pointer[link.Link]
 	l, err := link.Dial(ctx, link.Config{DeviceID: st.DeviceID, BrokerURL: st.MQTTURL, Certificate: cert, RootCAs: pool, AgentVersion: version,
-		KeepAlive: cfg.MQTT.KeepAlive, MaxBackoff: cfg.MQTT.Reconnect.Max, MinBackoff: cfg.MQTT.Reconnect.Min, Jitter: cfg.MQTT.Reconnect.Jitter,
+		KeepAlive: cfg.MQTT.KeepAlive, ConnectTimeout: cfg.MQTT.ConnectTimeout, MaxBackoff: cfg.MQTT.Reconnect.Max, MinBackoff: cfg.MQTT.Reconnect.Min, Jitter: cfg.MQTT.Reconnect.Jitter,
 		OnCommand: func(p []byte) {
 			commands.Inc()
 			ack := handler.Handle(p)

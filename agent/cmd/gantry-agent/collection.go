@@ -172,7 +172,7 @@ func (c *collection) buildLocked(tpl machinemodel.OPCUA) (*builtPipeline, error)
 		return nil, err
 	}
 	ed := &edge{q: c.q, log: c.log, now: time.Now}
-	col, err := collector.New(ctpl, func(samples []collector.Sample) { ed.samples(c.ctx, samples) }, collector.Options{Logger: c.log, Security: sec})
+	col, err := collector.New(ctpl, func(samples []collector.Sample) { ed.samples(c.ctx, samples) }, collector.Options{Logger: c.log, Security: sec, MaxBatch: c.cfg.MQTT.Batch.MaxMessages, FlushInterval: batchWindow(c.cfg.MQTT.Batch.MaxDelay)})
 	if err != nil {
 		return nil, err
 	}
@@ -309,3 +309,12 @@ func (c *collection) templateStatusLocked() templateStatus {
 
 // errNoTemplate is returned by browse without endpoint or template.
 var errNoTemplate = errors.New("give an endpoint_url: this agent has no OPC-UA template")
+
+// batchWindow is the collector's batch window for mqtt.batch.max_delay: 0s
+// means no window (each notification's samples at once).
+func batchWindow(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
+}
