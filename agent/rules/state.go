@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/gantry-iot/gantry/pkg/atomicfile"
 	"github.com/gantry-iot/gantry/pkg/machinemodel"
 )
 
@@ -180,40 +181,11 @@ func (e *Engine) Save() error {
 	return nil
 }
 
-// writeAtomic replaces path with data so that a crash leaves either the
-// old or the new content: it writes path.tmp, fsyncs it, renames it over
-// path and fsyncs the directory.
+// writeAtomic creates the state file's directory and replaces the file
+// atomically.
 func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return atomicfile.Write(path, data)
 }

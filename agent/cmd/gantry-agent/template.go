@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gantry-iot/gantry/agent/config"
+	"github.com/gantry-iot/gantry/pkg/atomicfile"
 	"github.com/gantry-iot/gantry/pkg/machinemodel"
 	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
 )
@@ -108,43 +109,10 @@ func saveTemplate(dir string, t storedTemplate) error {
 		return fmt.Errorf("encode the OPC-UA template: %w", err)
 	}
 	path := filepath.Join(dir, TemplateFile)
-	if err := writeFileAtomic(path, append(b, '\n')); err != nil {
+	if err := atomicfile.Write(path, append(b, '\n')); err != nil {
 		return fmt.Errorf("persist the OPC-UA template in %s: %w (is the state directory writable?)", path, err)
 	}
 	return nil
-}
-
-// writeFileAtomic replaces path with data: path.tmp (0600) is written,
-// synced and renamed over path, then the directory is synced.
-func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // mergeTemplate applies the site side of the config file to a template:
