@@ -29,6 +29,7 @@ import (
 	"github.com/gantry-iot/gantry/agent/tunnel"
 	"github.com/gantry-iot/gantry/pkg/command"
 	"github.com/gantry-iot/gantry/pkg/machinemodel"
+	"github.com/gantry-iot/gantry/pkg/pprofserve"
 	"github.com/gantry-iot/gantry/pkg/topics"
 	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
 	"google.golang.org/protobuf/proto"
@@ -122,7 +123,7 @@ func runCmd(ctx context.Context, args []string, std stdio) error {
 	}
 	logger := cfg.Log.NewLogger(std.err).With("version", version)
 	if *pprofAddr != "" {
-		stop, err := servePprof(*pprofAddr, logger)
+		stop, err := pprofserve.Serve(*pprofAddr, logger)
 		if err != nil {
 			return err
 		}

@@ -1,13 +1,7 @@
 package main
 
 import (
-	"fmt"
-	"log/slog"
-	"net"
-	"net/http"
-	"net/http/pprof"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -66,23 +60,4 @@ func dataPathMetrics(reg prometheus.Registerer, status *statusPage, pub *countin
 			return 0
 		}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_agent_values_sent_total", Help: "Telemetry values in queued records acknowledged by the broker (PUBACK)."}, func() float64 { return float64(pub.values.Load()) }))
-}
-
-// servePprof serves net/http/pprof on addr (a profiling aid, off unless
-// --pprof-listen names an address; bind it to loopback).
-func servePprof(addr string, logger *slog.Logger) (stop func(), err error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("pprof: listen on %s: %w (choose another with --pprof-listen)", addr, err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	logger.Info("pprof listening", "addr", ln.Addr().String())
-	return func() { _ = srv.Close() }, nil
 }

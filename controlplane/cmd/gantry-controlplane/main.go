@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gantry-iot/gantry/controlplane/server"
+	"github.com/gantry-iot/gantry/pkg/pprofserve"
 )
 
 const usage = `gantry-controlplane — Gantry's cloud control plane.
@@ -96,6 +97,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	var cfg server.Config
 	var level string
 	fs := newServeFlags(&cfg, &level)
+	pprofAddr := fs.String("pprof-listen", "", "serve Go profiles (net/http/pprof) on this address for profiling under load, e.g. 127.0.0.1:6060 (default: off; bind to loopback)")
 	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -109,6 +111,13 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if *pprofAddr != "" {
+		stopPprof, err := pprofserve.Serve(*pprofAddr, logger)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
 	s, err := server.New(ctx, cfg, logger)
 	if err != nil {
 		return err
