@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -80,9 +81,24 @@ type controlPlane struct {
 	stopOnce sync.Once
 }
 
+var pprofStarts atomic.Int32
+
 func startControlPlane(t testing.TB, dataDir string, extra ...string) *controlPlane {
 	t.Helper()
 	args := append([]string{"serve", "--dev", "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-level", "warn"}, extra...)
+	// GANTRY_BENCH_CP_PPROF=127.0.0.1:PORT profiles the control planes
+	// under load: the first one started serves pprof on PORT, the next on
+	// PORT+1, and so on (the baseline's control plane is still running).
+	if addr := os.Getenv("GANTRY_BENCH_CP_PPROF"); addr != "" {
+		host, port, err := net.SplitHostPort(addr)
+		p, perr := strconv.Atoi(port)
+		if err != nil || perr != nil {
+			t.Fatalf("GANTRY_BENCH_CP_PPROF=%q: want host:port", addr)
+		}
+		n := int(pprofStarts.Add(1)) - 1
+		args = append(args, "--pprof-listen", net.JoinHostPort(host, strconv.Itoa(p+n)))
+		t.Logf("control plane %d: pprof on %s:%d", n, host, p+n)
+	}
 	cmd := exec.Command(controlPlaneBinary(t), args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
