@@ -20,6 +20,15 @@ type restartable struct {
 	revoked sync.Map // serial → true
 }
 
+func newRestartable(t *testing.T) *restartable {
+	t.Helper()
+	ca, err := pki.NewCA("test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &restartable{ca: ca}
+}
+
 func (r *restartable) start(t *testing.T, keys [][32]byte) *Broker {
 	t.Helper()
 	srvCert, err := r.ca.IssueServer([]string{"127.0.0.1"}, time.Hour)
@@ -92,11 +101,7 @@ func ticketKeys(t *testing.T) *pki.TicketKeys {
 // connection to a restarted broker resumes its TLS session (no full
 // handshake); with keys new in each process it does not.
 func TestResumeAcrossRestart(t *testing.T) {
-	r := &restartable{}
-	var err error
-	if r.ca, err = pki.NewCA("test", time.Now()); err != nil {
-		t.Fatal(err)
-	}
+	r := newRestartable(t)
 	keys := ticketKeys(t)
 	b1 := r.start(t, keys.Keys())
 	tc := r.deviceTLS(t, "dev-a")
@@ -127,11 +132,7 @@ func TestResumeAcrossRestart(t *testing.T) {
 // session resumes, but CONNECT is refused by the revocation check. Its
 // new certificate connects.
 func TestResumedRevokedRefused(t *testing.T) {
-	r := &restartable{}
-	var err error
-	if r.ca, err = pki.NewCA("test", time.Now()); err != nil {
-		t.Fatal(err)
-	}
+	r := newRestartable(t)
 	keys := ticketKeys(t)
 	b1 := r.start(t, keys.Keys())
 	old := r.deviceTLS(t, "dev-a")
@@ -161,11 +162,7 @@ func TestResumedRevokedRefused(t *testing.T) {
 // certificate's CN: another client ID is refused, its own topics are
 // allowed, another device's topics are not.
 func TestResumedIdentityAndACL(t *testing.T) {
-	r := &restartable{}
-	var err error
-	if r.ca, err = pki.NewCA("test", time.Now()); err != nil {
-		t.Fatal(err)
-	}
+	r := newRestartable(t)
 	keys := ticketKeys(t)
 	b1 := r.start(t, keys.Keys())
 	tc := r.deviceTLS(t, "dev-a")
@@ -223,11 +220,7 @@ func TestResumedIdentityAndACL(t *testing.T) {
 // TestTicketKeyRotation: after one rotation a ticket of the previous key
 // still resumes; after a second one (the key is gone) it does not.
 func TestTicketKeyRotation(t *testing.T) {
-	r := &restartable{}
-	var err error
-	if r.ca, err = pki.NewCA("test", time.Now()); err != nil {
-		t.Fatal(err)
-	}
+	r := newRestartable(t)
 	keys := ticketKeys(t)
 	b := r.start(t, keys.Keys())
 	addr := b.Addr().String()
