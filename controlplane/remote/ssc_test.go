@@ -446,3 +446,85 @@ func TestSSCPeersEndWithGrant(t *testing.T) {
 		t.Error("an active grant's engineer peer was removed")
 	}
 }
+
+// stuckSender never gets an ack for its first TunnelUp of a grant (the
+// agent was reconnecting and the command went to the old connection); it
+// records how many sends of one grant overlapped and the last key sent.
+type stuckSender struct {
+	mu       sync.Mutex
+	calls    int
+	inflight int
+	overlap  int
+	lastKey  wg.Key
+}
+
+func (s *stuckSender) Send(ctx context.Context, _ string, cmd *gantryv1.Command, _ time.Duration) (*gantryv1.CommandAck, error) {
+	s.mu.Lock()
+	s.calls++
+	first := s.calls == 1
+	s.inflight++
+	s.overlap = max(s.overlap, s.inflight)
+	priv, err := wg.KeyFromBytes(cmd.GetTunnelUp().GetPrivateKey())
+	if err == nil {
+		s.lastKey = priv.Public()
+	}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.inflight--
+		s.mu.Unlock()
+	}()
+	if first {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return &gantryv1.CommandAck{Ok: true}, nil
+}
+
+// TestTunnelUpResentOnReconnect: a device that comes online while its
+// TunnelUp is still waiting for an ack gets a fresh TunnelUp at once; the
+// sends never overlap, and the hub ends up with the key the agent was
+// sent last (overlapping sends could leave the two sides with different
+// keys, and no handshake would ever succeed).
+func TestTunnelUpResentOnReconnect(t *testing.T) {
+	hub := newTestHub(t, HubConfig{})
+	src := &fakeGrants{}
+	src.set(store.Grant{ID: "g1", DeviceID: "d1", ExpiresAt: time.Now().Add(time.Hour)})
+	snd := &stuckSender{}
+	tun := NewTunnels(hub, src, snd, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { tun.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for {
+		snd.mu.Lock()
+		n := snd.calls
+		snd.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	start := time.Now()
+	tun.DeviceOnline("d1")
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	if err := tun.Wait(wctx, "g1"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("tunnel acknowledged %v after the device came online", time.Since(start).Round(time.Millisecond))
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("re-send after reconnect took %v; the stale send should have been cancelled", took)
+	}
+	snd.mu.Lock()
+	defer snd.mu.Unlock()
+	if snd.overlap != 1 {
+		t.Errorf("%d TunnelUps of one grant in flight at once, want 1", snd.overlap)
+	}
+	hub.mu.Lock()
+	p := hub.peers["g1"]
+	hub.mu.Unlock()
+	if p == nil || p.key != snd.lastKey {
+		t.Errorf("the hub's peer key is not the one last sent to the agent")
+	}
+}

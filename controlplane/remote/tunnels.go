@@ -49,9 +49,27 @@ type tunnelState struct {
 	grant    store.Grant
 	acked    bool
 	sending  bool
-	gen      int // bumped when an in-flight send becomes stale
+	gen      int // bumped when what was sent (or is being sent) is stale
 	lastSend time.Time
-	ready    chan struct{} // closed when the agent acknowledged TunnelUp
+	cancel   context.CancelFunc // ends the in-flight send
+	ready    chan struct{}      // closed when the agent acknowledged TunnelUp
+}
+
+// stale marks what the agent has (or is being sent) as out of date: the
+// in-flight send is cancelled and a new TunnelUp goes out as soon as it
+// returns. Sends of one grant never overlap, so the hub's peer key is
+// always the one in the last TunnelUp sent: two overlapping sends could
+// leave the hub with one key and the agent with the other, and no
+// handshake would ever succeed. Caller holds t.mu.
+func (st *tunnelState) stale() {
+	st.gen++
+	st.lastSend = time.Time{}
+	if st.cancel != nil {
+		st.cancel()
+	}
+	if st.acked {
+		st.acked, st.ready = false, make(chan struct{})
+	}
 }
 
 // NewTunnels returns a manager; onEnd is called when a grant's tunnel
@@ -80,11 +98,7 @@ func (t *Tunnels) DeviceOnline(deviceID string) {
 			continue
 		}
 		// Whatever is in flight went to the previous connection.
-		st.gen++
-		st.sending, st.lastSend = false, time.Time{}
-		if st.acked {
-			st.acked, st.ready = false, make(chan struct{})
-		}
+		st.stale()
 	}
 	t.mu.Unlock()
 	t.Kick()
@@ -123,20 +137,24 @@ func (t *Tunnels) reconcile(ctx context.Context) {
 			st = &tunnelState{grant: g, ready: make(chan struct{})}
 			t.state[g.ID] = st
 		}
-		if !g.ExpiresAt.Equal(st.grant.ExpiresAt) && st.acked {
+		if !g.ExpiresAt.Equal(st.grant.ExpiresAt) && (st.acked || st.sending) {
 			// Extended: the agent must learn the new expiry.
-			st.acked, st.lastSend, st.ready = false, time.Time{}, make(chan struct{})
+			st.stale()
 		}
 		st.grant = g
 		if !st.acked && !st.sending && now.Sub(st.lastSend) >= t.retry {
-			st.sending, st.lastSend = true, now
-			go t.up(ctx, st, g, st.gen)
+			sctx, cancel := context.WithCancel(ctx)
+			st.sending, st.lastSend, st.cancel = true, now, cancel
+			go t.up(sctx, st, g, st.gen)
 		}
 	}
 	var ended []store.Grant
 	for id, st := range t.state {
 		if !active[id] {
 			ended = append(ended, st.grant)
+			if st.cancel != nil {
+				st.cancel()
+			}
 			delete(t.state, id)
 		}
 	}
@@ -161,10 +179,21 @@ func (t *Tunnels) up(ctx context.Context, st *tunnelState, g store.Grant, gen in
 	err := t.sendUp(ctx, g)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.state[g.ID] != st || st.gen != gen {
-		return // ended or superseded meanwhile
+	if cur := t.state[g.ID]; cur != st {
+		if cur == nil {
+			// Ended meanwhile: reconcile removed the hub peer, but this
+			// send may have added it again after that.
+			t.hub.RemovePeer(g.ID)
+		}
+		return
 	}
 	st.sending = false
+	st.cancel()
+	st.cancel = nil
+	if st.gen != gen {
+		t.Kick() // superseded: send again now
+		return
+	}
 	if err != nil {
 		t.log.Warn("tunnel up not acknowledged; will retry", "grant", g.ID, "device", g.DeviceID, "err", err)
 		return
