@@ -85,6 +85,9 @@ type Config struct {
 	MQTTTicketKeyPeriod time.Duration
 	// HistoryRetention bounds the stored value history (default 7 days).
 	HistoryRetention time.Duration
+	// IngestMaxGroup is the most telemetry batches stored in one
+	// transaction (0: telemetry's default).
+	IngestMaxGroup int
 	// NotificationRetention bounds stored edge-rule notifications
 	// (default 90 days); those tied to an open case are kept.
 	NotificationRetention time.Duration
@@ -130,6 +133,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MQTTCRLReload != "" && c.MQTTCRLFile == "" {
 		return errors.New("--mqtt-crl-reload without --mqtt-crl-file: the reload command runs after the CRL file is rewritten")
+	}
+	if c.IngestMaxGroup < 0 || c.IngestMaxGroup > 65536 {
+		return fmt.Errorf("--ingest-max-group %d: want 1 to 65536 batches per transaction (0: the default)", c.IngestMaxGroup)
 	}
 	if c.MQTTIngestClients < 0 || c.MQTTIngestClients > 64 {
 		return fmt.Errorf("--mqtt-ingest-clients %d: want 1..64 (0: 4)", c.MQTTIngestClients)
@@ -444,7 +450,7 @@ func (s *Server) startPresence(ctx context.Context, cfg Config, logger *slog.Log
 // startIngest starts the telemetry writer; it must run before telemetry
 // can arrive (retained messages are delivered at subscription).
 func (s *Server) startIngest(ctx context.Context, logger *slog.Logger) {
-	s.ingest = telemetry.New(s.Store, telemetry.Config{}, s.reg, logger)
+	s.ingest = telemetry.New(s.Store, telemetry.Config{MaxGroup: s.cfg.IngestMaxGroup}, s.reg, logger)
 	go s.ingest.Run(context.WithoutCancel(ctx))
 }
 

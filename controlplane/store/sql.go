@@ -40,6 +40,10 @@ type db struct {
 	sql     *sql.DB
 	dialect dialect
 	log     *slog.Logger
+
+	// SQLite: the background WAL checkpointer (see checkpoints).
+	stopCkpt chan struct{}
+	ckptDone chan struct{}
 }
 
 // Open opens the store named by dsn and applies pending migrations.
@@ -73,6 +77,15 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger) (Store, error) {
 		q.Add("_pragma", "journal_mode(WAL)")
 		q.Add("_pragma", "foreign_keys(1)")
 		q.Add("_pragma", "synchronous(NORMAL)")
+		// Checkpoints run in the background (checkpoints), not in
+		// whichever transaction crosses the WAL threshold: under
+		// telemetry load that was the ingest writer, which then spent
+		// most of its time copying pages back and in fsync.
+		q.Add("_pragma", "wal_autocheckpoint(0)")
+		// 32 MiB of page cache per connection (SQLite's default is 2
+		// MiB): the latest-value snapshots of 10,000 devices alone
+		// fill more than that, and every miss is a read system call.
+		q.Add("_pragma", "cache_size(-32768)")
 		q.Set("_txlock", "immediate")
 		d.sql, err = sql.Open("sqlite", "file:"+p+"?"+q.Encode())
 		if err != nil {
@@ -88,10 +101,70 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger) (Store, error) {
 		d.sql.Close()
 		return nil, err
 	}
+	if d.dialect == sqlite {
+		d.stopCkpt, d.ckptDone = make(chan struct{}), make(chan struct{})
+		go d.checkpoints(checkpointEvery)
+	}
 	return d, nil
 }
 
-func (d *db) Close() error { return d.sql.Close() }
+func (d *db) Close() error {
+	if d.stopCkpt != nil {
+		close(d.stopCkpt)
+		<-d.ckptDone
+		d.stopCkpt = nil
+	}
+	return d.sql.Close()
+}
+
+const (
+	// checkpointEvery is how often the SQLite WAL is copied back into
+	// the database file.
+	checkpointEvery = 500 * time.Millisecond
+	// walTruncateFrames: a WAL longer than this (pages; 64 MiB of 4 KiB
+	// pages) is truncated, which waits for the writer of the moment
+	// rather than letting the file grow while writers never pause.
+	walTruncateFrames = 16384
+)
+
+// checkpoints copies the WAL back into the database every interval
+// without blocking writers (PASSIVE), and truncates a WAL that grew past
+// walTruncateFrames, until Close. A final TRUNCATE leaves the database
+// file complete on its own.
+func (d *db) checkpoints(interval time.Duration) {
+	defer close(d.ckptDone)
+	ctx := context.Background()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-d.stopCkpt:
+			if _, _, err := d.checkpoint(ctx, "TRUNCATE"); err != nil {
+				d.log.Warn("store: final WAL checkpoint", "err", err)
+			}
+			return
+		case <-tick.C:
+		}
+		logFrames, _, err := d.checkpoint(ctx, "PASSIVE")
+		if err != nil {
+			d.log.Warn("store: WAL checkpoint", "err", err)
+			continue
+		}
+		if logFrames > walTruncateFrames {
+			if _, _, err := d.checkpoint(ctx, "TRUNCATE"); err != nil {
+				d.log.Warn("store: WAL truncate", "frames", logFrames, "err", err)
+			}
+		}
+	}
+}
+
+// checkpoint runs PRAGMA wal_checkpoint(mode) and returns the WAL's
+// length and how much of it is now in the database file, in pages.
+func (d *db) checkpoint(ctx context.Context, mode string) (logFrames, checkpointed int, err error) {
+	var busy int
+	err = d.sql.QueryRowContext(ctx, "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &logFrames, &checkpointed)
+	return logFrames, checkpointed, err
+}
 
 // rebind turns ? placeholders into $n for PostgreSQL, and drops row locks
 // for SQLite (whose write transactions lock the database up front).

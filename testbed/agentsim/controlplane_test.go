@@ -99,6 +99,8 @@ func startControlPlane(t testing.TB, dataDir string, extra ...string) *controlPl
 		args = append(args, "--pprof-listen", net.JoinHostPort(host, strconv.Itoa(p+n)))
 		t.Logf("control plane %d: pprof on %s:%d", n, host, p+n)
 	}
+	// GANTRY_BENCH_CP_ARGS adds serve flags, e.g. to compare settings.
+	args = append(args, strings.Fields(os.Getenv("GANTRY_BENCH_CP_ARGS"))...)
 	cmd := exec.Command(controlPlaneBinary(t), args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {

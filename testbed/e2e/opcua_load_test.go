@@ -37,9 +37,10 @@ const (
 // durable queue and MQTT: values/s collected, delivered to the broker
 // (PUBACK) and stored by the control plane, agent CPU seconds per 100k
 // collected and per 100k delivered values, and RSS — against a bare gopcua
-// subscription client receiving the same nodes in the same run (alone
-// first, then alongside each agent in the same window). Two
-// brokers: the embedded one (acknowledges after the control plane stored
+// subscription client receiving the same nodes in the same run, alone
+// before and after each agent (alongside, the two clients would share
+// the simulator, which cannot serve two subscribers at the full rate on
+// this machine). Two brokers: the embedded one (acknowledges after the control plane stored
 // the batch) and Mosquitto (acknowledges on receipt). Part of make bench
 // (GANTRY_BENCH=1); GANTRY_BENCH_AGENT_BEFORE=path also measures another
 // gantry-agent build in the same run, GANTRY_BENCH_PPROF=addr serves the
@@ -85,7 +86,8 @@ func TestOPCUA10kLoad(t *testing.T) {
 		points = append(points, machinemodel.DataPoint{NodeID: opcuasim.GeneratedNodeID(ns, i), Name: fmt.Sprintf("gen%d", i), SamplingIntervalMS: uint32(loadInterval / time.Millisecond)})
 	}
 
-	// Baseline: a bare gopcua client, ≤ 1,000 items per subscription.
+	// Baseline: a bare gopcua client, ≤ 1,000 items per subscription,
+	// measured alone before the first agent and after every agent.
 	base := bareSubscriber(t, endpoint, points)
 
 	b, _ := json.Marshal(machinemodel.OPCUA{EndpointURL: endpoint, SecurityMode: "None", DataPoints: points})
@@ -105,17 +107,20 @@ func TestOPCUA10kLoad(t *testing.T) {
 	// The embedded broker acknowledges a batch after the control plane
 	// stored it; Mosquitto acknowledges on receipt, so it measures the
 	// agent's delivery to a broker independent of the ingest speed.
-	// A bare client also runs alongside each agent, so that both see the
-	// same simulator and the same machine load in the same window (on a
-	// shared machine the load changes between windows).
-	side := startBare(t, endpoint, points)
-	defer side.stop()
+	// Each agent's CPU is compared with the mean of the bare client's
+	// windows just before and just after it.
+	measure := func(t *testing.T, cp *controlPlane, states []string, ingest bool) {
+		for i, a := range agents {
+			m := loadAgent(t, cp, a.name, a.bin, states[i], tplFile, ingest)
+			after := bareSubscriber(t, endpoint, points)
+			t.Logf("bare gopcua client after %s: %.0f values/s, %.3f CPU s per 100k values", a.name, after.rate, after.cpuPer100k)
+			m.report(t, baseline{rate: (base.rate + after.rate) / 2, cpuPer100k: (base.cpuPer100k + after.cpuPer100k) / 2})
+			base = after
+		}
+	}
 	t.Run("embedded", func(t *testing.T) {
 		cp := startControlPlane(t)
-		states := enrollLoadAgents(t, cp, agents)
-		for i, a := range agents {
-			loadAgent(t, cp, a.name, a.bin, states[i], tplFile, side, true)
-		}
+		measure(t, cp, enrollLoadAgents(t, cp, agents), true)
 	})
 	t.Run("mosquitto", func(t *testing.T) {
 		dataDir, brokerDir := t.TempDir(), t.TempDir()
@@ -125,10 +130,7 @@ func TestOPCUA10kLoad(t *testing.T) {
 		addr, mosq, _ := startMosquitto(t, brokerDir)
 		cp := startControlPlaneArgs(t, dataDir, "--mqtt-external", "tls://"+addr, "--mqtt-crl-file", filepath.Join(brokerDir, "crl.pem"),
 			"--mqtt-crl-reload", fmt.Sprintf("kill -HUP %d", mosq.Process.Pid), "--mqtt-ingest-clients", "1")
-		states := enrollLoadAgents(t, cp, agents)
-		for i, a := range agents {
-			loadAgent(t, cp, a.name, a.bin, states[i], tplFile, side, false)
-		}
+		measure(t, cp, enrollLoadAgents(t, cp, agents), false)
 	})
 }
 
@@ -145,13 +147,24 @@ func enrollLoadAgents(t *testing.T, cp *controlPlane, agents []struct{ name, bin
 	return states
 }
 
+// agentLoad is one agent's measurement over loadWindow.
+type agentLoad struct {
+	name                          string
+	collected, sent, stored       float64 // values/s
+	perCol, perSent               float64 // CPU s per 100k values
+	rssMax                        int64
+	backlogMB, dropped, ackedMsgs float64
+	ingest                        bool
+	load                          string
+}
+
 // loadAgent runs one agent process (binary agentBin, enrolled at cp with
-// its state in state) on the load template and reports, over loadWindow: values collected
-// from the server, values acknowledged by the broker (and, with ingest,
-// stored by the control plane), the agent's CPU per 100k collected and
-// per 100k delivered values against those of the bare client running
-// alongside (the test process's CPU in the same window), and its RSS.
-func loadAgent(t *testing.T, cp *controlPlane, name, agentBin, state, tplFile string, side *bareClient, ingest bool) {
+// its state in state) on the load template and measures, over
+// loadWindow: values collected from the server, values acknowledged by
+// the broker (and, with ingest, stored by the control plane), the
+// agent's CPU per 100k collected and per 100k delivered values, and its
+// RSS.
+func loadAgent(t *testing.T, cp *controlPlane, name, agentBin, state, tplFile string, ingest bool) agentLoad {
 	t.Helper()
 	agentMetrics := freePort(t)
 	args := []string{"run", "--state-dir", state, "--metrics-listen", agentMetrics, "--opcua-template", tplFile}
@@ -176,30 +189,35 @@ func loadAgent(t *testing.T, cp *controlPlane, name, agentBin, state, tplFile st
 		time.Sleep(time.Second)
 	}
 	time.Sleep(5 * time.Second) // past the start-up burst
-	c0, s0, i0, cpu0, b0, bc0, t0 := collected(), sent(), ingested(), cpuSeconds(t, agent.Process.Pid), side.values.Load(), selfCPU(t), time.Now()
-	var rssMax int64
+	c0, s0, i0, cpu0, t0 := collected(), sent(), ingested(), cpuSeconds(t, agent.Process.Pid), time.Now()
+	m := agentLoad{name: name, ingest: ingest}
 	for time.Since(t0) < loadWindow {
 		time.Sleep(time.Second)
-		rssMax = max(rssMax, rss(t, agent.Process.Pid))
+		m.rssMax = max(m.rssMax, rss(t, agent.Process.Pid))
 	}
-	c1, s1, i1, cpu1, b1, bc1, el := collected(), sent(), ingested(), cpuSeconds(t, agent.Process.Pid), side.values.Load(), selfCPU(t), time.Since(t0)
-	base := baseline{rate: float64(b1-b0) / el.Seconds(), cpuPer100k: (bc1 - bc0) / (float64(b1-b0) / 100000)}
-	produced := float64(loadNodes) / loadInterval.Seconds()
+	c1, s1, i1, cpu1, el := collected(), sent(), ingested(), cpuSeconds(t, agent.Process.Pid), time.Since(t0)
 	cpu := cpu1 - cpu0
-	colRate, sentRate := (c1-c0)/el.Seconds(), (s1-s0)/el.Seconds()
-	perCol, perSent := cpu/((c1-c0)/100000), cpu/((s1-s0)/100000)
-	t.Logf("%s: load average %s; bare client alongside: %.0f values/s, %.3f CPU s per 100k values", name, loadAvg(), base.rate, base.cpuPer100k)
+	m.collected, m.sent, m.stored = (c1-c0)/el.Seconds(), (s1-s0)/el.Seconds(), (i1-i0)/el.Seconds()
+	m.perCol, m.perSent = cpu/((c1-c0)/100000), cpu/((s1-s0)/100000)
+	m.backlogMB, m.dropped, m.ackedMsgs = metric(t, am, "gantry_agent_queue_bytes")/(1<<20), metric(t, am, "gantry_agent_queue_dropped_total"), metric(t, am, "gantry_agent_messages_sent_total")
+	m.load = loadAvg()
+	return m
+}
+
+// report logs the measurement against the bare client's.
+func (m agentLoad) report(t *testing.T, base baseline) {
+	t.Helper()
+	produced := float64(loadNodes) / loadInterval.Seconds()
+	t.Logf("%s: load average %s; bare client alone before/after (mean): %.0f values/s, %.3f CPU s per 100k values", m.name, m.load, base.rate, base.cpuPer100k)
 	t.Logf("%s: queue after the window: %.1f MB backlog, %.0f records dropped (queue full), %.0f messages acked by the broker",
-		name, metric(t, am, "gantry_agent_queue_bytes")/(1<<20), metric(t, am, "gantry_agent_queue_dropped_total"), metric(t, am, "gantry_agent_messages_sent_total"))
+		m.name, m.backlogMB, m.dropped, m.ackedMsgs)
 	t.Logf("%s: collected %.0f values/s (%.1f %% of produced), %.3f CPU s per 100k collected (%.2f× the bare client)",
-		name, colRate, 100*colRate/produced, perCol, perCol/base.cpuPer100k)
+		m.name, m.collected, 100*m.collected/produced, m.perCol, m.perCol/base.cpuPer100k)
 	t.Logf("%s: delivered to the broker (PUBACK) %.0f values/s (%.1f %% of produced), %.3f CPU s per 100k delivered (%.2f× the bare client); RSS max %.1f MB",
-		name, sentRate, 100*sentRate/produced, perSent, perSent/base.cpuPer100k, float64(rssMax)/(1<<20))
-	if ingest {
-		r := (i1 - i0) / el.Seconds()
-		t.Logf("%s: stored by the control plane %.0f values/s (%.1f %% of produced)", name, r, 100*r/produced)
+		m.name, m.sent, 100*m.sent/produced, m.perSent, m.perSent/base.cpuPer100k, float64(m.rssMax)/(1<<20))
+	if m.ingest {
+		t.Logf("%s: stored by the control plane %.0f values/s (%.1f %% of produced)", m.name, m.stored, 100*m.stored/produced)
 	}
-	stop()
 }
 
 // metricRetry is metric for a process that may still be starting.

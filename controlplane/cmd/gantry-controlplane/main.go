@@ -88,6 +88,7 @@ func newServeFlags(cfg *server.Config, logLevel *string) *flag.FlagSet {
 	fs.IntVar(&cfg.WGPort, "wg-port", -1, "UDP port of the WireGuard hub for remote access (default 51820; with --dev a free port; 0: a free port)")
 	fs.StringVar(&cfg.WGPublicHost, "wg-public-host", "", "host agents send WireGuard packets to (default: the host of --portal-url or the listen address)")
 	fs.DurationVar(&cfg.HistoryRetention, "history-retention", 7*24*time.Hour, "how long machine-data history is kept")
+	fs.IntVar(&cfg.IngestMaxGroup, "ingest-max-group", 0, "most telemetry batches stored in one transaction (group commit; default 1024)")
 	fs.DurationVar(&cfg.NotificationRetention, "notification-retention", 90*24*time.Hour, "how long edge-rule notifications are kept (those tied to an open case stay)")
 	fs.StringVar(logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return fs
