@@ -43,7 +43,8 @@ const maxConcurrentDeliveries = 16
 // machine's asset when the machine names no model) — as a signed
 // reload_config, and records the agent's answer. It sends when a device is
 // linked or unlinked (the empty template stops collection), when its
-// model's template changes and when it comes online, each time only if
+// model's template changes, when its machine gets another source of its
+// model (linked to an asset) and when it comes online, each time only if
 // the device does not already run that template. Safe for concurrent use.
 type Templates struct {
 	st      TemplateStore
@@ -60,7 +61,7 @@ type Templates struct {
 }
 
 type trigger struct {
-	why      string // linked, model_updated, online, retry
+	why      string // linked, model_updated, machine_changed, online, retry
 	online   bool   // the device just announced itself online
 	retrying bool
 }
@@ -100,6 +101,20 @@ func (t *Templates) ModelUpdated(ctx context.Context, modelID string) {
 	}
 	for _, id := range ids {
 		t.enqueue(id, trigger{why: "model_updated"})
+	}
+}
+
+// MachineChanged: the model a customer machine's devices take their
+// template from may have changed (it was linked to an asset); every
+// device linked to it is checked.
+func (t *Templates) MachineChanged(ctx context.Context, machineID string) {
+	ids, err := t.st.ListDevicesOfMachine(ctx, machineID)
+	if err != nil {
+		t.log.Error("template delivery: devices of the changed machine not found", "machine", machineID, "err", err)
+		return
+	}
+	for _, id := range ids {
+		t.enqueue(id, trigger{why: "machine_changed"})
 	}
 }
 
