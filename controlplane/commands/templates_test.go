@@ -190,7 +190,8 @@ func TestTemplateOnAcceptedProposal(t *testing.T) {
 }
 
 // TestTemplateOnLink: linking a device to a machine with a model sends
-// that model's template (the trigger the machine-changed one mirrors).
+// that model's template (the trigger the machine-changed one mirrors), and
+// the device view names the model.
 func TestTemplateOnLink(t *testing.T) {
 	storetest.ForEach(t, func(t *testing.T, newStore storetest.Factory) {
 		w := newTemplateWorld(t, newStore(t))
@@ -200,9 +201,15 @@ func TestTemplateOnLink(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := w.fleet.LinkDevice(ctx, caller(w.provider, authz.ServiceTechnician), w.device.ID, m.ID); err != nil {
+		st := caller(w.provider, authz.ServiceTechnician)
+		if _, err := w.fleet.LinkDevice(ctx, st, w.device.ID, m.ID); err != nil {
 			t.Fatal(err)
 		}
 		w.waitTemplate(t, w.model.ID)
+		// GetDevice shows which model the delivered template came from.
+		v, err := w.fleet.GetDevice(ctx, st, w.device.ID)
+		if err != nil || v.Template == nil || v.Template.ModelID != w.model.ID || v.TemplateModel != "CNC-5X" || v.Template.State != store.TemplateApplied {
+			t.Errorf("device view %+v, template %+v, %v; want applied from CNC-5X", v, v.Template, err)
+		}
 	})
 }
