@@ -39,7 +39,7 @@ func TestWriteDevice(t *testing.T) {
 			want: []string{"TEMPLATE STATE refused by the agent: sent " + at(sent) + ", answered " + at(acked),
 				"TEMPLATE RUNNING v3", "TEMPLATE ERROR template v4 is invalid: data_points[0].node_id"}},
 		{name: "pending",
-			dev: dev(&gantryv1.TemplateStatus{Version: 1, Hash: hash, State: "pending", MachineModelId: "mm1", SentAt: timestamppb.New(sent)}),
+			dev:  dev(&gantryv1.TemplateStatus{Version: 1, Hash: hash, State: "pending", MachineModelId: "mm1", SentAt: timestamppb.New(sent)}),
 			want: []string{"TEMPLATE MODEL mm1 ¶", "TEMPLATE STATE pending: sent " + at(sent) + ", no answer yet", "TEMPLATE RUNNING none"}},
 		{name: "unlinked",
 			dev:  dev(&gantryv1.TemplateStatus{Version: 2, Hash: hash, State: "applied", AppliedVersion: 2, SentAt: timestamppb.New(sent), AckedAt: timestamppb.New(acked)}),

@@ -208,7 +208,9 @@ func TestDevServerLoginAndListUsers(t *testing.T) {
 	}
 	// One device with its OPC-UA template: the demo gateway's agent never
 	// ran here, so nothing was delivered yet.
-	var devs struct{ Devices []struct{ ID, SerialNumber string } }
+	var devs struct {
+		Devices []struct{ ID, SerialNumber string }
+	}
 	if out, err := ctl("", "--json", "devices", "list"); err != nil || json.Unmarshal([]byte(out), &devs) != nil {
 		t.Fatalf("devices list: %v\n%s", err, out)
 	}
