@@ -74,6 +74,7 @@ func (b *agentBroker) templates(dev string) []*gantryv1.DeviceTemplate {
 type templateWorld struct {
 	st       store.Store
 	fleet    *fleet.Service
+	tpls     *commands.Templates
 	broker   *agentBroker
 	provider store.Tenant
 	operator store.Tenant
@@ -122,6 +123,7 @@ func newTemplateWorld(t *testing.T, st store.Store) *templateWorld {
 	d, err := commands.New(w.broker, key, nil)
 	must(err)
 	tpls := commands.NewTemplates(st, d, nil, nil)
+	w.tpls = tpls
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); tpls.Run(runCtx) }()
@@ -211,5 +213,57 @@ func TestTemplateOnLink(t *testing.T) {
 		if err != nil || v.Template == nil || v.Template.ModelID != w.model.ID || v.TemplateModel != "CNC-5X" || v.Template.State != store.TemplateApplied {
 			t.Errorf("device view %+v, template %+v, %v; want applied from CNC-5X", v, v.Template, err)
 		}
+	})
+}
+
+// TestTemplateRightAfterReconnect: a device that just announced itself
+// online, before presence wrote that to the store, still gets the
+// template of a link made in that moment (it would otherwise keep its old
+// template until its next reconnect).
+func TestTemplateRightAfterReconnect(t *testing.T) {
+	storetest.ForEach(t, func(t *testing.T, newStore storetest.Factory) {
+		w := newTemplateWorld(t, newStore(t))
+		ctx := context.Background()
+		if err := w.st.SetDeviceOnline(ctx, w.device.ID, false, time.Now()); err != nil { // presence not written yet
+			t.Fatal(err)
+		}
+		w.tpls.DeviceOnline(w.device.ID) // no model yet: nothing to send
+		m, err := w.st.CreateCustomerMachine(ctx, store.CustomerMachine{TenantID: w.provider.ID, CustomerID: w.machine.CustomerID,
+			Name: "Mill 2", MachineModelID: w.model.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond) // the online check is done
+		if _, err := w.fleet.LinkDevice(ctx, caller(w.provider, authz.ServiceTechnician), w.device.ID, m.ID); err != nil {
+			t.Fatal(err)
+		}
+		w.waitTemplate(t, w.model.ID)
+	})
+}
+
+// TestTemplateNotSentOffline: a device that is offline (and did not just
+// announce itself) is not sent its template on a link; it gets it when it
+// connects.
+func TestTemplateNotSentOffline(t *testing.T) {
+	storetest.ForEach(t, func(t *testing.T, newStore storetest.Factory) {
+		w := newTemplateWorld(t, newStore(t))
+		ctx := context.Background()
+		if err := w.st.SetDeviceOnline(ctx, w.device.ID, false, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		m, err := w.st.CreateCustomerMachine(ctx, store.CustomerMachine{TenantID: w.provider.ID, CustomerID: w.machine.CustomerID,
+			Name: "Mill 2", MachineModelID: w.model.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.fleet.LinkDevice(ctx, caller(w.provider, authz.ServiceTechnician), w.device.ID, m.ID); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if sent := w.broker.templates(w.device.ID); len(sent) != 0 {
+			t.Fatalf("template sent to an offline device: %v", sent)
+		}
+		w.tpls.DeviceOnline(w.device.ID)
+		w.waitTemplate(t, w.model.ID)
 	})
 }
