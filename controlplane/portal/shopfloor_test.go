@@ -758,3 +758,54 @@ func TestDeviceDashboardTemplate(t *testing.T) {
 		t.Errorf("operator's device dashboard: %d, template shown: %v", code, has(body, "opcua-template"))
 	}
 }
+
+// TestAcceptedProposalSendsTemplate: accepting a proposal in the portal
+// links the customer machine to an asset; when the machine names no model
+// the asset's counts, so the control plane sends its device that model's
+// OPC-UA template (server wiring of the fleet hook to template delivery).
+func TestAcceptedProposalSendsTemplate(t *testing.T) {
+	srv, agent := demoAgent(t)
+	ids := demoShopfloor(t, srv)
+	ctx := context.Background()
+	dev := demoDevice(t, srv)
+	m0, err := srv.Store.GetCustomerMachine(ctx, dev.CustomerMachineID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	model, err := srv.Store.CreateMachineModel(ctx, store.MachineModel{TenantID: dev.TenantID, Name: "Lathe L2",
+		OPCUAJSON: []byte(`{"endpoint_url":"opc.tcp://10.0.0.7:4840","security_mode":"None","data_points":[{"node_id":"ns=2;s=Chuck","name":"chuck"}]}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m1, err := srv.Store.CreateCustomerMachine(ctx, store.CustomerMachine{TenantID: dev.TenantID, CustomerID: m0.CustomerID, Name: "Lathe #7", SerialNumber: "7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Store.LinkDevice(ctx, agent.DeviceID, m1.ID); err != nil { // no model on the machine: nothing to send
+		t.Fatal(err)
+	}
+	p, err := srv.Store.CreateProposal(ctx, store.AssetProposal{ProviderTenantID: dev.TenantID, OperatorTenantID: ids.nord.ID, CustomerMachineID: m1.ID,
+		Name: m1.Name, SerialNumber: m1.SerialNumber, MachineModelID: model.ID, State: store.ProposalPending})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tpl, err := srv.Store.GetDeviceTemplate(ctx, agent.DeviceID); err == nil && tpl.ModelID == model.ID {
+		t.Fatalf("template of %s sent before the proposal was accepted", model.Name)
+	}
+	wm := newBrowser(t, srv.URL)
+	wm.login("wm@nordwerk.example")
+	if code, _ := wm.post("/shopfloor/proposals/"+p.ID+"/accept", url.Values{"facility_id": {ids.hall1.ID}}); code != 200 {
+		t.Fatalf("accept: %d", code)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tpl, err := srv.Store.GetDeviceTemplate(ctx, agent.DeviceID)
+		if err == nil && tpl.ModelID == model.ID {
+			break // sent (the test agent refuses templates: its answer does not matter here)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no template of %s sent after the proposal was accepted: %+v, %v", model.Name, tpl, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
