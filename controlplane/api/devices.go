@@ -24,7 +24,8 @@ func devicePB(d fleet.DeviceView) *gantryv1.EdgeDevice {
 		out.LastSeen = ts(d.LastSeen)
 	}
 	if t := d.Template; t != nil {
-		out.Template = &gantryv1.TemplateStatus{Version: t.Version, Hash: t.Hash, State: t.State, Error: t.Error, AppliedVersion: t.AppliedVersion}
+		out.Template = &gantryv1.TemplateStatus{Version: t.Version, Hash: t.Hash, State: t.State, Error: t.Error, AppliedVersion: t.AppliedVersion,
+			MachineModelId: t.ModelID, MachineModelName: d.TemplateModel}
 		if !t.SentAt.IsZero() {
 			out.Template.SentAt = ts(t.SentAt)
 		}

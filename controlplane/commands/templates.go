@@ -34,6 +34,11 @@ const TemplateAckTimeout = 30 * time.Second
 // triggers again anyway).
 const retryAfter = 30 * time.Second
 
+// presenceLag bounds how long after a device announced itself online the
+// store may still say it is offline (presence writes are coalesced, about
+// 150 ms; more on a loaded store). Within it the device counts as online.
+const presenceLag = 5 * time.Second
+
 // maxConcurrentDeliveries bounds the templates in flight at once (a model
 // update may concern many devices).
 const maxConcurrentDeliveries = 16
@@ -43,7 +48,8 @@ const maxConcurrentDeliveries = 16
 // machine's asset when the machine names no model) — as a signed
 // reload_config, and records the agent's answer. It sends when a device is
 // linked or unlinked (the empty template stops collection), when its
-// model's template changes and when it comes online, each time only if
+// model's template changes, when its machine gets another source of its
+// model (linked to an asset) and when it comes online, each time only if
 // the device does not already run that template. Safe for concurrent use.
 type Templates struct {
 	st      TemplateStore
@@ -51,16 +57,18 @@ type Templates struct {
 	log     *slog.Logger
 	timeout time.Duration
 
-	mu       sync.Mutex
-	pending  map[string]trigger // devices to check
-	inflight map[string]bool
-	kick     chan struct{}
+	mu        sync.Mutex
+	pending   map[string]trigger // devices to check
+	inflight  map[string]bool
+	announced map[string]time.Time // when a device last announced itself online (pruned after presenceLag)
+	pruned    time.Time
+	kick      chan struct{}
 
 	results *prometheus.CounterVec
 }
 
 type trigger struct {
-	why      string // linked, model_updated, online, retry
+	why      string // linked, model_updated, machine_changed, online, retry
 	online   bool   // the device just announced itself online
 	retrying bool
 }
@@ -72,7 +80,7 @@ func NewTemplates(st TemplateStore, d *Dispatcher, reg prometheus.Registerer, lo
 		logger = slog.New(slog.DiscardHandler)
 	}
 	t := &Templates{st: st, d: d, log: logger, timeout: TemplateAckTimeout,
-		pending: map[string]trigger{}, inflight: map[string]bool{}, kick: make(chan struct{}, 1),
+		pending: map[string]trigger{}, inflight: map[string]bool{}, announced: map[string]time.Time{}, kick: make(chan struct{}, 1),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gantry_template_deliveries_total",
 			Help: "OPC-UA templates sent to devices by result: applied, refused (the agent's error), no_ack, failed (not sent)."}, []string{"result"}),
 	}
@@ -87,7 +95,32 @@ func (t *Templates) DeviceLinked(deviceID string) { t.enqueue(deviceID, trigger{
 
 // DeviceOnline: a device announced itself online.
 func (t *Templates) DeviceOnline(deviceID string) {
+	now := time.Now()
+	t.mu.Lock()
+	if now.Sub(t.pruned) >= presenceLag { // keep only recent announcements
+		for id, at := range t.announced {
+			if now.Sub(at) >= presenceLag {
+				delete(t.announced, id)
+			}
+		}
+		t.pruned = now
+	}
+	t.announced[deviceID] = now
+	t.mu.Unlock()
 	t.enqueue(deviceID, trigger{why: "online", online: true})
+}
+
+// justAnnounced reports whether the device announced itself online less
+// than presenceLag ago (the store may not say so yet).
+func (t *Templates) justAnnounced(deviceID string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	at, ok := t.announced[deviceID]
+	if ok && time.Since(at) >= presenceLag {
+		delete(t.announced, deviceID)
+		return false
+	}
+	return ok
 }
 
 // ModelUpdated: a machine model (and so maybe its OPC-UA template)
@@ -100,6 +133,20 @@ func (t *Templates) ModelUpdated(ctx context.Context, modelID string) {
 	}
 	for _, id := range ids {
 		t.enqueue(id, trigger{why: "model_updated"})
+	}
+}
+
+// MachineChanged: the model a customer machine's devices take their
+// template from may have changed (it was linked to an asset); every
+// device linked to it is checked.
+func (t *Templates) MachineChanged(ctx context.Context, machineID string) {
+	ids, err := t.st.ListDevicesOfMachine(ctx, machineID)
+	if err != nil {
+		t.log.Error("template delivery: devices of the changed machine not found", "machine", machineID, "err", err)
+		return
+	}
+	for _, id := range ids {
+		t.enqueue(id, trigger{why: "machine_changed"})
 	}
 }
 
@@ -177,8 +224,9 @@ func (t *Templates) deliver(ctx context.Context, deviceID string, tr trigger) {
 		return
 	}
 	// Presence is written a little later than the state arrives, so a
-	// device that just announced itself counts as online.
-	if !d.Online && !tr.online {
+	// device that just announced itself counts as online — also for other
+	// triggers (a link right after a reconnect).
+	if !d.Online && !tr.online && !t.justAnnounced(deviceID) {
 		log.Debug("template delivery: device offline; sent when it connects")
 		return
 	}

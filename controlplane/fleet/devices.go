@@ -33,6 +33,9 @@ type DeviceView struct {
 	// Template is the OPC-UA template delivery state (providers'
 	// GetDevice only; State TemplateNone when none was ever sent).
 	Template *store.DeviceTemplate
+	// TemplateModel is the name of Template.ModelID's machine model (""
+	// when none or the model is gone).
+	TemplateModel string
 }
 
 // TemplateNone is the template state of a device that was never sent one.
@@ -146,6 +149,14 @@ func (s *Service) GetDevice(ctx context.Context, c *identity.Caller, id string) 
 	switch t, err := s.devices().GetDeviceTemplate(ctx, d.ID); {
 	case err == nil:
 		v.Template = &t
+		if t.ModelID != "" {
+			switch m, err := s.repo.GetMachineModel(ctx, t.ModelID); {
+			case err == nil:
+				v.TemplateModel = m.Name
+			case !errors.Is(err, store.ErrNotFound):
+				return DeviceView{}, fmt.Errorf("model of the template of device %s: %w", d.ID, err)
+			}
+		}
 	case errors.Is(err, store.ErrNotFound):
 		v.Template = &store.DeviceTemplate{DeviceID: d.ID, State: TemplateNone}
 	default:

@@ -86,6 +86,10 @@ type Hooks struct {
 	DeviceLinked func(deviceID string)
 	// ModelUpdated: a machine model's name or templates were replaced.
 	ModelUpdated func(modelID string)
+	// MachineChanged: the machine model the devices linked to a customer
+	// machine take their template from may have changed (the machine was
+	// linked to an asset, whose model counts when the machine names none).
+	MachineChanged func(machineID string)
 }
 
 // SetHooks installs h; call it before serving.

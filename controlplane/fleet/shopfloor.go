@@ -184,7 +184,13 @@ func (s *Service) AcceptProposal(ctx context.Context, c *identity.Caller, id, fa
 	if errors.Is(err, store.ErrUsed) {
 		return store.Asset{}, errkind.New(errkind.Precondition, "id", "the proposal was already decided")
 	}
-	return a, wrapIf("accept proposal", err)
+	if err != nil {
+		return store.Asset{}, wrapStore("accept proposal", err)
+	}
+	if h := s.hooks.MachineChanged; h != nil {
+		h(a.CustomerMachineID)
+	}
+	return a, nil
 }
 
 // RejectProposal declines a proposal (Digital Shopfloor = manage).

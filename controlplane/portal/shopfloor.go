@@ -358,6 +358,63 @@ type deviceDash struct {
 	RunningHours []counterView
 	Energy       []counterView
 	Events       []eventView
+	OPCUA        *templateView // nil: not shown (operators, asset dashboards)
+}
+
+// templateView is the OPC-UA template delivery state of a device.
+type templateView struct {
+	State     string // none, pending, applied, error
+	StateText string
+	Model     string // name (ID), or what the empty template means
+	Version   uint64
+	Hash      string // first 12 hex digits
+	Sent      string
+	Acked     string
+	Running   string // the version the agent runs when not Version
+	Error     string
+}
+
+// newTemplateView describes d's template delivery (nil when d carries
+// none, as in device lists).
+func newTemplateView(d fleet.DeviceView) *templateView {
+	t := d.Template
+	if t == nil {
+		return nil
+	}
+	if t.State == fleet.TemplateNone || t.Version == 0 {
+		return &templateView{State: fleet.TemplateNone, StateText: "none delivered yet"}
+	}
+	v := &templateView{State: t.State, Version: t.Version, Hash: t.Hash, Error: t.Error, Sent: stamp(t.SentAt),
+		Model: "none (empty template: collection stopped)"}
+	if len(v.Hash) > 12 {
+		v.Hash = v.Hash[:12]
+	}
+	switch {
+	case d.TemplateModel != "":
+		v.Model = d.TemplateModel + " (" + t.ModelID + ")"
+	case t.ModelID != "":
+		v.Model = t.ModelID
+	}
+	if !t.AckedAt.IsZero() {
+		v.Acked = stamp(t.AckedAt)
+	}
+	switch t.State {
+	case store.TemplatePending:
+		v.StateText = "pending: sent, no answer yet"
+	case store.TemplateApplied:
+		v.StateText = "applied by the agent"
+	case store.TemplateError:
+		v.StateText = "refused by the agent"
+	default:
+		v.StateText = t.State
+	}
+	if t.AppliedVersion != t.Version {
+		v.Running = "none"
+		if t.AppliedVersion != 0 {
+			v.Running = "v" + strconv.FormatUint(t.AppliedVersion, 10)
+		}
+	}
+	return v
 }
 
 func (p *Portal) assetDashboard(w http.ResponseWriter, r *http.Request, c *identity.Caller) {
@@ -450,7 +507,7 @@ func (p *Portal) deviceDashData(r *http.Request, c *identity.Caller) (map[string
 // the events to that asset's.
 func (p *Portal) deviceDiagnostics(r *http.Request, c *identity.Caller, d fleet.DeviceView, assetID string, now time.Time) (deviceDash, error) {
 	ctx := r.Context()
-	dd := deviceDash{DeviceView: d}
+	dd := deviceDash{DeviceView: d, OPCUA: newTemplateView(d)}
 	latest, err := p.fleet.LatestValues(ctx, c, d.ID)
 	if err != nil {
 		return dd, err

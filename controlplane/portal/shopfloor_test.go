@@ -686,3 +686,126 @@ func TestAssetDashboardLoad(t *testing.T) {
 	t.Logf("dashboard refresh, 1 sample per point (baseline): p50 %v, p95 %v", b50, b95)
 	t.Logf("dashboard refresh, 4 points × 900 samples: p50 %v (%.1f× baseline), p95 %v", f50, float64(f50)/float64(b50), f95)
 }
+
+// TestDeviceDashboardTemplate: the provider's device dashboard (and its
+// live partial) shows the OPC-UA template delivery — nothing yet, then
+// the model, version, short hash, state and times of an applied template,
+// then a refused one with the agent's error and the version it still
+// runs; operators do not see it.
+func TestDeviceDashboardTemplate(t *testing.T) {
+	srv := demo(t) // no agent: the gateway stays offline, nothing is delivered
+	ctx := context.Background()
+	dev := demoDevice(t, srv)
+	m, err := srv.Store.GetCustomerMachine(ctx, dev.CustomerMachineID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := "/devices/" + dev.ID + "/dashboard"
+	st := newBrowser(t, srv.URL)
+	st.login("st@acme.example")
+	section := func(path string) string {
+		t.Helper()
+		code, body := st.get(path)
+		sec := regexp.MustCompile(`(?s)<table class="grid kv" data-testid="opcua-template".*?</table>`).FindString(body)
+		if code != 200 || sec == "" {
+			t.Fatalf("GET %s: %d, no OPC-UA template section:\n%s", path, code, body)
+		}
+		return sec
+	}
+	want := func(sec string, parts ...string) {
+		t.Helper()
+		for _, p := range parts {
+			if !strings.Contains(sec, p) {
+				t.Errorf("template section lacks %s:\n%s", p, sec)
+			}
+		}
+	}
+	if sec := section(page); !strings.Contains(sec, `data-state="none"`) || !strings.Contains(sec, "none delivered yet") {
+		t.Errorf("before any delivery:\n%s", sec)
+	}
+
+	hash1, hash2 := strings.Repeat("ab", 32), strings.Repeat("cd", 32)
+	sent := time.Date(2026, 12, 2, 9, 30, 0, 0, time.UTC)
+	if _, err := srv.Store.RecordTemplateSent(ctx, dev.ID, hash1, m.MachineModelID, sent); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := srv.Store.RecordTemplateAck(ctx, dev.ID, 1, true, "", sent.Add(2*time.Second)); !ok || err != nil {
+		t.Fatalf("ack: %v %v", ok, err)
+	}
+	sec := section(page)
+	want(sec, `data-state="applied"`, `data-testid="template-model">CNC-5X (`+m.MachineModelID+`)<`, `data-testid="template-version">v1 `,
+		`data-testid="template-hash">abababababab<`, "applied by the agent",
+		`data-testid="template-sent">`+sent.Local().Format("2006-01-02 15:04:05")+`<`,
+		`data-testid="template-acked">`+sent.Add(2*time.Second).Local().Format("2006-01-02 15:04:05")+`<`)
+	if strings.Contains(sec, hash1) || strings.Contains(sec, "template-error") || strings.Contains(sec, "template-running") {
+		t.Errorf("applied template shows the full hash, an error or another running version:\n%s", sec)
+	}
+
+	if _, err := srv.Store.RecordTemplateSent(ctx, dev.ID, hash2, m.MachineModelID, sent.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := srv.Store.RecordTemplateAck(ctx, dev.ID, 2, false, "template v2 is invalid: data_points[0].node_id <empty>", sent.Add(time.Minute+time.Second)); !ok || err != nil {
+		t.Fatalf("error ack: %v %v", ok, err)
+	}
+	sec = section(page + "/live")
+	want(sec, `data-state="error"`, `data-testid="template-version">v2 `, `data-testid="template-hash">cdcdcdcdcdcd<`, "refused by the agent",
+		`data-testid="template-running">v1<`, `data-testid="template-error">template v2 is invalid: data_points[0].node_id &lt;empty&gt;<`)
+
+	// Operators see the device's data, not its template delivery.
+	me := newBrowser(t, srv.URL)
+	me.login("me@nordwerk.example")
+	if code, body := me.get(page); code != 200 || has(body, "opcua-template") {
+		t.Errorf("operator's device dashboard: %d, template shown: %v", code, has(body, "opcua-template"))
+	}
+}
+
+// TestAcceptedProposalSendsTemplate: accepting a proposal in the portal
+// links the customer machine to an asset; when the machine names no model
+// the asset's counts, so the control plane sends its device that model's
+// OPC-UA template (server wiring of the fleet hook to template delivery).
+func TestAcceptedProposalSendsTemplate(t *testing.T) {
+	srv, agent := demoAgent(t)
+	ids := demoShopfloor(t, srv)
+	ctx := context.Background()
+	dev := demoDevice(t, srv)
+	m0, err := srv.Store.GetCustomerMachine(ctx, dev.CustomerMachineID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	model, err := srv.Store.CreateMachineModel(ctx, store.MachineModel{TenantID: dev.TenantID, Name: "Lathe L2",
+		OPCUAJSON: []byte(`{"endpoint_url":"opc.tcp://10.0.0.7:4840","security_mode":"None","data_points":[{"node_id":"ns=2;s=Chuck","name":"chuck"}]}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m1, err := srv.Store.CreateCustomerMachine(ctx, store.CustomerMachine{TenantID: dev.TenantID, CustomerID: m0.CustomerID, Name: "Lathe #7", SerialNumber: "7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Store.LinkDevice(ctx, agent.DeviceID, m1.ID); err != nil { // no model on the machine: nothing to send
+		t.Fatal(err)
+	}
+	p, err := srv.Store.CreateProposal(ctx, store.AssetProposal{ProviderTenantID: dev.TenantID, OperatorTenantID: ids.nord.ID, CustomerMachineID: m1.ID,
+		Name: m1.Name, SerialNumber: m1.SerialNumber, MachineModelID: model.ID, State: store.ProposalPending})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tpl, err := srv.Store.GetDeviceTemplate(ctx, agent.DeviceID); err == nil && tpl.ModelID == model.ID {
+		t.Fatalf("template of %s sent before the proposal was accepted", model.Name)
+	}
+	wm := newBrowser(t, srv.URL)
+	wm.login("wm@nordwerk.example")
+	if code, _ := wm.post("/shopfloor/proposals/"+p.ID+"/accept", url.Values{"facility_id": {ids.hall1.ID}}); code != 200 {
+		t.Fatalf("accept: %d", code)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tpl, err := srv.Store.GetDeviceTemplate(ctx, agent.DeviceID)
+		if err == nil && tpl.ModelID == model.ID {
+			break // sent (the test agent refuses templates: its answer does not matter here)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no template of %s sent after the proposal was accepted: %+v, %v", model.Name, tpl, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

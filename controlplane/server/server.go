@@ -345,8 +345,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		tpls := commands.NewTemplates(st, d, reg, logger.With("component", "templates"))
 		apiSrv.WithTemplates(tpls)
 		fl.SetHooks(fleet.Hooks{
-			DeviceLinked: tpls.DeviceLinked,
-			ModelUpdated: func(id string) { go tpls.ModelUpdated(context.WithoutCancel(ctx), id) },
+			DeviceLinked:   tpls.DeviceLinked,
+			ModelUpdated:   func(id string) { go tpls.ModelUpdated(context.WithoutCancel(ctx), id) },
+			MachineChanged: func(id string) { go tpls.MachineChanged(context.WithoutCancel(ctx), id) },
 		})
 		s.templates.Store(tpls)
 		s.earlyMu.Lock()

@@ -45,6 +45,9 @@ type Templates interface {
 	// ListDevicesOfModel returns the IDs of devices whose customer machine
 	// uses the model (or, when the machine names none, whose asset does).
 	ListDevicesOfModel(ctx context.Context, modelID string) ([]string, error)
+	// ListDevicesOfMachine returns the IDs of devices linked to the
+	// customer machine.
+	ListDevicesOfMachine(ctx context.Context, machineID string) ([]string, error)
 }
 
 const deviceTemplateCols = `device_id, version, hash, model_id, sent_at, state, error, acked_at, applied_version, applied_hash`
@@ -124,6 +127,17 @@ func (d *db) ListDevicesOfModel(ctx context.Context, modelID string) ([]string, 
 		WHERE cm.machine_model_id = ? OR (cm.machine_model_id = '' AND a.machine_model_id = ?) ORDER BY e.id`, modelID, modelID)
 	if err != nil {
 		return nil, fmt.Errorf("store.ListDevicesOfModel: %w", err)
+	}
+	return collect(rows, func(s scanner) (string, error) {
+		var id string
+		return id, s.Scan(&id)
+	})
+}
+
+func (d *db) ListDevicesOfMachine(ctx context.Context, machineID string) ([]string, error) {
+	rows, err := d.query(ctx, d.sql, `SELECT id FROM edge_devices WHERE customer_machine_id = ? ORDER BY id`, machineID)
+	if err != nil {
+		return nil, fmt.Errorf("store.ListDevicesOfMachine: %w", err)
 	}
 	return collect(rows, func(s scanner) (string, error) {
 		var id string

@@ -79,5 +79,14 @@ func TestDeviceTemplates(t *testing.T) {
 		if ids, _ := s.ListDevicesOfModel(ctx, "model-x"); len(ids) != 0 {
 			t.Errorf("devices of an unused model: %v", ids)
 		}
+		for machine, want := range map[string]string{withModel.ID: dev.ID, viaAsset.ID: dev2.ID} {
+			ids, err := s.ListDevicesOfMachine(ctx, machine)
+			if err != nil || len(ids) != 1 || ids[0] != want {
+				t.Errorf("devices of machine %s: %v, %v; want [%s]", machine, ids, err, want)
+			}
+		}
+		if ids, _ := s.ListDevicesOfMachine(ctx, "machine-x"); len(ids) != 0 {
+			t.Errorf("devices of an unknown machine: %v", ids)
+		}
 	})
 }

@@ -206,8 +206,8 @@ func TestTemplateDelivery(t *testing.T) {
 	took := waitPoint("after linking", "spindle", 10*time.Second, time.Time{})
 	t.Logf("link → first value through the API: %v", took.Round(time.Millisecond))
 	waitTemplate(1, "applied")
-	if ts := template(); ts.AppliedVersion != 1 || ts.Error != "" || ts.AckedAt == nil {
-		t.Errorf("after v1: %+v", ts)
+	if ts := template(); ts.AppliedVersion != 1 || ts.Error != "" || ts.AckedAt == nil || ts.MachineModelId != model.Id || ts.MachineModelName != model.Name {
+		t.Errorf("after v1: %+v, want applied from model %s (%s)", ts, model.Name, model.Id)
 	}
 
 	// The model's template gains a point → v2 → its values arrive.
@@ -272,6 +272,9 @@ func TestTemplateDelivery(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitTemplate(3, "applied")
+	if ts := template(); ts.MachineModelId != "" || ts.MachineModelName != "" {
+		t.Errorf("the empty template names model %s (%s)", ts.MachineModelName, ts.MachineModelId)
+	}
 	deadline = time.Now().Add(10 * time.Second)
 	for {
 		st, ok := readStatus(t, statusURL)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 var domainCommands = map[string]command{
@@ -21,7 +23,7 @@ var domainCommands = map[string]command{
 	"proposals":  sub(map[string]command{"list": cmdProposalsList, "accept": cmdProposalAccept, "reject": cmdProposalReject}),
 	"customers":  sub(map[string]command{"orgs": cmdOrgsList, "create-org": cmdOrgCreate, "list": cmdCustomersList, "create": cmdCustomerCreate, "invite": cmdCustomerInvite, "machines": cmdMachinesList, "add-machine": cmdMachineCreate, "propose": cmdPropose, "contracts": cmdContracts, "add-contract": cmdAddContract, "set-external": cmdSetExternal}),
 	"models":     sub(map[string]command{"list": cmdModelsList, "show": cmdModelShow, "apply": cmdModelApply}),
-	"devices":    sub(map[string]command{"list": cmdDevicesList, "create": cmdDeviceCreate, "link": cmdDeviceLink, "enroll-token": cmdEnrollToken, "command": cmdDeviceCommand, "values": cmdDeviceValues, "browse": cmdDeviceBrowse}),
+	"devices":    sub(map[string]command{"list": cmdDevicesList, "get": cmdDeviceGet, "create": cmdDeviceCreate, "link": cmdDeviceLink, "enroll-token": cmdEnrollToken, "command": cmdDeviceCommand, "values": cmdDeviceValues, "browse": cmdDeviceBrowse}),
 	"remote":     sub(map[string]command{"show": cmdRemoteShow, "activate": cmdRemoteActivate, "deactivate": cmdRemoteDeactivate, "request": cmdRemoteRequest, "decide": cmdRemoteDecide}),
 	"vnc":        cmdVNC,
 	"tunnel":     cmdTunnel,
@@ -604,6 +606,98 @@ func cmdDevicesList(ctx context.Context, e *env, _ []string) error {
 			fmt.Fprintf(w, "%s\t%s\t%s\t%v\t%v\t%s\t%s\n", d.Id, d.Name, d.SerialNumber, d.Online, d.Enrolled, d.CustomerMachineId, d.AssetId)
 		}
 	})
+}
+
+func cmdDeviceGet(ctx context.Context, e *env, args []string) error {
+	id, err := oneArg(flags(e, "devices get"), args, "DEVICE_ID")
+	if err != nil {
+		return err
+	}
+	actx, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := gantryv1.NewDeviceServiceClient(e.conn).GetDevice(actx, &gantryv1.GetDeviceRequest{Id: id})
+	if err != nil {
+		return err
+	}
+	return e.print(r, func(w *tabwriter.Writer) { writeDevice(w, r.Device) })
+}
+
+// writeDevice prints one device with the state of its OPC-UA template.
+func writeDevice(w io.Writer, d *gantryv1.EdgeDevice) {
+	fmt.Fprintf(w, "ID\t%s\nNAME\t%s\nSERIAL\t%s\n", d.Id, d.Name, d.SerialNumber)
+	online := "no"
+	if d.Online {
+		online = "yes"
+	}
+	if d.LastSeen != nil {
+		online += ", last seen " + stampText(d.LastSeen)
+	}
+	fmt.Fprintf(w, "ONLINE\t%s\nENROLLED\t%v\n", online, d.Enrolled)
+	fmt.Fprintf(w, "MACHINE\t%s\nASSET\t%s\n", orDash(d.CustomerMachineId), orDash(d.AssetId))
+	if d.AgentVersion != "" {
+		fmt.Fprintf(w, "AGENT\t%s\n", d.AgentVersion)
+	}
+	t := d.Template
+	if t == nil { // operators do not see template delivery
+		return
+	}
+	if t.State == "none" || t.Version == 0 {
+		fmt.Fprintf(w, "TEMPLATE\tnone delivered yet\n")
+		return
+	}
+	model := "none (empty template: collection stopped)"
+	switch {
+	case t.MachineModelName != "":
+		model = t.MachineModelName + " (" + t.MachineModelId + ")"
+	case t.MachineModelId != "":
+		model = t.MachineModelId
+	}
+	fmt.Fprintf(w, "TEMPLATE MODEL\t%s\n", model)
+	fmt.Fprintf(w, "TEMPLATE VERSION\tv%d, hash %s\n", t.Version, shortHash(t.Hash))
+	state := t.State
+	switch t.State {
+	case "pending":
+		state = "pending: sent " + stampText(t.SentAt) + ", no answer yet"
+	case "applied":
+		state = "applied: sent " + stampText(t.SentAt) + ", acked " + stampText(t.AckedAt)
+	case "error":
+		state = "refused by the agent: sent " + stampText(t.SentAt) + ", answered " + stampText(t.AckedAt)
+	}
+	fmt.Fprintf(w, "TEMPLATE STATE\t%s\n", state)
+	if t.AppliedVersion != t.Version {
+		running := "none"
+		if t.AppliedVersion != 0 {
+			running = fmt.Sprintf("v%d", t.AppliedVersion)
+		}
+		fmt.Fprintf(w, "TEMPLATE RUNNING\t%s\n", running)
+	}
+	if t.Error != "" {
+		fmt.Fprintf(w, "TEMPLATE ERROR\t%s\n", t.Error)
+	}
+}
+
+// shortHash is the first 12 hex digits of a template hash.
+func shortHash(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
+
+func stampText(ts *timestamppb.Timestamp) string {
+	if ts == nil {
+		return "-"
+	}
+	return ts.AsTime().Local().Format("2006-01-02 15:04:05")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func cmdDeviceCreate(ctx context.Context, e *env, args []string) error {

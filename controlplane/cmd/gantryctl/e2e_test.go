@@ -206,6 +206,35 @@ func TestDevServerLoginAndListUsers(t *testing.T) {
 	if err != nil || !strings.Contains(out, "CNC-5X") {
 		t.Errorf("models list: %v\n%s", err, out)
 	}
+	// One device with its OPC-UA template: the demo gateway's agent never
+	// ran here, so nothing was delivered yet.
+	var devs struct {
+		Devices []struct{ ID, SerialNumber string }
+	}
+	if out, err := ctl("", "--json", "devices", "list"); err != nil || json.Unmarshal([]byte(out), &devs) != nil {
+		t.Fatalf("devices list: %v\n%s", err, out)
+	}
+	gateway := false
+	for _, d := range devs.Devices {
+		if d.SerialNumber != "GW-DEMO-1" {
+			continue
+		}
+		gateway = true
+		out, err := ctl("", "devices", "get", d.ID)
+		if err != nil || !regexp.MustCompile(`(?m)^SERIAL +GW-DEMO-1$`).MatchString(out) || !regexp.MustCompile(`(?m)^TEMPLATE +none delivered yet$`).MatchString(out) {
+			t.Errorf("devices get: %v\n%s", err, out)
+		}
+		out, err = ctl("", "--json", "devices", "get", d.ID)
+		if err != nil || !strings.Contains(out, `"state": "none"`) {
+			t.Errorf("devices get --json: %v\n%s", err, out)
+		}
+	}
+	if !gateway {
+		t.Errorf("no demo gateway in the devices list: %+v", devs)
+	}
+	if out, err := ctl("", "devices", "get", "nope"); err == nil || !strings.Contains(out, "NotFound") {
+		t.Errorf("devices get of an unknown device: %v\n%s", err, out)
+	}
 	// Documents through gRPC: upload a machine-model document and fetch it back.
 	modelID := strings.Fields(strings.Split(out, "\n")[1])[0]
 	pdfPath := filepath.Join(dir, "manual.pdf")

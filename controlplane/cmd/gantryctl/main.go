@@ -74,6 +74,7 @@ Documents & Media:
 
 Edge devices:
   devices list | create --name N --serial S [--model M] | link DEVICE_ID --machine MACHINE_ID
+  devices get DEVICE_ID                       one device with its OPC-UA template (model, version, delivery)
   devices enroll-token DEVICE_ID [--ttl 1h]   one-time token and the gantry-agent enroll command
   devices command DEVICE_ID ping|reload_config|restart_collector   signed command, waits for the ack
   devices values DEVICE_ID                    latest machine data of the device

@@ -193,8 +193,12 @@ type TemplateStatus struct {
 	AppliedVersion uint64                 `protobuf:"varint,5,opt,name=applied_version,json=appliedVersion,proto3" json:"applied_version,omitempty"`
 	SentAt         *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
 	AckedAt        *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=acked_at,json=ackedAt,proto3" json:"acked_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The machine model the last template sent came from, and its name
+	// (empty when the empty template was sent: unlinked, or no model).
+	MachineModelId   string `protobuf:"bytes,8,opt,name=machine_model_id,json=machineModelId,proto3" json:"machine_model_id,omitempty"`
+	MachineModelName string `protobuf:"bytes,9,opt,name=machine_model_name,json=machineModelName,proto3" json:"machine_model_name,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *TemplateStatus) Reset() {
@@ -274,6 +278,20 @@ func (x *TemplateStatus) GetAckedAt() *timestamppb.Timestamp {
 		return x.AckedAt
 	}
 	return nil
+}
+
+func (x *TemplateStatus) GetMachineModelId() string {
+	if x != nil {
+		return x.MachineModelId
+	}
+	return ""
+}
+
+func (x *TemplateStatus) GetMachineModelName() string {
+	if x != nil {
+		return x.MachineModelName
+	}
+	return ""
 }
 
 type Notification struct {
@@ -1764,7 +1782,7 @@ const file_gantry_v1_devices_proto_rawDesc = "" +
 	"\benrolled\x18\f \x01(\bR\benrolled\x129\n" +
 	"\n" +
 	"created_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x125\n" +
-	"\btemplate\x18\x0e \x01(\v2\x19.gantry.v1.TemplateStatusR\btemplate\"\xff\x01\n" +
+	"\btemplate\x18\x0e \x01(\v2\x19.gantry.v1.TemplateStatusR\btemplate\"\xd7\x02\n" +
 	"\x0eTemplateStatus\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x12\x14\n" +
@@ -1772,7 +1790,9 @@ const file_gantry_v1_devices_proto_rawDesc = "" +
 	"\x05error\x18\x04 \x01(\tR\x05error\x12'\n" +
 	"\x0fapplied_version\x18\x05 \x01(\x04R\x0eappliedVersion\x123\n" +
 	"\asent_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x125\n" +
-	"\backed_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\aackedAt\"\xd5\x02\n" +
+	"\backed_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\aackedAt\x12(\n" +
+	"\x10machine_model_id\x18\b \x01(\tR\x0emachineModelId\x12,\n" +
+	"\x12machine_model_name\x18\t \x01(\tR\x10machineModelName\"\xd5\x02\n" +
 	"\fNotification\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\basset_id\x18\x02 \x01(\tR\aassetId\x12\x1b\n" +
