@@ -18,6 +18,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -121,9 +122,13 @@ func Dial(ctx context.Context, cfg Config, logger *slog.Logger) (*Link, error) {
 		SetPingTimeout(cfg.KeepAlive).
 		// Clean sessions: delivery guarantees live in the agent's durable
 		// queue (acked only after PUBACK, rewound on reconnect), not in
-		// paho's in-memory store, whose resume races with publishes made
-		// right after connecting (paho v1.5.1, seen with -race).
+		// paho's in-memory store.
 		SetCleanSession(true).
+		// paho still resends its in-flight publishes after a reconnect,
+		// setting Dup on the stored packets while its writer may be
+		// sending the same packets (a data race, paho v1.5.1,
+		// eclipse-paho/paho.mqtt.golang#703): the store hands out copies.
+		SetStore(newCopyingStore()).
 		SetOrderMatters(false).
 		SetAutoReconnect(true).
 		// paho's own reconnect backoff (1 s doubling, no jitter) is reduced
@@ -419,3 +424,21 @@ type badRecord struct{ error }
 func (badRecord) Permanent() bool { return true }
 
 func (b badRecord) Unwrap() error { return b.error }
+
+// copyingStore is paho's MemoryStore whose Get returns a copy of a stored
+// PUBLISH, so that paho's resume, which marks the packets it gets as
+// duplicates, never writes to a packet its writer goroutine is encoding.
+type copyingStore struct{ *paho.MemoryStore }
+
+func newCopyingStore() copyingStore { return copyingStore{paho.NewMemoryStore()} }
+
+// Get returns the stored packet, a PUBLISH as a shallow copy (the payload
+// is shared and never modified).
+func (s copyingStore) Get(key string) packets.ControlPacket {
+	p := s.MemoryStore.Get(key)
+	if pub, ok := p.(*packets.PublishPacket); ok {
+		c := *pub
+		return &c
+	}
+	return p
+}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.mqtt.golang/packets"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/gantry-iot/gantry/agent/forward"
@@ -163,5 +164,34 @@ func TestSessionCache(t *testing.T) {
 	c.Put("broker", s1)
 	if _, ok := c.Get("other"); ok {
 		t.Fatal("session returned for another key")
+	}
+}
+
+// TestCopyingStore: the store gives paho's resume a copy of a stored
+// PUBLISH, so marking it as a duplicate does not touch the packet paho's
+// writer may be encoding at that moment (paho#703).
+func TestCopyingStore(t *testing.T) {
+	s := newCopyingStore()
+	s.Open()
+	defer s.Close()
+	pub := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
+	pub.Qos, pub.MessageID, pub.TopicName, pub.Payload = 1, 7, "gantry/v1/dev/d1/telemetry", []byte("x")
+	s.Put("o.7", pub)
+	got, ok := s.Get("o.7").(*packets.PublishPacket)
+	if !ok || got == pub || got.MessageID != 7 || got.TopicName != pub.TopicName || string(got.Payload) != "x" {
+		t.Fatalf("Get = %#v, want a copy of the stored PUBLISH", got)
+	}
+	got.Dup = true
+	if pub.Dup {
+		t.Error("setting Dup on the returned packet changed the stored one")
+	}
+	sub := packets.NewControlPacket(packets.Subscribe).(*packets.SubscribePacket)
+	sub.MessageID = 8
+	s.Put("o.8", sub)
+	if s.Get("o.8") != sub {
+		t.Error("other packets are returned as stored")
+	}
+	if len(s.All()) != 2 {
+		t.Errorf("All = %v", s.All())
 	}
 }

@@ -118,7 +118,8 @@ type Stats struct {
 // Broker is an embedded broker. Safe for concurrent use.
 type Broker struct {
 	srv   *mqtt.Server
-	ln    *listeners.TCP
+	ln    *listeners.Net
+	raw   net.Listener // the TCP socket under ln
 	tls   *tls.Config
 	addr  net.Addr
 	log   *slog.Logger
@@ -183,16 +184,22 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 	if err := b.SetSessionTicketKeys(cfg.SessionTicketKeys); err != nil {
 		return nil, err
 	}
-	b.ln = listeners.NewTCP(listeners.Config{ID: "tls", Address: cfg.Listen, TLSConfig: b.tls})
-	if err := srv.AddListener(b.ln); err != nil {
+	// Our own listening socket, so that Close can stop accepting before
+	// mochi disconnects the clients (its listener closes the socket only
+	// after that, which with 10,000 devices takes seconds: reconnecting
+	// devices' connections then wait in the backlog, unanswered, instead
+	// of being refused at once).
+	raw, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
 		return nil, fmt.Errorf("broker.New: %w: listen on %s: %w (is another broker using the port? choose another MQTT listen address)", ErrConfig, cfg.Listen, err)
 	}
-	addr, err := net.ResolveTCPAddr("tcp", b.ln.Address())
-	if err != nil {
-		b.ln.Close(func(string) {})
-		return nil, fmt.Errorf("broker.New: listener address: %w", err)
+	b.raw = raw
+	b.ln = listeners.NewNet("tls", tls.NewListener(raw, b.tls))
+	if err := srv.AddListener(b.ln); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("broker.New: %w", err)
 	}
-	b.addr = addr
+	b.addr = raw.Addr().(*net.TCPAddr)
 	return b, nil
 }
 
@@ -255,6 +262,7 @@ func (b *Broker) Addr() net.Addr { return b.addr }
 func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
 		b.closed.Store(true)
+		_ = b.raw.Close() // refuse new connections first (see New)
 		b.srv.Close()
 	})
 	return nil

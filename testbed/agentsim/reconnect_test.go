@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,7 +70,7 @@ func TestReconnectLoad(t *testing.T) {
 		t.Fatalf("Run ended before publishing: %v", err)
 	}
 	time.Sleep(3 * time.Second)
-	load0 := loadAvg()
+	load0, drops0 := loadAvg(), listenDrops()
 	t0 := time.Now()
 	cp.stop()
 	stopped := time.Since(t0)
@@ -141,7 +142,7 @@ func TestReconnectLoad(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	all := time.Since(t0)
-	load1 := loadAvg()
+	load1, drops1 := loadAvg(), listenDrops()
 	ab := <-agentsBack
 	// How late after the broker was back did each agent retry?
 	if back < 0 {
@@ -187,6 +188,8 @@ func TestReconnectLoad(t *testing.T) {
 		n, r(sum.ConnectTime), r(stopped), r(exec), r(back), r(back-exec), r(up), connected, r(all), r(all-back), sum.Errors)
 	t.Logf("handshakes on the new broker: %v resumed, %v full (%.0f %% resumed), peak %.0f/s; reconnect attempts while it was down: %d (%.1f per agent)",
 		resumed, full, 100*resumed/max(1, resumed+full), peakRate, during, float64(during)/max(1, want))
+	t.Logf("connection attempts the kernel dropped because a listen queue was full (TcpExt ListenOverflows/ListenDrops, whole machine): %d/%d; net.core.somaxconn %s",
+		drops1[0]-drops0[0], drops1[1]-drops0[1], strings.TrimSpace(readFile("/proc/sys/net/core/somaxconn")))
 	if len(late) > 0 {
 		t.Logf("first attempt after the broker was back, per agent (%d agents): mean %v, p50 %v, p90 %v, last %v",
 			len(late), r(mean), r(late[len(late)/2]), r(late[len(late)*9/10]), r(late[len(late)-1]))
@@ -229,4 +232,31 @@ func loadAvg() string {
 	var l1 float64
 	fmt.Sscan(string(b), &l1)
 	return strconv.FormatFloat(l1, 'f', 1, 64)
+}
+
+// listenDrops returns the kernel's TcpExt ListenOverflows and ListenDrops
+// counters (zeros where /proc/net/netstat is missing).
+func listenDrops() [2]int64 {
+	var out [2]int64
+	lines := strings.Split(readFile("/proc/net/netstat"), "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		if !strings.HasPrefix(lines[i], "TcpExt:") || !strings.HasPrefix(lines[i+1], "TcpExt:") {
+			continue
+		}
+		names, vals := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		for j := 1; j < len(names) && j < len(vals); j++ {
+			switch names[j] {
+			case "ListenOverflows":
+				out[0], _ = strconv.ParseInt(vals[j], 10, 64)
+			case "ListenDrops":
+				out[1], _ = strconv.ParseInt(vals[j], 10, 64)
+			}
+		}
+	}
+	return out
+}
+
+func readFile(p string) string {
+	b, _ := os.ReadFile(p)
+	return string(b)
 }
