@@ -12,9 +12,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/dustin/go-humanize"
 
 	"github.com/gantry-iot/gantry/controlplane/server"
 	"github.com/gantry-iot/gantry/pkg/pprofserve"
@@ -54,7 +57,7 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprint(stdout, usage)
-		fs := newServeFlags(&server.Config{}, new(string))
+		fs := newServeFlags(&server.Config{}, new(string), &processFlags{})
 		fs.SetOutput(stdout)
 		fs.PrintDefaults()
 		return nil
@@ -69,7 +72,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 }
 
-func newServeFlags(cfg *server.Config, logLevel *string) *flag.FlagSet {
+// processFlags are serve flags about the process rather than the server.
+type processFlags struct {
+	pprof, memoryLimit string
+}
+
+func newServeFlags(cfg *server.Config, logLevel *string, pf *processFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.BoolVar(&cfg.Dev, "dev", false, "development mode: plain HTTP on 127.0.0.1:8080, demo data in an empty store")
 	fs.StringVar(&cfg.Listen, "listen", "", "listen address host:port (default 127.0.0.1:8080 with --dev, :8443 otherwise)")
@@ -91,16 +99,34 @@ func newServeFlags(cfg *server.Config, logLevel *string) *flag.FlagSet {
 	fs.IntVar(&cfg.IngestMaxGroup, "ingest-max-group", 0, "most telemetry batches stored in one transaction (group commit; default 1024)")
 	fs.DurationVar(&cfg.NotificationRetention, "notification-retention", 90*24*time.Hour, "how long edge-rule notifications are kept (those tied to an open case stay)")
 	fs.StringVar(logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&pf.pprof, "pprof-listen", "", "serve Go profiles (net/http/pprof) on this address for profiling under load, e.g. 127.0.0.1:6060 (default: off; bind to loopback)")
+	fs.StringVar(&pf.memoryLimit, "memory-limit", "", "soft memory limit of the process, e.g. 900MiB: the garbage collector works harder near it instead of letting the heap double (default: none, or $GOMEMLIMIT)")
 	return fs
+}
+
+// setMemoryLimit applies --memory-limit.
+func setMemoryLimit(v string) error {
+	if v == "" {
+		return nil
+	}
+	n, err := humanize.ParseBytes(v)
+	if err != nil || n < 64<<20 || n > 1<<50 {
+		return fmt.Errorf("--memory-limit %q: want a size of at least 64MiB, such as 900MiB or 2GiB", v)
+	}
+	debug.SetMemoryLimit(int64(n))
+	return nil
 }
 
 func serve(args []string, stdout, stderr io.Writer) error {
 	var cfg server.Config
 	var level string
-	fs := newServeFlags(&cfg, &level)
-	pprofAddr := fs.String("pprof-listen", "", "serve Go profiles (net/http/pprof) on this address for profiling under load, e.g. 127.0.0.1:6060 (default: off; bind to loopback)")
+	var pf processFlags
+	fs := newServeFlags(&cfg, &level, &pf)
 	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := setMemoryLimit(pf.memoryLimit); err != nil {
 		return err
 	}
 	var lvl slog.Level
@@ -112,8 +138,8 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	if *pprofAddr != "" {
-		stopPprof, err := pprofserve.Serve(*pprofAddr, logger)
+	if pf.pprof != "" {
+		stopPprof, err := pprofserve.Serve(pf.pprof, logger)
 		if err != nil {
 			return err
 		}
