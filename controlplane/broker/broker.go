@@ -113,13 +113,16 @@ type Stats struct {
 	SubDenied     atomic.Int64 // subscriptions (and deliveries) refused by the ACL
 	Resumed       atomic.Int64 // CONNECTs on a resumed TLS session (no full handshake)
 	FullTLS       atomic.Int64 // CONNECTs on a full TLS handshake
+	// HandshakeFailed counts TLS handshakes that failed or timed out
+	// (HandshakeTimeout), e.g. a certificate not from the CA.
+	HandshakeFailed atomic.Int64
 }
 
 // Broker is an embedded broker. Safe for concurrent use.
 type Broker struct {
 	srv   *mqtt.Server
 	ln    *listeners.Net
-	raw   net.Listener // the TCP socket under ln
+	raw   *handshakeListener // the TLS listener under ln
 	tls   *tls.Config
 	addr  net.Addr
 	log   *slog.Logger
@@ -193,10 +196,10 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker.New: %w: listen on %s: %w (is another broker using the port? choose another MQTT listen address)", ErrConfig, cfg.Listen, err)
 	}
-	b.raw = raw
-	b.ln = listeners.NewNet("tls", tls.NewListener(raw, b.tls))
+	b.raw = newHandshakeListener(raw, b.tls, HandshakeTimeout, &b.Stats.HandshakeFailed)
+	b.ln = listeners.NewNet("tls", b.raw)
 	if err := srv.AddListener(b.ln); err != nil {
-		raw.Close()
+		b.raw.Close()
 		return nil, fmt.Errorf("broker.New: %w", err)
 	}
 	b.addr = raw.Addr().(*net.TCPAddr)

@@ -69,6 +69,12 @@ type Config struct {
 	PublishTimeout     time.Duration // wait for a PUBACK; default 10s
 	Progress           time.Duration // progress log interval; default 5s, <0 disables
 
+	// Light connects the agents with a small MQTT client (one goroutine
+	// per agent, no reconnect; see lightConn) instead of the agent's own
+	// link (paho), so that the load generator leaves more of a shared
+	// machine to the control plane. Reconnect tests need the link.
+	Light bool
+
 	// StateDir keeps the agents' state directories (StateDir/agent-00000,
 	// …) after the run; agents already enrolled there are reused without
 	// touching the API. Empty: a temporary directory removed afterwards.
@@ -167,7 +173,7 @@ func (s *Sim) Connected() int {
 	s.mu.Unlock()
 	n := 0
 	for _, a := range live {
-		if l := a.link.Load(); l != nil && l.Connected() {
+		if l := a.conn(); l != nil && l.Connected() {
 			n++
 		}
 	}
@@ -225,8 +231,18 @@ type agent struct {
 	st   enroll.State
 	cert tls.Certificate
 	pool *x509.CertPool
-	link atomic.Pointer[link.Link]
+	ref  atomic.Pointer[connRef]
 	h    *control.Handler
+}
+
+type connRef struct{ c conn }
+
+// conn returns the agent's MQTT session (nil before it connected).
+func (a *agent) conn() conn {
+	if r := a.ref.Load(); r != nil {
+		return r.c
+	}
+	return nil
 }
 
 // Run enrolls, connects and runs the agents until cfg.Run has passed or
@@ -306,7 +322,7 @@ func (s *Sim) Run(ctx context.Context) (Summary, error) {
 	var cw sync.WaitGroup
 	for _, a := range live {
 		cw.Go(func() {
-			if l := a.link.Load(); l != nil {
+			if l := a.conn(); l != nil {
 				_ = l.Close()
 			}
 		})
@@ -500,6 +516,20 @@ func (s *Sim) connectOne(ctx context.Context, a *agent, logger *slog.Logger) err
 	a.h = control.New(v, control.Actions{}, logger)
 	dctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
 	defer cancel()
+	if s.cfg.Light {
+		u, err := url.Parse(a.st.MQTTURL)
+		if err != nil {
+			return fmt.Errorf("agentsim: broker URL %q: %w", a.st.MQTTURL, err)
+		}
+		tc := &tls.Config{Certificates: []tls.Certificate{a.cert}, RootCAs: a.pool, ServerName: u.Hostname(), MinVersion: tls.VersionTLS12,
+			ClientSessionCache: tls.NewLRUClientSessionCache(1)}
+		c, err := dialLight(dctx, a.st.DeviceID, a.st.MQTTURL, AgentVersion, tc, func(p []byte) { s.command(a, p) })
+		if err != nil {
+			return err
+		}
+		a.ref.Store(&connRef{c})
+		return nil
+	}
 	// Each agent's link keeps its own TLS session cache, so a restarted
 	// control plane (same ticket keys) resumes the sessions.
 	l, err := link.Dial(dctx, link.Config{DeviceID: a.st.DeviceID, BrokerURL: a.st.MQTTURL, Certificate: a.cert, RootCAs: a.pool, AgentVersion: AgentVersion,
@@ -514,7 +544,7 @@ func (s *Sim) connectOne(ctx context.Context, a *agent, logger *slog.Logger) err
 	if err != nil {
 		return err
 	}
-	a.link.Store(l)
+	a.ref.Store(&connRef{l})
 	return nil
 }
 
@@ -526,7 +556,7 @@ func (s *Sim) command(a *agent, payload []byte) {
 	if a.h.Stats.Rejected.Load() != rejected {
 		s.c.fail(ErrKindCommand)
 	}
-	l := a.link.Load()
+	l := a.conn()
 	if l == nil {
 		s.c.fail(ErrKindAck)
 		return
@@ -543,7 +573,7 @@ func (s *Sim) command(a *agent, payload []byte) {
 // publish waits for its PUBACK; ticks missed meanwhile are counted as
 // behind schedule, not sent later.
 func (s *Sim) publish(ctx context.Context, a *agent, points []string) {
-	l := a.link.Load()
+	l := a.conn()
 	interval := time.Duration(float64(time.Second) / s.cfg.Rate)
 	rng := rand.New(rand.NewPCG(uint64(a.i), uint64(time.Now().UnixNano())))
 	// Sequence numbers grow across runs that reuse a state dir, so a
@@ -615,7 +645,7 @@ func (s *Sim) progress(ctx context.Context, agents []*agent) {
 		case now := <-t.C:
 			connected := 0
 			for _, a := range agents {
-				if l := a.link.Load(); l != nil && l.Connected() {
+				if l := a.conn(); l != nil && l.Connected() {
 					connected++
 				}
 			}

@@ -57,10 +57,19 @@ func TestValidate(t *testing.T) {
 // all enroll and show online, a signed ping is acknowledged, the control
 // plane ingests exactly the batches agentsim saw acknowledged, and a clean
 // stop turns every device offline.
+// TestRun runs 20 agents against a control plane process, with the
+// agent's own link and with the light client: both enroll, come online,
+// answer a command, publish without loss or duplicates and go offline
+// cleanly.
 func TestRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a control plane process")
 	}
+	t.Run("link", func(t *testing.T) { testRun(t, false) })
+	t.Run("light", func(t *testing.T) { testRun(t, true) })
+}
+
+func testRun(t *testing.T, light bool) {
 	const agents = 20
 	cp := startControlPlane(t, t.TempDir())
 	dc := cp.devices(t)
@@ -71,7 +80,7 @@ func TestRun(t *testing.T) {
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"))
 	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	sim, err := agentsim.New(agentsim.Config{Server: cp.url, Email: demoEmail, Password: demoPassword,
-		Agents: agents, Rate: 5, Batch: 4, Concurrency: 8, Progress: -1}, logger)
+		Agents: agents, Rate: 5, Batch: 4, Concurrency: 8, Progress: -1, Light: light}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

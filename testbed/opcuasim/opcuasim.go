@@ -145,9 +145,12 @@ type Sim struct {
 	pinned map[string]bool // values set by Set, not overwritten by the updater
 	energy map[string]float64
 	tick   int64
-	cancel context.CancelFunc
-	done   chan struct{}
-	port   int
+	// produced counts the values the updater set (ticks the ticker
+	// dropped on a busy machine produce nothing).
+	produced atomic.Uint64
+	cancel   context.CancelFunc
+	done     chan struct{}
+	port     int
 }
 
 // New validates cfg and returns a stopped simulator.
@@ -169,6 +172,11 @@ func (s *Sim) Endpoint() string {
 }
 
 // Namespace is the simulator's namespace index (valid after Start).
+// Produced returns how many generated load variables' values the
+// simulation has set so far: the rate actually produced, which falls short
+// of Generated per Interval when the machine cannot keep up.
+func (s *Sim) Produced() uint64 { return s.produced.Load() }
+
 func (s *Sim) Namespace() uint16 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -297,12 +305,15 @@ func (s *Sim) update(ctx context.Context, done chan struct{}) {
 					}
 				}
 			}
+			n := 0
 			for i := 0; i < s.cfg.Generated; i++ {
 				if id := GeneratedNodeID(s.ns.ID(), i); !s.pinned[id] {
 					s.setLocked(id, genValue(i, s.tick), now)
+					n++
 				}
 			}
 			s.mu.Unlock()
+			s.produced.Add(uint64(n))
 		}
 	}
 }

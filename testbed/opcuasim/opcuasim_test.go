@@ -92,6 +92,13 @@ func TestCNCProfileAndGenerated(t *testing.T) {
 	if dv := read(t, c, "ns=2;s=cnc1.Nope")[0]; dv.Status == ua.StatusOK {
 		t.Errorf("unknown node read OK")
 	}
+	// Produced counts the generated values set: 1,000 per update.
+	p0 := s.Produced()
+	time.Sleep(500 * time.Millisecond)
+	p1 := s.Produced()
+	if p0%1000 != 0 || p1%1000 != 0 || p1-p0 < 2000 || p1-p0 > 12000 {
+		t.Errorf("Produced went from %d to %d in 500 ms of 50 ms updates of 1,000 nodes", p0, p1)
+	}
 }
 
 func TestSubscriptionSeesChangesAndSet(t *testing.T) {

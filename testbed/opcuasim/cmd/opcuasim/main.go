@@ -21,6 +21,7 @@ func main() {
 	nodes := flag.Int("nodes", -1, "number of generated load variables")
 	interval := flag.Duration("interval", 0, "value update interval, e.g. 100ms")
 	verbose := flag.Bool("v", false, "log gopcua's server messages")
+	stats := flag.Duration("stats", 0, "print \"produced N values\" (generated variables' values set so far) at this interval, e.g. 100ms (default: off)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "opcuasim — OPC-UA server with a simulated CNC machine and N load variables.\n\nUsage: opcuasim [flags]\n\n")
 		flag.PrintDefaults()
@@ -63,6 +64,19 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Printf("OPC-UA simulator on %s (namespace %d): e.g. %s\n", sim.Endpoint(), sim.Namespace(), opcuasim.NodeID(sim.Namespace(), "cnc1", "SpindleSpeed"))
+	if *stats > 0 {
+		t := time.NewTicker(*stats)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				fmt.Printf("produced %d values\n", sim.Produced())
+				continue
+			case <-ctx.Done():
+			}
+			break
+		}
+	}
 	<-ctx.Done()
 	shutdown := time.AfterFunc(5*time.Second, func() { os.Exit(1) })
 	defer shutdown.Stop()
