@@ -48,7 +48,10 @@ type Options struct {
 	MaxBatch      int           // samples per batch, default 5000
 	Watchdog      time.Duration // reconnect when nothing arrives this long, default 30s
 	MaxBackoff    time.Duration // default 30s
-	Logger        *slog.Logger
+	// ItemsPerSession spreads a large template over several sessions
+	// to the same endpoint, default DefaultItemsPerSession.
+	ItemsPerSession int
+	Logger          *slog.Logger
 	Security      Security // secured endpoints and user login
 }
 
@@ -122,6 +125,9 @@ func New(tpl machinemodel.OPCUA, sink func([]Sample), opts Options) (*Collector,
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 30 * time.Second
 	}
+	if opts.ItemsPerSession <= 0 {
+		opts.ItemsPerSession = DefaultItemsPerSession
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -180,31 +186,42 @@ func (c *Collector) Run(ctx context.Context) error {
 	}
 }
 
-// session connects, subscribes and forwards until an error.
-func (c *Collector) session(ctx context.Context) error {
-	sctx, cancel := context.WithCancel(ctx)
+// DefaultItemsPerSession is how many data points one OPC-UA session
+// serves before the collector opens another to the same endpoint. gopcua's
+// client keeps one PublishRequest outstanding per session, and a server
+// may keep only the newest value of an item until the next one arrives,
+// so with ten subscriptions on one session values changing every 100 ms
+// were overwritten before they were sent (10,000 nodes: 91–94 % received;
+// docs/benchmarks.md). Templates up to this size use one session, as
+// before; a PLC's session limit is rarely below four.
+const DefaultItemsPerSession = 2500
+
+// connect opens one session to the endpoint.
+func (c *Collector) connect(ctx context.Context) (*opcua.Client, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	cctx, ccancel := context.WithTimeout(sctx, 10*time.Second)
-	defer ccancel()
 	opts, err := c.clientOptions(cctx)
 	if err != nil {
-		return c.explain(err)
+		return nil, c.explain(err)
 	}
 	cl, err := opcua.NewClient(c.tpl.EndpointURL, opts...)
 	if err != nil {
-		return fmt.Errorf("client: %w", err)
+		return nil, fmt.Errorf("client: %w", err)
 	}
 	if err := cl.Connect(cctx); err != nil {
-		return c.explain(fmt.Errorf("connect %s: %w", c.tpl.EndpointURL, err))
+		return nil, c.explain(fmt.Errorf("connect %s: %w", c.tpl.EndpointURL, err))
 	}
-	ccancel()
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = cl.Close(cctx)
-	}()
+	return cl, nil
+}
 
+// session connects, subscribes and forwards until an error. The data
+// points are spread over sessions of at most ItemsPerSession points;
+// any session's failure ends them all.
+func (c *Collector) session(ctx context.Context) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	notify := make(chan *opcua.PublishNotificationData, 256)
+	var clients []*opcua.Client
 	var subs []*opcua.Subscription
 	defer func() {
 		// Best effort: on a dead connection these would wait for timeouts.
@@ -213,10 +230,28 @@ func (c *Collector) session(ctx context.Context) error {
 		for _, s := range subs {
 			_ = s.Cancel(cctx)
 		}
+		for _, cl := range clients {
+			_ = cl.Close(cctx)
+		}
 	}()
 	pts := c.tpl.DataPoints
-	for start := 0; start < len(pts); start += MaxItemsPerSubscription {
-		chunk := pts[start:min(start+MaxItemsPerSubscription, len(pts))]
+	var cl *opcua.Client
+	for start, end := 0, 0; start < len(pts) || cl == nil; start = end {
+		if cl == nil || start%c.opts.ItemsPerSession == 0 {
+			var err error
+			if cl, err = c.connect(sctx); err != nil {
+				return err
+			}
+			clients = append(clients, cl)
+		}
+		if start >= len(pts) {
+			break
+		}
+		end = min(start+MaxItemsPerSubscription, len(pts))
+		if next := (start/c.opts.ItemsPerSession + 1) * c.opts.ItemsPerSession; end > next {
+			end = next // a subscription never spans two sessions
+		}
+		chunk := pts[start:end]
 		interval := time.Duration(minInterval(chunk)) * time.Millisecond
 		// Create the subscription, then its items in batches.
 		sub, err := cl.Subscribe(sctx, &opcua.SubscriptionParameters{Interval: interval}, notify)
@@ -249,7 +284,7 @@ func (c *Collector) session(ctx context.Context) error {
 		}
 	}
 	c.setState("connected")
-	c.log.Info("opc-ua collecting", "endpoint", c.tpl.EndpointURL, "points", len(pts), "subscriptions", len(subs))
+	c.log.Info("opc-ua collecting", "endpoint", c.tpl.EndpointURL, "points", len(pts), "subscriptions", len(subs), "sessions", len(clients))
 
 	pending := make([]Sample, 0, c.opts.MaxBatch)
 	// The ticker also drives the watchdog, so it runs without a batch

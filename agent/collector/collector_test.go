@@ -249,3 +249,57 @@ func TestBatchLimits(t *testing.T) {
 		t.Errorf("without a batch window: %d batches in 3 s, want one per notification (~30)", len(got))
 	}
 }
+
+// TestCollectOverSeveralSessions: a template larger than ItemsPerSession
+// is spread over several sessions to the same endpoint (1,000 points, 300
+// a session: four), every point delivers, and after an outage all of
+// them deliver again.
+func TestCollectOverSeveralSessions(t *testing.T) {
+	sim, err := opcuasim.New(opcuasim.Config{Generated: 1000, Interval: opcuasim.Duration(100 * time.Millisecond)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ns := sim.Namespace()
+	px := newProxy(t, strings.TrimPrefix(sim.Endpoint(), "opc.tcp://"))
+	tpl := machinemodel.OPCUA{EndpointURL: "opc.tcp://" + px.addr, SecurityMode: "None"}
+	for i := range 1000 {
+		tpl.DataPoints = append(tpl.DataPoints, machinemodel.DataPoint{NodeID: opcuasim.GeneratedNodeID(ns, i), Name: fmt.Sprintf("gen%d", i), SamplingIntervalMS: 100})
+	}
+	var k sink
+	c, err := New(tpl, k.add, Options{FlushInterval: 50 * time.Millisecond, Watchdog: 2 * time.Second, MaxBackoff: time.Second, ItemsPerSession: 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	every := func(since time.Time) func() bool {
+		return func() bool {
+			k.mu.Lock()
+			defer k.mu.Unlock()
+			got := map[string]bool{}
+			for _, s := range k.s {
+				if s.Status == 0 && !s.At.Before(since) {
+					got[s.Point] = true
+				}
+			}
+			return len(got) == 1000
+		}
+	}
+	waitFor(t, 15*time.Second, "values of all 1,000 points", every(time.Time{}))
+	px.mu.Lock()
+	sessions := len(px.conns) / 2
+	px.mu.Unlock()
+	if sessions != 4 {
+		t.Errorf("%d connections to the server, want 4 sessions of at most 300 points", sessions)
+	}
+	px.down()
+	waitFor(t, 10*time.Second, "the collector noticing the outage", func() bool { return c.State() != "connected" })
+	back := time.Now()
+	px.up()
+	waitFor(t, 15*time.Second, "values of all 1,000 points after the outage", every(back))
+}
