@@ -52,7 +52,7 @@ type Options struct {
 	// to the same endpoint, default DefaultItemsPerSession.
 	ItemsPerSession int
 	Logger          *slog.Logger
-	Security      Security // secured endpoints and user login
+	Security        Security // secured endpoints and user login
 }
 
 // PointStatus is the last known state of a data point.
