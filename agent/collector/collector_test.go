@@ -204,18 +204,7 @@ func (p *proxy) up() {
 // holds more than MaxBatch samples, and without a batch window every
 // notification's samples go at once (more batches than a ticker allows).
 func TestBatchLimits(t *testing.T) {
-	sim, err := opcuasim.New(opcuasim.Config{Generated: 20, Interval: opcuasim.Duration(100 * time.Millisecond)}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	ns := sim.Namespace()
-	var pts []machinemodel.DataPoint
-	for i := range 20 {
-		pts = append(pts, machinemodel.DataPoint{NodeID: opcuasim.GeneratedNodeID(ns, i), Name: fmt.Sprintf("gen%d", i), SamplingIntervalMS: 100})
-	}
+	sim, pts := startGenerated(t, 20)
 	tpl := machinemodel.OPCUA{EndpointURL: sim.Endpoint(), SecurityMode: "None", DataPoints: pts}
 	run := func(opts Options, d time.Duration) (sizes []int) {
 		var mu sync.Mutex
@@ -255,19 +244,9 @@ func TestBatchLimits(t *testing.T) {
 // a session: four), every point delivers, and after an outage all of
 // them deliver again.
 func TestCollectOverSeveralSessions(t *testing.T) {
-	sim, err := opcuasim.New(opcuasim.Config{Generated: 1000, Interval: opcuasim.Duration(100 * time.Millisecond)}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	ns := sim.Namespace()
+	sim, pts := startGenerated(t, 1000)
 	px := newProxy(t, strings.TrimPrefix(sim.Endpoint(), "opc.tcp://"))
-	tpl := machinemodel.OPCUA{EndpointURL: "opc.tcp://" + px.addr, SecurityMode: "None"}
-	for i := range 1000 {
-		tpl.DataPoints = append(tpl.DataPoints, machinemodel.DataPoint{NodeID: opcuasim.GeneratedNodeID(ns, i), Name: fmt.Sprintf("gen%d", i), SamplingIntervalMS: 100})
-	}
+	tpl := machinemodel.OPCUA{EndpointURL: "opc.tcp://" + px.addr, SecurityMode: "None", DataPoints: pts}
 	var k sink
 	c, err := New(tpl, k.add, Options{FlushInterval: 50 * time.Millisecond, Watchdog: 2 * time.Second, MaxBackoff: time.Second, ItemsPerSession: 300})
 	if err != nil {
@@ -302,4 +281,23 @@ func TestCollectOverSeveralSessions(t *testing.T) {
 	back := time.Now()
 	px.up()
 	waitFor(t, 15*time.Second, "values of all 1,000 points after the outage", every(back))
+}
+
+// startGenerated starts a simulator with n generated variables changing
+// every 100 ms (left running: see TestCollectFromSimulator) and returns
+// template points for all of them.
+func startGenerated(t *testing.T, n int) (*opcuasim.Sim, []machinemodel.DataPoint) {
+	t.Helper()
+	sim, err := opcuasim.New(opcuasim.Config{Generated: n, Interval: opcuasim.Duration(100 * time.Millisecond)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	pts := make([]machinemodel.DataPoint, n)
+	for i := range pts {
+		pts[i] = machinemodel.DataPoint{NodeID: opcuasim.GeneratedNodeID(sim.Namespace(), i), Name: fmt.Sprintf("gen%d", i), SamplingIntervalMS: 100}
+	}
+	return sim, pts
 }
