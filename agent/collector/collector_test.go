@@ -65,14 +65,7 @@ func TestCollectFromSimulator(t *testing.T) {
 		{NodeID: "ns=2;s=does.not.exist", Name: "missing"},
 	}}
 	var k sink
-	c, err := New(tpl, k.add, Options{FlushInterval: 50 * time.Millisecond, Watchdog: 2 * time.Second, MaxBackoff: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	c := runCollector(t, tpl, k.add, Options{})
 
 	waitFor(t, 10*time.Second, "temperature values", func() bool { return k.find("temperature", func(Sample) bool { return true }) })
 	if err := sim.Set(opcuasim.NodeID(ns, "cnc1", "Temperature"), 77.25); err != nil {
@@ -248,14 +241,7 @@ func TestCollectOverSeveralSessions(t *testing.T) {
 	px := newProxy(t, strings.TrimPrefix(sim.Endpoint(), "opc.tcp://"))
 	tpl := machinemodel.OPCUA{EndpointURL: "opc.tcp://" + px.addr, SecurityMode: "None", DataPoints: pts}
 	var k sink
-	c, err := New(tpl, k.add, Options{FlushInterval: 50 * time.Millisecond, Watchdog: 2 * time.Second, MaxBackoff: time.Second, ItemsPerSession: 300})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	c := runCollector(t, tpl, k.add, Options{ItemsPerSession: 300})
 	every := func(since time.Time) func() bool {
 		return func() bool {
 			k.mu.Lock()
@@ -300,4 +286,29 @@ func startGenerated(t *testing.T, n int) (*opcuasim.Sim, []machinemodel.DataPoin
 		pts[i] = machinemodel.DataPoint{NodeID: opcuasim.GeneratedNodeID(sim.Namespace(), i), Name: fmt.Sprintf("gen%d", i), SamplingIntervalMS: 100}
 	}
 	return sim, pts
+}
+
+// runCollector runs a collector for tpl, with a 50 ms batch window, a 2 s
+// watchdog and 1 s backoff unless opts says otherwise, until the test
+// ends.
+func runCollector(t *testing.T, tpl machinemodel.OPCUA, sink func([]Sample), opts Options) *Collector {
+	t.Helper()
+	if opts.FlushInterval == 0 {
+		opts.FlushInterval = 50 * time.Millisecond
+	}
+	if opts.Watchdog == 0 {
+		opts.Watchdog = 2 * time.Second
+	}
+	if opts.MaxBackoff == 0 {
+		opts.MaxBackoff = time.Second
+	}
+	c, err := New(tpl, sink, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return c
 }
