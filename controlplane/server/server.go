@@ -88,6 +88,9 @@ type Config struct {
 	// IngestMaxGroup is the most telemetry batches stored in one
 	// transaction (0: telemetry's default).
 	IngestMaxGroup int
+	// IngestWriters is how many telemetry transactions run at once (0:
+	// 1 on SQLite, DefaultPostgresWriters on PostgreSQL).
+	IngestWriters int
 	// NotificationRetention bounds stored edge-rule notifications
 	// (default 90 days); those tied to an open case are kept.
 	NotificationRetention time.Duration
@@ -133,6 +136,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MQTTCRLReload != "" && c.MQTTCRLFile == "" {
 		return errors.New("--mqtt-crl-reload without --mqtt-crl-file: the reload command runs after the CRL file is rewritten")
+	}
+	if c.IngestWriters < 0 || c.IngestWriters > 64 {
+		return fmt.Errorf("--ingest-writers %d: want 1 to 64 (0: the default)", c.IngestWriters)
 	}
 	if c.IngestMaxGroup < 0 || c.IngestMaxGroup > 65536 {
 		return fmt.Errorf("--ingest-max-group %d: want 1 to 65536 batches per transaction (0: the default)", c.IngestMaxGroup)
@@ -448,10 +454,22 @@ func (s *Server) startPresence(ctx context.Context, cfg Config, logger *slog.Log
 	go s.presence.Run(context.WithoutCancel(ctx))
 }
 
+// DefaultPostgresWriters is how many telemetry transactions run at once
+// on PostgreSQL (SQLite: one).
+const DefaultPostgresWriters = 4
+
+func isPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
 // startIngest starts the telemetry writer; it must run before telemetry
 // can arrive (retained messages are delivered at subscription).
 func (s *Server) startIngest(ctx context.Context, logger *slog.Logger) {
-	s.ingest = telemetry.New(s.Store, telemetry.Config{MaxGroup: s.cfg.IngestMaxGroup}, s.reg, logger)
+	writers := s.cfg.IngestWriters
+	if writers == 0 && isPostgres(s.cfg.StoreDSN) {
+		writers = DefaultPostgresWriters
+	}
+	s.ingest = telemetry.New(s.Store, telemetry.Config{MaxGroup: s.cfg.IngestMaxGroup, Writers: writers}, s.reg, logger)
 	go s.ingest.Run(context.WithoutCancel(ctx))
 }
 

@@ -5,8 +5,8 @@
 // Handle runs on the publishing device's connection, before the broker
 // sends the PUBACK, so it returns only once the batch is committed (or
 // storing it failed). To keep the store from becoming the ceiling, the
-// batches of many concurrent Handle calls are written by one writer
-// goroutine (Run) in one transaction: group commit.
+// batches of many concurrent Handle calls are written by a writer
+// goroutine (Run; several on PostgreSQL) in one transaction: group commit.
 package telemetry
 
 import (
@@ -40,6 +40,11 @@ type Config struct {
 	// snapshot page once for more devices: 1,024 acknowledged ~12 % more
 	// messages/s than 256 (docs/benchmarks.md).
 	MaxGroup int
+	// Writers is how many transactions run at once (0 → 1). SQLite
+	// writes one transaction at a time anyway; PostgreSQL can commit
+	// several groups in parallel (their devices' rows are locked in key
+	// order, so concurrent groups do not deadlock).
+	Writers int
 	// Window is how long the writer waits for more batches once it has
 	// one while devices are busy (0: never wait). Without waiting, groups
 	// form anyway from the batches handed over during the previous
@@ -52,6 +57,9 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	if c.MaxGroup <= 0 {
 		c.MaxGroup = 1024
+	}
+	if c.Writers <= 0 {
+		c.Writers = 1
 	}
 	return c
 }
@@ -166,9 +174,10 @@ func (i *Ingest) Ingest(topic string, payload []byte) error {
 	return nil
 }
 
-// Run writes the batches of Handle calls until ctx ends or Close is
-// called, then writes the batches already handed over and returns. Only
-// one Run may be active; it returns ErrClosed after Close.
+// Run writes the batches of Handle calls (with Config.Writers writers)
+// until ctx ends or Close is called, then writes the batches already
+// handed over and returns. Only one Run may be active; it returns
+// ErrClosed after Close.
 func (i *Ingest) Run(ctx context.Context) error {
 	i.state.Lock()
 	if i.closed || i.running {
@@ -178,6 +187,17 @@ func (i *Ingest) Run(ctx context.Context) error {
 	i.running = true
 	i.state.Unlock()
 	defer close(i.stopped)
+	var wg sync.WaitGroup
+	for range i.cfg.Writers {
+		wg.Go(func() { i.writer(ctx) })
+	}
+	wg.Wait()
+	return nil
+}
+
+// writer forms groups from the handed-over batches and writes them until
+// ctx ends or Close, then writes what is still handed over.
+func (i *Ingest) writer(ctx context.Context) {
 	// The writes themselves are not cancelled: a Handle waiting for its
 	// batch gets the real outcome.
 	wctx := context.WithoutCancel(ctx)
@@ -192,10 +212,10 @@ func (i *Ingest) Run(ctx context.Context) error {
 			clear(group)
 		case <-ctx.Done():
 			i.drain(wctx, group[:0])
-			return nil
+			return
 		case <-i.quit:
 			i.drain(wctx, group[:0])
-			return nil
+			return
 		}
 	}
 }

@@ -79,13 +79,20 @@ func counter(t testing.TB, reg *prometheus.Registry, name string) float64 {
 
 // TestConcurrentHandle has many devices publish at once, as many broker
 // connections do: every batch is stored exactly once, the latest values
-// are each point's newest sample, and redeliveries count as duplicates.
+// are each point's newest sample, and redeliveries count as duplicates —
+// with one writer and with four writing groups in parallel.
 func TestConcurrentHandle(t *testing.T) {
+	for _, writers := range []int{1, 4} {
+		t.Run(fmt.Sprintf("writers=%d", writers), func(t *testing.T) { testConcurrentHandle(t, writers) })
+	}
+}
+
+func testConcurrentHandle(t *testing.T, writers int) {
 	storetest.ForEach(t, func(t *testing.T, newStore storetest.Factory) {
 		ctx := context.Background()
 		st := newStore(t)
 		reg := prometheus.NewRegistry()
-		in := telemetry.New(st, telemetry.Config{MaxGroup: 16}, reg, nil)
+		in := telemetry.New(st, telemetry.Config{MaxGroup: 16, Writers: writers}, reg, nil)
 		start(t, in)
 		const devices, batches, points = 40, 15, 3
 		var wg sync.WaitGroup

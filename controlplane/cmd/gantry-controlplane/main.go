@@ -97,6 +97,7 @@ func newServeFlags(cfg *server.Config, logLevel *string, pf *processFlags) *flag
 	fs.StringVar(&cfg.WGPublicHost, "wg-public-host", "", "host agents send WireGuard packets to (default: the host of --portal-url or the listen address)")
 	fs.DurationVar(&cfg.HistoryRetention, "history-retention", 7*24*time.Hour, "how long machine-data history is kept")
 	fs.IntVar(&cfg.IngestMaxGroup, "ingest-max-group", 0, "most telemetry batches stored in one transaction (group commit; default 1024)")
+	fs.IntVar(&cfg.IngestWriters, "ingest-writers", 0, "telemetry transactions at once (default 1 on SQLite, 4 on PostgreSQL)")
 	fs.DurationVar(&cfg.NotificationRetention, "notification-retention", 90*24*time.Hour, "how long edge-rule notifications are kept (those tied to an open case stay)")
 	fs.StringVar(logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&pf.pprof, "pprof-listen", "", "serve Go profiles (net/http/pprof) on this address for profiling under load, e.g. 127.0.0.1:6060 (default: off; bind to loopback)")

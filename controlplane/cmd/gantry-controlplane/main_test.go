@@ -18,6 +18,7 @@ func TestServeFlagErrors(t *testing.T) {
 		{[]string{"--memory-limit", "1MiB"}, "at least 64MiB"},
 		{[]string{"--ingest-max-group", "-1"}, "--ingest-max-group -1: want 1 to 65536"},
 		{[]string{"--ingest-max-group", "100000"}, "--ingest-max-group 100000"},
+		{[]string{"--ingest-writers", "-2"}, "--ingest-writers -2: want 1 to 64"},
 	} {
 		args := append([]string{"serve", "--dev", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"}, c.args...)
 		err := run(args, io.Discard, io.Discard)
