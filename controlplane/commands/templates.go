@@ -126,27 +126,26 @@ func (t *Templates) justAnnounced(deviceID string) bool {
 // ModelUpdated: a machine model (and so maybe its OPC-UA template)
 // changed; every device using it is checked.
 func (t *Templates) ModelUpdated(ctx context.Context, modelID string) {
-	ids, err := t.st.ListDevicesOfModel(ctx, modelID)
-	if err != nil {
-		t.log.Error("template delivery: devices of the updated model not found", "model", modelID, "err", err)
-		return
-	}
-	for _, id := range ids {
-		t.enqueue(id, trigger{why: "model_updated"})
-	}
+	t.enqueueAll(ctx, t.st.ListDevicesOfModel, "model", modelID, "model_updated")
 }
 
 // MachineChanged: the model a customer machine's devices take their
 // template from may have changed (it was linked to an asset); every
 // device linked to it is checked.
 func (t *Templates) MachineChanged(ctx context.Context, machineID string) {
-	ids, err := t.st.ListDevicesOfMachine(ctx, machineID)
+	t.enqueueAll(ctx, t.st.ListDevicesOfMachine, "machine", machineID, "machine_changed")
+}
+
+// enqueueAll checks every device that list returns for the model or
+// machine id (kind names it in the log).
+func (t *Templates) enqueueAll(ctx context.Context, list func(context.Context, string) ([]string, error), kind, id, why string) {
+	ids, err := list(ctx, id)
 	if err != nil {
-		t.log.Error("template delivery: devices of the changed machine not found", "machine", machineID, "err", err)
+		t.log.Error("template delivery: devices of the changed "+kind+" not found", kind, id, "err", err)
 		return
 	}
-	for _, id := range ids {
-		t.enqueue(id, trigger{why: "machine_changed"})
+	for _, dev := range ids {
+		t.enqueue(dev, trigger{why: why})
 	}
 }
 
