@@ -252,7 +252,7 @@ func (c *Collector) session(ctx context.Context) error {
 			end = next // a subscription never spans two sessions
 		}
 		chunk := pts[start:end]
-		interval := time.Duration(minInterval(chunk)) * time.Millisecond
+		interval := PublishingInterval(time.Duration(minInterval(chunk)) * time.Millisecond)
 		// Create the subscription, then its items in batches.
 		sub, err := cl.Subscribe(sctx, &opcua.SubscriptionParameters{Interval: interval}, notify)
 		if err != nil {
@@ -366,6 +366,20 @@ func (c *Collector) emit(s []Sample) {
 	if len(s) > 0 {
 		c.sink(s)
 	}
+}
+
+// PublishingInterval is the publishing interval the collector asks for on a
+// subscription whose fastest data point is sampled every sampling: half of
+// it, at least 25 ms. A server that keeps only one value per monitored item
+// between two publish responses (gopcua's does, whatever queue size is
+// requested) replaces a change that arrives before the item's previous
+// value was published; at a publishing interval equal to the sampling
+// interval every late PublishRequest or ticker jitter loses a value, at
+// half of it a publish may be one interval late without loss. Servers that
+// honour the requested queue size (10) lose nothing either way; they send
+// smaller, more frequent responses.
+func PublishingInterval(sampling time.Duration) time.Duration {
+	return max(sampling/2, 25*time.Millisecond)
 }
 
 func minInterval(ds []machinemodel.DataPoint) uint32 {

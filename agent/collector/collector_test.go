@@ -312,3 +312,16 @@ func runCollector(t *testing.T, tpl machinemodel.OPCUA, sink func([]Sample), opt
 	t.Cleanup(func() { cancel(); <-done })
 	return c
 }
+
+func TestPublishingInterval(t *testing.T) {
+	for _, c := range []struct{ sampling, want time.Duration }{
+		{100 * time.Millisecond, 50 * time.Millisecond},
+		{time.Second, 500 * time.Millisecond},
+		{50 * time.Millisecond, 25 * time.Millisecond},
+		{20 * time.Millisecond, 25 * time.Millisecond},
+	} {
+		if got := PublishingInterval(c.sampling); got != c.want {
+			t.Errorf("PublishingInterval(%v) = %v, want %v", c.sampling, got, c.want)
+		}
+	}
+}

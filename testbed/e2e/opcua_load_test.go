@@ -21,6 +21,7 @@ import (
 	"github.com/gopcua/opcua"
 	"github.com/gopcua/opcua/ua"
 
+	"github.com/gantry-iot/gantry/agent/collector"
 	"github.com/gantry-iot/gantry/pkg/machinemodel"
 	"github.com/gantry-iot/gantry/testbed/opcuasim"
 )
@@ -320,7 +321,9 @@ func startBare(t *testing.T, endpoint string, points []machinemodel.DataPoint) *
 		}
 	}()
 	for start := 0; start < len(points); start += 1000 {
-		sub, err := cl.Subscribe(ctx, &opcua.SubscriptionParameters{Interval: loadInterval}, notify)
+		// The same publishing interval as the agent asks for, so both see the
+		// same responses from the server.
+		sub, err := cl.Subscribe(ctx, &opcua.SubscriptionParameters{Interval: collector.PublishingInterval(loadInterval)}, notify)
 		if err != nil {
 			t.Fatal(err)
 		}
