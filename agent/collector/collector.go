@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/gopcua/opcua"
+	"github.com/gopcua/opcua/id"
 	"github.com/gopcua/opcua/ua"
 
 	"github.com/gantry-iot/gantry/pkg/machinemodel"
@@ -234,6 +235,10 @@ func (c *Collector) session(ctx context.Context) error {
 			_ = cl.Close(cctx)
 		}
 	}()
+	// Watchdog probes run in their own goroutines (Monitor blocks); they
+	// end with sctx, before the subscriptions are cancelled.
+	var probes sync.WaitGroup
+	defer func() { cancel(); probes.Wait() }()
 	pts := c.tpl.DataPoints
 	var cl *opcua.Client
 	for start, end := 0, 0; start < len(pts) || cl == nil; start = end {
@@ -296,7 +301,14 @@ func (c *Collector) session(ctx context.Context) error {
 	}
 	flush := time.NewTicker(tick)
 	defer flush.Stop()
-	lastData := time.Now()
+	w := newWatchdog(subs, c.opts.Watchdog)
+	probeDone := make(chan probeResult, len(subs))
+	fail := func(err error) error {
+		c.emit(pending)
+		c.lost()
+		c.setState(err.Error())
+		return err
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -304,13 +316,11 @@ func (c *Collector) session(ctx context.Context) error {
 			return ctx.Err()
 		case n := <-notify:
 			if n.Error != nil {
-				c.emit(pending)
-				c.lost()
-				err := fmt.Errorf("subscription: %w", n.Error)
-				c.setState(err.Error())
-				return err
+				return fail(fmt.Errorf("subscription: %w", n.Error))
 			}
-			lastData = time.Now()
+			if sub, item := w.heard(n.SubscriptionID, time.Now()); item != 0 {
+				probes.Go(func() { unmonitor(sctx, sub, item) })
+			}
 			dc, ok := n.Value.(*ua.DataChangeNotification)
 			if !ok {
 				continue
@@ -324,19 +334,144 @@ func (c *Collector) session(ctx context.Context) error {
 				c.emit(pending[:n])
 				pending = pending[:copy(pending, pending[n:])]
 			}
+		case r := <-probeDone:
+			if r.err != nil {
+				return fail(fmt.Errorf("watchdog: subscription %d does not answer: %w", r.sub.SubscriptionID, r.err))
+			}
+			if item := w.probing(r.sub.SubscriptionID, r.item); item != 0 {
+				probes.Go(func() { unmonitor(sctx, r.sub, item) })
+			}
 		case <-flush.C:
 			if len(pending) > 0 {
 				c.emit(pending)
 				pending = pending[:0]
 			}
-			if time.Since(lastData) > c.opts.Watchdog {
-				c.lost()
-				err := errors.New("no data or keep-alive from the server within the watchdog period")
-				c.setState(err.Error())
-				return err
+			now := time.Now()
+			if id, dead := w.dead(now); dead {
+				return fail(fmt.Errorf("watchdog: subscription %d silent for %v, and its probe item's first value did not arrive", id, c.opts.Watchdog))
+			}
+			for _, sub := range w.quiet(now) {
+				probes.Go(func() { probeDone <- probe(sctx, sub, c.opts.Watchdog) })
 			}
 		}
 	}
+}
+
+// A subscription whose values do not change sends nothing but keep-alives,
+// which gopcua's client does not pass on; a subscription that the server
+// dropped (gopcua's server does so silently) or a hung server sends
+// nothing either. So the watchdog probes a subscription it has not heard
+// from for a watchdog period: it adds a monitored item for the server's
+// CurrentTime, which every server has and whose first value a server must
+// send, and removes the item once anything arrives on the subscription. A
+// probe the server refuses or does not answer, or whose value does not
+// arrive within another period, ends the session (and reconnects).
+
+// probeNode is Server_ServerStatus_CurrentTime (Part 5, mandatory).
+var probeNode = ua.NewNumericNodeID(0, id.Server_ServerStatus_CurrentTime)
+
+// probeHandle is the client handle of probe items, above every data
+// point's (point index + 1).
+const probeHandle = 1 << 31
+
+type probeResult struct {
+	sub  *opcua.Subscription
+	item uint32 // the probe's monitored item ID
+	err  error
+}
+
+// probe adds the probe item to sub.
+func probe(ctx context.Context, sub *opcua.Subscription, timeout time.Duration) probeResult {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	res, err := sub.Monitor(ctx, ua.TimestampsToReturnBoth, opcua.NewMonitoredItemCreateRequestWithDefaults(probeNode, ua.AttributeIDValue, probeHandle))
+	switch {
+	case err != nil:
+		return probeResult{sub: sub, err: err}
+	case len(res.Results) != 1:
+		return probeResult{sub: sub, err: fmt.Errorf("%d results for one probe item", len(res.Results))}
+	case res.Results[0].StatusCode != ua.StatusOK:
+		return probeResult{sub: sub, err: res.Results[0].StatusCode}
+	}
+	return probeResult{sub: sub, item: res.Results[0].MonitoredItemID}
+}
+
+// unmonitor removes a probe item, best effort: a failure leaves one
+// CurrentTime item on the subscription until the session ends.
+func unmonitor(ctx context.Context, sub *opcua.Subscription, item uint32) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, _ = sub.Unmonitor(ctx, item)
+}
+
+// watchdog keeps, per subscription, when it last delivered and its probe.
+type watchdog struct {
+	period time.Duration
+	subs   map[uint32]*watched
+}
+
+type watched struct {
+	sub     *opcua.Subscription
+	last    time.Time // last notification, or creation
+	probeAt time.Time // probe sent and not yet answered; zero: none
+	probeID uint32    // the probe item to remove once answered
+}
+
+func newWatchdog(subs []*opcua.Subscription, period time.Duration) *watchdog {
+	w := &watchdog{period: period, subs: make(map[uint32]*watched, len(subs))}
+	now := time.Now()
+	for _, s := range subs {
+		w.subs[s.SubscriptionID] = &watched{sub: s, last: now}
+	}
+	return w
+}
+
+// heard records a notification on subscription id: a pending probe is
+// answered. It returns the probe item to remove, if it exists yet.
+func (w *watchdog) heard(id uint32, now time.Time) (*opcua.Subscription, uint32) {
+	s, ok := w.subs[id]
+	if !ok {
+		return nil, 0
+	}
+	s.last, s.probeAt = now, time.Time{}
+	item := s.probeID
+	s.probeID = 0
+	return s.sub, item
+}
+
+// probing records the probe item created on subscription id and returns
+// it when it is to be removed at once (the subscription was heard from
+// before the item's creation returned).
+func (w *watchdog) probing(id, item uint32) uint32 {
+	s, ok := w.subs[id]
+	if !ok || s.probeAt.IsZero() {
+		return item
+	}
+	s.probeID = item
+	return 0
+}
+
+// quiet returns the subscriptions silent for a period without a probe
+// and marks them probed.
+func (w *watchdog) quiet(now time.Time) []*opcua.Subscription {
+	var out []*opcua.Subscription
+	for _, s := range w.subs {
+		if s.probeAt.IsZero() && now.Sub(s.last) > w.period {
+			s.probeAt = now
+			out = append(out, s.sub)
+		}
+	}
+	return out
+}
+
+// dead reports a subscription whose probe went unanswered for a period.
+func (w *watchdog) dead(now time.Time) (uint32, bool) {
+	for id, s := range w.subs {
+		if !s.probeAt.IsZero() && now.Sub(s.probeAt) > w.period {
+			return id, true
+		}
+	}
+	return 0, false
 }
 
 // StatusLost is the status of the samples the collector emits for every

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,7 +127,8 @@ func TestNewRejectsBadTemplates(t *testing.T) {
 }
 
 // proxy forwards TCP to target and can drop every connection and refuse
-// new ones (down) until up.
+// new ones (down) until up, or swallow every byte while the connections
+// stay open (frozen: a hung server).
 type proxy struct {
 	t      *testing.T
 	addr   string
@@ -134,6 +136,7 @@ type proxy struct {
 	mu     sync.Mutex
 	l      net.Listener
 	conns  []net.Conn
+	frozen atomic.Bool
 }
 
 func newProxy(t *testing.T, target string) *proxy {
@@ -166,10 +169,26 @@ func (p *proxy) serve(l net.Listener) {
 			p.mu.Lock()
 			p.conns = append(p.conns, c, s)
 			p.mu.Unlock()
-			go func() { io.Copy(s, c); s.Close() }()
-			go func() { io.Copy(c, s); c.Close() }()
+			go func() { p.copy(s, c); s.Close() }()
+			go func() { p.copy(c, s); c.Close() }()
 		}
 	}()
+}
+
+// copy forwards src to dst, dropping what it reads while frozen.
+func (p *proxy) copy(dst io.Writer, src io.Reader) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !p.frozen.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func (p *proxy) down() {
@@ -324,4 +343,57 @@ func TestPublishingInterval(t *testing.T) {
 			t.Errorf("PublishingInterval(%v) = %v, want %v", c.sampling, got, c.want)
 		}
 	}
+}
+
+// TestQuietServerKeepsSession: values that do not change for longer than
+// the watchdog period are not an outage. gopcua's client does not pass the
+// server's keep-alives on, so the watchdog probes a quiet subscription
+// instead of reconnecting.
+func TestQuietServerKeepsSession(t *testing.T) {
+	sim, err := opcuasim.New(opcuasim.Config{Profiles: []opcuasim.Profile{{Name: "cnc1", Kind: "cnc"}}, Interval: opcuasim.Duration(time.Hour)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ns := sim.Namespace()
+	px := newProxy(t, strings.TrimPrefix(sim.Endpoint(), "opc.tcp://"))
+	tpl := machinemodel.OPCUA{EndpointURL: "opc.tcp://" + px.addr, SecurityMode: "None", DataPoints: []machinemodel.DataPoint{
+		{NodeID: opcuasim.NodeID(ns, "cnc1", "Temperature"), Name: "temperature", SamplingIntervalMS: 100},
+	}}
+	var k sink
+	c := runCollector(t, tpl, k.add, Options{Watchdog: time.Second})
+	waitFor(t, 10*time.Second, "the first value", func() bool { return k.find("temperature", func(Sample) bool { return true }) })
+	time.Sleep(4 * time.Second) // four watchdog periods without a change
+	if k.find("temperature", func(s Sample) bool { return s.Status == StatusLost }) {
+		t.Errorf("a quiet server was treated as lost (state %q)", c.State())
+	}
+	px.mu.Lock()
+	conns := len(px.conns) / 2
+	px.mu.Unlock()
+	if conns != 1 {
+		t.Errorf("%d connections to the server, want 1 (no reconnects)", conns)
+	}
+	// The subscription still delivers after the quiet spell.
+	if err := sim.Set(opcuasim.NodeID(ns, "cnc1", "Temperature"), 41.5); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Second, "the value set after the quiet spell", func() bool {
+		return k.find("temperature", func(s Sample) bool { return s.Value == 41.5 })
+	})
+
+	// A hung server (connection open, nothing answers) is still an outage:
+	// the probe goes unanswered and the collector reconnects.
+	px.frozen.Store(true)
+	waitFor(t, 10*time.Second, "the watchdog noticing the hung server", func() bool {
+		return k.find("temperature", func(s Sample) bool { return s.Status == StatusLost })
+	})
+	px.frozen.Store(false)
+	if err := sim.Set(opcuasim.NodeID(ns, "cnc1", "Temperature"), 42.5); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "values after the server answers again", func() bool {
+		return c.State() == "connected" && k.find("temperature", func(s Sample) bool { return s.Value == 42.5 })
+	})
 }
