@@ -44,21 +44,26 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 	}
 }
 
-func TestCollectFromSimulator(t *testing.T) {
-	sim, err := opcuasim.New(opcuasim.Config{Profiles: []opcuasim.Profile{{Name: "cnc1", Kind: "cnc"}}, Generated: 10, Interval: opcuasim.Duration(100 * time.Millisecond)}, nil)
+// startCNC starts a simulator with cfg plus a CNC profile "cnc1" and a TCP
+// proxy in front of it. The simulator is not stopped at the end: closing
+// gopcua's server while a client (re)connects races inside gopcua (v0.8,
+// seen with -race); outages are made at the proxy instead.
+func startCNC(t *testing.T, cfg opcuasim.Config) (*opcuasim.Sim, *proxy) {
+	t.Helper()
+	cfg.Profiles = []opcuasim.Profile{{Name: "cnc1", Kind: "cnc"}}
+	sim, err := opcuasim.New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := sim.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	// The simulator is not stopped at the end: closing gopcua's server while
-	// a client (re)connects races inside gopcua (v0.8, seen with -race).
+	return sim, newProxy(t, strings.TrimPrefix(sim.Endpoint(), "opc.tcp://"))
+}
+
+func TestCollectFromSimulator(t *testing.T) {
+	sim, px := startCNC(t, opcuasim.Config{Generated: 10, Interval: opcuasim.Duration(100 * time.Millisecond)})
 	ns := sim.Namespace()
-	// The outage is simulated by a TCP proxy in front of the simulator:
-	// closing gopcua's server while clients are connected trips a data race
-	// inside gopcua (seen with -race), so the server itself stays up.
-	px := newProxy(t, strings.TrimPrefix(sim.Endpoint(), "opc.tcp://"))
 	tpl := machinemodel.OPCUA{EndpointURL: "opc.tcp://" + px.addr, SecurityMode: "None", DataPoints: []machinemodel.DataPoint{
 		{NodeID: opcuasim.NodeID(ns, "cnc1", "Temperature"), Name: "temperature", SamplingIntervalMS: 100},
 		{NodeID: opcuasim.NodeID(ns, "cnc1", "Running"), Name: "running", SamplingIntervalMS: 100},
@@ -350,15 +355,8 @@ func TestPublishingInterval(t *testing.T) {
 // server's keep-alives on, so the watchdog probes a quiet subscription
 // instead of reconnecting.
 func TestQuietServerKeepsSession(t *testing.T) {
-	sim, err := opcuasim.New(opcuasim.Config{Profiles: []opcuasim.Profile{{Name: "cnc1", Kind: "cnc"}}, Interval: opcuasim.Duration(time.Hour)}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	sim, px := startCNC(t, opcuasim.Config{Interval: opcuasim.Duration(time.Hour)})
 	ns := sim.Namespace()
-	px := newProxy(t, strings.TrimPrefix(sim.Endpoint(), "opc.tcp://"))
 	tpl := machinemodel.OPCUA{EndpointURL: "opc.tcp://" + px.addr, SecurityMode: "None", DataPoints: []machinemodel.DataPoint{
 		{NodeID: opcuasim.NodeID(ns, "cnc1", "Temperature"), Name: "temperature", SamplingIntervalMS: 100},
 	}}
