@@ -351,7 +351,15 @@ func (c *Collector) session(ctx context.Context) error {
 				return fail(fmt.Errorf("watchdog: subscription %d silent for %v, and its probe item's first value did not arrive", id, c.opts.Watchdog))
 			}
 			for _, sub := range w.quiet(now) {
-				probes.Go(func() { probeDone <- probe(sctx, sub, c.opts.Watchdog) })
+				probes.Go(func() {
+					// Not buffered for every case (a subscription heard from
+					// can be probed again before its first probe returns):
+					// after the session, nobody reads.
+					select {
+					case probeDone <- probe(sctx, sub, c.opts.Watchdog):
+					case <-sctx.Done():
+					}
+				})
 			}
 		}
 	}
