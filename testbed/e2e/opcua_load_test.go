@@ -56,46 +56,12 @@ func TestOPCUA10kLoad(t *testing.T) {
 		t.Fatalf("build opcuasim: %v\n%s", err, out)
 	}
 	// The simulator in its own process, so neither measured client shares
-	// a process with it.
-	simCmd := exec.Command(sim, "--port", "0", "--nodes", strconv.Itoa(loadNodes), "--interval", loadInterval.String(), "--stats", "100ms")
-	out, err := simCmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := simCmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = simCmd.Process.Kill(); _, _ = simCmd.Process.Wait() })
-	sc := bufio.NewScanner(out)
-	re := regexp.MustCompile(`on (opc\.tcp://\S+) \(namespace (\d+)\)`)
-	var endpoint string
-	var ns uint16
-	for sc.Scan() {
-		if m := re.FindStringSubmatch(sc.Text()); m != nil {
-			endpoint = m[1]
-			n, _ := strconv.Atoi(m[2])
-			ns = uint16(n)
-			break
-		}
-	}
-	if endpoint == "" {
-		t.Fatal("opcuasim printed no endpoint")
-	}
-	// The values the simulator actually set (it prints the count every
-	// 100 ms): on a busy machine it falls short of the nominal rate, and
-	// that is the rate delivery is measured against.
-	var simProduced atomic.Uint64
-	go func() {
-		for sc.Scan() {
-			if n, ok := strings.CutPrefix(sc.Text(), "produced "); ok {
-				if v, err := strconv.ParseUint(strings.TrimSuffix(n, " values"), 10, 64); err == nil {
-					simProduced.Store(v)
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, out)
-	}()
-	produced := func() float64 { return float64(simProduced.Load()) }
+	// a process with it; a fresh one for every window (see loadSim).
+	ls := &loadSim{bin: sim, port: 0}
+	ls.start(t)
+	t.Cleanup(ls.stop)
+	endpoint, ns := ls.endpoint, ls.ns
+	produced := ls.produced
 	var points []machinemodel.DataPoint
 	for i := range loadNodes {
 		points = append(points, machinemodel.DataPoint{NodeID: opcuasim.GeneratedNodeID(ns, i), Name: fmt.Sprintf("gen%d", i), SamplingIntervalMS: uint32(loadInterval / time.Millisecond)})
@@ -104,6 +70,11 @@ func TestOPCUA10kLoad(t *testing.T) {
 	// Baseline: a bare gopcua client, ≤ 1,000 items per subscription,
 	// measured alone before the first agent and after every agent.
 	base := bareSubscriber(t, endpoint, points)
+	// fresh restarts the simulator before a window: gopcua's server keeps
+	// every subscription ever created fed (see startBare), so a simulator
+	// that served earlier windows is slower and costs every client more
+	// CPU per value; each window gets a new one on the same port.
+	fresh := func() { ls.stop(); ls.start(t) }
 
 	b, _ := json.Marshal(machinemodel.OPCUA{EndpointURL: endpoint, SecurityMode: "None", DataPoints: points})
 	tplFile := filepath.Join(t.TempDir(), "opcua.json")
@@ -126,7 +97,9 @@ func TestOPCUA10kLoad(t *testing.T) {
 	// windows just before and just after it.
 	measure := func(t *testing.T, cp *controlPlane, states []string, ingest bool) {
 		for i, a := range agents {
+			fresh()
 			m := loadAgent(t, cp, a.name, a.bin, states[i], tplFile, ingest, produced)
+			fresh()
 			after := bareSubscriber(t, endpoint, points)
 			t.Logf("bare gopcua client after %s: %.0f values/s, %.3f CPU s per 100k values", a.name, after.rate, after.cpuPer100k)
 			m.report(t, baseline{rate: (base.rate + after.rate) / 2, cpuPer100k: (base.cpuPer100k + after.cpuPer100k) / 2})
@@ -148,6 +121,75 @@ func TestOPCUA10kLoad(t *testing.T) {
 		measure(t, cp, enrollLoadAgents(t, cp, agents), false)
 	})
 }
+
+// loadSim runs opcuasim with the load's nodes as a process that can be
+// restarted on the same port (so the agent's template stays valid).
+type loadSim struct {
+	bin      string
+	port     int
+	endpoint string
+	ns       uint16
+	cmd      *exec.Cmd
+	// count is the number of values the running process set so far (it
+	// prints it every 100 ms): on a busy machine it falls short of the
+	// nominal rate, and that is the rate delivery is measured against.
+	count atomic.Uint64
+}
+
+func (s *loadSim) start(t *testing.T) {
+	t.Helper()
+	cmd := exec.Command(s.bin, "--port", strconv.Itoa(s.port), "--nodes", strconv.Itoa(loadNodes), "--interval", loadInterval.String(), "--stats", "100ms")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s.cmd = cmd
+	s.count.Store(0)
+	sc := bufio.NewScanner(out)
+	re := regexp.MustCompile(`on (opc\.tcp://\S+) \(namespace (\d+)\)`)
+	for sc.Scan() {
+		if m := re.FindStringSubmatch(sc.Text()); m != nil {
+			s.endpoint = m[1]
+			n, _ := strconv.Atoi(m[2])
+			s.ns = uint16(n)
+			break
+		}
+	}
+	if s.endpoint == "" {
+		t.Fatal("opcuasim printed no endpoint")
+	}
+	if s.port == 0 {
+		i := strings.LastIndexByte(s.endpoint, ':')
+		p, err := strconv.Atoi(strings.TrimRight(s.endpoint[i+1:], "/"))
+		if err != nil {
+			t.Fatalf("opcuasim endpoint %q: %v", s.endpoint, err)
+		}
+		s.port = p
+	}
+	go func() {
+		for sc.Scan() {
+			if n, ok := strings.CutPrefix(sc.Text(), "produced "); ok {
+				if v, err := strconv.ParseUint(strings.TrimSuffix(n, " values"), 10, 64); err == nil {
+					s.count.Store(v)
+				}
+			}
+		}
+		_, _ = io.Copy(io.Discard, out)
+	}()
+}
+
+func (s *loadSim) stop() {
+	if s.cmd != nil {
+		_ = s.cmd.Process.Kill()
+		_, _ = s.cmd.Process.Wait()
+		s.cmd = nil
+	}
+}
+
+func (s *loadSim) produced() float64 { return float64(s.count.Load()) }
 
 // enrollLoadAgents enrolls a device for each agent before any runs (the
 // control plane is busiest once telemetry flows) and returns their state
