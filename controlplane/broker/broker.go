@@ -209,8 +209,8 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 // Intercept makes handler the receiver of devices' publishes of kind k
 // (e.g. topics.Telemetry), called on the publishing device's connection
 // after the ACL check and before the broker acknowledges the message: if
-// it returns nil the message is acknowledged and delivered to subscribers
-// as usual; if it returns an error the message is neither acknowledged
+// it returns nil the message is acknowledged and consumed (not delivered
+// to subscribers: the handler is its only receiver); if it returns an error the message is neither acknowledged
 // nor delivered, and the connection is closed, so the device keeps the
 // message and sends it again after reconnecting (MQTT 3.1.1 has no
 // negative PUBACK). Counted in Stats.NotAcked. Call before Start; one
@@ -410,7 +410,9 @@ func resumed(cl *mqtt.Client) bool {
 }
 
 // OnPublish runs Intercept handlers; mochi calls it after the ACL check
-// and before it writes the PUBACK.
+// and before it writes the PUBACK. An intercepted message is consumed:
+// acknowledged, but not delivered to subscribers (CodeSuccessIgnore), so
+// the broker does not search its topic tree for every telemetry batch.
 func (h *authHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline || len(h.b.intercepts) == 0 {
 		return pk, nil
@@ -429,14 +431,18 @@ func (h *authHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 		_ = h.b.srv.DisconnectClient(cl, packets.ErrServerUnavailable)
 		return pk, packets.ErrRejectPacket
 	}
-	return pk, nil
+	return pk, packets.CodeSuccessIgnore
 }
 
 func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if cl.Net.Inline {
 		return true
 	}
-	id := deviceID(cl)
+	// mochi checks the ACL only for clients whose CONNECT was accepted,
+	// and OnConnectAuthenticate accepts only a client ID equal to the
+	// certificate's common name: the ID is the device ID, without the
+	// cost of reading the TLS state on every publish.
+	id := cl.ID
 	if write {
 		if devicePublishAllowed(id, topic) {
 			return true

@@ -44,6 +44,10 @@ type db struct {
 	// SQLite: the background WAL checkpointer (see checkpoints).
 	stopCkpt chan struct{}
 	ckptDone chan struct{}
+
+	// SQLite: committed latest-value snapshots (see latestCache); nil on
+	// PostgreSQL.
+	latest *latestCache
 }
 
 // Open opens the store named by dsn and applies pending migrations.
@@ -92,6 +96,7 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger) (Store, error) {
 			return nil, fmt.Errorf("open sqlite %s: %w", p, err)
 		}
 		d.sql.SetMaxOpenConns(8)
+		d.latest = newLatestCache()
 	}
 	if err := d.sql.PingContext(ctx); err != nil {
 		d.sql.Close()

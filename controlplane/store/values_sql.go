@@ -201,7 +201,12 @@ func (d *db) StoreSampleBatches(ctx context.Context, batches []SampleBatch) erro
 	}
 	sort.Strings(devices)
 	blocks := historyBlocks(batches)
-	return d.tx(ctx, func(tx *sql.Tx) error {
+	if d.latest != nil {
+		d.latest.mu.Lock()
+		defer d.latest.mu.Unlock()
+	}
+	merged := make(map[string][]latestEntry, len(devices))
+	err := d.tx(ctx, func(tx *sql.Tx) error {
 		for len(blocks) > 0 {
 			n := min(len(blocks), blockRowsPerStatement)
 			args := make([]any, 0, 6*n)
@@ -225,7 +230,9 @@ func (d *db) StoreSampleBatches(ctx context.Context, batches []SampleBatch) erro
 				update = append(update, e)
 			}
 			sortLatest(update)
-			rows = append(rows, dev, encodeLatest(mergeLatest(stored[dev], update)))
+			m := mergeLatest(stored[dev], update)
+			merged[dev] = m
+			rows = append(rows, dev, encodeLatest(m))
 		}
 		for len(rows) > 0 {
 			n := min(len(rows)/2, latestRowsPerStatement)
@@ -238,6 +245,14 @@ func (d *db) StoreSampleBatches(ctx context.Context, batches []SampleBatch) erro
 		}
 		return nil
 	})
+	if d.latest != nil {
+		if err != nil {
+			d.latest.forget(devices)
+		} else {
+			d.latest.put(merged)
+		}
+	}
+	return err
 }
 
 // lockLatest returns the stored latest values of devices (sorted), locking
@@ -247,6 +262,19 @@ func (d *db) StoreSampleBatches(ctx context.Context, batches []SampleBatch) erro
 func (d *db) lockLatest(ctx context.Context, tx *sql.Tx, devices []string) (map[string][]latestEntry, error) {
 	stored := map[string][]latestEntry{}
 	var legacy []string
+	if d.latest != nil {
+		// Devices whose committed snapshot is cached need no read (the
+		// caller holds d.latest.mu).
+		uncached := make([]string, 0, len(devices))
+		for _, dev := range devices {
+			if es, ok := d.latest.get(dev); ok {
+				stored[dev] = es
+			} else {
+				uncached = append(uncached, dev)
+			}
+		}
+		devices = uncached
+	}
 	for rest := devices; len(rest) > 0; {
 		chunk := rest[:min(len(rest), latestRowsPerStatement)]
 		rest = rest[len(chunk):]
