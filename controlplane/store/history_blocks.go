@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"math/bits"
 )
 
 // Value history is kept in blocks: one row of device_history_blocks per
@@ -59,48 +60,109 @@ type historyBlock struct {
 	bucket, part int64
 	tMax         int64
 	n            int
-	points       []string          // in first-seen order
-	runs         map[string][]byte // point → encoded samples
-	counts       map[string]int    // point → samples
+	points       []string         // in first-seen order
+	index        map[string]int32 // point → position in points, once there are more than linearPoints
+	samples      []blockSample    // in arrival order
+}
+
+// blockSample is one sample of a block; point is its position in points.
+type blockSample struct {
+	point  int32
+	status uint32
+	value  float64
+	off    uint64 // µs after the bucket's start
+	seq    uint64
+}
+
+// linearPoints: up to this many points a block finds a point by scanning
+// (a device sends ~10 in the common case); beyond it, by a map.
+const linearPoints = 16
+
+func (b *historyBlock) pointIndex(p string) int32 {
+	if b.index != nil {
+		if i, ok := b.index[p]; ok {
+			return i
+		}
+	} else {
+		for i, q := range b.points {
+			if q == p {
+				return int32(i)
+			}
+		}
+	}
+	i := int32(len(b.points))
+	b.points = append(b.points, p)
+	switch {
+	case b.index != nil:
+		b.index[p] = i
+	case len(b.points) > linearPoints:
+		b.index = make(map[string]int32, 2*len(b.points))
+		for j, q := range b.points {
+			b.index[q] = int32(j)
+		}
+	}
+	return i
 }
 
 func (b *historyBlock) add(s Sample, at int64) {
-	run, ok := b.runs[s.Point]
-	if !ok {
-		b.points = append(b.points, s.Point)
-	}
-	run = binary.LittleEndian.AppendUint64(run, math.Float64bits(s.Value))
-	run = binary.AppendUvarint(run, uint64(s.Status))
-	run = binary.AppendUvarint(run, uint64(at-b.bucket))
-	run = binary.AppendUvarint(run, s.BatchSeq)
-	b.runs[s.Point] = run
-	b.counts[s.Point]++
+	b.samples = append(b.samples, blockSample{point: b.pointIndex(s.Point), status: s.Status, value: s.Value, off: uint64(at - b.bucket), seq: s.BatchSeq})
 	b.n++
 	if b.n == 1 || at > b.tMax {
 		b.tMax = at
 	}
 }
 
+// uvarintLen is the length of binary.AppendUvarint(nil, v).
+func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
+
 func (b *historyBlock) encode() []byte {
+	np := len(b.points)
+	// Per point: its samples, the byte length of their run, and (below)
+	// where its samples start in order.
+	counts := make([]int, 3*np)
+	runLen, start := counts[np:2*np], counts[2*np:]
+	for _, s := range b.samples {
+		counts[s.point]++
+		runLen[s.point] += 8 + uvarintLen(uint64(s.status)) + uvarintLen(s.off) + uvarintLen(s.seq)
+	}
 	size := binary.MaxVarintLen64
-	for _, p := range b.points {
-		size += len(p) + len(b.runs[p]) + 3*binary.MaxVarintLen64
+	for i, p := range b.points {
+		size += len(p) + runLen[i] + 3*binary.MaxVarintLen64
+	}
+	// The samples grouped by point, each group in arrival order (a
+	// counting sort).
+	for i := 1; i < np; i++ {
+		start[i] = start[i-1] + counts[i-1]
+	}
+	order := make([]int32, len(b.samples))
+	for j, s := range b.samples {
+		order[start[s.point]] = int32(j)
+		start[s.point]++
 	}
 	out := make([]byte, 0, size)
-	out = binary.AppendUvarint(out, uint64(len(b.points)))
-	for _, p := range b.points {
-		run := b.runs[p]
+	out = binary.AppendUvarint(out, uint64(np))
+	next := 0
+	for i, p := range b.points {
 		out = binary.AppendUvarint(out, uint64(len(p)))
 		out = append(out, p...)
-		out = binary.AppendUvarint(out, uint64(b.counts[p]))
-		out = binary.AppendUvarint(out, uint64(len(run)))
-		out = append(out, run...)
+		out = binary.AppendUvarint(out, uint64(counts[i]))
+		out = binary.AppendUvarint(out, uint64(runLen[i]))
+		for _, j := range order[next : next+counts[i]] {
+			s := &b.samples[j]
+			out = binary.LittleEndian.AppendUint64(out, math.Float64bits(s.value))
+			out = binary.AppendUvarint(out, uint64(s.status))
+			out = binary.AppendUvarint(out, s.off)
+			out = binary.AppendUvarint(out, s.seq)
+		}
+		next += counts[i]
 	}
 	return out
 }
 
 // historyBlocks packs the batches' samples (in order) into blocks per
-// device, bucket and partition, in first-seen order.
+// device, bucket and partition, in first-seen order. A batch's samples
+// mostly share one bucket, so the maps are consulted once per run of
+// samples in the same bucket, not per sample.
 func historyBlocks(batches []SampleBatch) []*historyBlock {
 	type devBucket struct {
 		device string
@@ -110,37 +172,66 @@ func historyBlocks(batches []SampleBatch) []*historyBlock {
 		devBucket
 		part int64
 	}
-	// Count the distinct points per device and bucket to find wide groups.
-	seen := map[devBucket]map[string]struct{}{}
-	for _, bt := range batches {
-		for _, s := range bt.Samples {
-			k := devBucket{bt.DeviceID, bucketOf(toMicros(s.At))}
-			ps := seen[k]
-			if ps == nil {
-				ps = map[string]struct{}{}
-				seen[k] = ps
+	// runs calls fn for each run of a batch's samples in one bucket.
+	runs := func(fn func(k devBucket, run []Sample)) {
+		for _, bt := range batches {
+			from := 0
+			for i := 1; i <= len(bt.Samples); i++ {
+				if i == len(bt.Samples) || bucketOf(toMicros(bt.Samples[i].At)) != bucketOf(toMicros(bt.Samples[from].At)) {
+					fn(devBucket{bt.DeviceID, bucketOf(toMicros(bt.Samples[from].At))}, bt.Samples[from:i])
+					from = i
+				}
 			}
-			ps[s.Point] = struct{}{}
 		}
+	}
+	// A device and bucket is wide with more than widePoints distinct
+	// points, which needs more than widePoints samples: only those are
+	// counted point by point.
+	samples := map[devBucket]int{}
+	runs(func(k devBucket, run []Sample) { samples[k] += len(run) })
+	var distinct map[devBucket]map[string]struct{}
+	for k, n := range samples {
+		if n > widePoints {
+			if distinct == nil {
+				distinct = map[devBucket]map[string]struct{}{}
+			}
+			distinct[k] = map[string]struct{}{}
+		}
+	}
+	if distinct != nil {
+		runs(func(k devBucket, run []Sample) {
+			if ps := distinct[k]; ps != nil {
+				for _, s := range run {
+					ps[s.Point] = struct{}{}
+				}
+			}
+		})
 	}
 	var out []*historyBlock
 	blocks := map[key]*historyBlock{}
-	for _, bt := range batches {
-		for _, s := range bt.Samples {
-			at := toMicros(s.At)
-			k := key{devBucket{bt.DeviceID, bucketOf(at)}, 0}
-			if len(seen[k.devBucket]) > widePoints {
-				k.part = partOf(s.Point)
-			}
-			b := blocks[k]
-			if b == nil {
-				b = &historyBlock{device: k.device, bucket: k.bucket, part: k.part, runs: map[string][]byte{}, counts: map[string]int{}}
-				blocks[k] = b
-				out = append(out, b)
-			}
-			b.add(s, at)
+	// block returns the block of k, new ones sized for hint samples.
+	block := func(k key, hint int) *historyBlock {
+		b := blocks[k]
+		if b == nil {
+			b = &historyBlock{device: k.device, bucket: k.bucket, part: k.part,
+				points: make([]string, 0, min(hint, 64)), samples: make([]blockSample, 0, hint)}
+			blocks[k] = b
+			out = append(out, b)
 		}
+		return b
 	}
+	runs(func(k devBucket, run []Sample) {
+		if len(distinct[k]) > widePoints {
+			for _, s := range run {
+				block(key{k, partOf(s.Point)}, len(run)/historyParts+1).add(s, toMicros(s.At))
+			}
+			return
+		}
+		b := block(key{k, 0}, len(run))
+		for _, s := range run {
+			b.add(s, toMicros(s.At))
+		}
+	})
 	return out
 }
 

@@ -197,3 +197,71 @@ func TestLatestSnapshotCorrupt(t *testing.T) {
 		}
 	}
 }
+
+// TestHistoryBlockManyPoints: past linearPoints a block finds points by
+// map; samples of interleaved, repeated points still come back per point
+// in arrival order, with a batch's samples spread over two buckets.
+func TestHistoryBlockManyPoints(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 8, 0, 59, 0, time.UTC)
+	var batches []SampleBatch
+	want := map[string][]Sample{}
+	for seq := range 6 {
+		b := SampleBatch{DeviceID: "d"}
+		for j := range 3 * linearPoints {
+			p := fmt.Sprintf("p%d", (j*7+seq)%(2*linearPoints+1))
+			s := Sample{Point: p, Value: float64(seq*1000 + j), Status: uint32(j), At: t0.Add(time.Duration(seq*j) * 10 * time.Millisecond), BatchSeq: uint64(seq + 1)}
+			b.Samples = append(b.Samples, s)
+			want[p] = append(want[p], s)
+		}
+		batches = append(batches, b)
+	}
+	blocks := historyBlocks(batches)
+	if len(blocks) != 2 {
+		t.Fatalf("%d blocks, want 2 (two buckets)", len(blocks))
+	}
+	for p, w := range want {
+		var got []Sample
+		for _, b := range blocks {
+			if err := decodeHistoryBlock(b.bucket, b.encode(), p, func(s Sample) { got = append(got, s) }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Within each bucket arrival order; buckets in order.
+		var wantOrdered []Sample
+		for _, b := range blocks {
+			for _, s := range w {
+				if bucketOf(toMicros(s.At)) == b.bucket {
+					wantOrdered = append(wantOrdered, s)
+				}
+			}
+		}
+		if diff := cmp.Diff(wantOrdered, got); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", p, diff)
+		}
+	}
+}
+
+// BenchmarkHistoryBlocks packs and encodes one ingest group: 1,024
+// devices with 10 points each (agentsim's shape), and one device with
+// 5,000 points (an OPC-UA agent's batch).
+func BenchmarkHistoryBlocks(b *testing.B) {
+	t0 := time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
+	for _, shape := range []struct{ devices, points int }{{1024, 10}, {1, 5000}} {
+		var batches []SampleBatch
+		for d := range shape.devices {
+			bt := SampleBatch{DeviceID: fmt.Sprintf("dev-%05d", d)}
+			for p := range shape.points {
+				bt.Samples = append(bt.Samples, Sample{Point: fmt.Sprintf("ns=2;s=point%d", p), Value: float64(p), At: t0.Add(time.Duration(d) * time.Millisecond), BatchSeq: 7})
+			}
+			batches = append(batches, bt)
+		}
+		b.Run(fmt.Sprintf("%dx%d", shape.devices, shape.points), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				for _, blk := range historyBlocks(batches) {
+					_ = blk.encode()
+				}
+			}
+		})
+	}
+}
