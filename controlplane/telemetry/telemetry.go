@@ -17,11 +17,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/gantry-iot/gantry/controlplane/store"
 	"github.com/gantry-iot/gantry/pkg/topics"
-	gantryv1 "github.com/gantry-iot/gantry/proto/gantry/v1"
 )
 
 // Store is the persistence ingest needs.
@@ -133,22 +131,11 @@ func (i *Ingest) Ingest(topic string, payload []byte) error {
 		i.rejected.Inc()
 		return nil
 	}
-	var b gantryv1.TelemetryBatch
-	if err := proto.Unmarshal(payload, &b); err != nil || len(b.Samples) > MaxSamples {
+	seq, samples, err := decodeBatch(payload, time.Now())
+	if err != nil {
 		i.rejected.Inc()
 		i.log.Warn("malformed telemetry", "device", dev, "bytes", len(payload), "err", err)
 		return nil
-	}
-	samples := make([]store.Sample, 0, len(b.Samples))
-	for _, s := range b.Samples {
-		if s.Point == "" || len(s.Point) > 200 {
-			continue
-		}
-		at := s.At.AsTime()
-		if s.At == nil {
-			at = time.Now()
-		}
-		samples = append(samples, store.Sample{Point: s.Point, Value: s.Value, Status: s.Status, At: at, BatchSeq: b.Seq})
 	}
 	p := &pending{batch: store.SampleBatch{DeviceID: dev, Samples: samples}, done: make(chan error, 1)}
 	select {
@@ -159,14 +146,14 @@ func (i *Ingest) Ingest(topic string, payload []byte) error {
 	}
 	if err != nil {
 		i.failed.Inc()
-		i.log.Error("telemetry not stored", "device", dev, "seq", b.Seq, "err", err)
-		return fmt.Errorf("telemetry: device %s batch %d: %w: %w", dev, b.Seq, ErrNotStored, err)
+		i.log.Error("telemetry not stored", "device", dev, "seq", seq, "err", err)
+		return fmt.Errorf("telemetry: device %s batch %d: %w: %w", dev, seq, ErrNotStored, err)
 	}
 	i.mu.Lock()
-	if b.Seq != 0 && b.Seq <= i.lastSeq[dev] {
+	if seq != 0 && seq <= i.lastSeq[dev] {
 		i.duplicates.Inc()
-	} else if b.Seq > i.lastSeq[dev] {
-		i.lastSeq[dev] = b.Seq
+	} else if seq > i.lastSeq[dev] {
+		i.lastSeq[dev] = seq
 	}
 	i.mu.Unlock()
 	i.batches.Inc()
