@@ -135,3 +135,38 @@ func TestLatestCacheBound(t *testing.T) {
 		t.Fatalf("after replace and forget: %d held, counted %d", n, c.entries)
 	}
 }
+
+// TestSQLitePragmas: every SQLite connection keeps statement journals in
+// memory (see Open) and has the page cache and checkpoint settings.
+func TestSQLitePragmas(t *testing.T) {
+	ctx := context.Background()
+	st, err := Open(ctx, filepath.Join(t.TempDir(), "gantry.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	d := st.(*db)
+	// Several connections at once, so not only the first is checked.
+	var conns []interface{ Close() error }
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range 3 {
+		c, err := d.sql.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		for pragma, want := range map[string]int64{"temp_store": 2, "cache_size": -32768, "wal_autocheckpoint": 0} {
+			var got int64
+			if err := c.QueryRowContext(ctx, "PRAGMA "+pragma).Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Errorf("PRAGMA %s = %d, want %d", pragma, got, want)
+			}
+		}
+	}
+}

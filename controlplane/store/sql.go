@@ -90,6 +90,11 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger) (Store, error) {
 		// MiB): the latest-value snapshots of 10,000 devices alone
 		// fill more than that, and every miss is a read system call.
 		q.Add("_pragma", "cache_size(-32768)")
+		// Statement journals in memory: every multi-row INSERT or upsert
+		// keeps one (to undo just that statement on a constraint error),
+		// and on disk its page copies were a write system call each — a
+		// tenth of the telemetry writer's time with 10,000 devices.
+		q.Add("_pragma", "temp_store(MEMORY)")
 		q.Set("_txlock", "immediate")
 		d.sql, err = sql.Open("sqlite", "file:"+p+"?"+q.Encode())
 		if err != nil {
