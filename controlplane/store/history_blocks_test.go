@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -89,12 +88,7 @@ func TestHistoryBlocksWide(t *testing.T) {
 // and pruned.
 func TestHistoryReadsOldRows(t *testing.T) {
 	ctx := context.Background()
-	st, err := Open(ctx, filepath.Join(t.TempDir(), "gantry.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	d := st.(*db)
+	d := openSQLite(t)
 	t0 := time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC)
 	for _, sec := range []int{1, 3, 5} {
 		if _, err := d.exec(ctx, d.sql, `INSERT INTO device_value_history (device_id, point, value, status, at, batch_seq) VALUES (?, ?, ?, ?, ?, ?)`,
@@ -103,12 +97,12 @@ func TestHistoryReadsOldRows(t *testing.T) {
 		}
 	}
 	for _, sec := range []int{2, 4, 6} {
-		if err := st.StoreSamples(ctx, "d", []Sample{{Point: "p", Value: float64(sec), At: t0.Add(time.Duration(sec) * time.Second), BatchSeq: uint64(sec)}}); err != nil {
+		if err := d.StoreSamples(ctx, "d", []Sample{{Point: "p", Value: float64(sec), At: t0.Add(time.Duration(sec) * time.Second), BatchSeq: uint64(sec)}}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	values := func(limit int) []float64 {
-		h, err := st.History(ctx, "d", "p", t0, t0.Add(time.Minute), limit)
+		h, err := d.History(ctx, "d", "p", t0, t0.Add(time.Minute), limit)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,7 +118,7 @@ func TestHistoryReadsOldRows(t *testing.T) {
 	if got := values(4); !cmp.Equal(got, []float64{1, 2, 3, 4}) {
 		t.Errorf("history limit 4: %v", got)
 	}
-	n, err := st.PruneHistory(ctx, t0.Add(3500*time.Millisecond))
+	n, err := d.PruneHistory(ctx, t0.Add(3500*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,12 +139,7 @@ func TestHistoryReadsOldRows(t *testing.T) {
 // a newer stored value).
 func TestLatestFromOldRows(t *testing.T) {
 	ctx := context.Background()
-	st, err := Open(ctx, filepath.Join(t.TempDir(), "gantry.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	d := st.(*db)
+	d := openSQLite(t)
 	t0 := time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC)
 	for j, p := range []string{"a", "b", "c"} {
 		if _, err := d.exec(ctx, d.sql, `INSERT INTO device_values (device_id, point, value, status, at) VALUES (?, ?, ?, ?, ?)`,
@@ -159,19 +148,19 @@ func TestLatestFromOldRows(t *testing.T) {
 		}
 	}
 	want := []Sample{{Point: "a", Value: 0, At: t0}, {Point: "b", Value: 1, Status: 1, At: t0}, {Point: "c", Value: 2, Status: 2, At: t0}}
-	got, err := st.LatestValues(ctx, "d")
+	got, err := d.LatestValues(ctx, "d")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("before a write (-want +got):\n%s", diff)
 	}
-	if err := st.StoreSamples(ctx, "d", []Sample{
+	if err := d.StoreSamples(ctx, "d", []Sample{
 		{Point: "b", Value: 10, At: t0.Add(time.Second)}, {Point: "c", Value: 20, At: t0.Add(-time.Second)}, {Point: "d", Value: 30, At: t0}}); err != nil {
 		t.Fatal(err)
 	}
 	want = []Sample{want[0], {Point: "b", Value: 10, At: t0.Add(time.Second)}, want[2], {Point: "d", Value: 30, At: t0}}
-	got, err = st.LatestValues(ctx, "d")
+	got, err = d.LatestValues(ctx, "d")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -140,12 +140,7 @@ func TestLatestCacheBound(t *testing.T) {
 // memory (see Open) and has the page cache and checkpoint settings.
 func TestSQLitePragmas(t *testing.T) {
 	ctx := context.Background()
-	st, err := Open(ctx, filepath.Join(t.TempDir(), "gantry.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	d := st.(*db)
+	d := openSQLite(t)
 	// Several connections at once, so not only the first is checked.
 	var conns []interface{ Close() error }
 	defer func() {
@@ -169,4 +164,15 @@ func TestSQLitePragmas(t *testing.T) {
 			}
 		}
 	}
+}
+
+// openSQLite opens a store on a new SQLite file, closed when t ends.
+func openSQLite(t *testing.T) *db {
+	t.Helper()
+	st, err := Open(context.Background(), filepath.Join(t.TempDir(), "gantry.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st.(*db)
 }

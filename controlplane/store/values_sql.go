@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -168,30 +169,50 @@ func (d *db) PruneHistory(ctx context.Context, before time.Time) (int64, error) 
 	return n, nil
 }
 
+// newestPerPoint sorts a device's entries (in arrival order) by point
+// and keeps the newest of each point, the later one on equal times; it
+// reuses es.
+func newestPerPoint(es []latestEntry) []latestEntry {
+	slices.SortStableFunc(es, func(a, b latestEntry) int { return strings.Compare(a.point, b.point) })
+	out := es[:0]
+	for i := 0; i < len(es); {
+		best, j := i, i+1
+		for ; j < len(es) && es[j].point == es[i].point; j++ {
+			if es[j].at >= es[best].at {
+				best = j
+			}
+		}
+		out = append(out, es[best]) // len(out) <= i <= best: nothing unread is overwritten
+		i = j
+	}
+	return out
+}
+
 // blockRowsPerStatement bounds a multi-row INSERT of history blocks.
 const blockRowsPerStatement = 100
 
 func (d *db) StoreSampleBatches(ctx context.Context, batches []SampleBatch) error {
 	// The group's newest sample per device and point (the later one on
-	// equal times).
-	newest := map[string]map[string]latestEntry{}
-	some := false
+	// equal times), sorted by point.
+	newest := map[string][]latestEntry{}
 	for _, b := range batches {
-		for _, s := range b.Samples {
-			some = true
-			m := newest[b.DeviceID]
-			if m == nil {
-				m = map[string]latestEntry{}
-				newest[b.DeviceID] = m
-			}
-			at := toMicros(s.At)
-			if e, ok := m[s.Point]; !ok || at >= e.at {
-				m[s.Point] = latestEntry{point: s.Point, value: s.Value, status: s.Status, at: at}
-			}
+		if len(b.Samples) == 0 {
+			continue
 		}
+		es := newest[b.DeviceID]
+		if es == nil {
+			es = make([]latestEntry, 0, len(b.Samples))
+		}
+		for _, s := range b.Samples {
+			es = append(es, latestEntry{point: s.Point, value: s.Value, status: s.Status, at: toMicros(s.At)})
+		}
+		newest[b.DeviceID] = es
 	}
-	if !some {
+	if len(newest) == 0 {
 		return nil
+	}
+	for dev, es := range newest {
+		newest[dev] = newestPerPoint(es)
 	}
 	// Devices in key order so concurrent PostgreSQL writers lock their
 	// rows in the same order.
@@ -225,12 +246,7 @@ func (d *db) StoreSampleBatches(ctx context.Context, batches []SampleBatch) erro
 		}
 		rows := make([]any, 0, 2*len(devices))
 		for _, dev := range devices {
-			update := make([]latestEntry, 0, len(newest[dev]))
-			for _, e := range newest[dev] {
-				update = append(update, e)
-			}
-			sortLatest(update)
-			m := mergeLatest(stored[dev], update)
+			m := mergeLatest(stored[dev], newest[dev])
 			merged[dev] = m
 			rows = append(rows, dev, encodeLatest(m))
 		}
