@@ -22,6 +22,13 @@
 // a denied QoS 0 publish is dropped silently and a denied QoS 1/2 publish
 // closes the connection (3.1.1 has no negative PUBACK); MQTT 5 clients get
 // a "not authorized" PUBACK. A denied subscription gets SUBACK 0x80.
+//
+// The broker keeps no retained messages: devices' retained state and
+// wills are delivered to the control plane's subscriptions like any other
+// message, and the state they carry lives in the store. Nothing else
+// subscribes to device topics here, the broker starts empty with every
+// control-plane restart, and mochi copies its whole retained set once a
+// second to look for expired messages (10,000 devices: ~8 MB a second).
 package broker
 
 import (
@@ -341,7 +348,7 @@ func (h *authHook) ID() string { return "gantry-device-auth" }
 
 func (h *authHook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnPublish:
+	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnPublish, mqtt.OnWill:
 		return true
 	}
 	return false
@@ -413,8 +420,13 @@ func resumed(cl *mqtt.Client) bool {
 // and before it writes the PUBACK. An intercepted message is consumed:
 // acknowledged, but not delivered to subscribers (CodeSuccessIgnore), so
 // the broker does not search its topic tree for every telemetry batch.
+// A device's retained flag is dropped (see the package doc).
 func (h *authHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if cl.Net.Inline || len(h.b.intercepts) == 0 {
+	if cl.Net.Inline {
+		return pk, nil
+	}
+	pk.FixedHeader.Retain = false
+	if len(h.b.intercepts) == 0 {
 		return pk, nil
 	}
 	_, kind, err := topics.Parse(pk.TopicName)
@@ -432,6 +444,13 @@ func (h *authHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 		return pk, packets.ErrRejectPacket
 	}
 	return pk, packets.CodeSuccessIgnore
+}
+
+// OnWill publishes a device's will without keeping it retained (see the
+// package doc); its subscribers still receive it.
+func (h *authHook) OnWill(_ *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	will.Retain = false
+	return will, nil
 }
 
 func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -406,6 +407,8 @@ func TestTakeover(t *testing.T) {
 
 // TestWillOnDrop: a device that vanishes without DISCONNECT triggers its
 // will on its state topic, and the disconnect callback.
+// TestWillOnDrop: a device's will reaches subscribers when its connection
+// drops; neither it nor the device's retained state is kept.
 func TestWillOnDrop(t *testing.T) {
 	e := start(t)
 	states := make(chan string, 4)
@@ -414,7 +417,7 @@ func TestWillOnDrop(t *testing.T) {
 	}
 	var raw net.Conn
 	var mu sync.Mutex
-	_, err := e.client(t, "dev-w", "dev-w", nil, func(o *paho.ClientOptions) {
+	c, err := e.client(t, "dev-w", "dev-w", nil, func(o *paho.ClientOptions) {
 		o.SetWill(topics.Device("dev-w", topics.State), "offline", 1, true)
 		o.SetCustomOpenConnectionFn(func(uri *url.URL, opts paho.ClientOptions) (net.Conn, error) {
 			c, err := tls.Dial("tcp", uri.Host, opts.TLSConfig)
@@ -428,6 +431,13 @@ func TestWillOnDrop(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitEvent(t, e.events, "up dev-w")
+	// A retained state reaches the subscriber but is not kept.
+	if tok := c.Publish(topics.Device("dev-w", topics.State), 1, true, "online"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("retained state: %v", tok.Error())
+	}
+	if s := <-states; s != "online" {
+		t.Fatalf("state %q, want online", s)
+	}
 	mu.Lock()
 	raw.Close() // drop without DISCONNECT
 	mu.Unlock()
@@ -440,6 +450,20 @@ func TestWillOnDrop(t *testing.T) {
 		t.Fatal("will not published")
 	}
 	waitEvent(t, e.events, "down dev-w")
+	// Neither the retained state nor the retained will is kept: a later
+	// subscription receives nothing.
+	if n := atomic.LoadInt64(&e.b.srv.Info.Retained); n != 0 {
+		t.Errorf("broker keeps %d retained messages, want none", n)
+	}
+	late := make(chan string, 4)
+	if err := e.b.Subscribe(topics.Wildcard(topics.State), func(_ string, p []byte) { late <- string(p) }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-late:
+		t.Errorf("a new subscription received the retained state %q", s)
+	case <-time.After(200 * time.Millisecond):
+	}
 }
 
 func waitEvent(t *testing.T, ch chan string, want string) {
