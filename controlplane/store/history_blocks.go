@@ -7,6 +7,8 @@ import (
 	"hash/fnv"
 	"math"
 	"math/bits"
+	"slices"
+	"sync"
 )
 
 // Value history is kept in blocks: one row of device_history_blocks per
@@ -115,12 +117,19 @@ func (b *historyBlock) add(s Sample, at int64) {
 // uvarintLen is the length of binary.AppendUvarint(nil, v).
 func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
 
-func (b *historyBlock) encode() []byte {
+// encode returns the block's data column.
+func (b *historyBlock) encode() []byte { return b.appendEncoded(nil, new(encodeScratch)) }
+
+// appendEncoded appends the block's data column to dst, using sc's
+// buffers for its working space.
+func (b *historyBlock) appendEncoded(dst []byte, sc *encodeScratch) []byte {
 	np := len(b.points)
 	// Per point: its samples, the byte length of their run, and (below)
 	// where its samples start in order.
-	counts := make([]int, 3*np)
-	runLen, start := counts[np:2*np], counts[2*np:]
+	sc.ints = slices.Grow(sc.ints[:0], 3*np)[:3*np]
+	clear(sc.ints)
+	counts := sc.ints[:np]
+	runLen, start := sc.ints[np:2*np], sc.ints[2*np:]
 	for _, s := range b.samples {
 		counts[s.point]++
 		runLen[s.point] += 8 + uvarintLen(uint64(s.status)) + uvarintLen(s.off) + uvarintLen(s.seq)
@@ -134,12 +143,13 @@ func (b *historyBlock) encode() []byte {
 	for i := 1; i < np; i++ {
 		start[i] = start[i-1] + counts[i-1]
 	}
-	order := make([]int32, len(b.samples))
+	sc.order = slices.Grow(sc.order[:0], len(b.samples))[:len(b.samples)]
+	order := sc.order
 	for j, s := range b.samples {
 		order[start[s.point]] = int32(j)
 		start[s.point]++
 	}
-	out := make([]byte, 0, size)
+	out := slices.Grow(dst, size)
 	out = binary.AppendUvarint(out, uint64(np))
 	next := 0
 	for i, p := range b.points {
@@ -157,6 +167,40 @@ func (b *historyBlock) encode() []byte {
 		next += counts[i]
 	}
 	return out
+}
+
+// encodeScratch is the working space StoreSampleBatches reuses across
+// calls (pooled) for the history blocks and snapshots it encodes: the
+// encoded columns of one statement share buf, which is reset once the
+// statement has run (database/sql drivers do not keep arguments).
+type encodeScratch struct {
+	buf   []byte
+	ints  []int
+	order []int32
+}
+
+// maxPooledScratch: larger buffers (a burst of wide devices) are not
+// kept for the next call.
+const maxPooledScratch = 8 << 20
+
+var scratchPool = sync.Pool{New: func() any { return new(encodeScratch) }}
+
+func getScratch() *encodeScratch { return scratchPool.Get().(*encodeScratch) }
+
+func putScratch(sc *encodeScratch) {
+	if cap(sc.buf) > maxPooledScratch || cap(sc.ints) > maxPooledScratch/8 || cap(sc.order) > maxPooledScratch/4 {
+		return
+	}
+	sc.buf = sc.buf[:0]
+	scratchPool.Put(sc)
+}
+
+// column appends one encoded column to sc.buf with enc and returns it
+// (capacity clipped, so later appends cannot touch it).
+func (sc *encodeScratch) column(enc func(dst []byte) []byte) []byte {
+	start := len(sc.buf)
+	sc.buf = enc(sc.buf)
+	return sc.buf[start:len(sc.buf):len(sc.buf)]
 }
 
 // historyBlocks packs the batches' samples (in order) into blocks per

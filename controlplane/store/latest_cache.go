@@ -15,7 +15,9 @@ const maxCachedLatest = 1 << 19
 // StoreSampleBatches in this process and holds mu from reading the cache
 // to updating it after the commit; SQLite allows one writer anyway.
 // PostgreSQL's writers run in parallel and lock rows instead, so they do
-// not use it. The slices stored are never modified.
+// not use it. StoreSampleBatches merges into a cached slice in place
+// (mergeLatest) while it holds mu, and forgets its devices if the
+// transaction fails, so the cache never serves an uncommitted value.
 type latestCache struct {
 	mu      sync.Mutex
 	devices map[string][]latestEntry

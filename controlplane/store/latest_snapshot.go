@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 )
 
@@ -25,12 +26,15 @@ type latestEntry struct {
 	at     int64 // µs
 }
 
-func encodeLatest(es []latestEntry) []byte {
+func encodeLatest(es []latestEntry) []byte { return appendLatest(nil, es) }
+
+// appendLatest appends the snapshot of es to dst.
+func appendLatest(dst []byte, es []latestEntry) []byte {
 	size := binary.MaxVarintLen64
 	for _, e := range es {
 		size += len(e.point) + 8 + 3*binary.MaxVarintLen64
 	}
-	out := make([]byte, 0, size)
+	out := slices.Grow(dst, size)
 	out = binary.AppendUvarint(out, uint64(len(es)))
 	for _, e := range es {
 		out = binary.AppendUvarint(out, uint64(len(e.point)))
@@ -83,8 +87,22 @@ func decodeLatest(data []byte) ([]latestEntry, error) {
 
 // mergeLatest merges update (sorted by point, one entry a point) into base
 // (sorted by point): a point's entry is replaced unless the stored one is
-// newer. Both inputs are left unchanged.
+// newer. When update brings no new point (a device sending the same points
+// every time), base is updated in place and returned; otherwise base is
+// left unchanged and a new slice returned. update is never modified.
 func mergeLatest(base, update []latestEntry) []latestEntry {
+	if inPlace(base, update) {
+		i := 0
+		for _, u := range update {
+			for base[i].point != u.point {
+				i++
+			}
+			if u.at >= base[i].at {
+				base[i] = u
+			}
+		}
+		return base
+	}
 	out := make([]latestEntry, 0, len(base)+len(update))
 	i, j := 0, 0
 	for i < len(base) && j < len(update) {
@@ -107,6 +125,23 @@ func mergeLatest(base, update []latestEntry) []latestEntry {
 	}
 	out = append(out, base[i:]...)
 	return append(out, update[j:]...)
+}
+
+// inPlace reports whether every point of update is in base (both sorted).
+func inPlace(base, update []latestEntry) bool {
+	if len(update) > len(base) {
+		return false
+	}
+	i := 0
+	for _, u := range update {
+		for i < len(base) && base[i].point < u.point {
+			i++
+		}
+		if i == len(base) || base[i].point != u.point {
+			return false
+		}
+	}
+	return true
 }
 
 func sortLatest(es []latestEntry) {

@@ -227,12 +227,16 @@ func (d *db) StoreSampleBatches(ctx context.Context, batches []SampleBatch) erro
 		defer d.latest.mu.Unlock()
 	}
 	merged := make(map[string][]latestEntry, len(devices))
+	sc := getScratch()
+	defer putScratch(sc)
 	err := d.tx(ctx, func(tx *sql.Tx) error {
 		for len(blocks) > 0 {
 			n := min(len(blocks), blockRowsPerStatement)
 			args := make([]any, 0, 6*n)
+			sc.buf = sc.buf[:0] // the previous statement has run
 			for _, b := range blocks[:n] {
-				args = append(args, b.device, b.bucket, b.part, b.tMax, int64(b.n), b.encode())
+				data := sc.column(func(dst []byte) []byte { return b.appendEncoded(dst, sc) })
+				args = append(args, b.device, b.bucket, b.part, b.tMax, int64(b.n), data)
 			}
 			q := `INSERT INTO device_history_blocks (device_id, bucket, part, t_max, n, data) VALUES ` + valueRows(n, 6)
 			if _, err := d.exec(ctx, tx, q, args...); err != nil {
@@ -244,20 +248,22 @@ func (d *db) StoreSampleBatches(ctx context.Context, batches []SampleBatch) erro
 		if err != nil {
 			return fmt.Errorf("store.StoreSampleBatches: latest values: %w", err)
 		}
-		rows := make([]any, 0, 2*len(devices))
-		for _, dev := range devices {
-			m := mergeLatest(stored[dev], newest[dev])
-			merged[dev] = m
-			rows = append(rows, dev, encodeLatest(m))
-		}
-		for len(rows) > 0 {
-			n := min(len(rows)/2, latestRowsPerStatement)
-			q := `INSERT INTO device_latest (device_id, data) VALUES ` + valueRows(n, 2) + `
+		rows := make([]any, 0, 2*min(len(devices), latestRowsPerStatement))
+		for rest := devices; len(rest) > 0; {
+			chunk := rest[:min(len(rest), latestRowsPerStatement)]
+			rest = rest[len(chunk):]
+			rows = rows[:0]
+			sc.buf = sc.buf[:0] // the previous statement has run
+			for _, dev := range chunk {
+				m := mergeLatest(stored[dev], newest[dev])
+				merged[dev] = m
+				rows = append(rows, dev, sc.column(func(dst []byte) []byte { return appendLatest(dst, m) }))
+			}
+			q := `INSERT INTO device_latest (device_id, data) VALUES ` + valueRows(len(chunk), 2) + `
 				ON CONFLICT (device_id) DO UPDATE SET data = excluded.data`
-			if _, err := d.exec(ctx, tx, q, rows[:2*n]...); err != nil {
+			if _, err := d.exec(ctx, tx, q, rows...); err != nil {
 				return fmt.Errorf("store.StoreSampleBatches: latest values: %w", err)
 			}
-			rows = rows[2*n:]
 		}
 		return nil
 	})
