@@ -68,6 +68,11 @@ func Postgres(t testing.TB) store.Store {
 	}
 	q := u.Query()
 	q.Set("search_path", schema)
+	// A lock wait behind a transaction someone forgot to end fails the
+	// test that waits, with PostgreSQL's "lock timeout" error, instead of
+	// hanging the package until go test's timeout.
+	q.Set("lock_timeout", "60000")
+	q.Set("idle_in_transaction_session_timeout", "120000")
 	u.RawQuery = q.Encode()
 	s, err := store.Open(context.Background(), u.String(), nil)
 	if err != nil {
