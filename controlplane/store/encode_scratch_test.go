@@ -10,6 +10,12 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
+// encode returns a block's data column on its own, as a reference.
+func (b *historyBlock) encode() []byte { return b.appendEncoded(nil, new(encodeScratch)) }
+
+// encodeLatest returns a snapshot's data column on its own.
+func encodeLatest(es []latestEntry) []byte { return appendLatest(nil, es) }
+
 // TestScratchColumns: columns encoded one after another into one scratch
 // buffer (which grows and is reused as StoreSampleBatches does) equal
 // their separate encodings, and appending a column never changes the

@@ -117,9 +117,6 @@ func (b *historyBlock) add(s Sample, at int64) {
 // uvarintLen is the length of binary.AppendUvarint(nil, v).
 func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
 
-// encode returns the block's data column.
-func (b *historyBlock) encode() []byte { return b.appendEncoded(nil, new(encodeScratch)) }
-
 // appendEncoded appends the block's data column to dst, using sc's
 // buffers for its working space.
 func (b *historyBlock) appendEncoded(dst []byte, sc *encodeScratch) []byte {

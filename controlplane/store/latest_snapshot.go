@@ -26,8 +26,6 @@ type latestEntry struct {
 	at     int64 // µs
 }
 
-func encodeLatest(es []latestEntry) []byte { return appendLatest(nil, es) }
-
 // appendLatest appends the snapshot of es to dst.
 func appendLatest(dst []byte, es []latestEntry) []byte {
 	size := binary.MaxVarintLen64
