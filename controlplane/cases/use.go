@@ -117,6 +117,9 @@ func (s *Service) authorizeGrant(ctx context.Context, c *identity.Caller, caseID
 		if err == nil && g.DeactivatedAt.IsZero() {
 			return Use{}, cs, errkind.New(errkind.Precondition, "case_id", "the remote-access grant expired at %s; ask the operator to activate it again", g.ExpiresAt.Format(time.RFC3339))
 		}
+		if err == nil {
+			return Use{}, cs, errkind.New(errkind.Precondition, "case_id", "remote access is not active on this case: its grant was deactivated at %s", g.DeactivatedAt.Format(time.RFC3339))
+		}
 		return Use{}, cs, errkind.New(errkind.Precondition, "case_id", "remote access is not active on this case")
 	}
 	if err != nil {
